@@ -1,0 +1,417 @@
+//! OpenAI chat request parsing and validation (pure, fuzzable), and the call it becomes.
+//!
+//! `parse_chat` turns body bytes into a validated `ChatRequest` with simd-json; JSON syntax errors
+//! are 400 `invalid_json`, shape and range errors 422 `validation_error` naming the field.
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::billing::pricing::ModelPrice;
+use crate::error::RequestError;
+use crate::upstream::{ChatCall, GenParams, Role, Thinking, Turn};
+
+/// The model used when a request names none (Vectorway reference).
+pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
+
+#[derive(Debug, Deserialize)]
+struct RawChat {
+    model: Option<String>,
+    messages: Option<Vec<RawMessage>>,
+    stream: Option<bool>,
+    stream_options: Option<RawStreamOptions>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stop: Option<StopField>,
+    n: Option<i64>,
+    seed: Option<i64>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    response_format: Option<RawResponseFormat>,
+    reasoning_effort: Option<String>,
+    tools: Option<Vec<IgnoredAny>>,
+    memory_read: Option<bool>,
+    memory_write: Option<bool>,
+    memory_write_mode: Option<String>,
+    memory_max_chars: Option<i64>,
+    k: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawStreamOptions {
+    include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawResponseFormat {
+    r#type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawMessage {
+    role: String,
+    content: Option<ContentField>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ContentField {
+    Text(String),
+    Parts(Vec<RawPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPart {
+    r#type: String,
+    text: Option<String>,
+}
+
+/// A message after validation: system/developer, user or assistant, with its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: MessageRole,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRole {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryWriteMode {
+    Auto,
+    Raw,
+    Summary,
+}
+
+/// The Vectorway memory options of a chat request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryOptions {
+    pub read: bool,
+    pub write: bool,
+    pub mode: MemoryWriteMode,
+    pub max_chars: u32,
+    pub k: u32,
+}
+
+/// A validated chat request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub json_mode: bool,
+    pub reasoning_effort: Option<&'static str>,
+    pub memory: MemoryOptions,
+}
+
+fn invalid(param: &'static str, msg: impl Into<String>) -> RequestError {
+    RequestError::validation(param, msg)
+}
+
+/// Parses and validates a chat request body.
+pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    let mut buf = body.to_vec();
+    let raw: RawChat = simd_json::serde::from_slice(&mut buf).map_err(|e| {
+        if e.is_data() {
+            invalid("body", format!("request body does not match the chat schema: {e}"))
+        } else {
+            RequestError::InvalidJson(e.to_string())
+        }
+    })?;
+    validate(raw)
+}
+
+fn range(param: &'static str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f64>, RequestError> {
+    match v {
+        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => {
+            Err(invalid(param, format!("{param} must be between {lo} and {hi}")))
+        }
+        other => Ok(other),
+    }
+}
+
+fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
+    let model = match raw.model {
+        Some(m) if m.trim().is_empty() => return Err(invalid("model", "model must not be empty")),
+        Some(m) => m,
+        None => DEFAULT_MODEL.to_string(),
+    };
+    let raw_messages = raw.messages.ok_or_else(|| invalid("messages", "messages is required"))?;
+    if raw_messages.is_empty() {
+        return Err(invalid("messages", "messages must not be empty"));
+    }
+    if raw_messages.len() > 10_000 {
+        return Err(invalid("messages", "at most 10000 messages"));
+    }
+    let mut messages = Vec::with_capacity(raw_messages.len());
+    for m in raw_messages {
+        let role = match m.role.as_str() {
+            "system" | "developer" => MessageRole::System,
+            "user" => MessageRole::User,
+            "assistant" => MessageRole::Assistant,
+            "tool" | "function" => {
+                return Err(invalid("messages", "tool messages are not supported by this gateway yet"));
+            }
+            other => return Err(invalid("messages", format!("unknown message role '{other}'"))),
+        };
+        let text = match m.content {
+            None => String::new(),
+            Some(ContentField::Text(t)) => t,
+            Some(ContentField::Parts(parts)) => {
+                let mut text = String::new();
+                for p in parts {
+                    match (p.r#type.as_str(), p.text) {
+                        ("text", Some(t)) => text.push_str(&t),
+                        ("text", None) => return Err(invalid("messages", "a text part needs text")),
+                        (other, _) => {
+                            return Err(invalid("messages", format!("content part type '{other}' is not supported")));
+                        }
+                    }
+                }
+                text
+            }
+        };
+        messages.push(Message { role, text });
+    }
+    if !messages.iter().any(|m| m.role == MessageRole::User) {
+        return Err(invalid("messages", "messages must include at least one user message"));
+    }
+    if raw.tools.is_some_and(|t| !t.is_empty()) {
+        return Err(invalid("tools", "tool calling is not supported by this gateway yet"));
+    }
+    if raw.n.is_some_and(|n| n != 1) {
+        return Err(invalid("n", "only n = 1 is supported"));
+    }
+    let max_tokens = match (raw.max_completion_tokens, raw.max_tokens) {
+        (Some(v), _) | (None, Some(v)) => {
+            if !(1..=1_000_000).contains(&v) {
+                return Err(invalid("max_tokens", "max_tokens must be between 1 and 1000000"));
+            }
+            Some(u32::try_from(v).unwrap_or(u32::MAX))
+        }
+        (None, None) => None,
+    };
+    let stop = match raw.stop {
+        None => Vec::new(),
+        Some(StopField::One(s)) => vec![s],
+        Some(StopField::Many(v)) => v,
+    };
+    if stop.len() > 5 || stop.iter().any(String::is_empty) {
+        return Err(invalid("stop", "stop takes at most 5 non-empty strings"));
+    }
+    let json_mode = match raw.response_format.as_ref().map(|f| f.r#type.as_str()) {
+        None | Some("text") => false,
+        Some("json_object") => true,
+        Some(other) => return Err(invalid("response_format", format!("response_format '{other}' is not supported"))),
+    };
+    let reasoning_effort = match raw.reasoning_effort.as_deref() {
+        None => None,
+        Some("none") => Some("none"),
+        Some("minimal") => Some("minimal"),
+        Some("low") => Some("low"),
+        Some("medium") => Some("medium"),
+        Some("high") => Some("high"),
+        Some(other) => {
+            return Err(invalid("reasoning_effort", format!("reasoning_effort '{other}': want none|minimal|low|medium|high")));
+        }
+    };
+    let mode = match raw.memory_write_mode.as_deref() {
+        None | Some("auto") => MemoryWriteMode::Auto,
+        Some("raw") => MemoryWriteMode::Raw,
+        Some("summary") => MemoryWriteMode::Summary,
+        Some(other) => return Err(invalid("memory_write_mode", format!("'{other}': want auto|raw|summary"))),
+    };
+    let max_chars = match raw.memory_max_chars {
+        None => 1200,
+        Some(v) if (1..=100_000).contains(&v) => u32::try_from(v).unwrap_or(1200),
+        Some(_) => return Err(invalid("memory_max_chars", "memory_max_chars must be between 1 and 100000")),
+    };
+    let k = match raw.k {
+        None => 5,
+        Some(v) if (1..=50).contains(&v) => u32::try_from(v).unwrap_or(5),
+        Some(_) => return Err(invalid("k", "k must be between 1 and 50")),
+    };
+    Ok(ChatRequest {
+        model,
+        messages,
+        stream: raw.stream.unwrap_or(false),
+        include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        max_tokens,
+        temperature: range("temperature", raw.temperature, 0.0, 2.0)?,
+        top_p: range("top_p", raw.top_p, 0.0, 1.0)?,
+        stop,
+        seed: raw.seed,
+        presence_penalty: range("presence_penalty", raw.presence_penalty, -2.0, 2.0)?,
+        frequency_penalty: range("frequency_penalty", raw.frequency_penalty, -2.0, 2.0)?,
+        json_mode,
+        reasoning_effort,
+        memory: MemoryOptions {
+            read: raw.memory_read.unwrap_or(true),
+            write: raw.memory_write.unwrap_or(true),
+            mode,
+            max_chars,
+            k,
+        },
+    })
+}
+
+impl ChatRequest {
+    /// Upper bound of prompt tokens: UTF-8 bytes of all message text + 16 per message (DESIGN §10).
+    pub fn prompt_token_bound(&self) -> u64 {
+        self.messages.iter().map(|m| m.text.len() as u64 + 16).sum()
+    }
+
+    /// The completion cap actually sent upstream.
+    pub fn completion_cap(&self, default_max_tokens: u32) -> u32 {
+        self.max_tokens.unwrap_or(default_max_tokens)
+    }
+
+    /// The worst-case cost in credits: what a hold reserves and an x402 quote asks.
+    pub fn worst_case(&self, model: &ModelPrice, default_max_tokens: u32) -> u64 {
+        model.cost(self.prompt_token_bound(), u64::from(self.completion_cap(default_max_tokens)))
+    }
+
+    /// The neutral upstream call for `model`.
+    pub fn to_call(&self, model: &ModelPrice, default_max_tokens: u32) -> ChatCall {
+        let mut system = String::new();
+        let mut turns = Vec::with_capacity(self.messages.len());
+        for m in &self.messages {
+            match m.role {
+                MessageRole::System => {
+                    if !system.is_empty() {
+                        system.push_str("\n\n");
+                    }
+                    system.push_str(&m.text);
+                }
+                MessageRole::User => turns.push(Turn { role: Role::User, text: m.text.clone() }),
+                MessageRole::Assistant => turns.push(Turn { role: Role::Model, text: m.text.clone() }),
+            }
+        }
+        ChatCall {
+            model: model.upstream.clone(),
+            system: (!system.is_empty()).then_some(system),
+            turns,
+            params: GenParams {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                stop: self.stop.clone(),
+                max_output_tokens: self.completion_cap(default_max_tokens),
+                seed: self.seed,
+                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty,
+                json_mode: self.json_mode,
+                thinking: self.reasoning_effort.map(|e| thinking_for(&model.upstream, e)),
+            },
+        }
+    }
+}
+
+/// `reasoning_effort` → Gemini thinking (reference §6.3): budgets on 2.5, levels on 3.x.
+pub fn thinking_for(upstream_model: &str, effort: &'static str) -> Thinking {
+    if upstream_model.starts_with("gemini-3") {
+        return Thinking::Level(match effort {
+            "none" | "minimal" => "low",
+            other => other,
+        });
+    }
+    let budget = match effort {
+        "none" => 0,
+        "minimal" => 512,
+        "low" => 1024,
+        "medium" => 8192,
+        _ => 24_576,
+    };
+    let budget = if upstream_model.contains("pro") {
+        budget.clamp(128, 32_768)
+    } else if upstream_model.contains("lite") && budget != 0 {
+        budget.clamp(512, 24_576)
+    } else {
+        budget.min(24_576)
+    };
+    Thinking::Budget(budget)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::RequestError as E;
+
+    fn parse(s: &str) -> Result<ChatRequest, RequestError> {
+        parse_chat(s.as_bytes())
+    }
+
+    #[test]
+    fn minimal_and_defaults() {
+        let r = parse(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(r.model, DEFAULT_MODEL);
+        assert!(!r.stream && r.memory.read && r.memory.write);
+        assert_eq!((r.memory.k, r.memory.max_chars), (5, 1200));
+        assert_eq!(r.prompt_token_bound(), 2 + 16);
+    }
+
+    #[test]
+    fn content_parts_stop_and_effort() {
+        let r = parse(
+            r#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],
+            "stop":"END","reasoning_effort":"high","max_completion_tokens":7,"max_tokens":9,"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.messages[1].text, "ab");
+        assert_eq!(r.stop, vec!["END"]);
+        assert_eq!(r.max_tokens, Some(7), "max_completion_tokens wins");
+        assert!(r.stream && r.include_usage);
+    }
+
+    #[test]
+    fn syntax_versus_schema_errors() {
+        assert!(matches!(parse("{not json"), Err(E::InvalidJson(_))));
+        assert!(matches!(parse(""), Err(E::InvalidJson(_))));
+        assert!(matches!(parse(r#"{"messages":"nope"}"#), Err(E::Validation { .. })));
+        for (body, param) in [
+            (r#"{}"#, "messages"),
+            (r#"{"messages":[]}"#, "messages"),
+            (r#"{"messages":[{"role":"wizard","content":"x"}]}"#, "messages"),
+            (r#"{"messages":[{"role":"system","content":"x"}]}"#, "messages"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"temperature":3}"#, "temperature"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#, "max_tokens"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"n":2}"#, "n"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"reasoning_effort":"max"}"#, "reasoning_effort"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"k":0}"#, "k"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"model":""}"#, "model"),
+        ] {
+            match parse(body) {
+                Err(E::Validation { param: Some(p), .. }) => assert_eq!(p, param, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn thinking_mapping_clamps_per_family() {
+        assert_eq!(thinking_for("gemini-2.5-flash", "low"), Thinking::Budget(1024));
+        assert_eq!(thinking_for("gemini-2.5-pro", "none"), Thinking::Budget(128));
+        assert_eq!(thinking_for("gemini-2.5-flash-lite", "minimal"), Thinking::Budget(512));
+        assert_eq!(thinking_for("gemini-3.5-flash", "medium"), Thinking::Level("medium"));
+        assert_eq!(thinking_for("gemini-3.1-flash-lite", "none"), Thinking::Level("low"));
+    }
+}

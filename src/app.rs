@@ -1,0 +1,201 @@
+//! Wiring: builds the state from a validated config, owns start-up and shutdown order.
+//!
+//! Start: open the store → start the journal → rebuild balances → load keys → pick the upstream
+//! (Gemini, or the in-process simulator when there is no key) → bind → write `server.json`.
+//! Stop: refuse new connections and let open ones finish → flush the journal → stop the simulator.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, State};
+use crate::auth::ApiKeys;
+use crate::billing::Billing;
+use crate::billing::journal::Journal;
+use crate::config::Config;
+use crate::http::server::{ServeOptions, load_tls, serve};
+use crate::simulate::Simulator;
+use crate::storage::{StorageError, Store};
+use crate::telemetry;
+use crate::upstream::{Gemini, client};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS set-up failed: {0}")]
+    Tls(std::io::Error),
+    #[error("cannot start the built-in simulator: {0}")]
+    Simulator(std::io::Error),
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    simulator: Option<Simulator>,
+    journal_task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn base_url(&self) -> String {
+        let scheme = if self.state.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The built-in simulator, when the gateway runs without a Gemini key.
+    pub fn simulator(&self) -> Option<&Simulator> {
+        self.simulator.as_ref()
+    }
+
+    /// Graceful stop: no new connections; open requests and streams finish (up to the grace
+    /// period); then every journaled record is flushed.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        self.state.billing.journal().sync().await;
+        let _ = std::fs::remove_file(self.state.config.data_dir.join("server.json"));
+        if let Some(sim) = self.simulator.take() {
+            sim.stop().await;
+        }
+        if let Some(j) = self.journal_task.take() {
+            j.abort();
+        }
+    }
+
+    /// Resolves when the server task ends on its own (it normally runs until `shutdown`).
+    pub async fn wait(&mut self) {
+        if let Some(t) = self.task.as_mut() {
+            let _ = t.await;
+            self.task = None;
+        }
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), StartError> {
+    let err = |source| StartError::Write { path: path.display().to_string(), source };
+    std::fs::write(path, contents).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The admin secret: configured, or the one a previous start wrote, or a fresh random one.
+fn admin_secret(config: &Config) -> Result<String, StartError> {
+    if let Some(s) = &config.admin_secret {
+        return Ok(s.clone());
+    }
+    let path = config.data_dir.join("admin.secret");
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && s.trim().len() >= 16
+    {
+        return Ok(s.trim().to_string());
+    }
+    let mut bytes = [0u8; 24];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| StartError::Write { path: path.display().to_string(), source: std::io::Error::other("no randomness") })?;
+    let secret = hex::encode(bytes);
+    write_private(&path, &secret)?;
+    Ok(secret)
+}
+
+/// Starts the gateway described by `config`.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let store = Store::open(&config.data_dir)?;
+    let (journal, journal_run) = Journal::new(store.clone(), config.journal_interval);
+    #[expect(clippy::disallowed_methods, reason = "the app owns the journal task and aborts it after the final sync")]
+    let journal_task = tokio::spawn(journal_run);
+    let billing = Arc::new(Billing::recover(store.clone(), journal.clone(), config.hold_max_age)?);
+    let keys = ApiKeys::load(store.clone(), journal)?;
+
+    let http = client::build(config.upstream.connect_timeout, config.upstream.pool_max_idle_per_host);
+    let (simulator, base_url, mut upstream_cfg) = match &config.upstream.base_url {
+        Some(url) => (None, url.clone(), config.upstream.clone()),
+        None => {
+            let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config.simulator, None)
+                .await
+                .map_err(StartError::Simulator)?;
+            tracing::warn!(
+                simulator = %sim.base_url(),
+                "NO GEMINI_API_KEY SET: answers come from the built-in Gemini SIMULATOR, not from Google. \
+                 Set GEMINI_API_KEY (or upstream.api_key) for real completions."
+            );
+            let url = sim.base_url();
+            (Some(sim), url, config.upstream.clone())
+        }
+    };
+    if simulator.is_some() {
+        upstream_cfg.api_key = Some("simulator".into());
+    }
+    let gemini = Gemini::new(http, base_url, &upstream_cfg);
+
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(load_tls(cert, key).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let secret = admin_secret(&config)?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    write_private(
+        &config.data_dir.join("server.json"),
+        &serde_json::json!({"addr": addr.to_string(), "pid": std::process::id()}).to_string(),
+    )?;
+
+    let opts = ServeOptions {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        tls,
+        grace: config.shutdown_grace,
+    };
+    let hold_max_age = config.hold_max_age;
+    let state = Arc::new(State::new(
+        config,
+        store,
+        billing.clone(),
+        keys,
+        gemini,
+        telemetry::metrics_handle(),
+        simulator.is_some(),
+        secret,
+    ));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handler_state = state.clone();
+    let handler = move |req, peer| api::handle(handler_state.clone(), req, peer);
+    #[expect(clippy::disallowed_methods, reason = "the app owns the server task; shutdown() joins it")]
+    let task = tokio::spawn(async move {
+        let sweep_every = (hold_max_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let sweeper = async {
+            let mut tick = tokio::time::interval(sweep_every);
+            loop {
+                tick.tick().await;
+                billing.sweep();
+            }
+        };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        tokio::select! {
+            () = serve(listener, opts, handler, shutdown) => {}
+            () = sweeper => {}
+        }
+    });
+    Ok(Running { addr, state, stop: Some(stop), task: Some(task), simulator, journal_task: Some(journal_task) })
+}

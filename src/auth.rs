@@ -1,0 +1,112 @@
+//! Who is paying: credentials on a request resolved to a `Principal` (a wallet and how it proved it).
+//!
+//! Deny by default lives in the router: a route that is not public asks `auth` for a principal,
+//! and a request without one gets 401 `missing_credentials` (or, on chat, the x402 price).
+
+pub mod api_key;
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+use crate::wallet::Wallet;
+pub use api_key::ApiKeys;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials: send x-api-key or Authorization: Bearer")]
+    MissingCredentials,
+    #[error("invalid API key")]
+    InvalidApiKey,
+    #[error("conflicting credentials: send one of x-api-key, Authorization or a payment header")]
+    AmbiguousCredentials,
+    #[error("invalid admin secret")]
+    InvalidAdminSecret,
+    #[error("admin endpoints are disabled")]
+    AdminDisabled,
+    #[error("{0}")]
+    InvalidWallet(String),
+}
+
+/// How the caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    ApiKey,
+    Jwt,
+    X402,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::ApiKey => "api_key",
+            AuthMode::Jwt => "jwt",
+            AuthMode::X402 => "x402",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub wallet: Wallet,
+    pub key_id: Option<String>,
+    pub mode: AuthMode,
+}
+
+/// The API-key candidate in a request: `x-api-key`, or a `Bearer vw_…` token. Two different
+/// values are ambiguous. `Ok(None)` means the request carries no API key.
+pub fn api_key_from(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let header = headers.get("x-api-key").map(|v| v.to_str().map_err(|_| AuthError::InvalidApiKey)).transpose()?;
+    let bearer = match headers.get(AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| AuthError::InvalidApiKey)?;
+            let token = v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .ok_or(AuthError::InvalidApiKey)?
+                .trim();
+            token.starts_with("vw_").then_some(token)
+        }
+    };
+    match (header, bearer) {
+        (Some(a), Some(b)) if a != b => Err(AuthError::AmbiguousCredentials),
+        (Some(a), _) => Ok(Some(a.trim())),
+        (None, b) => Ok(b),
+    }
+}
+
+/// Constant-time comparison of two secrets.
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    let da = ring::digest::digest(&ring::digest::SHA256, a);
+    let db = ring::digest::digest(&ring::digest::SHA256, b);
+    // Comparing digests keeps the comparison length-independent.
+    da.as_ref().iter().zip(db.as_ref()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn api_key_sources() {
+        assert_eq!(api_key_from(&headers(&[])).unwrap(), None);
+        assert_eq!(api_key_from(&headers(&[("x-api-key", "vw_a")])).unwrap(), Some("vw_a"));
+        assert_eq!(api_key_from(&headers(&[("authorization", "Bearer vw_b")])).unwrap(), Some("vw_b"));
+        assert_eq!(api_key_from(&headers(&[("authorization", "Bearer eyJ")])).unwrap(), None, "a JWT is not a key");
+        assert!(matches!(
+            api_key_from(&headers(&[("x-api-key", "vw_a"), ("authorization", "Bearer vw_b")])),
+            Err(AuthError::AmbiguousCredentials)
+        ));
+        assert!(secrets_equal(b"abc", b"abc"));
+        assert!(!secrets_equal(b"abc", b"abd"));
+    }
+}

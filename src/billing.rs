@@ -1,0 +1,311 @@
+//! Credits: integer money, reserve before the call, commit or release exactly once after it.
+//!
+//! The flow for every paid call on the API-key path:
+//! 1. Price the worst case (`pricing`): prompt ≤ UTF-8 bytes + 16 per message, completion ≤
+//!    `max_tokens`.
+//! 2. `Billing::reserve` moves that much from `available` to `held` with one CAS, or fails with
+//!    `insufficient_credits` before anything is sent upstream.
+//! 3. The call runs. Its `Hold` guard ends in exactly one of: `commit(actual)` (charge
+//!    `min(actual, held)`, return the rest), `release()` (charge nothing), or `Drop` (release:
+//!    client gone before an answer, upstream failure, panic). A sweeper releases holds that outlive
+//!    `hold_max_age` (a leaked guard); a guard that finishes after being swept charges what is
+//!    still available, never more.
+//! 4. A commit journals a `debit` ledger entry (group commit); money in (`credit`) is fsynced
+//!    before it is acknowledged. Recovery folds the ledger back into the table.
+
+pub mod journal;
+pub mod pricing;
+pub mod table;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::storage::{LedgerEntry, LedgerKind, Store, StorageError, now_ms};
+use crate::wallet::Wallet;
+use journal::{Journal, JournalOp};
+pub use table::Balance;
+use table::{CreditTable, Slot};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BillingError {
+    #[error("insufficient credits: this request needs up to {needed} credits and {available} are available")]
+    InsufficientCredits { needed: u64, available: u64 },
+    #[error("{0}")]
+    InvalidAmount(String),
+}
+
+const ACTIVE: u8 = 0;
+const DONE: u8 = 1;
+const SWEPT: u8 = 2;
+
+#[derive(Debug)]
+struct HoldInfo {
+    wallet: Wallet,
+    amount: u64,
+    since: Instant,
+    state: Arc<AtomicU8>,
+    slot: Arc<Slot>,
+}
+
+/// The credit table, its durable ledger, and the registry of open holds.
+pub struct Billing {
+    table: CreditTable,
+    holds: DashMap<u64, HoldInfo>,
+    next_hold: AtomicU64,
+    store: Store,
+    journal: Journal,
+    hold_max_age: Duration,
+}
+
+impl std::fmt::Debug for Billing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Billing").field("open_holds", &self.holds.len()).finish()
+    }
+}
+
+impl Billing {
+    /// Rebuilds the table from the ledger. Nothing is held after a restart.
+    pub fn recover(store: Store, journal: Journal, hold_max_age: Duration) -> Result<Self, StorageError> {
+        let table = CreditTable::default();
+        for (wallet, sum) in store.balances()? {
+            if sum < 0 {
+                tracing::error!(%wallet, sum, "ledger sums below zero; treating the balance as 0");
+            }
+            table.restore(wallet, u64::try_from(sum.max(0)).unwrap_or(u64::MAX));
+        }
+        Ok(Self { table, holds: DashMap::new(), next_hold: AtomicU64::new(1), store, journal, hold_max_age })
+    }
+
+    pub fn balance(&self, wallet: &Wallet) -> Balance {
+        self.table.read(wallet)
+    }
+
+    pub fn total_held(&self) -> u64 {
+        self.table.total_held()
+    }
+
+    pub fn open_holds(&self) -> usize {
+        self.holds.len()
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Holds `amount` credits of `wallet` for one call.
+    pub fn reserve(self: &Arc<Self>, wallet: Wallet, amount: u64) -> Result<Hold, BillingError> {
+        let slot = self.table.slot(&wallet);
+        slot.try_hold(amount)
+            .map_err(|available| BillingError::InsufficientCredits { needed: amount, available })?;
+        let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(AtomicU8::new(ACTIVE));
+        self.holds.insert(
+            id,
+            HoldInfo { wallet, amount, since: Instant::now(), state: state.clone(), slot: slot.clone() },
+        );
+        metrics::gauge!("vectorway_credits_held").increment(amount as f64);
+        Ok(Hold { billing: self.clone(), id, wallet, amount, slot, state, finished: false })
+    }
+
+    /// Money in: appends the entry, waits for the fsync, then makes the credits spendable.
+    /// Returns the new balance.
+    pub async fn credit(
+        &self,
+        wallet: Wallet,
+        credits: u64,
+        kind: LedgerKind,
+        reference: Option<String>,
+        note: Option<String>,
+    ) -> Result<u64, StorageError> {
+        let entry = LedgerEntry {
+            seq: self.store.next_seq()?,
+            ts_ms: now_ms(),
+            wallet,
+            kind,
+            credits: i64::try_from(credits).map_err(|_| StorageError::Codec("credit too large".into()))?,
+            reference,
+            note,
+        };
+        self.store.ensure_account(&wallet, entry.ts_ms / 1000)?;
+        self.store.append_durable(&entry).await?;
+        let slot = self.table.slot(&wallet);
+        slot.credit(credits);
+        Ok(slot.read().balance)
+    }
+
+    /// Releases holds older than the maximum age; returns how many.
+    pub fn sweep(&self) -> usize {
+        let stale: Vec<u64> = self
+            .holds
+            .iter()
+            .filter(|h| h.since.elapsed() > self.hold_max_age)
+            .map(|h| *h.key())
+            .collect();
+        let mut swept = 0;
+        for id in stale {
+            if let Some((_, h)) = self.holds.remove(&id)
+                && h.state.compare_exchange(ACTIVE, SWEPT, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                h.slot.settle(h.amount, 0);
+                metrics::gauge!("vectorway_credits_held").decrement(h.amount as f64);
+                tracing::warn!(wallet = %h.wallet, amount = h.amount, "swept a stale hold");
+                swept += 1;
+            }
+        }
+        swept
+    }
+
+    fn debit_entry(&self, wallet: Wallet, charged: u64, reference: Option<String>) {
+        if charged == 0 {
+            return;
+        }
+        let seq = match self.store.next_seq() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%e, "no sequence number for a debit; it will be missing from the ledger");
+                return;
+            }
+        };
+        self.journal.push(JournalOp::Ledger(LedgerEntry {
+            seq,
+            ts_ms: now_ms(),
+            wallet,
+            kind: LedgerKind::Debit,
+            credits: -i64::try_from(charged).unwrap_or(i64::MAX),
+            reference,
+            note: None,
+        }));
+    }
+}
+
+/// An open reservation. Ends exactly once: `commit`, `release`, or `Drop` (= release).
+#[derive(Debug)]
+pub struct Hold {
+    billing: Arc<Billing>,
+    id: u64,
+    wallet: Wallet,
+    amount: u64,
+    slot: Arc<Slot>,
+    state: Arc<AtomicU8>,
+    finished: bool,
+}
+
+impl Hold {
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    pub fn wallet(&self) -> Wallet {
+        self.wallet
+    }
+
+    /// Charges `actual` (capped at the hold), returns the rest, journals the debit; returns the
+    /// credits charged. `reference` names the call in the ledger (the request id).
+    pub fn commit(mut self, actual: u64, reference: Option<String>) -> u64 {
+        self.finished = true;
+        let charged = self.finish(actual);
+        self.billing.debit_entry(self.wallet, charged, reference);
+        metrics::counter!("vectorway_credits_committed_total").increment(charged);
+        charged
+    }
+
+    /// Ends the hold without charging.
+    pub fn release(mut self) {
+        self.finished = true;
+        self.finish(0);
+    }
+
+    fn finish(&self, actual: u64) -> u64 {
+        self.billing.holds.remove(&self.id);
+        if self.state.compare_exchange(ACTIVE, DONE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let charged = actual.min(self.amount);
+            if actual > self.amount {
+                metrics::counter!("vectorway_hold_overrun_total").increment(1);
+                tracing::warn!(wallet = %self.wallet, actual, held = self.amount, "usage exceeded the hold; charged the hold");
+            }
+            self.slot.settle(self.amount, charged);
+            metrics::gauge!("vectorway_credits_held").decrement(self.amount as f64);
+            charged
+        } else {
+            // The sweeper already returned the hold; charge only what is still there.
+            self.slot.take_available(actual.min(self.amount))
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.finish(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn billing(dir: &std::path::Path, max_age: Duration) -> Arc<Billing> {
+        let store = Store::open(dir).unwrap();
+        let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
+        tokio::spawn(run);
+        Arc::new(Billing::recover(store, journal, max_age).unwrap())
+    }
+
+    fn w() -> Wallet {
+        "0x1111111111111111111111111111111111111111".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn commit_release_drop_each_end_the_hold_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = billing(dir.path(), Duration::from_secs(60)).await;
+        b.credit(w(), 1000, LedgerKind::Grant, None, None).await.unwrap();
+        let h = b.reserve(w(), 600).unwrap();
+        assert!(matches!(b.reserve(w(), 401), Err(BillingError::InsufficientCredits { needed: 401, available: 400 })));
+        assert_eq!(h.commit(250, None), 250);
+        assert_eq!(b.balance(&w()), Balance { balance: 750, held: 0, available: 750 });
+        b.reserve(w(), 700).unwrap().release();
+        drop(b.reserve(w(), 700).unwrap());
+        assert_eq!(b.balance(&w()).available, 750);
+        assert_eq!(b.reserve(w(), 10).unwrap().commit(11, None), 10, "never charges past the hold");
+        assert_eq!(b.open_holds(), 0);
+        b.journal().sync().await;
+        assert_eq!(b.store.balances().unwrap()[&w()], 740, "ledger agrees with the table");
+    }
+
+    #[tokio::test]
+    async fn sweeper_returns_leaked_holds_and_late_commit_cannot_overdraw() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = billing(dir.path(), Duration::from_millis(0)).await;
+        b.credit(w(), 100, LedgerKind::Grant, None, None).await.unwrap();
+        let h = b.reserve(w(), 100).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(b.sweep(), 1);
+        assert_eq!(b.balance(&w()).available, 100);
+        let other = b.reserve(w(), 80).unwrap();
+        assert_eq!(h.commit(50, None), 20, "only what is still available");
+        other.release();
+        assert_eq!(b.balance(&w()), Balance { balance: 80, held: 0, available: 80 });
+    }
+
+    #[tokio::test]
+    async fn recovery_rebuilds_balances_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = billing(dir.path(), Duration::from_secs(60)).await;
+            b.credit(w(), 5000, LedgerKind::Topup, None, None).await.unwrap();
+            b.reserve(w(), 900).unwrap().commit(123, Some("req".into()));
+            let _open = b.reserve(w(), 1000).unwrap();
+            b.journal().sync().await;
+        }
+        // Let the journal task see its channel close and drop its store handle.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let b = billing(dir.path(), Duration::from_secs(60)).await;
+        assert_eq!(b.balance(&w()), Balance { balance: 4877, held: 0, available: 4877 });
+    }
+}

@@ -1,0 +1,535 @@
+//! Strict, layered configuration: built-in defaults → TOML file → `VECTORWAY_*` environment.
+//!
+//! Every layer is merged as a TOML tree and deserialized once into `RawConfig`, whose structs all
+//! deny unknown fields, so a typo in a file or an environment variable is an error rather than a
+//! silently ignored setting. `RawConfig::validate` then turns it into the `Config` the rest of the
+//! program uses (prices in integer credits, durations as `Duration`, secrets resolved). `main`
+//! does all of this before binding any port and exits 64 on failure.
+//!
+//! Environment variables name a path with `__` between levels: `VECTORWAY_SERVER__LISTEN`,
+//! `VECTORWAY_BILLING__MARKUP`. `GEMINI_API_KEY` sets the upstream key when the config has none.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::billing::pricing::{ModelPrice, PriceTable, parse_usd_micros};
+
+/// Everything that can be wrong with a configuration, reported before start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Schema(String),
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The configuration exactly as written, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub store: RawStore,
+    pub upstream: RawUpstream,
+    pub billing: RawBilling,
+    pub simulator: RawSimulator,
+    pub models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// PEM certificate chain and key; both set turns TLS on (ALPN h2 + http/1.1).
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_ms: u64,
+    /// Shared secret for `/admin/*`; `$VAR` reads an environment variable. Empty: a random secret
+    /// is generated at start-up and written to `<data_dir>/admin.secret` (mode 0600).
+    pub admin_secret: String,
+    /// Public base URL used in generated documents; empty means `http://<listen>`.
+    pub public_base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub data_dir: String,
+    /// Group-commit window for debits and usage events.
+    pub journal_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    /// Gemini base URL. Empty: Google's endpoint when a key is set, the built-in simulator otherwise.
+    pub base_url: String,
+    /// Gemini API key, literal or `$VAR`. Empty: `GEMINI_API_KEY` from the environment.
+    pub api_key: String,
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the response headers arrive.
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence allowed between two body reads (stall detection).
+    pub idle_read_timeout_ms: u64,
+    pub pool_max_idle_per_host: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBilling {
+    /// Multiplier applied to the upstream list price, as a decimal string ("1.2").
+    pub markup: String,
+    pub default_max_tokens: u32,
+    /// Holds older than this are released by the sweeper (a guard that was leaked).
+    pub hold_max_age_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSimulator {
+    pub ttft_ms: u64,
+    pub tokens_per_sec: u32,
+    pub chunk_tokens: u32,
+    pub reply_tokens: u32,
+}
+
+/// One model of the price sheet. Prices are USD per 1M tokens, as decimal strings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub input_per_m: String,
+    pub output_per_m: String,
+    /// Prices above `long_context_tokens` prompt tokens (Gemini Pro's >200k tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_input_per_m: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_output_per_m: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context_tokens: Option<u64>,
+    pub context_length: u64,
+    pub max_output_tokens: u32,
+    /// Upstream model id; defaults to the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Extra ids accepted for this model (the agent-router spells them `gemini/<id>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            body_limit_bytes: 1 << 20,
+            shutdown_grace_ms: 30_000,
+            admin_secret: String::new(),
+            public_base_url: String::new(),
+        }
+    }
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self { data_dir: "vectorway-data".into(), journal_interval_ms: 5 }
+    }
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            api_key: String::new(),
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 60_000,
+            idle_read_timeout_ms: 60_000,
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+impl Default for RawBilling {
+    fn default() -> Self {
+        Self { markup: "1.2".into(), default_max_tokens: 1024, hold_max_age_ms: 15 * 60_000 }
+    }
+}
+
+impl Default for RawSimulator {
+    fn default() -> Self {
+        Self { ttft_ms: 40, tokens_per_sec: 400, chunk_tokens: 4, reply_tokens: 48 }
+    }
+}
+
+fn model(input: &str, output: &str, ctx: u64, max_out: u32) -> RawModel {
+    RawModel {
+        input_per_m: input.into(),
+        output_per_m: output.into(),
+        long_input_per_m: None,
+        long_output_per_m: None,
+        long_context_tokens: None,
+        context_length: ctx,
+        max_output_tokens: max_out,
+        upstream: None,
+        aliases: Vec::new(),
+    }
+}
+
+/// The five models of the Vectorway reference, at Google's list prices
+/// (`reference/gemini-openai-wire.md` §4), each also reachable as `gemini/<id>`.
+fn default_models() -> BTreeMap<String, RawModel> {
+    let mut m = BTreeMap::new();
+    let mut pro = model("1.25", "10.00", 1_048_576, 65_536);
+    pro.long_input_per_m = Some("2.50".into());
+    pro.long_output_per_m = Some("15.00".into());
+    pro.long_context_tokens = Some(200_000);
+    m.insert("gemini-2.5-pro".to_string(), pro);
+    m.insert("gemini-2.5-flash".to_string(), model("0.30", "2.50", 1_048_576, 65_536));
+    m.insert("gemini-2.5-flash-lite".to_string(), model("0.10", "0.40", 1_048_576, 65_536));
+    m.insert("gemini-3.1-flash-lite".to_string(), model("0.25", "1.50", 1_048_576, 65_536));
+    m.insert("gemini-3.5-flash".to_string(), model("1.50", "9.00", 1_048_576, 65_536));
+    for (id, raw) in m.iter_mut() {
+        raw.aliases.push(format!("gemini/{id}"));
+    }
+    m
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            server: RawServer::default(),
+            store: RawStore::default(),
+            upstream: RawUpstream::default(),
+            billing: RawBilling::default(),
+            simulator: RawSimulator::default(),
+            models: default_models(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_limit: usize,
+    pub shutdown_grace: Duration,
+    pub admin_secret: Option<String>,
+    pub public_base_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub journal_interval: Duration,
+    pub upstream: UpstreamConfig,
+    pub default_max_tokens: u32,
+    pub hold_max_age: Duration,
+    pub prices: PriceTable,
+    pub simulator: SimulatorKnobs,
+}
+
+/// Where Gemini is and how patient to be with it.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `None` means: start the built-in simulator and point at it.
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_read_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+/// Knobs of the Gemini simulator (used by `simulate` and by `serve` without a key).
+#[derive(Debug, Clone, Copy)]
+pub struct SimulatorKnobs {
+    pub ttft: Duration,
+    pub tokens_per_sec: u32,
+    pub chunk_tokens: u32,
+    pub reply_tokens: u32,
+}
+
+const GOOGLE_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+
+impl RawConfig {
+    /// Loads defaults, then the file (if any), then `VECTORWAY_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = toml::Table::try_from(RawConfig::default())
+            .map_err(|e| ConfigError::Schema(e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let layer: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() }
+            })?;
+            merge(&mut tree, layer);
+        }
+        let mut gemini_key = None;
+        for (var, value) in env {
+            if var == "GEMINI_API_KEY" {
+                gemini_key = Some(value);
+                continue;
+            }
+            let Some(rest) = var.strip_prefix("VECTORWAY_") else { continue };
+            if matches!(rest, "CONFIG" | "LOG" | "LOG_FORMAT" | "BIN" | "TEST_LOG") {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(ConfigError::Env { var, message: "empty path segment".into() });
+            }
+            insert_path(&mut tree, &path, env_value(&value))
+                .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+        }
+        let mut raw: RawConfig = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Schema(e.to_string()))?;
+        if raw.upstream.api_key.is_empty()
+            && let Some(key) = gemini_key
+        {
+            raw.upstream.api_key = key;
+        }
+        Ok(raw)
+    }
+
+    /// Checks every value and converts it into the form the program uses.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        let listen: SocketAddr = self
+            .server
+            .listen
+            .parse()
+            .map_err(|e| invalid("server.listen", format!("{e} (want host:port)")))?;
+        let tls = match (self.server.tls_cert.is_empty(), self.server.tls_key.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                let cert = PathBuf::from(&self.server.tls_cert);
+                let key = PathBuf::from(&self.server.tls_key);
+                for (name, p) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
+                    if !p.is_file() {
+                        return Err(invalid(name, format!("{} is not a readable file", p.display())));
+                    }
+                }
+                Some((cert, key))
+            }
+            _ => {
+                return Err(invalid("server.tls_cert", "tls_cert and tls_key go together".into()));
+            }
+        };
+        if self.server.body_limit_bytes < 1024 || self.server.body_limit_bytes > 64 << 20 {
+            return Err(invalid("server.body_limit_bytes", "must be 1 KiB ..= 64 MiB".into()));
+        }
+        let positive = |key: &str, v: u64| {
+            if v == 0 { Err(invalid(key, "must be greater than 0".into())) } else { Ok(v) }
+        };
+        positive("server.header_read_timeout_ms", self.server.header_read_timeout_ms)?;
+        positive("server.idle_timeout_ms", self.server.idle_timeout_ms)?;
+        positive("store.journal_interval_ms", self.store.journal_interval_ms)?;
+        positive("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms)?;
+        positive("upstream.first_byte_timeout_ms", self.upstream.first_byte_timeout_ms)?;
+        positive("upstream.idle_read_timeout_ms", self.upstream.idle_read_timeout_ms)?;
+        positive("billing.hold_max_age_ms", self.billing.hold_max_age_ms)?;
+        if self.store.journal_interval_ms > 1_000 {
+            return Err(invalid("store.journal_interval_ms", "at most 1000 ms".into()));
+        }
+        if self.store.data_dir.is_empty() {
+            return Err(invalid("store.data_dir", "must not be empty".into()));
+        }
+        if self.billing.default_max_tokens == 0 {
+            return Err(invalid("billing.default_max_tokens", "must be greater than 0".into()));
+        }
+        let admin_secret = resolve_secret("server.admin_secret", &self.server.admin_secret)?;
+        if let Some(s) = &admin_secret
+            && s.len() < 16
+        {
+            return Err(invalid("server.admin_secret", "at least 16 characters".into()));
+        }
+        let api_key = resolve_secret("upstream.api_key", &self.upstream.api_key)?;
+        let base_url = match (self.upstream.base_url.trim_end_matches('/'), &api_key) {
+            ("", Some(_)) => Some(GOOGLE_BASE_URL.to_string()),
+            ("", None) => None,
+            (url, _) => {
+                let uri: http::Uri =
+                    url.parse().map_err(|e| invalid("upstream.base_url", format!("{e}")))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                    return Err(invalid("upstream.base_url", "want http(s)://host[:port]".into()));
+                }
+                Some(url.to_string())
+            }
+        };
+        let public_base_url = match self.server.public_base_url.trim_end_matches('/') {
+            "" => None,
+            url => Some(url.to_string()),
+        };
+        let markup_ppm = parse_usd_micros(&self.billing.markup)
+            .filter(|m| *m >= 1_000_000 && *m <= 100_000_000)
+            .ok_or_else(|| invalid("billing.markup", "a decimal between 1 and 100".into()))?;
+        if self.models.is_empty() {
+            return Err(invalid("models", "at least one model".into()));
+        }
+        let mut models = Vec::new();
+        for (id, m) in &self.models {
+            let key = |f: &str| format!("models.{id}.{f}");
+            let price = |f: &str, v: &str| {
+                parse_usd_micros(v).ok_or_else(|| invalid(&key(f), "a USD decimal like 0.30".into()))
+            };
+            let long = match (&m.long_input_per_m, &m.long_output_per_m, m.long_context_tokens) {
+                (None, None, None) => None,
+                (Some(i), Some(o), Some(t)) if t > 0 => {
+                    Some((t, price("long_input_per_m", i)?, price("long_output_per_m", o)?))
+                }
+                _ => {
+                    return Err(invalid(&key("long_context_tokens"), "set all three long_*".into()));
+                }
+            };
+            if m.max_output_tokens == 0 || m.context_length == 0 {
+                return Err(invalid(&key("max_output_tokens"), "must be greater than 0".into()));
+            }
+            models.push(ModelPrice::new(
+                id.clone(),
+                m.upstream.clone().unwrap_or_else(|| id.clone()),
+                m.aliases.clone(),
+                price("input_per_m", &m.input_per_m)?,
+                price("output_per_m", &m.output_per_m)?,
+                long,
+                markup_ppm,
+                m.context_length,
+                m.max_output_tokens,
+            ));
+        }
+        let prices = PriceTable::new(models)
+            .map_err(|message| ConfigError::Invalid { key: "models".into(), message })?;
+        if self.simulator.tokens_per_sec == 0 || self.simulator.chunk_tokens == 0 {
+            return Err(invalid("simulator.tokens_per_sec", "must be greater than 0".into()));
+        }
+        Ok(Config {
+            listen,
+            tls,
+            header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.server.idle_timeout_ms),
+            body_limit: self.server.body_limit_bytes,
+            shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
+            admin_secret,
+            public_base_url,
+            data_dir: PathBuf::from(&self.store.data_dir),
+            journal_interval: Duration::from_millis(self.store.journal_interval_ms),
+            upstream: UpstreamConfig {
+                base_url,
+                api_key,
+                connect_timeout: Duration::from_millis(self.upstream.connect_timeout_ms),
+                first_byte_timeout: Duration::from_millis(self.upstream.first_byte_timeout_ms),
+                idle_read_timeout: Duration::from_millis(self.upstream.idle_read_timeout_ms),
+                pool_max_idle_per_host: self.upstream.pool_max_idle_per_host,
+            },
+            default_max_tokens: self.billing.default_max_tokens,
+            hold_max_age: Duration::from_millis(self.billing.hold_max_age_ms),
+            prices,
+            simulator: SimulatorKnobs {
+                ttft: Duration::from_millis(self.simulator.ttft_ms),
+                tokens_per_sec: self.simulator.tokens_per_sec,
+                chunk_tokens: self.simulator.chunk_tokens,
+                reply_tokens: self.simulator.reply_tokens,
+            },
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests and benches: given data dir and upstream, everything else default.
+    pub fn for_tests(data_dir: &Path, upstream_base_url: &str) -> Self {
+        let mut raw = RawConfig::default();
+        raw.server.listen = "127.0.0.1:0".into();
+        raw.store.data_dir = data_dir.display().to_string();
+        raw.upstream.base_url = upstream_base_url.into();
+        raw.upstream.api_key = "test-key".into();
+        raw.server.admin_secret = "test-admin-secret-0123456789".into();
+        match raw.validate() {
+            Ok(c) => c,
+            Err(e) => panic!("test config is invalid: {e}"),
+        }
+    }
+}
+
+/// `"$VAR"` reads the variable (which must be set); anything else is literal; empty is `None`.
+fn resolve_secret(key: &str, value: &str) -> Result<Option<String>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if let Some(var) = value.strip_prefix('$') {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Err(ConfigError::Invalid {
+                key: key.into(),
+                message: format!("refers to ${var}, which is not set"),
+            }),
+        };
+    }
+    Ok(Some(value.to_string()))
+}
+
+/// Environment values are TOML scalars when they parse as one (`8080`, `true`, `"x"`), else strings.
+fn env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => {
+                v
+            }
+            Some(v @ (toml::Value::String(_) | toml::Value::Array(_))) if raw.starts_with(['"', '[']) => v,
+            _ => toml::Value::String(raw.to_string()),
+        },
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn insert_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty path")?;
+    let mut node = tree;
+    for seg in parents {
+        let entry = node.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("{seg} is not a section")),
+        };
+    }
+    // A string setting given as a number (`VECTORWAY_BILLING__MARKUP=1.5`) stays a string.
+    let value = match (node.get(last), value) {
+        (Some(toml::Value::String(_)), v @ (toml::Value::Integer(_) | toml::Value::Float(_))) => {
+            toml::Value::String(v.to_string())
+        }
+        (_, v) => v,
+    };
+    node.insert(last.clone(), value);
+    Ok(())
+}
+
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (k, v) in layer {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(l)) => merge(b, l),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,59 @@
+//! Config layering and validation tests.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_validate_and_price_the_five_models() {
+    let c = RawConfig::load(None, env(&[])).unwrap().validate().unwrap();
+    assert_eq!(c.listen.port(), 8080);
+    assert!(c.upstream.base_url.is_none(), "no key: the simulator");
+    for id in ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-3.1-flash-lite", "gemini-3.5-flash"] {
+        assert!(c.prices.get(id).is_some(), "{id}");
+        assert_eq!(c.prices.get(&format!("gemini/{id}")).unwrap().id, id);
+    }
+    // $0.30 per 1M × 1.2 = 360,000 credits per 1M.
+    assert_eq!(c.prices.get("gemini-2.5-flash").unwrap().input, 360_000);
+}
+
+#[test]
+fn file_then_env_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:9000\"\n[billing]\nmarkup = \"1.5\"\n[models.\"gemini-2.5-flash\"]\ninput_per_m = \"1.00\"\n",
+    )
+    .unwrap();
+    let c = RawConfig::load(Some(&path), env(&[("VECTORWAY_SERVER__LISTEN", "127.0.0.1:9001"), ("GEMINI_API_KEY", "k")]))
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(c.listen.port(), 9001, "env beats the file");
+    assert_eq!(c.prices.get("gemini-2.5-flash").unwrap().input, 1_500_000);
+    assert_eq!(c.upstream.base_url.as_deref(), Some("https://generativelanguage.googleapis.com"));
+    let c = RawConfig::load(None, env(&[("VECTORWAY_BILLING__MARKUP", "2")])).unwrap().validate().unwrap();
+    assert_eq!(c.prices.get("gemini-2.5-flash").unwrap().input, 600_000, "numeric env for a string key");
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[server]\nlisen = \"127.0.0.1:9000\"\n").unwrap();
+    assert!(matches!(RawConfig::load(Some(&path), env(&[])), Err(ConfigError::Schema(_))));
+    assert!(matches!(RawConfig::load(None, env(&[("VECTORWAY_SERVER__NOPE", "1")])), Err(ConfigError::Schema(_))));
+    for (k, v) in [
+        ("VECTORWAY_SERVER__LISTEN", "nowhere"),
+        ("VECTORWAY_BILLING__MARKUP", "0.5"),
+        ("VECTORWAY_SERVER__BODY_LIMIT_BYTES", "10"),
+        ("VECTORWAY_UPSTREAM__BASE_URL", "ftp://x"),
+        ("VECTORWAY_SERVER__TLS_CERT", "/nonexistent.pem"),
+    ] {
+        let r = RawConfig::load(None, env(&[(k, v)])).and_then(RawConfig::validate);
+        assert!(r.is_err(), "{k}={v} should be rejected");
+    }
+}

@@ -1,0 +1,230 @@
+//! The crate error: one enum per layer, wrapped here, mapped exhaustively to HTTP and OpenAI codes.
+//!
+//! Every error the client can see has a stable `code` string (DESIGN §10), a status, an OpenAI
+//! `type`, and an origin (client, upstream, or internal) that drives metrics and blame. The
+//! matches below have no wildcard arm: a new variant does not compile until it has a mapping.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::billing::BillingError;
+use crate::storage::StorageError;
+use crate::upstream::UpstreamError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Problems with what the client sent, found before any domain logic runs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    #[error("request body exceeds the {limit}-byte limit")]
+    BodyTooLarge { limit: usize },
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{message}")]
+    Validation { param: Option<&'static str>, message: String },
+    #[error("model '{0}' does not exist; GET /v1/models lists the available models")]
+    ModelNotFound(String),
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+}
+
+impl RequestError {
+    pub fn validation(param: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation { param: Some(param), message: message.into() }
+    }
+}
+
+/// Where an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Billing(#[from] BillingError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Request(e) => match e {
+                RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                RequestError::InvalidJson(_) | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
+                RequestError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                RequestError::ModelNotFound(_) | RequestError::NotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            },
+            Error::Auth(e) => match e {
+                AuthError::MissingCredentials
+                | AuthError::InvalidApiKey
+                | AuthError::InvalidAdminSecret => StatusCode::UNAUTHORIZED,
+                AuthError::AmbiguousCredentials => StatusCode::BAD_REQUEST,
+                AuthError::AdminDisabled => StatusCode::FORBIDDEN,
+                AuthError::InvalidWallet(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            Error::Billing(e) => match e {
+                BillingError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+                BillingError::InvalidAmount(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            Error::Upstream(e) => match e {
+                UpstreamError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::Rejected { .. } => StatusCode::BAD_REQUEST,
+                UpstreamError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+                UpstreamError::Unavailable { status, .. } => match *status {
+                    503 => StatusCode::SERVICE_UNAVAILABLE,
+                    504 => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                },
+                UpstreamError::Connect(_)
+                | UpstreamError::Protocol(_)
+                | UpstreamError::Credentials(_)
+                | UpstreamError::Interrupted(_) => StatusCode::BAD_GATEWAY,
+            },
+            Error::Storage(e) => match e {
+                StorageError::Sled(_) | StorageError::Codec(_) | StorageError::Locked(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+
+    /// The stable machine-readable code (`error.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Request(e) => match e {
+                RequestError::BodyTooLarge { .. } => "body_too_large",
+                RequestError::InvalidJson(_) => "invalid_json",
+                RequestError::BodyRead(_) => "invalid_body",
+                RequestError::Validation { .. } => "validation_error",
+                RequestError::ModelNotFound(_) => "model_not_found",
+                RequestError::NotFound { .. } => "not_found",
+                RequestError::MethodNotAllowed { .. } => "method_not_allowed",
+            },
+            Error::Auth(e) => match e {
+                AuthError::MissingCredentials => "missing_credentials",
+                AuthError::InvalidApiKey => "invalid_api_key",
+                AuthError::AmbiguousCredentials => "ambiguous_payment",
+                AuthError::InvalidAdminSecret => "invalid_admin_secret",
+                AuthError::AdminDisabled => "admin_disabled",
+                AuthError::InvalidWallet(_) => "validation_error",
+            },
+            Error::Billing(e) => match e {
+                BillingError::InsufficientCredits { .. } => "insufficient_credits",
+                BillingError::InvalidAmount(_) => "validation_error",
+            },
+            Error::Upstream(e) => match e {
+                UpstreamError::RateLimited { .. } => "upstream_rate_limited",
+                UpstreamError::Timeout(_) => "upstream_timeout",
+                UpstreamError::ModelNotFound(_) => "model_not_found",
+                UpstreamError::Rejected { .. } => "upstream_rejected",
+                UpstreamError::Unavailable { .. }
+                | UpstreamError::Connect(_)
+                | UpstreamError::Protocol(_)
+                | UpstreamError::Credentials(_)
+                | UpstreamError::Interrupted(_) => "upstream_error",
+            },
+            Error::Storage(_) => "internal_error",
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        let status = self.status();
+        match status.as_u16() {
+            401 => "authentication_error",
+            402 => "insufficient_quota",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Error::Request(RequestError::Validation { param, .. }) => *param,
+            Error::Request(RequestError::ModelNotFound(_)) => Some("model"),
+            _ => None,
+        }
+    }
+
+    pub fn origin(&self) -> Origin {
+        match self {
+            Error::Request(_) | Error::Auth(_) | Error::Billing(_) => Origin::Client,
+            Error::Upstream(_) => Origin::Upstream,
+            Error::Storage(_) => Origin::Internal,
+        }
+    }
+
+    /// `Retry-After` for 429s, in whole seconds (rounded up, at least 1).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::Upstream(UpstreamError::RateLimited { retry_after, .. }) => {
+                Some(retry_after.map_or(1, |d| whole_seconds_up(d)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The message shown to the client; internal details are not leaked.
+    pub fn public_message(&self) -> String {
+        match self.origin() {
+            Origin::Internal => "internal error; the request was not charged".to_string(),
+            Origin::Client | Origin::Upstream => self.to_string(),
+        }
+    }
+
+    /// The OpenAI error body `{"error":{message,type,param,code}}`.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorObject {
+                message: self.public_message(),
+                r#type: self.kind(),
+                param: self.param(),
+                code: self.code(),
+            },
+        }
+    }
+}
+
+/// Rounds a duration up to whole seconds, never below 1.
+pub fn whole_seconds_up(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorObject {
+    pub message: String,
+    pub r#type: &'static str,
+    pub param: Option<&'static str>,
+    pub code: &'static str,
+}

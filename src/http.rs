@@ -1,0 +1,138 @@
+//! HTTP plumbing shared by the gateway and the simulators: body type, builders, capped reads.
+//!
+//! This layer never imports `api`: it knows bytes, headers and status codes, not products.
+
+pub mod server;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use serde::Serialize;
+
+use crate::error::RequestError;
+
+/// Errors a response body may end with (they abort the connection's current message).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body type for every handler. `UnsyncBoxBody` lets streaming state be `!Sync`.
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
+pub const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream; charset=utf-8");
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A response with the given status and pre-serialized body bytes.
+pub fn bytes_response(status: StatusCode, content_type: HeaderValue, bytes: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(full(bytes));
+    *res.status_mut() = status;
+    res.headers_mut().insert(CONTENT_TYPE, content_type);
+    res
+}
+
+/// Serializes `value` as a JSON response.
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => bytes_response(status, JSON, bytes),
+        Err(e) => {
+            tracing::error!(%e, "response serialization failed");
+            bytes_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                JSON,
+                r#"{"error":{"message":"internal error","type":"server_error","param":null,"code":"internal_error"}}"#,
+            )
+        }
+    }
+}
+
+/// Reads a whole request body, refusing anything larger than `limit` bytes. A declared
+/// `Content-Length` over the limit is refused before a byte is read.
+pub async fn read_body<B>(headers: &http::HeaderMap, body: B, limit: usize) -> Result<Bytes, RequestError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display + Into<BodyError>,
+{
+    if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+        match len.parse::<u64>() {
+            Ok(n) if n > limit as u64 => return Err(RequestError::BodyTooLarge { limit }),
+            Ok(_) => {}
+            Err(_) => return Err(RequestError::BodyRead("invalid Content-Length".into())),
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(RequestError::BodyTooLarge { limit }),
+        Err(e) => Err(RequestError::BodyRead(e.to_string())),
+    }
+}
+
+/// Parses a query string into decoded `(key, value)` pairs (`+` is a space, `%XX` escapes).
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = query else { return Vec::new() };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Percent-decoding that never fails: malformed escapes are kept literally, bad UTF-8 replaced.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = query_pairs(Some("q=last+simulation&k=5&x=%41%2&empty&y=%zz"));
+        assert_eq!(q[0], ("q".into(), "last simulation".into()));
+        assert_eq!(q[1], ("k".into(), "5".into()));
+        assert_eq!(q[2], ("x".into(), "A%2".into()));
+        assert_eq!(q[3], ("empty".into(), "".into()));
+        assert_eq!(q[4], ("y".into(), "%zz".into()));
+        assert!(query_pairs(None).is_empty());
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+}

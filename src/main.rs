@@ -1,0 +1,289 @@
+//! The `vectorway` command line: `serve`, `simulate`, `admin`, `config check`. Thin by design.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+
+use vectorway::billing::Billing;
+use vectorway::billing::journal::Journal;
+use vectorway::config::{Config, RawConfig};
+use vectorway::storage::{LedgerKind, StorageError, Store};
+use vectorway::wallet::Wallet;
+use vectorway::{app, simulate, telemetry};
+
+/// sysexits' EX_USAGE: the configuration is wrong.
+const EX_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "vectorway", version, about = "Agent-first LLM gateway: OpenAI-compatible Gemini chat, credits, x402, memory")]
+struct Cli {
+    /// TOML config file (also VECTORWAY_CONFIG). Environment VECTORWAY_<SECTION>__<KEY> overrides it.
+    #[arg(long, global = true, env = "VECTORWAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the built-in Gemini simulator answers when no GEMINI_API_KEY is set).
+    Serve,
+    /// Run the Gemini-wire simulator on its own.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Milliseconds before the first token (default from [simulator] config).
+        #[arg(long)]
+        ttft_ms: Option<u64>,
+        #[arg(long)]
+        tokens_per_sec: Option<u32>,
+        #[arg(long)]
+        chunk_tokens: Option<u32>,
+        /// Visible tokens per answer (capped by maxOutputTokens).
+        #[arg(long)]
+        reply_tokens: Option<u32>,
+        /// Require this API key (any non-empty key is accepted otherwise).
+        #[arg(long)]
+        api_key: Option<String>,
+    },
+    /// Operator commands on a data directory (through the running server when there is one).
+    Admin {
+        /// Data directory (default: store.data_dir from the config).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Validate the configuration and print it.
+    ConfigCheck,
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Grant credits to a wallet (fsynced before this returns).
+    Grant {
+        #[arg(long)]
+        wallet: Wallet,
+        #[arg(long)]
+        credits: u64,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Create an API key for a wallet; the key is printed once.
+    CreateKey {
+        #[arg(long)]
+        wallet: Wallet,
+        #[arg(long, default_value = "admin")]
+        name: String,
+    },
+    /// Show a wallet's balance.
+    Balance {
+        #[arg(long)]
+        wallet: Wallet,
+    },
+}
+
+fn main() -> ExitCode {
+    telemetry::init_tracing();
+    let cli = Cli::parse();
+    let raw = match RawConfig::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(raw) => raw,
+        Err(e) => return config_error(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match cli.command {
+        Command::Serve => match raw.validate() {
+            Ok(config) => runtime.block_on(serve(config)),
+            Err(e) => config_error(&e),
+        },
+        Command::ConfigCheck => match raw.validate() {
+            Ok(config) => out(&format!("{config:#?}")),
+            Err(e) => config_error(&e),
+        },
+        Command::Simulate { listen, ttft_ms, tokens_per_sec, chunk_tokens, reply_tokens, api_key } => {
+            let mut knobs = match raw.validate() {
+                Ok(c) => c.simulator,
+                Err(e) => return config_error(&e),
+            };
+            if let Some(v) = ttft_ms {
+                knobs.ttft = Duration::from_millis(v);
+            }
+            knobs.tokens_per_sec = tokens_per_sec.unwrap_or(knobs.tokens_per_sec).max(1);
+            knobs.chunk_tokens = chunk_tokens.unwrap_or(knobs.chunk_tokens).max(1);
+            knobs.reply_tokens = reply_tokens.unwrap_or(knobs.reply_tokens);
+            runtime.block_on(async move {
+                match simulate::Simulator::start(listen, knobs, api_key).await {
+                    Ok(sim) => {
+                        tracing::info!("gemini simulator listening on {}", sim.base_url());
+                        wait_for_signal().await;
+                        sim.stop().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&format!("cannot listen on {listen}: {e}")),
+                }
+            })
+        }
+        Command::Admin { data_dir, action } => {
+            let mut raw = raw;
+            if let Some(d) = data_dir {
+                raw.store.data_dir = d.display().to_string();
+            }
+            match raw.validate() {
+                Ok(config) => runtime.block_on(admin(config, action)),
+                Err(e) => config_error(&e),
+            }
+        }
+    }
+}
+
+fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "vectorway: configuration error: {e}");
+    ExitCode::from(EX_CONFIG)
+}
+
+fn fail(msg: &str) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "vectorway: {msg}");
+    ExitCode::FAILURE
+}
+
+fn out(s: &str) -> ExitCode {
+    let _ = writeln!(std::io::stdout(), "{s}");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    match app::start(config).await {
+        Ok(mut running) => {
+            tracing::info!("vectorway listening on {}", running.base_url());
+            tokio::select! {
+                () = wait_for_signal() => {
+                    tracing::info!("shutting down: refusing new connections, letting open requests finish");
+                }
+                () = running.wait() => {}
+            }
+            running.shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("start-up failed: {e}")),
+    }
+}
+
+async fn admin(config: Config, action: AdminAction) -> ExitCode {
+    match Store::open(&config.data_dir) {
+        Ok(store) => admin_direct(store, &config, action).await,
+        Err(StorageError::Locked(_)) => admin_remote(&config, action).await,
+        Err(e) => fail(&format!("cannot open the store: {e}")),
+    }
+}
+
+/// No server runs: work on the store directly.
+async fn admin_direct(store: Store, config: &Config, action: AdminAction) -> ExitCode {
+    let (journal, run) = Journal::new(store.clone(), config.journal_interval);
+    #[expect(clippy::disallowed_methods, reason = "the CLI's journal lives as long as this command")]
+    let task = tokio::spawn(run);
+    let billing = match Billing::recover(store.clone(), journal.clone(), config.hold_max_age) {
+        Ok(b) => b,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let result = match action {
+        AdminAction::Grant { wallet, credits, note } => billing
+            .credit(wallet, credits, LedgerKind::Grant, Some("cli".into()), Some(note.unwrap_or_else(|| "operator grant".into())))
+            .await
+            .map(|balance| serde_json::json!({"wallet": wallet, "granted": credits, "credits": balance}))
+            .map_err(|e| e.to_string()),
+        AdminAction::CreateKey { wallet, name } => vectorway::auth::ApiKeys::load(store.clone(), journal.clone())
+            .and_then(|keys| keys.create(wallet, &name))
+            .map(|(raw, rec)| serde_json::json!({"api_key": raw, "key_id": rec.key_id, "wallet": wallet, "key_name": rec.key_name}))
+            .map_err(|e| e.to_string()),
+        AdminAction::Balance { wallet } => {
+            let b = billing.balance(&wallet);
+            Ok(serde_json::json!({"wallet": wallet, "credits": b.balance, "held": b.held, "available": b.available}))
+        }
+    };
+    journal.sync().await;
+    task.abort();
+    match result {
+        Ok(v) => out(&v.to_string()),
+        Err(e) => fail(&e),
+    }
+}
+
+/// A server owns the store: ask it over HTTP with the admin secret.
+async fn admin_remote(config: &Config, action: AdminAction) -> ExitCode {
+    let info = match std::fs::read_to_string(config.data_dir.join("server.json")) {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("the store is locked but server.json is unreadable ({e}); is a server running?")),
+    };
+    let addr = serde_json::from_str::<serde_json::Value>(&info)
+        .ok()
+        .and_then(|v| v.get("addr").and_then(|a| a.as_str()).map(str::to_string));
+    let Some(addr) = addr else { return fail("server.json has no addr") };
+    let secret = match &config.admin_secret {
+        Some(s) => s.clone(),
+        None => match std::fs::read_to_string(config.data_dir.join("admin.secret")) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) => return fail(&format!("cannot read admin.secret: {e}")),
+        },
+    };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let (method, path, body) = match action {
+        AdminAction::Grant { wallet, credits, note } => {
+            ("POST", "/admin/grant".to_string(), serde_json::json!({"wallet": wallet, "credits": credits, "note": note}).to_string())
+        }
+        AdminAction::CreateKey { wallet, name } => {
+            ("POST", "/admin/keys".to_string(), serde_json::json!({"wallet": wallet, "name": name}).to_string())
+        }
+        AdminAction::Balance { wallet } => ("GET", format!("/admin/balance?wallet={wallet}"), String::new()),
+    };
+    let client = vectorway::upstream::client::build(Duration::from_secs(5), 1);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("{scheme}://{addr}{path}"))
+        .header("x-admin-secret", secret)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)));
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match client.request(req).await {
+        Ok(res) => {
+            let ok = res.status().is_success();
+            let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if ok { out(&text) } else { fail(&text) }
+        }
+        Err(e) => fail(&format!("cannot reach the server at {addr}: {e}")),
+    }
+}

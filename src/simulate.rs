@@ -1,0 +1,272 @@
+//! `vectorway simulate`: a Gemini-wire server for tests, benches, load tests and key-less `serve`.
+//!
+//! It speaks the native REST surface (`generateContent`, `streamGenerateContent?alt=sse` with CRLF
+//! framing and running usage, `batchEmbedContents`, `models`), answers with Gemini error bodies,
+//! and has knobs (time to first token, tokens per second, chunk size, reply length) and a fault
+//! plan (status codes with `RetryInfo`, stalls, mid-stream cuts, raw error tails). Control
+//! endpoints under `/_sim/` set knobs and faults and expose the log of requests received.
+//! It shares the product's HTTP plumbing but none of its domain code: token counts, embeddings
+//! and errors are produced here independently, so a gateway bug cannot agree with itself.
+
+pub mod gemini;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::SimulatorKnobs;
+use crate::http::server::{ServeOptions, serve};
+use crate::http::{Body, json, read_body};
+
+/// What the simulator should do wrong, and for how many requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultPlan {
+    /// Answer generation requests with this HTTP status and a Gemini error body.
+    pub status: Option<u16>,
+    /// `RetryInfo.retryDelay` on a 429, in seconds.
+    pub retry_delay_s: Option<f64>,
+    /// Wait this long before sending response headers.
+    pub stall_before_headers_ms: Option<u64>,
+    /// Streams: close the connection abruptly after this many events.
+    pub cut_after_chunks: Option<u32>,
+    /// Streams: after this many events, write a raw `{"error":…}` block and close.
+    pub error_after_chunks: Option<u32>,
+    /// Status inside that error block (default 503).
+    pub error_status: Option<u16>,
+    /// Streams: after this many events, pause for `stall_ms`.
+    pub stall_after_chunks: Option<u32>,
+    pub stall_ms: Option<u64>,
+    /// How many generation requests the plan applies to; `None` = every one until replaced.
+    pub times: Option<u32>,
+}
+
+/// Knob overrides accepted by `POST /_sim/knobs`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnobUpdate {
+    pub ttft_ms: Option<u64>,
+    pub tokens_per_sec: Option<u32>,
+    pub chunk_tokens: Option<u32>,
+    pub reply_tokens: Option<u32>,
+}
+
+/// One request the simulator received (for tests to inspect what reached "Gemini").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub body: serde_json::Value,
+}
+
+const LOG_CAP: usize = 1000;
+
+pub(crate) struct SimState {
+    knobs: Mutex<SimulatorKnobs>,
+    faults: Mutex<FaultPlan>,
+    log: Mutex<VecDeque<Recorded>>,
+    api_key: Option<String>,
+    served: AtomicU64,
+}
+
+impl SimState {
+    pub(crate) fn knobs(&self) -> SimulatorKnobs {
+        *self.knobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fault plan for the next generation request (consuming one of its `times`).
+    pub(crate) fn take_fault(&self) -> FaultPlan {
+        let mut plan = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let current = plan.clone();
+        match plan.times {
+            Some(0) => return FaultPlan::default(),
+            Some(1) => *plan = FaultPlan::default(),
+            Some(n) => plan.times = Some(n - 1),
+            None => {}
+        }
+        current
+    }
+
+    fn record(&self, r: Recorded) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() == LOG_CAP {
+            log.pop_front();
+        }
+        log.push_back(r);
+    }
+}
+
+/// A running simulator.
+pub struct Simulator {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Binds `listen` (port 0 for any) and serves until `stop` or drop.
+    pub async fn start(listen: SocketAddr, knobs: SimulatorKnobs, api_key: Option<String>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SimState {
+            knobs: Mutex::new(knobs),
+            faults: Mutex::new(FaultPlan::default()),
+            log: Mutex::new(VecDeque::new()),
+            api_key,
+            served: AtomicU64::new(0),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let st = state.clone();
+        let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
+            let st = st.clone();
+            async move { route(st, req).await }
+        };
+        #[expect(clippy::disallowed_methods, reason = "the simulator owns its server task; stop() ends it")]
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            serve(listener, ServeOptions::plain(Duration::from_secs(1)), handler, shutdown).await;
+        });
+        Ok(Self { addr, state, stop: Some(stop), task: Some(task) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_faults(&self, plan: FaultPlan) {
+        *self.state.faults.lock().unwrap_or_else(|p| p.into_inner()) = plan;
+    }
+
+    pub fn set_knobs(&self, knobs: SimulatorKnobs) {
+        *self.state.knobs.lock().unwrap_or_else(|p| p.into_inner()) = knobs;
+    }
+
+    /// Requests received so far (generation and embedding calls).
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.log.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    /// Number of generation requests answered (any outcome).
+    pub fn generation_count(&self) -> u64 {
+        self.state.served.load(Ordering::Relaxed)
+    }
+
+    /// Stops serving and waits for open connections (up to a second).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn route(st: Arc<SimState>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if let Some(ctl) = path.strip_prefix("/_sim/") {
+        return control(&st, &method, ctl, req).await;
+    }
+    if let Some(resp) = gemini::authenticate(&st, &req) {
+        return resp;
+    }
+    if method == Method::GET && (path == "/v1beta/models" || path == "/v1/models") {
+        return gemini::list_models();
+    }
+    let Some(rest) = path.strip_prefix("/v1beta/models/") else {
+        return gemini::error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Method not found: {path}"));
+    };
+    let Some((model, action)) = rest.split_once(':') else {
+        return gemini::error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Method not found: {path}"));
+    };
+    if method != Method::POST {
+        return gemini::error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT", "use POST");
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(&parts.headers, body, 32 << 20).await {
+        Ok(b) => b,
+        Err(e) => return gemini::error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &e.to_string()),
+    };
+    let body: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return gemini::error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &format!("Invalid JSON payload received. {e}"));
+        }
+    };
+    st.record(Recorded { method: method.to_string(), path: path.clone(), body: body.clone() });
+    let model = model.to_string();
+    match action {
+        "generateContent" => gemini::generate(&st, &model, &body, false, parts.uri.query()).await,
+        "streamGenerateContent" => gemini::generate(&st, &model, &body, true, parts.uri.query()).await,
+        "batchEmbedContents" => gemini::batch_embed(&model, &body),
+        "embedContent" => gemini::embed_one(&model, &body),
+        _ => gemini::error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Method not found: {action}")),
+    }
+}
+
+async fn control(st: &SimState, method: &Method, what: &str, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, 1 << 20).await.unwrap_or_default();
+    match (method.as_str(), what) {
+        ("POST", "faults") => match serde_json::from_slice::<FaultPlan>(&bytes) {
+            Ok(plan) => {
+                *st.faults.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
+                json(StatusCode::OK, &plan)
+            }
+            Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e.to_string()})),
+        },
+        ("POST", "knobs") => match serde_json::from_slice::<KnobUpdate>(&bytes) {
+            Ok(u) => {
+                let mut k = st.knobs.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(v) = u.ttft_ms {
+                    k.ttft = Duration::from_millis(v);
+                }
+                if let Some(v) = u.tokens_per_sec.filter(|v| *v > 0) {
+                    k.tokens_per_sec = v;
+                }
+                if let Some(v) = u.chunk_tokens.filter(|v| *v > 0) {
+                    k.chunk_tokens = v;
+                }
+                if let Some(v) = u.reply_tokens {
+                    k.reply_tokens = v;
+                }
+                json(StatusCode::OK, &serde_json::json!({"ok": true}))
+            }
+            Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e.to_string()})),
+        },
+        ("GET", "requests") => {
+            let log: Vec<Recorded> = st.log.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            json(StatusCode::OK, &log)
+        }
+        ("DELETE", "requests") => {
+            st.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            json(StatusCode::OK, &serde_json::json!({"ok": true}))
+        }
+        ("GET", "stats") => json(StatusCode::OK, &serde_json::json!({"generations": st.served.load(Ordering::Relaxed)})),
+        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "unknown control endpoint"})),
+    }
+}

@@ -1,0 +1,401 @@
+//! The simulator's Gemini endpoints: generation (unary and SSE), embeddings, models, errors.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{FaultPlan, SimState};
+use crate::http::{Body, BodyError, bytes_response};
+
+/// Models the simulator knows (generation and embedding).
+const MODELS: &[(&str, &str)] = &[
+    ("gemini-2.5-pro", "generateContent"),
+    ("gemini-2.5-flash", "generateContent"),
+    ("gemini-2.5-flash-lite", "generateContent"),
+    ("gemini-3.1-flash-lite", "generateContent"),
+    ("gemini-3.1-pro-preview", "generateContent"),
+    ("gemini-3-flash-preview", "generateContent"),
+    ("gemini-3.5-flash", "generateContent"),
+    ("gemini-embedding-001", "embedContent"),
+];
+
+const WORDS: &[&str] = &[
+    "the", "agent", "memory", "vector", "gateway", "stream", "token", "credit", "wallet", "model", "answer",
+    "quickly", "reliable", "signal", "payment", "cache", "index", "search", "result", "plan", "simulation",
+    "latency", "budget", "summary", "context", "recall", "fleet", "request", "batch", "proof",
+];
+
+/// A Gemini error body (pretty-printed, as Google sends it).
+pub fn error(status: StatusCode, grpc: &str, message: &str) -> Response<Body> {
+    error_with_details(status, grpc, message, Value::Array(Vec::new()))
+}
+
+fn error_with_details(status: StatusCode, grpc: &str, message: &str, details: Value) -> Response<Body> {
+    let mut err = json!({"code": status.as_u16(), "message": message, "status": grpc});
+    if details.as_array().is_some_and(|d| !d.is_empty()) {
+        err["details"] = details;
+    }
+    let body = serde_json::to_vec_pretty(&json!({ "error": err })).unwrap_or_default();
+    bytes_response(status, HeaderValue::from_static("application/json; charset=UTF-8"), body)
+}
+
+fn grpc_name(status: u16) -> &'static str {
+    match status {
+        400 => "INVALID_ARGUMENT",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        500 => "INTERNAL",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "UNKNOWN",
+    }
+}
+
+fn fault_response(status: u16, retry_delay_s: Option<f64>) -> Response<Body> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (message, details) = match status {
+        429 => {
+            let delay = retry_delay_s.unwrap_or(2.0);
+            (
+                format!("You exceeded your current quota, please check your plan and billing details. Please retry in {delay}s."),
+                json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{delay}s")}]),
+            )
+        }
+        503 => ("The model is overloaded. Please try again later.".to_string(), json!([])),
+        500 => ("An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting".to_string(), json!([])),
+        _ => (format!("Simulated failure {status}."), json!([])),
+    };
+    error_with_details(code, grpc_name(status), &message, details)
+}
+
+/// `x-goog-api-key` or `?key=`; missing → 403, wrong (when a key is configured) → 400.
+pub(super) fn authenticate(st: &SimState, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let from_header = req.headers().get("x-goog-api-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let from_query = crate::http::query_pairs(req.uri().query()).into_iter().find(|(k, _)| k == "key").map(|(_, v)| v);
+    let Some(key) = from_header.or(from_query) else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+        ));
+    };
+    match &st.api_key {
+        Some(expected) if *expected != key => Some(error_with_details(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]),
+        )),
+        _ => None,
+    }
+}
+
+pub fn list_models() -> Response<Body> {
+    let models: Vec<Value> = MODELS
+        .iter()
+        .map(|(id, method)| {
+            json!({"name": format!("models/{id}"), "version": "001", "displayName": id,
+                   "inputTokenLimit": 1_048_576, "outputTokenLimit": 65_536,
+                   "supportedGenerationMethods": [method, "countTokens"]})
+        })
+        .collect();
+    crate::http::json(StatusCode::OK, &json!({ "models": models }))
+}
+
+fn known(model: &str, method: &str) -> bool {
+    MODELS.iter().any(|(id, m)| *id == model && *m == method)
+}
+
+/// Reads a field in camelCase or snake_case (Google accepts both).
+fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
+    v.get(camel).or_else(|| v.get(snake))
+}
+
+fn texts(content: &Value) -> impl Iterator<Item = &str> {
+    content.get("parts").and_then(Value::as_array).into_iter().flatten().filter_map(|p| p.get("text")?.as_str())
+}
+
+/// The simulator's tokenizer: a token per 4 bytes, rounded up, plus one per content block.
+fn count_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+struct Plan {
+    prompt: u64,
+    thoughts: u64,
+    words: Vec<&'static str>,
+    finish: &'static str,
+}
+
+fn plan(body: &Value, reply_tokens: u32) -> Result<Plan, Response<Body>> {
+    let contents = body.get("contents").and_then(Value::as_array).filter(|c| !c.is_empty()).ok_or_else(|| {
+        error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified")
+    })?;
+    let mut prompt = 0;
+    let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
+    let system = field(body, "systemInstruction", "system_instruction");
+    for content in contents.iter().chain(system) {
+        prompt += 1;
+        for t in texts(content) {
+            prompt += count_tokens(t);
+            for b in t.bytes() {
+                seed = (seed ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+    let cfg = field(body, "generationConfig", "generation_config");
+    let max_out = cfg
+        .and_then(|c| field(c, "maxOutputTokens", "max_output_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(8192);
+    let budget = cfg
+        .and_then(|c| field(c, "thinkingConfig", "thinking_config"))
+        .and_then(|t| field(t, "thinkingBudget", "thinking_budget"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let thoughts = match budget {
+        b if b < 0 => 16,
+        b => (b as u64).min(24),
+    }
+    .min(max_out);
+    let visible = u64::from(reply_tokens).min(max_out - thoughts);
+    let words = (0..visible)
+        .map(|i| {
+            let h = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).rotate_left(17);
+            WORDS[(h % WORDS.len() as u64) as usize]
+        })
+        .collect();
+    let finish = if visible < u64::from(reply_tokens) { "MAX_TOKENS" } else { "STOP" };
+    Ok(Plan { prompt, thoughts, words, finish })
+}
+
+fn usage(prompt: u64, candidates: u64, thoughts: u64, first: bool) -> Value {
+    if first {
+        return json!({"promptTokenCount": prompt, "totalTokenCount": prompt,
+                      "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]});
+    }
+    let mut u = json!({"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+                       "totalTokenCount": prompt + candidates + thoughts,
+                       "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+                       "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": candidates}]});
+    if thoughts > 0 {
+        u["thoughtsTokenCount"] = json!(thoughts);
+    }
+    u
+}
+
+fn candidate(text: Option<String>, finish: Option<&str>) -> Value {
+    let mut content = json!({"role": "model"});
+    if let Some(t) = text {
+        content["parts"] = json!([{ "text": t }]);
+    }
+    let mut c = json!({ "content": content, "index": 0 });
+    if let Some(f) = finish {
+        c["finishReason"] = json!(f);
+    }
+    c
+}
+
+fn response_id(st: &SimState) -> String {
+    format!("sim{:012x}", st.served.fetch_add(1, Ordering::Relaxed))
+}
+
+pub(super) async fn generate(st: &SimState, model: &str, body: &Value, stream: bool, query: Option<&str>) -> Response<Body> {
+    if !known(model, "generateContent") {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("models/{model} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods."),
+        );
+    }
+    let fault = st.take_fault();
+    let knobs = st.knobs();
+    if let Some(ms) = fault.stall_before_headers_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(status) = fault.status {
+        st.served.fetch_add(1, Ordering::Relaxed);
+        return fault_response(status, fault.retry_delay_s);
+    }
+    let plan = match plan(body, knobs.reply_tokens) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let id = response_id(st);
+    let per_token = Duration::from_secs_f64(1.0 / f64::from(knobs.tokens_per_sec.max(1)));
+    if !stream {
+        tokio::time::sleep(knobs.ttft + per_token * plan.words.len() as u32).await;
+        let text = (!plan.words.is_empty()).then(|| plan.words.join(" "));
+        let n = plan.words.len() as u64;
+        let resp = json!({"candidates": [candidate(text, Some(plan.finish))],
+                          "usageMetadata": usage(plan.prompt, n, plan.thoughts, false),
+                          "modelVersion": model, "responseId": id});
+        let body = serde_json::to_vec_pretty(&resp).unwrap_or_default();
+        return bytes_response(StatusCode::OK, HeaderValue::from_static("application/json; charset=UTF-8"), body);
+    }
+    if !query.is_some_and(|q| q.split('&').any(|p| p == "alt=sse")) {
+        return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "this simulator only streams with alt=sse");
+    }
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BodyError>>(8);
+    let model = model.to_string();
+    #[expect(clippy::disallowed_methods, reason = "the simulator writes each stream from its own task")]
+    tokio::spawn(write_stream(tx, plan, fault, knobs.ttft, per_token, knobs.chunk_tokens.max(1), model, id));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut res = Response::new(StreamBody::new(stream).boxed_unsync());
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    res.headers_mut().insert("content-disposition", HeaderValue::from_static("attachment"));
+    res
+}
+
+#[expect(clippy::too_many_arguments, reason = "one stream's whole script")]
+async fn write_stream(
+    tx: mpsc::Sender<Result<Frame<Bytes>, BodyError>>,
+    plan: Plan,
+    fault: FaultPlan,
+    ttft: Duration,
+    per_token: Duration,
+    chunk_tokens: u32,
+    model: String,
+    id: String,
+) {
+    let send = |bytes: Vec<u8>| tx.send(Ok(Frame::data(Bytes::from(bytes))));
+    let chunks: Vec<&[&str]> = if plan.words.is_empty() { vec![&[]] } else { plan.words.chunks(chunk_tokens as usize).collect() };
+    let total = chunks.len();
+    let mut sent_words = 0u64;
+    tokio::time::sleep(ttft).await;
+    for (i, words) in chunks.into_iter().enumerate() {
+        let n = i as u32;
+        if fault.cut_after_chunks == Some(n) {
+            let _ = tx.send(Err("simulated connection cut".into())).await;
+            return;
+        }
+        if fault.error_after_chunks == Some(n) {
+            let status = fault.error_status.unwrap_or(503);
+            let tail = json!({"error": {"code": status, "message": "This model is currently experiencing high demand. Spikes in demand are usually temporary. Please try again later.", "status": grpc_name(status)}});
+            let _ = send(serde_json::to_vec_pretty(&tail).unwrap_or_default()).await;
+            return;
+        }
+        if fault.stall_after_chunks == Some(n) {
+            tokio::time::sleep(Duration::from_millis(fault.stall_ms.unwrap_or(60_000))).await;
+        }
+        if i > 0 {
+            tokio::time::sleep(per_token * words.len() as u32).await;
+        }
+        sent_words += words.len() as u64;
+        let last = i + 1 == total;
+        let mut text = words.join(" ");
+        if !last && !text.is_empty() {
+            text.push(' ');
+        }
+        let event = json!({
+            "candidates": [candidate((!text.is_empty()).then_some(text), last.then_some(plan.finish))],
+            "usageMetadata": usage(plan.prompt, sent_words, if last { plan.thoughts } else { 0 }, i == 0 && !last),
+            "modelVersion": model,
+            "responseId": id,
+        });
+        let mut bytes = b"data: ".to_vec();
+        bytes.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
+        bytes.extend_from_slice(b"\r\n\r\n");
+        if send(bytes).await.is_err() {
+            return; // the client went away
+        }
+    }
+}
+
+/// A deterministic embedding: hashed word and character-trigram features, unit length at 3072
+/// dimensions and truncated (not re-normalized) when fewer are asked for, as Gemini does.
+pub fn embed_text(text: &str, dims: usize) -> Vec<f32> {
+    const FULL: usize = 3072;
+    let mut v = vec![0f32; FULL];
+    let lower = text.to_lowercase();
+    let mut add = |feature: &[u8], weight: f32| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in feature {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        let idx = (h % FULL as u64) as usize;
+        v[idx] += if h >> 63 == 0 { weight } else { -weight };
+    };
+    for w in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        add(w.as_bytes(), 1.0);
+        let b = w.as_bytes();
+        for t in b.windows(3) {
+            add(t, 0.3);
+        }
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v.truncate(dims.clamp(1, FULL));
+    v
+}
+
+fn dims_of(req: &Value) -> usize {
+    field(req, "outputDimensionality", "output_dimensionality").and_then(Value::as_u64).map_or(3072, |d| d as usize)
+}
+
+pub(super) fn batch_embed(model: &str, body: &Value) -> Response<Body> {
+    if !known(model, "embedContent") {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("models/{model} is not found for API version v1beta, or is not supported for batchEmbedContents."));
+    }
+    let Some(requests) = body.get("requests").and_then(Value::as_array) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests: requests is required");
+    };
+    if requests.len() > 100 {
+        return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch");
+    }
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        if r.get("model").and_then(Value::as_str) != Some(&format!("models/{model}")) {
+            return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests[].model: must match the path model");
+        }
+        let text: String = r.get("content").map(|c| texts(c).collect()).unwrap_or_default();
+        out.push(json!({ "values": embed_text(&text, dims_of(r)) }));
+    }
+    crate::http::json(StatusCode::OK, &json!({ "embeddings": out }))
+}
+
+pub(super) fn embed_one(model: &str, body: &Value) -> Response<Body> {
+    if !known(model, "embedContent") {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("models/{model} is not found for API version v1beta."));
+    }
+    let text: String = body.get("content").map(|c| texts(c).collect()).unwrap_or_default();
+    crate::http::json(StatusCode::OK, &json!({ "embedding": { "values": embed_text(&text, dims_of(body)) } }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_keep_similar_texts_close() {
+        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let a = embed_text("the last simulation run finished", 3072);
+        let b = embed_text("when did the last simulation run finish", 3072);
+        let c = embed_text("buy more USDC on base", 3072);
+        assert!((cos(&a, &a) - 1.0).abs() < 1e-5);
+        assert!(cos(&a, &b) > cos(&a, &c) + 0.2);
+        assert_eq!(embed_text("x", 768).len(), 768);
+    }
+
+    #[test]
+    fn plan_respects_max_output_and_thinking() {
+        let body = json!({"contents":[{"role":"user","parts":[{"text":"hello there"}]}],
+                          "generationConfig":{"maxOutputTokens":10,"thinkingConfig":{"thinkingBudget":1024}}});
+        let p = plan(&body, 48).unwrap();
+        assert_eq!((p.thoughts, p.words.len(), p.finish), (10, 0, "MAX_TOKENS"));
+        let body = json!({"contents":[{"role":"user","parts":[{"text":"hello there"}]}]});
+        let p = plan(&body, 5).unwrap();
+        assert_eq!((p.prompt, p.words.len(), p.finish), (1 + 3, 5, "STOP"));
+    }
+}

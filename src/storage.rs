@@ -1,0 +1,296 @@
+//! The durable store: the only module that knows sled. Trees, key layouts and record types.
+//!
+//! Trees and their keys (all integers big-endian so that sled's order is numeric order):
+//! - `accounts`: wallet (20 bytes) → `AccountRecord`
+//! - `keys`: key id (12 ASCII bytes) → `KeyRecord`
+//! - `ledger`: wallet (20) ++ seq (8) → `LedgerEntry`; balances are the fold of this tree
+//! - `usage`: wallet (20) ++ seq (8) → `UsageEvent`
+//!
+//! Values are JSON: small, self-describing, and easy to inspect with `vectorway admin`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wallet::Wallet;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage error: {0}")]
+    Sled(String),
+    #[error("corrupt record: {0}")]
+    Codec(String),
+    #[error("the data directory {0} is in use by another process")]
+    Locked(String),
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        StorageError::Sled(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StorageError {
+    fn from(e: serde_json::Error) -> Self {
+        StorageError::Codec(e.to_string())
+    }
+}
+
+/// A wallet's account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub wallet: Wallet,
+    pub created_at: u64,
+}
+
+/// An API key; only the SHA-256 of its secret is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub wallet: Wallet,
+    pub secret_sha256: String,
+    pub key_name: String,
+    pub created_at: u64,
+    pub last_used_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+}
+
+/// The kinds of credit movement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerKind {
+    Topup,
+    Grant,
+    Refund,
+    Debit,
+}
+
+/// One credit movement. `credits` is signed: positive in, negative out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub wallet: Wallet,
+    pub kind: LedgerKind,
+    pub credits: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One API call, as the usage history shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageEvent {
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub credits: u64,
+    pub usd_cost: Option<String>,
+    pub model: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub memory_read: bool,
+    pub memory_write: bool,
+    pub memories_used: u32,
+    pub key_id: Option<String>,
+    pub auth_mode: String,
+    pub request_id: String,
+}
+
+/// The sled database and its trees. Cloning is cheap (sled handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    accounts: sled::Tree,
+    keys: sled::Tree,
+    ledger: sled::Tree,
+    usage: sled::Tree,
+}
+
+fn wallet_seq_key(wallet: &Wallet, seq: u64) -> [u8; 28] {
+    let mut k = [0u8; 28];
+    k[..20].copy_from_slice(wallet.as_bytes());
+    k[20..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the store. A directory held by another process is `Locked`.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Sled(e.to_string()))?;
+        let db = sled::Config::new().path(dir.join("db")).open().map_err(|e| match e {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+            {
+                StorageError::Locked(dir.display().to_string())
+            }
+            other => StorageError::from(other),
+        })?;
+        Ok(Self {
+            accounts: db.open_tree("accounts")?,
+            keys: db.open_tree("keys")?,
+            ledger: db.open_tree("ledger")?,
+            usage: db.open_tree("usage")?,
+            db,
+        })
+    }
+
+    /// A fresh, monotonically increasing sequence number.
+    pub fn next_seq(&self) -> Result<u64, StorageError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn was_recovered(&self) -> bool {
+        self.db.was_recovered()
+    }
+
+    // === accounts ===
+
+    /// Creates the account if it does not exist; returns `(record, created)`.
+    pub fn ensure_account(&self, wallet: &Wallet, now: u64) -> Result<(AccountRecord, bool), StorageError> {
+        let fresh = AccountRecord { wallet: *wallet, created_at: now };
+        let bytes = serde_json::to_vec(&fresh)?;
+        match self.accounts.compare_and_swap(wallet.as_bytes(), None as Option<&[u8]>, Some(bytes))? {
+            Ok(()) => Ok((fresh, true)),
+            Err(cas) => match cas.current {
+                Some(cur) => Ok((serde_json::from_slice(&cur)?, false)),
+                None => Ok((fresh, true)),
+            },
+        }
+    }
+
+    pub fn account(&self, wallet: &Wallet) -> Result<Option<AccountRecord>, StorageError> {
+        self.accounts.get(wallet.as_bytes())?.map(|v| Ok(serde_json::from_slice(&v)?)).transpose()
+    }
+
+    // === keys ===
+
+    pub fn put_key(&self, key: &KeyRecord) -> Result<(), StorageError> {
+        self.keys.insert(key.key_id.as_bytes(), serde_json::to_vec(key)?)?;
+        Ok(())
+    }
+
+    /// Writes a key snapshot taken earlier without undoing anything newer: a revocation already
+    /// stored stays, and `last_used_at` only moves forward.
+    pub fn touch_key(&self, snapshot: &KeyRecord) -> Result<(), StorageError> {
+        self.keys.fetch_and_update(snapshot.key_id.as_bytes(), |cur| {
+            let mut next = snapshot.clone();
+            if let Some(stored) = cur.and_then(|c| serde_json::from_slice::<KeyRecord>(c).ok()) {
+                next.revoked_at = stored.revoked_at.or(next.revoked_at);
+                next.last_used_at = next.last_used_at.max(stored.last_used_at);
+            }
+            serde_json::to_vec(&next).ok()
+        })?;
+        Ok(())
+    }
+
+    pub fn all_keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        self.keys.iter().values().map(|v| Ok(serde_json::from_slice(&v?)?)).collect()
+    }
+
+    // === ledger ===
+
+    /// Appends ledger entries and usage events in one batch per tree (not flushed).
+    pub fn append(&self, ledger: &[LedgerEntry], usage: &[(Wallet, UsageEvent)], keys: &[KeyRecord]) -> Result<(), StorageError> {
+        if !ledger.is_empty() {
+            let mut batch = sled::Batch::default();
+            for e in ledger {
+                batch.insert(&wallet_seq_key(&e.wallet, e.seq)[..], serde_json::to_vec(e)?);
+            }
+            self.ledger.apply_batch(batch)?;
+        }
+        if !usage.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (w, e) in usage {
+                batch.insert(&wallet_seq_key(w, e.seq)[..], serde_json::to_vec(e)?);
+            }
+            self.usage.apply_batch(batch)?;
+        }
+        for k in keys {
+            self.touch_key(k)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one entry and waits until it is on disk (money in).
+    pub async fn append_durable(&self, entry: &LedgerEntry) -> Result<(), StorageError> {
+        self.ledger.insert(&wallet_seq_key(&entry.wallet, entry.seq)[..], serde_json::to_vec(entry)?)?;
+        self.flush().await
+    }
+
+    /// Every wallet's balance: the signed sum of its ledger entries.
+    pub fn balances(&self) -> Result<HashMap<Wallet, i128>, StorageError> {
+        let mut out: HashMap<Wallet, i128> = HashMap::new();
+        for item in self.ledger.iter() {
+            let (k, v) = item?;
+            let wallet = Wallet::from_slice(&k[..20]).ok_or_else(|| StorageError::Codec("ledger key".into()))?;
+            let e: LedgerEntry = serde_json::from_slice(&v)?;
+            *out.entry(wallet).or_default() += i128::from(e.credits);
+        }
+        Ok(out)
+    }
+
+    /// A wallet's ledger, newest first.
+    pub fn ledger_of(&self, wallet: &Wallet) -> impl Iterator<Item = Result<LedgerEntry, StorageError>> + '_ {
+        self.ledger
+            .scan_prefix(wallet.as_bytes())
+            .rev()
+            .map(|r| r.map_err(StorageError::from).and_then(|(_, v)| Ok(serde_json::from_slice(&v)?)))
+    }
+
+    /// A wallet's usage events, newest first.
+    pub fn usage_of(&self, wallet: &Wallet) -> impl Iterator<Item = Result<UsageEvent, StorageError>> + '_ {
+        self.usage
+            .scan_prefix(wallet.as_bytes())
+            .rev()
+            .map(|r| r.map_err(StorageError::from).and_then(|(_, v)| Ok(serde_json::from_slice(&v)?)))
+    }
+
+    /// Cheap liveness probe for `/readyz`.
+    pub fn check(&self) -> Result<(), StorageError> {
+        self.accounts.get(b"\0probe")?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ledger_folds_into_balances_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let w: Wallet = "0x1111111111111111111111111111111111111111".parse().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            for (kind, credits) in [(LedgerKind::Grant, 1000), (LedgerKind::Debit, -300), (LedgerKind::Topup, 50)] {
+                let e = LedgerEntry { seq: s.next_seq().unwrap(), ts_ms: 1, wallet: w, kind, credits, reference: None, note: None };
+                s.append_durable(&e).await.unwrap();
+            }
+            let second = Store::open(dir.path());
+            assert!(matches!(second, Err(StorageError::Locked(_))), "{:?}", second.err());
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.balances().unwrap()[&w], 750);
+        let kinds: Vec<_> = s.ledger_of(&w).map(|e| e.unwrap().kind).collect();
+        assert_eq!(kinds, [LedgerKind::Topup, LedgerKind::Debit, LedgerKind::Grant], "newest first");
+    }
+}

@@ -1,0 +1,258 @@
+//! Pure translation between the neutral call types and Gemini's JSON: no IO, fuzzable.
+
+use std::time::Duration;
+
+use super::types::{
+    Content, ErrorEnvelope, ErrorObject, GenerateRequest, GenerateResponse, GenerationConfig, PartOut,
+    ThinkingConfig, UsageMetadata,
+};
+use crate::upstream::{ChatCall, Completion, Finish, Role, StreamEvent, Thinking, TokenUsage, UpstreamError};
+
+/// Serializes a call as a `generateContent` / `streamGenerateContent` body.
+pub fn encode_request(call: &ChatCall) -> Vec<u8> {
+    let p = &call.params;
+    let req = GenerateRequest {
+        system_instruction: call.system.as_deref().map(|s| Content { role: None, parts: vec![PartOut { text: s }] }),
+        contents: call
+            .turns
+            .iter()
+            .map(|t| Content {
+                role: Some(match t.role {
+                    Role::User => "user",
+                    Role::Model => "model",
+                }),
+                parts: vec![PartOut { text: &t.text }],
+            })
+            .collect(),
+        generation_config: GenerationConfig {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            max_output_tokens: p.max_output_tokens,
+            stop_sequences: &p.stop,
+            seed: p.seed,
+            presence_penalty: p.presence_penalty,
+            frequency_penalty: p.frequency_penalty,
+            response_mime_type: p.json_mode.then_some("application/json"),
+            thinking_config: p.thinking.map(|t| match t {
+                Thinking::Budget(b) => ThinkingConfig { thinking_budget: Some(b), thinking_level: None },
+                Thinking::Level(l) => ThinkingConfig { thinking_budget: None, thinking_level: Some(l) },
+            }),
+        },
+    };
+    // Serializing plain structs of strings and numbers cannot fail; NaN is excluded by validation.
+    serde_json::to_vec(&req).unwrap_or_default()
+}
+
+/// Gemini finish reasons → OpenAI's (reference §6.1). Unknown values are `stop`.
+pub fn map_finish(reason: &str) -> Finish {
+    match reason {
+        "MAX_TOKENS" => Finish::Length,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" | "LANGUAGE" => Finish::ContentFilter,
+        _ => Finish::Stop,
+    }
+}
+
+/// `usageMetadata` → OpenAI usage (reference §6.2): completion = candidates + thoughts.
+fn map_usage(u: &UsageMetadata) -> TokenUsage {
+    TokenUsage {
+        prompt: u.prompt_token_count + u.tool_use_prompt_token_count,
+        completion: u.candidates_token_count + u.thoughts_token_count,
+        reasoning: u.thoughts_token_count,
+        cached: u.cached_content_token_count,
+    }
+}
+
+/// Visible text of the first candidate (thought parts excluded).
+fn visible_text(resp: &GenerateResponse<'_>, out: &mut String) {
+    if let Some(content) = resp.candidates.first().and_then(|c| c.content.as_ref()) {
+        for part in &content.parts {
+            if part.thought != Some(true)
+                && let Some(t) = &part.text
+            {
+                out.push_str(t);
+            }
+        }
+    }
+}
+
+fn finish_of(resp: &GenerateResponse<'_>) -> Option<Finish> {
+    if resp.candidates.is_empty() && resp.prompt_feedback.is_some() {
+        // The prompt itself was blocked: no candidates at all.
+        return Some(Finish::ContentFilter);
+    }
+    resp.candidates.first().and_then(|c| c.finish_reason.as_deref()).map(map_finish)
+}
+
+/// Decodes a unary `generateContent` answer.
+pub fn decode_response(body: &[u8]) -> Result<Completion, UpstreamError> {
+    let resp: GenerateResponse<'_> =
+        serde_json::from_slice(body).map_err(|e| UpstreamError::Protocol(format!("response JSON: {e}")))?;
+    if let Some(err) = resp.error {
+        return Err(error_from_object(err.code, err, ""));
+    }
+    let mut text = String::new();
+    visible_text(&resp, &mut text);
+    Ok(Completion {
+        text,
+        finish: finish_of(&resp).unwrap_or(Finish::Stop),
+        usage: resp.usage_metadata.as_ref().map(map_usage).unwrap_or_default(),
+        response_id: resp.response_id.map(|c| c.into_owned()),
+    })
+}
+
+/// Decodes one SSE `data:` payload into events, appended to `out`.
+pub fn decode_chunk(data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError> {
+    let resp: GenerateResponse<'_> =
+        serde_json::from_slice(data).map_err(|e| UpstreamError::Protocol(format!("stream chunk JSON: {e}")))?;
+    if let Some(err) = resp.error {
+        return Err(mid_stream_error(err));
+    }
+    let mut text = String::new();
+    visible_text(&resp, &mut text);
+    if !text.is_empty() {
+        out.push(StreamEvent::Delta(text));
+    }
+    if let Some(u) = &resp.usage_metadata {
+        out.push(StreamEvent::Usage(map_usage(u)));
+    }
+    if let Some(f) = finish_of(&resp) {
+        out.push(StreamEvent::Finish(f));
+    }
+    Ok(())
+}
+
+/// A raw `{"error":...}` block after the SSE framing (reference §1.7) or a `data:` error event.
+pub fn decode_stream_tail(tail: &[u8]) -> UpstreamError {
+    match serde_json::from_slice::<ErrorEnvelope>(tail) {
+        Ok(env) => mid_stream_error(env.error),
+        Err(_) => UpstreamError::Protocol(format!(
+            "unexpected bytes after the stream: {}",
+            String::from_utf8_lossy(&tail[..tail.len().min(200)])
+        )),
+    }
+}
+
+fn mid_stream_error(err: ErrorObject) -> UpstreamError {
+    let status = if err.code == 0 { 500 } else { err.code };
+    match error_from_object(status, err, "") {
+        e @ UpstreamError::RateLimited { .. } => e,
+        other => UpstreamError::Interrupted(other.to_string()),
+    }
+}
+
+/// Maps a non-2xx answer (status + Gemini error body) to an upstream error (reference §6.4).
+pub fn decode_error(status: u16, body: &[u8], model: &str) -> UpstreamError {
+    match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(env) => error_from_object(status, env.error, model),
+        Err(_) => {
+            let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            error_from_object(status, ErrorObject { code: status, message: snippet, ..Default::default() }, model)
+        }
+    }
+}
+
+fn error_from_object(status: u16, err: ErrorObject, model: &str) -> UpstreamError {
+    let reason = err.details.iter().find_map(|d| d.reason.as_deref()).unwrap_or("");
+    match status {
+        429 => UpstreamError::RateLimited {
+            retry_after: err.details.iter().find_map(|d| {
+                (d.kind.ends_with("RetryInfo")).then(|| d.retry_delay.as_deref().and_then(parse_delay)).flatten()
+            }),
+            message: err.message,
+        },
+        404 => UpstreamError::ModelNotFound(model.to_string()),
+        401 | 403 => UpstreamError::Credentials(err.message),
+        400 if reason == "API_KEY_INVALID" || err.message.contains("API key not valid") => {
+            UpstreamError::Credentials(err.message)
+        }
+        400 => UpstreamError::Rejected { message: err.message },
+        s => UpstreamError::Unavailable { status: s, message: err.message },
+    }
+}
+
+/// `"26s"`, `"38.8s"` → a duration.
+pub fn parse_delay(s: &str) -> Option<Duration> {
+    let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::{GenParams, Turn};
+
+    #[test]
+    fn request_shape() {
+        let call = ChatCall {
+            model: "gemini-2.5-flash".into(),
+            system: Some("be terse".into()),
+            turns: vec![
+                Turn { role: Role::User, text: "hi".into() },
+                Turn { role: Role::Model, text: "hello".into() },
+            ],
+            params: GenParams {
+                temperature: Some(0.3),
+                stop: vec!["\nUser:".into()],
+                max_output_tokens: 64,
+                thinking: Some(Thinking::Budget(1024)),
+                ..Default::default()
+            },
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode_request(&call)).unwrap();
+        assert_eq!(v["systemInstruction"]["parts"][0]["text"], "be terse");
+        assert_eq!(v["contents"][1]["role"], "model");
+        assert_eq!(v["generationConfig"]["maxOutputTokens"], 64);
+        assert_eq!(v["generationConfig"]["stopSequences"][0], "\nUser:");
+        assert_eq!(v["generationConfig"]["thinkingConfig"]["thinkingBudget"], 1024);
+        assert!(v["generationConfig"].get("topP").is_none());
+    }
+
+    #[test]
+    fn unary_response_with_thoughts() {
+        let body = br#"{"candidates":[{"content":{"role":"model","parts":[
+            {"text":"thinking...","thought":true},{"text":"15% of 240 is 36."}]},"finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":20,"candidatesTokenCount":198,"thoughtsTokenCount":405,"totalTokenCount":623},
+            "responseId":"abc"}"#;
+        let c = decode_response(body).unwrap();
+        assert_eq!(c.text, "15% of 240 is 36.");
+        assert_eq!(c.usage, TokenUsage { prompt: 20, completion: 603, reasoning: 405, cached: 0 });
+        assert_eq!(c.usage.total(), 623);
+        assert_eq!(c.response_id.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn edge_cases() {
+        let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":5}}"#;
+        assert_eq!(decode_response(blocked).unwrap().finish, Finish::ContentFilter);
+        let no_parts = br#"{"candidates":[{"content":{"role":"model"},"finishReason":"MAX_TOKENS"}],
+            "usageMetadata":{"promptTokenCount":21,"thoughtsTokenCount":60,"totalTokenCount":81}}"#;
+        let c = decode_response(no_parts).unwrap();
+        assert_eq!((c.text.as_str(), c.finish, c.usage.completion), ("", Finish::Length, 60));
+        assert_eq!(map_finish("SOMETHING_NEW"), Finish::Stop);
+    }
+
+    #[test]
+    fn errors_map_by_status() {
+        let e429 = br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"26.5s"}]}}"#;
+        match decode_error(429, e429, "m") {
+            UpstreamError::RateLimited { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_millis(26_500))),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode_error(404, b"{}", "m"), UpstreamError::ModelNotFound(_)));
+        let bad_key = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#;
+        assert!(matches!(decode_error(400, bad_key, "m"), UpstreamError::Credentials(_)));
+        assert!(matches!(decode_error(503, b"not json", "m"), UpstreamError::Unavailable { status: 503, .. }));
+        assert!(matches!(decode_stream_tail(br#"{"error":{"code":503,"message":"high demand"}}"#), UpstreamError::Interrupted(_)));
+    }
+
+    #[test]
+    fn chunk_events() {
+        let mut out = Vec::new();
+        decode_chunk(br#"{"candidates":[{"content":{"parts":[{"text":"Par"}],"role":"model"}}],"usageMetadata":{"promptTokenCount":11,"totalTokenCount":11}}"#, &mut out).unwrap();
+        assert_eq!(out, vec![StreamEvent::Delta("Par".into()), StreamEvent::Usage(TokenUsage { prompt: 11, ..Default::default() })]);
+        out.clear();
+        assert!(matches!(decode_chunk(br#"{"error":{"code":429,"message":"x"}}"#, &mut out), Err(UpstreamError::RateLimited { .. })));
+    }
+}

@@ -1,0 +1,298 @@
+"""OpenAI Python SDK compatibility tests for the vectorway gateway.
+
+Every test talks to the real `vectorway serve` binary (backed by the real `vectorway simulate`
+Gemini simulator) through the official ``openai`` package, exactly as a user would, and checks
+that the SDK parses what the gateway sends: plain and streamed chat completions, usage
+accounting, the model list, error-to-exception mapping, and that billing charges exactly the
+``usage.credit_cost`` the gateway reports. Fixtures live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import openai
+import pytest
+
+from openai.types.chat import ChatCompletionChunk
+
+#: The model used by most tests, and the full set /v1/models must advertise.
+MODEL = "gemini-2.5-flash"
+EXPECTED_MODELS = {
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash-lite",
+    "gemini-3.1-flash-lite",
+    "gemini-3.5-flash",
+}
+MESSAGES = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "Say hello in one short sentence."},
+]
+MAX_TOKENS = 64
+FINISH_REASONS = ("stop", "length")
+
+#: How long a charge may take to show up in GET /v1/credits/me (debits are group-committed).
+CHARGE_VISIBLE_WITHIN_S = 1.5
+
+#: Wallets used only by the balance tests, so no other test's charges can interfere.
+BALANCE_WALLET = "0x" + "3" * 40
+STREAM_BALANCE_WALLET = "0x" + "4" * 40
+BALANCE_CREDITS = 10_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def is_int(value: Any) -> bool:
+    """True for a JSON integer (bool is an int subclass in Python, so exclude it)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def collect_stream(client: openai.OpenAI, **kwargs: Any) -> list[ChatCompletionChunk]:
+    """Runs a streamed chat completion to the end and returns every chunk."""
+    with client.chat.completions.create(
+        model=kwargs.pop("model", MODEL),
+        messages=kwargs.pop("messages", MESSAGES),
+        max_tokens=kwargs.pop("max_tokens", MAX_TOKENS),
+        stream=True,
+        **kwargs,
+    ) as stream:
+        chunks = list(stream)
+    assert chunks, "the stream produced no chunks"
+    return chunks
+
+
+def streamed_text(chunks: list[ChatCompletionChunk]) -> str:
+    """The concatenation of every ``delta.content`` in the stream."""
+    return "".join(
+        choice.delta.content or "" for chunk in chunks for choice in chunk.choices
+    )
+
+
+def wait_for_balance(read: Callable[[], int], expected: int) -> int:
+    """Polls the balance until it equals ``expected`` or the deadline passes; returns the last."""
+    deadline = time.monotonic() + CHARGE_VISIBLE_WITHIN_S
+    while True:
+        value = read()
+        if value == expected or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# Harness contract (the things the fixtures rely on)
+# --------------------------------------------------------------------------------------------
+
+
+def test_server_json_describes_the_running_gateway(gateway) -> None:
+    """``<data_dir>/server.json`` names the bound address and the gateway's pid."""
+    info = json.loads((gateway.data_dir / "server.json").read_text())
+    assert gateway.url == f"http://{info['addr']}"
+    assert info["pid"] == gateway.process.pid
+
+
+def test_admin_cli_outputs(funded_account) -> None:
+    """`admin grant` reports the new balance; `admin create-key` a ``vw_<key_id>_<secret>`` key."""
+    grant = funded_account.grant_output
+    assert grant is not None
+    assert grant["wallet"].lower() == funded_account.wallet
+    assert grant["credits"] == funded_account.granted  # a fresh wallet: new balance == grant
+
+    key_id = funded_account.key_id
+    assert len(key_id) == 12
+    assert funded_account.api_key.startswith(f"vw_{key_id}_")
+    assert len(funded_account.api_key) > len(f"vw_{key_id}_")
+
+
+# --------------------------------------------------------------------------------------------
+# Chat completions
+# --------------------------------------------------------------------------------------------
+
+
+def test_non_streaming_completion(client: openai.OpenAI) -> None:
+    """A plain completion parses in the SDK and carries the Vectorway usage extras."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS
+    )
+    completion = raw.parse()
+
+    # What the SDK user sees.
+    assert completion.object == "chat.completion"
+    assert completion.id
+    assert len(completion.choices) == 1
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    content = choice.message.content
+    assert isinstance(content, str) and content, "empty message content"
+    assert choice.finish_reason in FINISH_REASONS
+    usage = completion.usage
+    assert usage is not None
+    assert usage.prompt_tokens > 0
+    assert usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+    # The Vectorway extras, read from the raw JSON body.
+    body = raw.http_response.json()
+    assert body["output_text"] == content
+    raw_usage = body["usage"]
+    assert is_int(raw_usage["credit_cost"]) and raw_usage["credit_cost"] > 0, raw_usage
+    assert "usd_cost" in raw_usage and raw_usage["usd_cost"] is None, raw_usage
+    assert raw_usage["model"] == MODEL
+
+    # Every response is tagged with a request id (the SDK exposes it too).
+    assert raw.headers.get("x-request-id"), dict(raw.headers)
+    assert raw.request_id == raw.headers["x-request-id"]
+
+
+def test_streaming_with_include_usage(client: openai.OpenAI) -> None:
+    """``include_usage`` adds exactly one final usage chunk with no choices."""
+    chunks = collect_stream(client, stream_options={"include_usage": True})
+
+    assert streamed_text(chunks), "the streamed deltas are empty"
+    assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"}
+    ids = {chunk.id for chunk in chunks}
+    assert len(ids) == 1 and next(iter(ids)), f"chunk ids differ or are empty: {ids}"
+
+    finish_reasons = [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
+    assert finish_reasons, "no chunk carried a finish_reason"
+    assert all(reason in FINISH_REASONS for reason in finish_reasons), finish_reasons
+
+    with_usage = [i for i, chunk in enumerate(chunks) if chunk.usage is not None]
+    assert with_usage == [len(chunks) - 1], f"usage chunks at {with_usage} of {len(chunks)}"
+    last = chunks[-1]
+    assert last.choices == []
+    usage = last.usage
+    assert usage is not None
+    assert usage.prompt_tokens > 0
+    assert usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_streaming_without_include_usage(client: openai.OpenAI) -> None:
+    """Without ``include_usage`` no chunk carries usage."""
+    chunks = collect_stream(client)
+
+    assert streamed_text(chunks), "the streamed deltas are empty"
+    assert [i for i, chunk in enumerate(chunks) if chunk.usage is not None] == []
+    assert any(c.finish_reason for chunk in chunks for c in chunk.choices)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def test_models_list(client: openai.OpenAI) -> None:
+    """/v1/models lists every supported Gemini model."""
+    ids = {model.id for model in client.models.list()}
+    missing = EXPECTED_MODELS - ids
+    assert not missing, f"missing models {sorted(missing)}; listed: {sorted(ids)}"
+
+
+def test_provider_prefixed_model_alias(client: openai.OpenAI) -> None:
+    """The ``gemini/<id>`` spelling is accepted as a model for chat."""
+    completion = client.chat.completions.create(
+        model=f"gemini/{MODEL}", messages=MESSAGES, max_tokens=MAX_TOKENS
+    )
+    assert completion.choices[0].message.content
+
+
+# --------------------------------------------------------------------------------------------
+# Errors map onto the SDK's exception classes
+# --------------------------------------------------------------------------------------------
+
+
+def assert_openai_error_body(exc: openai.APIStatusError, code: str) -> None:
+    """The body is OpenAI's ``error`` object (the SDK unwraps ``{"error": ...}``)."""
+    assert exc.code == code, f"code {exc.code!r}, body {exc.body!r}"
+    assert isinstance(exc.body, dict), exc.body
+    assert exc.body.get("code") == code
+    assert isinstance(exc.body.get("message"), str) and exc.body["message"]
+    assert isinstance(exc.body.get("type"), str) and exc.body["type"]
+
+
+def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(
+            model="gemini-0.0-does-not-exist", messages=MESSAGES, max_tokens=MAX_TOKENS
+        )
+    assert info.value.status_code == 404
+    assert_openai_error_body(info.value, "model_not_found")
+
+
+def test_invalid_api_key_is_authentication_error(make_client) -> None:
+    bogus = make_client("vw_aaaaaaaaaaaa_" + "a" * 43)
+    with pytest.raises(openai.AuthenticationError) as info:
+        bogus.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
+    assert info.value.status_code == 401
+    assert_openai_error_body(info.value, "invalid_api_key")
+
+
+def test_unfunded_wallet_gets_402(make_client, unfunded_account, read_credits) -> None:
+    assert read_credits(unfunded_account.api_key) == 0
+    broke = make_client(unfunded_account.api_key)
+    with pytest.raises(openai.APIStatusError) as info:
+        broke.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
+    assert info.value.status_code == 402
+    assert_openai_error_body(info.value, "insufficient_credits")
+
+
+# --------------------------------------------------------------------------------------------
+# Billing: the balance moves by exactly the reported credit cost
+# --------------------------------------------------------------------------------------------
+
+
+def test_balance_drops_by_reported_credit_cost(gateway, make_client, read_credits) -> None:
+    """After N calls the balance is lower by exactly the sum of their ``usage.credit_cost``.
+
+    Uses its own freshly funded wallet so that charges of earlier tests cannot still be
+    settling while the starting balance is read.
+    """
+    account = gateway.provision(BALANCE_WALLET, BALANCE_CREDITS, "py-balance")
+    api = make_client(account.api_key)
+    before = read_credits(account.api_key)
+    assert before == BALANCE_CREDITS
+
+    total = 0
+    for max_tokens in (16, 32, 64):
+        raw = api.chat.completions.with_raw_response.create(
+            model=MODEL, messages=MESSAGES, max_tokens=max_tokens
+        )
+        cost = raw.http_response.json()["usage"]["credit_cost"]
+        assert is_int(cost) and cost > 0
+        total += cost
+
+    after = wait_for_balance(lambda: read_credits(account.api_key), before - total)
+    assert after == before - total, (
+        f"balance {before} -> {after} (charged {before - after}), reported costs sum to {total}"
+    )
+
+
+def test_streaming_call_is_charged(gateway, make_client, read_credits) -> None:
+    """A streamed call is charged; if its usage chunk reports a credit cost, exactly that."""
+    account = gateway.provision(STREAM_BALANCE_WALLET, BALANCE_CREDITS, "py-stream-balance")
+    api = make_client(account.api_key)
+    before = read_credits(account.api_key)
+    assert before == BALANCE_CREDITS
+
+    chunks = collect_stream(api, stream_options={"include_usage": True})
+    usage = chunks[-1].usage
+    assert usage is not None
+    cost = (usage.model_extra or {}).get("credit_cost")
+
+    if cost is not None:
+        assert is_int(cost) and cost > 0
+        after = wait_for_balance(lambda: read_credits(account.api_key), before - cost)
+        assert after == before - cost, f"balance {before} -> {after}, usage chunk said {cost}"
+    else:
+        deadline = time.monotonic() + CHARGE_VISIBLE_WITHIN_S
+        after = read_credits(account.api_key)
+        while after == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = read_credits(account.api_key)
+        assert 0 < before - after, f"streamed call was not charged (balance stayed {before})"
