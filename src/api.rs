@@ -121,17 +121,94 @@ pub struct Route {
 }
 
 pub const ROUTES: &[Route] = &[
-    Route { id: RouteId::Health, method: "GET", path: "/health", access: Access::Public, name: "health", summary: "Liveness." },
-    Route { id: RouteId::Healthz, method: "GET", path: "/healthz", access: Access::Public, name: "healthz", summary: "Liveness (Kubernetes spelling)." },
-    Route { id: RouteId::Readyz, method: "GET", path: "/readyz", access: Access::Public, name: "readyz", summary: "Readiness: store and upstream usable." },
-    Route { id: RouteId::Status, method: "GET", path: "/status", access: Access::Public, name: "status", summary: "Store and upstream status." },
-    Route { id: RouteId::Metrics, method: "GET", path: "/metrics", access: Access::Public, name: "metrics", summary: "Prometheus metrics." },
-    Route { id: RouteId::Models, method: "GET", path: "/v1/models", access: Access::Public, name: "models", summary: "Models with per-1M-token prices." },
-    Route { id: RouteId::Chat, method: "POST", path: "/v1/chat/completions", access: Access::Payer, name: "chat", summary: "OpenAI-compatible chat completions, billed per token." },
-    Route { id: RouteId::CreditsMe, method: "GET", path: "/v1/credits/me", access: Access::ApiKey, name: "credits_me", summary: "The caller's credit balance." },
-    Route { id: RouteId::AdminGrant, method: "POST", path: "/admin/grant", access: Access::Admin, name: "admin_grant", summary: "Grant credits to a wallet (operator)." },
-    Route { id: RouteId::AdminCreateKey, method: "POST", path: "/admin/keys", access: Access::Admin, name: "admin_keys", summary: "Create an API key for a wallet (operator)." },
-    Route { id: RouteId::AdminBalance, method: "GET", path: "/admin/balance", access: Access::Admin, name: "admin_balance", summary: "A wallet's balance, held and available credits (operator)." },
+    Route {
+        id: RouteId::Health,
+        method: "GET",
+        path: "/health",
+        access: Access::Public,
+        name: "health",
+        summary: "Liveness.",
+    },
+    Route {
+        id: RouteId::Healthz,
+        method: "GET",
+        path: "/healthz",
+        access: Access::Public,
+        name: "healthz",
+        summary: "Liveness (Kubernetes spelling).",
+    },
+    Route {
+        id: RouteId::Readyz,
+        method: "GET",
+        path: "/readyz",
+        access: Access::Public,
+        name: "readyz",
+        summary: "Readiness: store and upstream usable.",
+    },
+    Route {
+        id: RouteId::Status,
+        method: "GET",
+        path: "/status",
+        access: Access::Public,
+        name: "status",
+        summary: "Store and upstream status.",
+    },
+    Route {
+        id: RouteId::Metrics,
+        method: "GET",
+        path: "/metrics",
+        access: Access::Public,
+        name: "metrics",
+        summary: "Prometheus metrics.",
+    },
+    Route {
+        id: RouteId::Models,
+        method: "GET",
+        path: "/v1/models",
+        access: Access::Public,
+        name: "models",
+        summary: "Models with per-1M-token prices.",
+    },
+    Route {
+        id: RouteId::Chat,
+        method: "POST",
+        path: "/v1/chat/completions",
+        access: Access::Payer,
+        name: "chat",
+        summary: "OpenAI-compatible chat completions, billed per token.",
+    },
+    Route {
+        id: RouteId::CreditsMe,
+        method: "GET",
+        path: "/v1/credits/me",
+        access: Access::ApiKey,
+        name: "credits_me",
+        summary: "The caller's credit balance.",
+    },
+    Route {
+        id: RouteId::AdminGrant,
+        method: "POST",
+        path: "/admin/grant",
+        access: Access::Admin,
+        name: "admin_grant",
+        summary: "Grant credits to a wallet (operator).",
+    },
+    Route {
+        id: RouteId::AdminCreateKey,
+        method: "POST",
+        path: "/admin/keys",
+        access: Access::Admin,
+        name: "admin_keys",
+        summary: "Create an API key for a wallet (operator).",
+    },
+    Route {
+        id: RouteId::AdminBalance,
+        method: "GET",
+        path: "/admin/balance",
+        access: Access::Admin,
+        name: "admin_balance",
+        summary: "A wallet's balance, held and available credits (operator).",
+    },
 ];
 
 /// Matches `path` against a pattern with `{param}` segments; returns the captured params.
@@ -142,7 +219,9 @@ pub fn match_path<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
     loop {
         match (pat.next(), got.next()) {
             (None, None) => return Some(params),
-            (Some(p), Some(g)) if p.starts_with('{') && p.ends_with('}') && !g.is_empty() => params.push(g),
+            (Some(p), Some(g)) if p.starts_with('{') && p.ends_with('}') && !g.is_empty() => {
+                params.push(g)
+            }
             (Some(p), Some(g)) if p == g => {}
             _ => return None,
         }
@@ -150,7 +229,10 @@ pub fn match_path<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
 }
 
 /// Finds the route for a request: `Ok((route, params))`, or 404 / 405.
-pub fn find_route<'p>(method: &Method, path: &'p str) -> Result<(&'static Route, Vec<&'p str>), RequestError> {
+pub fn find_route<'p>(
+    method: &Method,
+    path: &'p str,
+) -> Result<(&'static Route, Vec<&'p str>), RequestError> {
     let mut path_matched = false;
     for route in ROUTES {
         if let Some(params) = match_path(route.path, path) {
@@ -161,7 +243,11 @@ pub fn find_route<'p>(method: &Method, path: &'p str) -> Result<(&'static Route,
         }
     }
     let (method, path) = (method.to_string(), path.to_string());
-    Err(if path_matched { RequestError::MethodNotAllowed { method, path } } else { RequestError::NotFound { method, path } })
+    Err(if path_matched {
+        RequestError::MethodNotAllowed { method, path }
+    } else {
+        RequestError::NotFound { method, path }
+    })
 }
 
 /// Per-request facts handlers need besides the request itself.
@@ -174,7 +260,11 @@ pub struct Ctx {
 }
 
 /// The service function: route, authenticate, dispatch, stamp, measure.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Response<Body> {
     let started = Instant::now();
     let request_id = state.next_request_id();
     let (route_name, mut res) = match find_route(req.method(), req.uri().path()) {
@@ -184,22 +274,37 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: SocketAddr
             let res = match authorize(&state, route, req.headers()) {
                 Err(e) => error_response(&e),
                 Ok(principal) => {
-                    let ctx = Ctx { state: state.clone(), request_id: request_id.clone(), started, principal, route };
-                    dispatch(ctx, req, params).await.unwrap_or_else(|e| error_response(&e))
+                    let ctx = Ctx {
+                        state: state.clone(),
+                        request_id: request_id.clone(),
+                        started,
+                        principal,
+                        route,
+                    };
+                    dispatch(ctx, req, params)
+                        .await
+                        .unwrap_or_else(|e| error_response(&e))
                 }
             };
             (route.name, res)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
     }
     let status = res.status().as_u16();
     metrics::counter!("vectorway_http_requests_total", "route" => route_name, "status" => status_class(status))
         .increment(1);
     metrics::histogram!("vectorway_http_request_duration_seconds", "route" => route_name)
         .record(started.elapsed().as_secs_f64());
-    tracing::debug!(request_id, route = route_name, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    tracing::debug!(
+        request_id,
+        route = route_name,
+        status,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
     res
 }
 
@@ -213,7 +318,11 @@ fn status_class(status: u16) -> &'static str {
 }
 
 /// Resolves the caller a route demands. Deny by default: only `Public` routes pass without one.
-fn authorize(state: &State, route: &Route, headers: &http::HeaderMap) -> Result<Option<Principal>, Error> {
+fn authorize(
+    state: &State,
+    route: &Route,
+    headers: &http::HeaderMap,
+) -> Result<Option<Principal>, Error> {
     match route.access {
         Access::Public => Ok(None),
         Access::Payer | Access::ApiKey => match auth::api_key_from(headers)? {
@@ -221,7 +330,9 @@ fn authorize(state: &State, route: &Route, headers: &http::HeaderMap) -> Result<
             None => Err(AuthError::MissingCredentials.into()),
         },
         Access::Admin => {
-            let given = headers.get("x-admin-secret").ok_or(AuthError::InvalidAdminSecret)?;
+            let given = headers
+                .get("x-admin-secret")
+                .ok_or(AuthError::InvalidAdminSecret)?;
             if auth::secrets_equal(given.as_bytes(), state.admin_secret.as_bytes()) {
                 Ok(None)
             } else {
@@ -231,7 +342,11 @@ fn authorize(state: &State, route: &Route, headers: &http::HeaderMap) -> Result<
     }
 }
 
-async fn dispatch(ctx: Ctx, req: Request<Incoming>, _params: Vec<String>) -> Result<Response<Body>, Error> {
+async fn dispatch(
+    ctx: Ctx,
+    req: Request<Incoming>,
+    _params: Vec<String>,
+) -> Result<Response<Body>, Error> {
     match ctx.route.id {
         RouteId::Health | RouteId::Healthz => Ok(health::live()),
         RouteId::Readyz => Ok(health::ready(&ctx.state)),
@@ -255,7 +370,10 @@ pub fn error_response(e: &Error) -> Response<Body> {
         res.headers_mut().insert(RETRY_AFTER, v);
     }
     if e.status() == StatusCode::PAYMENT_REQUIRED {
-        res.headers_mut().insert(HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false"));
+        res.headers_mut().insert(
+            HeaderName::from_static("x-should-retry"),
+            HeaderValue::from_static("false"),
+        );
     }
     if e.status().is_server_error() {
         tracing::warn!(error = %e, code = e.code(), "request failed");
@@ -269,15 +387,47 @@ mod tests {
 
     #[test]
     fn routing_is_exact_and_deny_by_default() {
-        assert_eq!(find_route(&Method::GET, "/v1/models").unwrap().0.id, RouteId::Models);
-        assert!(matches!(find_route(&Method::POST, "/v1/models"), Err(RequestError::MethodNotAllowed { .. })));
-        assert!(matches!(find_route(&Method::GET, "/v1/models/"), Err(RequestError::NotFound { .. })));
-        assert!(matches!(find_route(&Method::GET, "/v1/nope"), Err(RequestError::NotFound { .. })));
-        assert_eq!(match_path("/v1/api-keys/{id}", "/v1/api-keys/abc"), Some(vec!["abc"]));
+        assert_eq!(
+            find_route(&Method::GET, "/v1/models").unwrap().0.id,
+            RouteId::Models
+        );
+        assert!(matches!(
+            find_route(&Method::POST, "/v1/models"),
+            Err(RequestError::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(
+            find_route(&Method::GET, "/v1/models/"),
+            Err(RequestError::NotFound { .. })
+        ));
+        assert!(matches!(
+            find_route(&Method::GET, "/v1/nope"),
+            Err(RequestError::NotFound { .. })
+        ));
+        assert_eq!(
+            match_path("/v1/api-keys/{id}", "/v1/api-keys/abc"),
+            Some(vec!["abc"])
+        );
         assert_eq!(match_path("/v1/api-keys/{id}", "/v1/api-keys/"), None);
-        let public: Vec<_> = ROUTES.iter().filter(|r| r.access == Access::Public).map(|r| r.path).collect();
-        assert_eq!(public, ["/health", "/healthz", "/readyz", "/status", "/metrics", "/v1/models"]);
+        let public: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| r.access == Access::Public)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(
+            public,
+            [
+                "/health",
+                "/healthz",
+                "/readyz",
+                "/status",
+                "/metrics",
+                "/v1/models"
+            ]
+        );
         let mut seen = std::collections::HashSet::new();
-        assert!(ROUTES.iter().all(|r| seen.insert((r.method, r.path))), "no route is declared twice");
+        assert!(
+            ROUTES.iter().all(|r| seen.insert((r.method, r.path))),
+            "no route is declared twice"
+        );
     }
 }

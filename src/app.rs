@@ -29,13 +29,19 @@ pub enum StartError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("TLS set-up failed: {0}")]
     Tls(std::io::Error),
     #[error("cannot start the built-in simulator: {0}")]
     Simulator(std::io::Error),
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running gateway.
@@ -50,7 +56,11 @@ pub struct Running {
 
 impl Running {
     pub fn base_url(&self) -> String {
-        let scheme = if self.state.config.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -88,7 +98,10 @@ impl Running {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), StartError> {
-    let err = |source| StartError::Write { path: path.display().to_string(), source };
+    let err = |source| StartError::Write {
+        path: path.display().to_string(),
+        source,
+    };
     std::fs::write(path, contents).map_err(err)?;
     #[cfg(unix)]
     {
@@ -110,8 +123,12 @@ fn admin_secret(config: &Config) -> Result<String, StartError> {
         return Ok(s.trim().to_string());
     }
     let mut bytes = [0u8; 24];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| StartError::Write { path: path.display().to_string(), source: std::io::Error::other("no randomness") })?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| {
+        StartError::Write {
+            path: path.display().to_string(),
+            source: std::io::Error::other("no randomness"),
+        }
+    })?;
     let secret = hex::encode(bytes);
     write_private(&path, &secret)?;
     Ok(secret)
@@ -121,18 +138,32 @@ fn admin_secret(config: &Config) -> Result<String, StartError> {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let store = Store::open(&config.data_dir)?;
     let (journal, journal_run) = Journal::new(store.clone(), config.journal_interval);
-    #[expect(clippy::disallowed_methods, reason = "the app owns the journal task and aborts it after the final sync")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the app owns the journal task and aborts it after the final sync"
+    )]
     let journal_task = tokio::spawn(journal_run);
-    let billing = Arc::new(Billing::recover(store.clone(), journal.clone(), config.hold_max_age)?);
+    let billing = Arc::new(Billing::recover(
+        store.clone(),
+        journal.clone(),
+        config.hold_max_age,
+    )?);
     let keys = ApiKeys::load(store.clone(), journal)?;
 
-    let http = client::build(config.upstream.connect_timeout, config.upstream.pool_max_idle_per_host);
+    let http = client::build(
+        config.upstream.connect_timeout,
+        config.upstream.pool_max_idle_per_host,
+    );
     let (simulator, base_url, mut upstream_cfg) = match &config.upstream.base_url {
         Some(url) => (None, url.clone(), config.upstream.clone()),
         None => {
-            let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config.simulator, None)
-                .await
-                .map_err(StartError::Simulator)?;
+            let sim = Simulator::start(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                config.simulator,
+                None,
+            )
+            .await
+            .map_err(StartError::Simulator)?;
             tracing::warn!(
                 simulator = %sim.base_url(),
                 "NO GEMINI_API_KEY SET: answers come from the built-in Gemini SIMULATOR, not from Google. \
@@ -152,8 +183,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     let secret = admin_secret(&config)?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     write_private(
         &config.data_dir.join("server.json"),
         &serde_json::json!({"addr": addr.to_string(), "pid": std::process::id()}).to_string(),
@@ -179,9 +218,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop, stopped) = oneshot::channel::<()>();
     let handler_state = state.clone();
     let handler = move |req, peer| api::handle(handler_state.clone(), req, peer);
-    #[expect(clippy::disallowed_methods, reason = "the app owns the server task; shutdown() joins it")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the app owns the server task; shutdown() joins it"
+    )]
     let task = tokio::spawn(async move {
-        let sweep_every = (hold_max_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let sweep_every =
+            (hold_max_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
         let sweeper = async {
             let mut tick = tokio::time::interval(sweep_every);
             loop {
@@ -197,5 +240,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = sweeper => {}
         }
     });
-    Ok(Running { addr, state, stop: Some(stop), task: Some(task), simulator, journal_task: Some(journal_task) })
+    Ok(Running {
+        addr,
+        state,
+        stop: Some(stop),
+        task: Some(task),
+        simulator,
+        journal_task: Some(journal_task),
+    })
 }

@@ -56,7 +56,10 @@ pub struct Principal {
 /// The API-key candidate in a request: `x-api-key`, or a `Bearer vw_…` token. Two different
 /// values are ambiguous. `Ok(None)` means the request carries no API key.
 pub fn api_key_from(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    let header = headers.get("x-api-key").map(|v| v.to_str().map_err(|_| AuthError::InvalidApiKey)).transpose()?;
+    let header = headers
+        .get("x-api-key")
+        .map(|v| v.to_str().map_err(|_| AuthError::InvalidApiKey))
+        .transpose()?;
     let bearer = match headers.get(AUTHORIZATION) {
         None => None,
         Some(v) => {
@@ -81,7 +84,11 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     let da = ring::digest::digest(&ring::digest::SHA256, a);
     let db = ring::digest::digest(&ring::digest::SHA256, b);
     // Comparing digests keeps the comparison length-independent.
-    da.as_ref().iter().zip(db.as_ref()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    da.as_ref()
+        .iter()
+        .zip(db.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -91,7 +98,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -99,11 +109,24 @@ mod tests {
     #[test]
     fn api_key_sources() {
         assert_eq!(api_key_from(&headers(&[])).unwrap(), None);
-        assert_eq!(api_key_from(&headers(&[("x-api-key", "vw_a")])).unwrap(), Some("vw_a"));
-        assert_eq!(api_key_from(&headers(&[("authorization", "Bearer vw_b")])).unwrap(), Some("vw_b"));
-        assert_eq!(api_key_from(&headers(&[("authorization", "Bearer eyJ")])).unwrap(), None, "a JWT is not a key");
+        assert_eq!(
+            api_key_from(&headers(&[("x-api-key", "vw_a")])).unwrap(),
+            Some("vw_a")
+        );
+        assert_eq!(
+            api_key_from(&headers(&[("authorization", "Bearer vw_b")])).unwrap(),
+            Some("vw_b")
+        );
+        assert_eq!(
+            api_key_from(&headers(&[("authorization", "Bearer eyJ")])).unwrap(),
+            None,
+            "a JWT is not a key"
+        );
         assert!(matches!(
-            api_key_from(&headers(&[("x-api-key", "vw_a"), ("authorization", "Bearer vw_b")])),
+            api_key_from(&headers(&[
+                ("x-api-key", "vw_a"),
+                ("authorization", "Bearer vw_b")
+            ])),
             Err(AuthError::AmbiguousCredentials)
         ));
         assert!(secrets_equal(b"abc", b"abc"));

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use crate::storage::{LedgerEntry, LedgerKind, Store, StorageError, now_ms};
+use crate::storage::{LedgerEntry, LedgerKind, StorageError, Store, now_ms};
 use crate::wallet::Wallet;
 use journal::{Journal, JournalOp};
 pub use table::Balance;
@@ -31,7 +31,9 @@ use table::{CreditTable, Slot};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BillingError {
-    #[error("insufficient credits: this request needs up to {needed} credits and {available} are available")]
+    #[error(
+        "insufficient credits: this request needs up to {needed} credits and {available} are available"
+    )]
     InsufficientCredits { needed: u64, available: u64 },
     #[error("{0}")]
     InvalidAmount(String),
@@ -62,13 +64,19 @@ pub struct Billing {
 
 impl std::fmt::Debug for Billing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Billing").field("open_holds", &self.holds.len()).finish()
+        f.debug_struct("Billing")
+            .field("open_holds", &self.holds.len())
+            .finish()
     }
 }
 
 impl Billing {
     /// Rebuilds the table from the ledger. Nothing is held after a restart.
-    pub fn recover(store: Store, journal: Journal, hold_max_age: Duration) -> Result<Self, StorageError> {
+    pub fn recover(
+        store: Store,
+        journal: Journal,
+        hold_max_age: Duration,
+    ) -> Result<Self, StorageError> {
         let table = CreditTable::default();
         for (wallet, sum) in store.balances()? {
             if sum < 0 {
@@ -76,7 +84,14 @@ impl Billing {
             }
             table.restore(wallet, u64::try_from(sum.max(0)).unwrap_or(u64::MAX));
         }
-        Ok(Self { table, holds: DashMap::new(), next_hold: AtomicU64::new(1), store, journal, hold_max_age })
+        Ok(Self {
+            table,
+            holds: DashMap::new(),
+            next_hold: AtomicU64::new(1),
+            store,
+            journal,
+            hold_max_age,
+        })
     }
 
     pub fn balance(&self, wallet: &Wallet) -> Balance {
@@ -99,15 +114,32 @@ impl Billing {
     pub fn reserve(self: &Arc<Self>, wallet: Wallet, amount: u64) -> Result<Hold, BillingError> {
         let slot = self.table.slot(&wallet);
         slot.try_hold(amount)
-            .map_err(|available| BillingError::InsufficientCredits { needed: amount, available })?;
+            .map_err(|available| BillingError::InsufficientCredits {
+                needed: amount,
+                available,
+            })?;
         let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(AtomicU8::new(ACTIVE));
         self.holds.insert(
             id,
-            HoldInfo { wallet, amount, since: Instant::now(), state: state.clone(), slot: slot.clone() },
+            HoldInfo {
+                wallet,
+                amount,
+                since: Instant::now(),
+                state: state.clone(),
+                slot: slot.clone(),
+            },
         );
         metrics::gauge!("vectorway_credits_held").increment(amount as f64);
-        Ok(Hold { billing: self.clone(), id, wallet, amount, slot, state, finished: false })
+        Ok(Hold {
+            billing: self.clone(),
+            id,
+            wallet,
+            amount,
+            slot,
+            state,
+            finished: false,
+        })
     }
 
     /// Money in: appends the entry, waits for the fsync, then makes the credits spendable.
@@ -125,7 +157,8 @@ impl Billing {
             ts_ms: now_ms(),
             wallet,
             kind,
-            credits: i64::try_from(credits).map_err(|_| StorageError::Codec("credit too large".into()))?,
+            credits: i64::try_from(credits)
+                .map_err(|_| StorageError::Codec("credit too large".into()))?,
             reference,
             note,
         };
@@ -147,7 +180,9 @@ impl Billing {
         let mut swept = 0;
         for id in stale {
             if let Some((_, h)) = self.holds.remove(&id)
-                && h.state.compare_exchange(ACTIVE, SWEPT, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                && h.state
+                    .compare_exchange(ACTIVE, SWEPT, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
             {
                 h.slot.settle(h.amount, 0);
                 metrics::gauge!("vectorway_credits_held").decrement(h.amount as f64);
@@ -220,7 +255,11 @@ impl Hold {
 
     fn finish(&self, actual: u64) -> u64 {
         self.billing.holds.remove(&self.id);
-        if self.state.compare_exchange(ACTIVE, DONE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if self
+            .state
+            .compare_exchange(ACTIVE, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             let charged = actual.min(self.amount);
             if actual > self.amount {
                 metrics::counter!("vectorway_hold_overrun_total").increment(1);
@@ -252,37 +291,65 @@ mod tests {
     async fn billing(dir: &std::path::Path, max_age: Duration) -> Arc<Billing> {
         let store = Store::open(dir).unwrap();
         let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
+        #[expect(clippy::disallowed_methods, reason = "the test owns its journal task")]
         tokio::spawn(run);
         Arc::new(Billing::recover(store, journal, max_age).unwrap())
     }
 
     fn w() -> Wallet {
-        "0x1111111111111111111111111111111111111111".parse().unwrap()
+        "0x1111111111111111111111111111111111111111"
+            .parse()
+            .unwrap()
     }
 
     #[tokio::test]
     async fn commit_release_drop_each_end_the_hold_once() {
         let dir = tempfile::tempdir().unwrap();
         let b = billing(dir.path(), Duration::from_secs(60)).await;
-        b.credit(w(), 1000, LedgerKind::Grant, None, None).await.unwrap();
+        b.credit(w(), 1000, LedgerKind::Grant, None, None)
+            .await
+            .unwrap();
         let h = b.reserve(w(), 600).unwrap();
-        assert!(matches!(b.reserve(w(), 401), Err(BillingError::InsufficientCredits { needed: 401, available: 400 })));
+        assert!(matches!(
+            b.reserve(w(), 401),
+            Err(BillingError::InsufficientCredits {
+                needed: 401,
+                available: 400
+            })
+        ));
         assert_eq!(h.commit(250, None), 250);
-        assert_eq!(b.balance(&w()), Balance { balance: 750, held: 0, available: 750 });
+        assert_eq!(
+            b.balance(&w()),
+            Balance {
+                balance: 750,
+                held: 0,
+                available: 750
+            }
+        );
         b.reserve(w(), 700).unwrap().release();
         drop(b.reserve(w(), 700).unwrap());
         assert_eq!(b.balance(&w()).available, 750);
-        assert_eq!(b.reserve(w(), 10).unwrap().commit(11, None), 10, "never charges past the hold");
+        assert_eq!(
+            b.reserve(w(), 10).unwrap().commit(11, None),
+            10,
+            "never charges past the hold"
+        );
         assert_eq!(b.open_holds(), 0);
         b.journal().sync().await;
-        assert_eq!(b.store.balances().unwrap()[&w()], 740, "ledger agrees with the table");
+        assert_eq!(
+            b.store.balances().unwrap()[&w()],
+            740,
+            "ledger agrees with the table"
+        );
     }
 
     #[tokio::test]
     async fn sweeper_returns_leaked_holds_and_late_commit_cannot_overdraw() {
         let dir = tempfile::tempdir().unwrap();
         let b = billing(dir.path(), Duration::from_millis(0)).await;
-        b.credit(w(), 100, LedgerKind::Grant, None, None).await.unwrap();
+        b.credit(w(), 100, LedgerKind::Grant, None, None)
+            .await
+            .unwrap();
         let h = b.reserve(w(), 100).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(b.sweep(), 1);
@@ -290,7 +357,14 @@ mod tests {
         let other = b.reserve(w(), 80).unwrap();
         assert_eq!(h.commit(50, None), 20, "only what is still available");
         other.release();
-        assert_eq!(b.balance(&w()), Balance { balance: 80, held: 0, available: 80 });
+        assert_eq!(
+            b.balance(&w()),
+            Balance {
+                balance: 80,
+                held: 0,
+                available: 80
+            }
+        );
     }
 
     #[tokio::test]
@@ -298,7 +372,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let b = billing(dir.path(), Duration::from_secs(60)).await;
-            b.credit(w(), 5000, LedgerKind::Topup, None, None).await.unwrap();
+            b.credit(w(), 5000, LedgerKind::Topup, None, None)
+                .await
+                .unwrap();
             b.reserve(w(), 900).unwrap().commit(123, Some("req".into()));
             let _open = b.reserve(w(), 1000).unwrap();
             b.journal().sync().await;
@@ -306,6 +382,13 @@ mod tests {
         // Let the journal task see its channel close and drop its store handle.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let b = billing(dir.path(), Duration::from_secs(60)).await;
-        assert_eq!(b.balance(&w()), Balance { balance: 4877, held: 0, available: 4877 });
+        assert_eq!(
+            b.balance(&w()),
+            Balance {
+                balance: 4877,
+                held: 0,
+                available: 4877
+            }
+        );
     }
 }

@@ -22,7 +22,10 @@ use crate::billing::pricing::{ModelPrice, PriceTable, parse_usd_micros};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {var}: {message}")]
@@ -147,7 +150,10 @@ impl Default for RawServer {
 
 impl Default for RawStore {
     fn default() -> Self {
-        Self { data_dir: "vectorway-data".into(), journal_interval_ms: 5 }
+        Self {
+            data_dir: "vectorway-data".into(),
+            journal_interval_ms: 5,
+        }
     }
 }
 
@@ -166,13 +172,22 @@ impl Default for RawUpstream {
 
 impl Default for RawBilling {
     fn default() -> Self {
-        Self { markup: "1.2".into(), default_max_tokens: 1024, hold_max_age_ms: 15 * 60_000 }
+        Self {
+            markup: "1.2".into(),
+            default_max_tokens: 1024,
+            hold_max_age_ms: 15 * 60_000,
+        }
     }
 }
 
 impl Default for RawSimulator {
     fn default() -> Self {
-        Self { ttft_ms: 40, tokens_per_sec: 400, chunk_tokens: 4, reply_tokens: 48 }
+        Self {
+            ttft_ms: 40,
+            tokens_per_sec: 400,
+            chunk_tokens: 4,
+            reply_tokens: 48,
+        }
     }
 }
 
@@ -199,10 +214,22 @@ fn default_models() -> BTreeMap<String, RawModel> {
     pro.long_output_per_m = Some("15.00".into());
     pro.long_context_tokens = Some(200_000);
     m.insert("gemini-2.5-pro".to_string(), pro);
-    m.insert("gemini-2.5-flash".to_string(), model("0.30", "2.50", 1_048_576, 65_536));
-    m.insert("gemini-2.5-flash-lite".to_string(), model("0.10", "0.40", 1_048_576, 65_536));
-    m.insert("gemini-3.1-flash-lite".to_string(), model("0.25", "1.50", 1_048_576, 65_536));
-    m.insert("gemini-3.5-flash".to_string(), model("1.50", "9.00", 1_048_576, 65_536));
+    m.insert(
+        "gemini-2.5-flash".to_string(),
+        model("0.30", "2.50", 1_048_576, 65_536),
+    );
+    m.insert(
+        "gemini-2.5-flash-lite".to_string(),
+        model("0.10", "0.40", 1_048_576, 65_536),
+    );
+    m.insert(
+        "gemini-3.1-flash-lite".to_string(),
+        model("0.25", "1.50", 1_048_576, 65_536),
+    );
+    m.insert(
+        "gemini-3.5-flash".to_string(),
+        model("1.50", "9.00", 1_048_576, 65_536),
+    );
     for (id, raw) in m.iter_mut() {
         raw.aliases.push(format!("gemini/{id}"));
     }
@@ -274,11 +301,16 @@ impl RawConfig {
         let mut tree = toml::Table::try_from(RawConfig::default())
             .map_err(|e| ConfigError::Schema(e.to_string()))?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-            let layer: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() }
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
             })?;
+            let layer: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?;
             merge(&mut tree, layer);
         }
         let mut gemini_key = None;
@@ -287,16 +319,25 @@ impl RawConfig {
                 gemini_key = Some(value);
                 continue;
             }
-            let Some(rest) = var.strip_prefix("VECTORWAY_") else { continue };
+            let Some(rest) = var.strip_prefix("VECTORWAY_") else {
+                continue;
+            };
             if matches!(rest, "CONFIG" | "LOG" | "LOG_FORMAT" | "BIN" | "TEST_LOG") {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             if path.iter().any(String::is_empty) {
-                return Err(ConfigError::Env { var, message: "empty path segment".into() });
+                return Err(ConfigError::Env {
+                    var,
+                    message: "empty path segment".into(),
+                });
             }
-            insert_path(&mut tree, &path, env_value(&value))
-                .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+            insert_path(&mut tree, &path, env_value(&value)).map_err(|message| {
+                ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                }
+            })?;
         }
         let mut raw: RawConfig = toml::Value::Table(tree)
             .try_into()
@@ -311,65 +352,109 @@ impl RawConfig {
 
     /// Checks every value and converts it into the form the program uses.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
         let listen: SocketAddr = self
             .server
             .listen
             .parse()
             .map_err(|e| invalid("server.listen", format!("{e} (want host:port)")))?;
-        let tls = match (self.server.tls_cert.is_empty(), self.server.tls_key.is_empty()) {
+        let tls = match (
+            self.server.tls_cert.is_empty(),
+            self.server.tls_key.is_empty(),
+        ) {
             (true, true) => None,
             (false, false) => {
                 let cert = PathBuf::from(&self.server.tls_cert);
                 let key = PathBuf::from(&self.server.tls_key);
                 for (name, p) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
                     if !p.is_file() {
-                        return Err(invalid(name, format!("{} is not a readable file", p.display())));
+                        return Err(invalid(
+                            name,
+                            format!("{} is not a readable file", p.display()),
+                        ));
                     }
                 }
                 Some((cert, key))
             }
             _ => {
-                return Err(invalid("server.tls_cert", "tls_cert and tls_key go together".into()));
+                return Err(invalid(
+                    "server.tls_cert",
+                    "tls_cert and tls_key go together".into(),
+                ));
             }
         };
         if self.server.body_limit_bytes < 1024 || self.server.body_limit_bytes > 64 << 20 {
-            return Err(invalid("server.body_limit_bytes", "must be 1 KiB ..= 64 MiB".into()));
+            return Err(invalid(
+                "server.body_limit_bytes",
+                "must be 1 KiB ..= 64 MiB".into(),
+            ));
         }
         let positive = |key: &str, v: u64| {
-            if v == 0 { Err(invalid(key, "must be greater than 0".into())) } else { Ok(v) }
+            if v == 0 {
+                Err(invalid(key, "must be greater than 0".into()))
+            } else {
+                Ok(v)
+            }
         };
-        positive("server.header_read_timeout_ms", self.server.header_read_timeout_ms)?;
+        positive(
+            "server.header_read_timeout_ms",
+            self.server.header_read_timeout_ms,
+        )?;
         positive("server.idle_timeout_ms", self.server.idle_timeout_ms)?;
         positive("store.journal_interval_ms", self.store.journal_interval_ms)?;
-        positive("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms)?;
-        positive("upstream.first_byte_timeout_ms", self.upstream.first_byte_timeout_ms)?;
-        positive("upstream.idle_read_timeout_ms", self.upstream.idle_read_timeout_ms)?;
+        positive(
+            "upstream.connect_timeout_ms",
+            self.upstream.connect_timeout_ms,
+        )?;
+        positive(
+            "upstream.first_byte_timeout_ms",
+            self.upstream.first_byte_timeout_ms,
+        )?;
+        positive(
+            "upstream.idle_read_timeout_ms",
+            self.upstream.idle_read_timeout_ms,
+        )?;
         positive("billing.hold_max_age_ms", self.billing.hold_max_age_ms)?;
         if self.store.journal_interval_ms > 1_000 {
-            return Err(invalid("store.journal_interval_ms", "at most 1000 ms".into()));
+            return Err(invalid(
+                "store.journal_interval_ms",
+                "at most 1000 ms".into(),
+            ));
         }
         if self.store.data_dir.is_empty() {
             return Err(invalid("store.data_dir", "must not be empty".into()));
         }
         if self.billing.default_max_tokens == 0 {
-            return Err(invalid("billing.default_max_tokens", "must be greater than 0".into()));
+            return Err(invalid(
+                "billing.default_max_tokens",
+                "must be greater than 0".into(),
+            ));
         }
         let admin_secret = resolve_secret("server.admin_secret", &self.server.admin_secret)?;
         if let Some(s) = &admin_secret
             && s.len() < 16
         {
-            return Err(invalid("server.admin_secret", "at least 16 characters".into()));
+            return Err(invalid(
+                "server.admin_secret",
+                "at least 16 characters".into(),
+            ));
         }
         let api_key = resolve_secret("upstream.api_key", &self.upstream.api_key)?;
         let base_url = match (self.upstream.base_url.trim_end_matches('/'), &api_key) {
             ("", Some(_)) => Some(GOOGLE_BASE_URL.to_string()),
             ("", None) => None,
             (url, _) => {
-                let uri: http::Uri =
-                    url.parse().map_err(|e| invalid("upstream.base_url", format!("{e}")))?;
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|e| invalid("upstream.base_url", format!("{e}")))?;
                 if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                    return Err(invalid("upstream.base_url", "want http(s)://host[:port]".into()));
+                    return Err(invalid(
+                        "upstream.base_url",
+                        "want http(s)://host[:port]".into(),
+                    ));
                 }
                 Some(url.to_string())
             }
@@ -388,19 +473,32 @@ impl RawConfig {
         for (id, m) in &self.models {
             let key = |f: &str| format!("models.{id}.{f}");
             let price = |f: &str, v: &str| {
-                parse_usd_micros(v).ok_or_else(|| invalid(&key(f), "a USD decimal like 0.30".into()))
+                parse_usd_micros(v)
+                    .ok_or_else(|| invalid(&key(f), "a USD decimal like 0.30".into()))
             };
-            let long = match (&m.long_input_per_m, &m.long_output_per_m, m.long_context_tokens) {
+            let long = match (
+                &m.long_input_per_m,
+                &m.long_output_per_m,
+                m.long_context_tokens,
+            ) {
                 (None, None, None) => None,
-                (Some(i), Some(o), Some(t)) if t > 0 => {
-                    Some((t, price("long_input_per_m", i)?, price("long_output_per_m", o)?))
-                }
+                (Some(i), Some(o), Some(t)) if t > 0 => Some((
+                    t,
+                    price("long_input_per_m", i)?,
+                    price("long_output_per_m", o)?,
+                )),
                 _ => {
-                    return Err(invalid(&key("long_context_tokens"), "set all three long_*".into()));
+                    return Err(invalid(
+                        &key("long_context_tokens"),
+                        "set all three long_*".into(),
+                    ));
                 }
             };
             if m.max_output_tokens == 0 || m.context_length == 0 {
-                return Err(invalid(&key("max_output_tokens"), "must be greater than 0".into()));
+                return Err(invalid(
+                    &key("max_output_tokens"),
+                    "must be greater than 0".into(),
+                ));
             }
             models.push(ModelPrice::new(
                 id.clone(),
@@ -414,10 +512,15 @@ impl RawConfig {
                 m.max_output_tokens,
             ));
         }
-        let prices = PriceTable::new(models)
-            .map_err(|message| ConfigError::Invalid { key: "models".into(), message })?;
+        let prices = PriceTable::new(models).map_err(|message| ConfigError::Invalid {
+            key: "models".into(),
+            message,
+        })?;
         if self.simulator.tokens_per_sec == 0 || self.simulator.chunk_tokens == 0 {
-            return Err(invalid("simulator.tokens_per_sec", "must be greater than 0".into()));
+            return Err(invalid(
+                "simulator.tokens_per_sec",
+                "must be greater than 0".into(),
+            ));
         }
         Ok(Config {
             listen,
@@ -489,10 +592,14 @@ fn env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
         Ok(mut t) => match t.remove("v") {
-            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => {
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_)),
+            ) => v,
+            Some(v @ (toml::Value::String(_) | toml::Value::Array(_)))
+                if raw.starts_with(['"', '[']) =>
+            {
                 v
             }
-            Some(v @ (toml::Value::String(_) | toml::Value::Array(_))) if raw.starts_with(['"', '[']) => v,
             _ => toml::Value::String(raw.to_string()),
         },
         Err(_) => toml::Value::String(raw.to_string()),
@@ -503,7 +610,9 @@ fn insert_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> R
     let (last, parents) = path.split_last().ok_or("empty path")?;
     let mut node = tree;
     for seg in parents {
-        let entry = node.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = node
+            .entry(seg.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         node = match entry {
             toml::Value::Table(t) => t,
             _ => return Err(format!("{seg} is not a section")),

@@ -24,7 +24,10 @@ pub enum RequestError {
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("{message}")]
-    Validation { param: Option<&'static str>, message: String },
+    Validation {
+        param: Option<&'static str>,
+        message: String,
+    },
     #[error("model '{0}' does not exist; GET /v1/models lists the available models")]
     ModelNotFound(String),
     #[error("no route for {method} {path}")]
@@ -37,7 +40,10 @@ pub enum RequestError {
 
 impl RequestError {
     pub fn validation(param: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation { param: Some(param), message: message.into() }
+        Self::Validation {
+            param: Some(param),
+            message: message.into(),
+        }
     }
 }
 
@@ -183,7 +189,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             Error::Upstream(UpstreamError::RateLimited { retry_after, .. }) => {
-                Some(retry_after.map_or(1, |d| whole_seconds_up(d)))
+                Some(retry_after.map_or(1, whole_seconds_up))
             }
             _ => None,
         }

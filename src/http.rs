@@ -23,7 +23,9 @@ pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream; charset=utf-8");
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> Body {
@@ -31,7 +33,11 @@ pub fn empty() -> Body {
 }
 
 /// A response with the given status and pre-serialized body bytes.
-pub fn bytes_response(status: StatusCode, content_type: HeaderValue, bytes: impl Into<Bytes>) -> Response<Body> {
+pub fn bytes_response(
+    status: StatusCode,
+    content_type: HeaderValue,
+    bytes: impl Into<Bytes>,
+) -> Response<Body> {
     let mut res = Response::new(full(bytes));
     *res.status_mut() = status;
     res.headers_mut().insert(CONTENT_TYPE, content_type);
@@ -55,7 +61,11 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Bo
 
 /// Reads a whole request body, refusing anything larger than `limit` bytes. A declared
 /// `Content-Length` over the limit is refused before a byte is read.
-pub async fn read_body<B>(headers: &http::HeaderMap, body: B, limit: usize) -> Result<Bytes, RequestError>
+pub async fn read_body<B>(
+    headers: &http::HeaderMap,
+    body: B,
+    limit: usize,
+) -> Result<Bytes, RequestError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Display + Into<BodyError>,
@@ -69,7 +79,9 @@ where
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(RequestError::BodyTooLarge { limit }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RequestError::BodyTooLarge { limit })
+        }
         Err(e) => Err(RequestError::BodyRead(e.to_string())),
     }
 }
@@ -94,15 +106,13 @@ pub fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;

@@ -21,7 +21,11 @@ use vectorway::{app, simulate, telemetry};
 const EX_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "vectorway", version, about = "Agent-first LLM gateway: OpenAI-compatible Gemini chat, credits, x402, memory")]
+#[command(
+    name = "vectorway",
+    version,
+    about = "Agent-first LLM gateway: OpenAI-compatible Gemini chat, credits, x402, memory"
+)]
 struct Cli {
     /// TOML config file (also VECTORWAY_CONFIG). Environment VECTORWAY_<SECTION>__<KEY> overrides it.
     #[arg(long, global = true, env = "VECTORWAY_CONFIG")]
@@ -96,7 +100,10 @@ fn main() -> ExitCode {
         Ok(raw) => raw,
         Err(e) => return config_error(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
@@ -109,7 +116,14 @@ fn main() -> ExitCode {
             Ok(config) => out(&format!("{config:#?}")),
             Err(e) => config_error(&e),
         },
-        Command::Simulate { listen, ttft_ms, tokens_per_sec, chunk_tokens, reply_tokens, api_key } => {
+        Command::Simulate {
+            listen,
+            ttft_ms,
+            tokens_per_sec,
+            chunk_tokens,
+            reply_tokens,
+            api_key,
+        } => {
             let mut knobs = match raw.validate() {
                 Ok(c) => c.simulator,
                 Err(e) => return config_error(&e),
@@ -210,7 +224,10 @@ async fn admin(config: Config, action: AdminAction) -> ExitCode {
 /// No server runs: work on the store directly.
 async fn admin_direct(store: Store, config: &Config, action: AdminAction) -> ExitCode {
     let (journal, run) = Journal::new(store.clone(), config.journal_interval);
-    #[expect(clippy::disallowed_methods, reason = "the CLI's journal lives as long as this command")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the CLI's journal lives as long as this command"
+    )]
     let task = tokio::spawn(run);
     let billing = match Billing::recover(store.clone(), journal.clone(), config.hold_max_age) {
         Ok(b) => b,
@@ -243,12 +260,18 @@ async fn admin_direct(store: Store, config: &Config, action: AdminAction) -> Exi
 async fn admin_remote(config: &Config, action: AdminAction) -> ExitCode {
     let info = match std::fs::read_to_string(config.data_dir.join("server.json")) {
         Ok(s) => s,
-        Err(e) => return fail(&format!("the store is locked but server.json is unreadable ({e}); is a server running?")),
+        Err(e) => {
+            return fail(&format!(
+                "the store is locked but server.json is unreadable ({e}); is a server running?"
+            ));
+        }
     };
     let addr = serde_json::from_str::<serde_json::Value>(&info)
         .ok()
         .and_then(|v| v.get("addr").and_then(|a| a.as_str()).map(str::to_string));
-    let Some(addr) = addr else { return fail("server.json has no addr") };
+    let Some(addr) = addr else {
+        return fail("server.json has no addr");
+    };
     let secret = match &config.admin_secret {
         Some(s) => s.clone(),
         None => match std::fs::read_to_string(config.data_dir.join("admin.secret")) {
@@ -256,15 +279,31 @@ async fn admin_remote(config: &Config, action: AdminAction) -> ExitCode {
             Err(e) => return fail(&format!("cannot read admin.secret: {e}")),
         },
     };
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let (method, path, body) = match action {
-        AdminAction::Grant { wallet, credits, note } => {
-            ("POST", "/admin/grant".to_string(), serde_json::json!({"wallet": wallet, "credits": credits, "note": note}).to_string())
-        }
-        AdminAction::CreateKey { wallet, name } => {
-            ("POST", "/admin/keys".to_string(), serde_json::json!({"wallet": wallet, "name": name}).to_string())
-        }
-        AdminAction::Balance { wallet } => ("GET", format!("/admin/balance?wallet={wallet}"), String::new()),
+        AdminAction::Grant {
+            wallet,
+            credits,
+            note,
+        } => (
+            "POST",
+            "/admin/grant".to_string(),
+            serde_json::json!({"wallet": wallet, "credits": credits, "note": note}).to_string(),
+        ),
+        AdminAction::CreateKey { wallet, name } => (
+            "POST",
+            "/admin/keys".to_string(),
+            serde_json::json!({"wallet": wallet, "name": name}).to_string(),
+        ),
+        AdminAction::Balance { wallet } => (
+            "GET",
+            format!("/admin/balance?wallet={wallet}"),
+            String::new(),
+        ),
     };
     let client = vectorway::upstream::client::build(Duration::from_secs(5), 1);
     let req = http::Request::builder()
@@ -280,7 +319,12 @@ async fn admin_remote(config: &Config, action: AdminAction) -> ExitCode {
     match client.request(req).await {
         Ok(res) => {
             let ok = res.status().is_success();
-            let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let bytes = res
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes).into_owned();
             if ok { out(&text) } else { fail(&text) }
         }

@@ -114,7 +114,11 @@ pub struct Simulator {
 
 impl Simulator {
     /// Binds `listen` (port 0 for any) and serves until `stop` or drop.
-    pub async fn start(listen: SocketAddr, knobs: SimulatorKnobs, api_key: Option<String>) -> std::io::Result<Self> {
+    pub async fn start(
+        listen: SocketAddr,
+        knobs: SimulatorKnobs,
+        api_key: Option<String>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(SimState {
@@ -130,14 +134,28 @@ impl Simulator {
             let st = st.clone();
             async move { route(st, req).await }
         };
-        #[expect(clippy::disallowed_methods, reason = "the simulator owns its server task; stop() ends it")]
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the simulator owns its server task; stop() ends it"
+        )]
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            serve(listener, ServeOptions::plain(Duration::from_secs(1)), handler, shutdown).await;
+            serve(
+                listener,
+                ServeOptions::plain(Duration::from_secs(1)),
+                handler,
+                shutdown,
+            )
+            .await;
         });
-        Ok(Self { addr, state, stop: Some(stop), task: Some(task) })
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -158,7 +176,13 @@ impl Simulator {
 
     /// Requests received so far (generation and embedding calls).
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.log.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.state
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Number of generation requests answered (any outcome).
@@ -198,46 +222,84 @@ async fn route(st: Arc<SimState>, req: Request<Incoming>) -> Response<Body> {
         return gemini::list_models();
     }
     let Some(rest) = path.strip_prefix("/v1beta/models/") else {
-        return gemini::error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Method not found: {path}"));
+        return gemini::error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("Method not found: {path}"),
+        );
     };
     let Some((model, action)) = rest.split_once(':') else {
-        return gemini::error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Method not found: {path}"));
+        return gemini::error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("Method not found: {path}"),
+        );
     };
     if method != Method::POST {
-        return gemini::error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT", "use POST");
+        return gemini::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "INVALID_ARGUMENT",
+            "use POST",
+        );
     }
     let (parts, body) = req.into_parts();
     let bytes = match read_body(&parts.headers, body, 32 << 20).await {
         Ok(b) => b,
-        Err(e) => return gemini::error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &e.to_string()),
+        Err(e) => {
+            return gemini::error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &e.to_string());
+        }
     };
     let body: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
-            return gemini::error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &format!("Invalid JSON payload received. {e}"));
+            return gemini::error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                &format!("Invalid JSON payload received. {e}"),
+            );
         }
     };
-    st.record(Recorded { method: method.to_string(), path: path.clone(), body: body.clone() });
+    st.record(Recorded {
+        method: method.to_string(),
+        path: path.clone(),
+        body: body.clone(),
+    });
     let model = model.to_string();
     match action {
         "generateContent" => gemini::generate(&st, &model, &body, false, parts.uri.query()).await,
-        "streamGenerateContent" => gemini::generate(&st, &model, &body, true, parts.uri.query()).await,
+        "streamGenerateContent" => {
+            gemini::generate(&st, &model, &body, true, parts.uri.query()).await
+        }
         "batchEmbedContents" => gemini::batch_embed(&model, &body),
         "embedContent" => gemini::embed_one(&model, &body),
-        _ => gemini::error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Method not found: {action}")),
+        _ => gemini::error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("Method not found: {action}"),
+        ),
     }
 }
 
-async fn control(st: &SimState, method: &Method, what: &str, req: Request<Incoming>) -> Response<Body> {
+async fn control(
+    st: &SimState,
+    method: &Method,
+    what: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, 1 << 20).await.unwrap_or_default();
+    let bytes = read_body(&parts.headers, body, 1 << 20)
+        .await
+        .unwrap_or_default();
     match (method.as_str(), what) {
         ("POST", "faults") => match serde_json::from_slice::<FaultPlan>(&bytes) {
             Ok(plan) => {
                 *st.faults.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
                 json(StatusCode::OK, &plan)
             }
-            Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e.to_string()})),
+            Err(e) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": e.to_string()}),
+            ),
         },
         ("POST", "knobs") => match serde_json::from_slice::<KnobUpdate>(&bytes) {
             Ok(u) => {
@@ -256,17 +318,32 @@ async fn control(st: &SimState, method: &Method, what: &str, req: Request<Incomi
                 }
                 json(StatusCode::OK, &serde_json::json!({"ok": true}))
             }
-            Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e.to_string()})),
+            Err(e) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": e.to_string()}),
+            ),
         },
         ("GET", "requests") => {
-            let log: Vec<Recorded> = st.log.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            let log: Vec<Recorded> = st
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect();
             json(StatusCode::OK, &log)
         }
         ("DELETE", "requests") => {
             st.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
             json(StatusCode::OK, &serde_json::json!({"ok": true}))
         }
-        ("GET", "stats") => json(StatusCode::OK, &serde_json::json!({"generations": st.served.load(Ordering::Relaxed)})),
-        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "unknown control endpoint"})),
+        ("GET", "stats") => json(
+            StatusCode::OK,
+            &serde_json::json!({"generations": st.served.load(Ordering::Relaxed)}),
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "unknown control endpoint"}),
+        ),
     }
 }

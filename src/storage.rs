@@ -123,14 +123,18 @@ impl Store {
     /// Opens (or creates) the store. A directory held by another process is `Locked`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Sled(e.to_string()))?;
-        let db = sled::Config::new().path(dir.join("db")).open().map_err(|e| match e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
-            {
-                StorageError::Locked(dir.display().to_string())
-            }
-            other => StorageError::from(other),
-        })?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StorageError::Locked(dir.display().to_string())
+                }
+                other => StorageError::from(other),
+            })?;
         Ok(Self {
             accounts: db.open_tree("accounts")?,
             keys: db.open_tree("keys")?,
@@ -158,10 +162,21 @@ impl Store {
     // === accounts ===
 
     /// Creates the account if it does not exist; returns `(record, created)`.
-    pub fn ensure_account(&self, wallet: &Wallet, now: u64) -> Result<(AccountRecord, bool), StorageError> {
-        let fresh = AccountRecord { wallet: *wallet, created_at: now };
+    pub fn ensure_account(
+        &self,
+        wallet: &Wallet,
+        now: u64,
+    ) -> Result<(AccountRecord, bool), StorageError> {
+        let fresh = AccountRecord {
+            wallet: *wallet,
+            created_at: now,
+        };
         let bytes = serde_json::to_vec(&fresh)?;
-        match self.accounts.compare_and_swap(wallet.as_bytes(), None as Option<&[u8]>, Some(bytes))? {
+        match self.accounts.compare_and_swap(
+            wallet.as_bytes(),
+            None as Option<&[u8]>,
+            Some(bytes),
+        )? {
             Ok(()) => Ok((fresh, true)),
             Err(cas) => match cas.current {
                 Some(cur) => Ok((serde_json::from_slice(&cur)?, false)),
@@ -171,42 +186,60 @@ impl Store {
     }
 
     pub fn account(&self, wallet: &Wallet) -> Result<Option<AccountRecord>, StorageError> {
-        self.accounts.get(wallet.as_bytes())?.map(|v| Ok(serde_json::from_slice(&v)?)).transpose()
+        self.accounts
+            .get(wallet.as_bytes())?
+            .map(|v| Ok(serde_json::from_slice(&v)?))
+            .transpose()
     }
 
     // === keys ===
 
     pub fn put_key(&self, key: &KeyRecord) -> Result<(), StorageError> {
-        self.keys.insert(key.key_id.as_bytes(), serde_json::to_vec(key)?)?;
+        self.keys
+            .insert(key.key_id.as_bytes(), serde_json::to_vec(key)?)?;
         Ok(())
     }
 
     /// Writes a key snapshot taken earlier without undoing anything newer: a revocation already
     /// stored stays, and `last_used_at` only moves forward.
     pub fn touch_key(&self, snapshot: &KeyRecord) -> Result<(), StorageError> {
-        self.keys.fetch_and_update(snapshot.key_id.as_bytes(), |cur| {
-            let mut next = snapshot.clone();
-            if let Some(stored) = cur.and_then(|c| serde_json::from_slice::<KeyRecord>(c).ok()) {
-                next.revoked_at = stored.revoked_at.or(next.revoked_at);
-                next.last_used_at = next.last_used_at.max(stored.last_used_at);
-            }
-            serde_json::to_vec(&next).ok()
-        })?;
+        self.keys
+            .fetch_and_update(snapshot.key_id.as_bytes(), |cur| {
+                let mut next = snapshot.clone();
+                if let Some(stored) = cur.and_then(|c| serde_json::from_slice::<KeyRecord>(c).ok())
+                {
+                    next.revoked_at = stored.revoked_at.or(next.revoked_at);
+                    next.last_used_at = next.last_used_at.max(stored.last_used_at);
+                }
+                serde_json::to_vec(&next).ok()
+            })?;
         Ok(())
     }
 
     pub fn all_keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
-        self.keys.iter().values().map(|v| Ok(serde_json::from_slice(&v?)?)).collect()
+        self.keys
+            .iter()
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
     }
 
     // === ledger ===
 
     /// Appends ledger entries and usage events in one batch per tree (not flushed).
-    pub fn append(&self, ledger: &[LedgerEntry], usage: &[(Wallet, UsageEvent)], keys: &[KeyRecord]) -> Result<(), StorageError> {
+    pub fn append(
+        &self,
+        ledger: &[LedgerEntry],
+        usage: &[(Wallet, UsageEvent)],
+        keys: &[KeyRecord],
+    ) -> Result<(), StorageError> {
         if !ledger.is_empty() {
             let mut batch = sled::Batch::default();
             for e in ledger {
-                batch.insert(&wallet_seq_key(&e.wallet, e.seq)[..], serde_json::to_vec(e)?);
+                batch.insert(
+                    &wallet_seq_key(&e.wallet, e.seq)[..],
+                    serde_json::to_vec(e)?,
+                );
             }
             self.ledger.apply_batch(batch)?;
         }
@@ -225,7 +258,10 @@ impl Store {
 
     /// Appends one entry and waits until it is on disk (money in).
     pub async fn append_durable(&self, entry: &LedgerEntry) -> Result<(), StorageError> {
-        self.ledger.insert(&wallet_seq_key(&entry.wallet, entry.seq)[..], serde_json::to_vec(entry)?)?;
+        self.ledger.insert(
+            &wallet_seq_key(&entry.wallet, entry.seq)[..],
+            serde_json::to_vec(entry)?,
+        )?;
         self.flush().await
     }
 
@@ -234,7 +270,8 @@ impl Store {
         let mut out: HashMap<Wallet, i128> = HashMap::new();
         for item in self.ledger.iter() {
             let (k, v) = item?;
-            let wallet = Wallet::from_slice(&k[..20]).ok_or_else(|| StorageError::Codec("ledger key".into()))?;
+            let wallet = Wallet::from_slice(&k[..20])
+                .ok_or_else(|| StorageError::Codec("ledger key".into()))?;
             let e: LedgerEntry = serde_json::from_slice(&v)?;
             *out.entry(wallet).or_default() += i128::from(e.credits);
         }
@@ -242,19 +279,25 @@ impl Store {
     }
 
     /// A wallet's ledger, newest first.
-    pub fn ledger_of(&self, wallet: &Wallet) -> impl Iterator<Item = Result<LedgerEntry, StorageError>> + '_ {
-        self.ledger
-            .scan_prefix(wallet.as_bytes())
-            .rev()
-            .map(|r| r.map_err(StorageError::from).and_then(|(_, v)| Ok(serde_json::from_slice(&v)?)))
+    pub fn ledger_of(
+        &self,
+        wallet: &Wallet,
+    ) -> impl Iterator<Item = Result<LedgerEntry, StorageError>> + '_ {
+        self.ledger.scan_prefix(wallet.as_bytes()).rev().map(|r| {
+            r.map_err(StorageError::from)
+                .and_then(|(_, v)| Ok(serde_json::from_slice(&v)?))
+        })
     }
 
     /// A wallet's usage events, newest first.
-    pub fn usage_of(&self, wallet: &Wallet) -> impl Iterator<Item = Result<UsageEvent, StorageError>> + '_ {
-        self.usage
-            .scan_prefix(wallet.as_bytes())
-            .rev()
-            .map(|r| r.map_err(StorageError::from).and_then(|(_, v)| Ok(serde_json::from_slice(&v)?)))
+    pub fn usage_of(
+        &self,
+        wallet: &Wallet,
+    ) -> impl Iterator<Item = Result<UsageEvent, StorageError>> + '_ {
+        self.usage.scan_prefix(wallet.as_bytes()).rev().map(|r| {
+            r.map_err(StorageError::from)
+                .and_then(|(_, v)| Ok(serde_json::from_slice(&v)?))
+        })
     }
 
     /// Cheap liveness probe for `/readyz`.
@@ -278,19 +321,41 @@ mod tests {
     #[tokio::test]
     async fn ledger_folds_into_balances_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let w: Wallet = "0x1111111111111111111111111111111111111111".parse().unwrap();
+        let w: Wallet = "0x1111111111111111111111111111111111111111"
+            .parse()
+            .unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            for (kind, credits) in [(LedgerKind::Grant, 1000), (LedgerKind::Debit, -300), (LedgerKind::Topup, 50)] {
-                let e = LedgerEntry { seq: s.next_seq().unwrap(), ts_ms: 1, wallet: w, kind, credits, reference: None, note: None };
+            for (kind, credits) in [
+                (LedgerKind::Grant, 1000),
+                (LedgerKind::Debit, -300),
+                (LedgerKind::Topup, 50),
+            ] {
+                let e = LedgerEntry {
+                    seq: s.next_seq().unwrap(),
+                    ts_ms: 1,
+                    wallet: w,
+                    kind,
+                    credits,
+                    reference: None,
+                    note: None,
+                };
                 s.append_durable(&e).await.unwrap();
             }
             let second = Store::open(dir.path());
-            assert!(matches!(second, Err(StorageError::Locked(_))), "{:?}", second.err());
+            assert!(
+                matches!(second, Err(StorageError::Locked(_))),
+                "{:?}",
+                second.err()
+            );
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.balances().unwrap()[&w], 750);
         let kinds: Vec<_> = s.ledger_of(&w).map(|e| e.unwrap().kind).collect();
-        assert_eq!(kinds, [LedgerKind::Topup, LedgerKind::Debit, LedgerKind::Grant], "newest first");
+        assert_eq!(
+            kinds,
+            [LedgerKind::Topup, LedgerKind::Debit, LedgerKind::Grant],
+            "newest first"
+        );
     }
 }

@@ -12,15 +12,17 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                    2.5, 5.0, 10.0, 30.0,
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 ])
                 .map(PrometheusBuilder::build_recorder);
             match recorder {
                 Ok(recorder) => {
                     let handle = recorder.handle();
                     if metrics::set_global_recorder(recorder).is_err() {
-                        tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+                        tracing::warn!(
+                            "a metrics recorder was already installed; /metrics will be empty"
+                        );
                     }
                     handle
                 }
@@ -41,7 +43,9 @@ pub fn metrics_handle() -> PrometheusHandle {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VECTORWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = if std::env::var("VECTORWAY_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().try_init()
     } else {

@@ -110,7 +110,10 @@ pub enum StreamEvent {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("the model provider is rate limiting requests: {message}")]
-    RateLimited { retry_after: Option<Duration>, message: String },
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
     #[error("the model provider did not answer in time ({0})")]
     Timeout(&'static str),
     #[error("the model provider rejected the request: {message}")]

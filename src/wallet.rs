@@ -65,9 +65,17 @@ mod tests {
 
     #[test]
     fn parses_any_case_and_prints_lower() {
-        let w: Wallet = "0xAbCdEf0123456789abcdef0123456789ABCDEF01".parse().unwrap();
+        let w: Wallet = "0xAbCdEf0123456789abcdef0123456789ABCDEF01"
+            .parse()
+            .unwrap();
         assert_eq!(w.to_string(), "0xabcdef0123456789abcdef0123456789abcdef01");
-        for bad in ["", "0x", "abcdef0123456789abcdef0123456789abcdef01", "0xzz", "0x123"] {
+        for bad in [
+            "",
+            "0x",
+            "abcdef0123456789abcdef0123456789abcdef01",
+            "0xzz",
+            "0x123",
+        ] {
             assert!(bad.parse::<Wallet>().is_err(), "{bad}");
         }
     }

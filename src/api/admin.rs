@@ -32,7 +32,8 @@ struct KeyBody {
 }
 
 fn wallet(s: &str) -> Result<Wallet, Error> {
-    s.parse().map_err(|e: String| AuthError::InvalidWallet(e).into())
+    s.parse()
+        .map_err(|e: String| AuthError::InvalidWallet(e).into())
 }
 
 async fn body<T: for<'de> Deserialize<'de>>(ctx: &Ctx, req: Request<Incoming>) -> Result<T, Error> {
@@ -52,18 +53,36 @@ pub async fn grant(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, 
     let b: GrantBody = body(ctx, req).await?;
     let w = wallet(&b.wallet)?;
     if b.credits == 0 || b.credits > i64::MAX as u64 / 2 {
-        return Err(BillingError::InvalidAmount("credits must be between 1 and 2^62".into()).into());
+        return Err(
+            BillingError::InvalidAmount("credits must be between 1 and 2^62".into()).into(),
+        );
     }
     let note = b.note.unwrap_or_else(|| "operator grant".into());
-    let balance = ctx.state.billing.credit(w, b.credits, LedgerKind::Grant, Some(ctx.request_id.clone()), Some(note)).await?;
-    Ok(json(StatusCode::OK, &j!({"wallet": w, "granted": b.credits, "credits": balance})))
+    let balance = ctx
+        .state
+        .billing
+        .credit(
+            w,
+            b.credits,
+            LedgerKind::Grant,
+            Some(ctx.request_id.clone()),
+            Some(note),
+        )
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &j!({"wallet": w, "granted": b.credits, "credits": balance}),
+    ))
 }
 
 /// `POST /admin/keys {"wallet","name"}`: the raw key is in this answer only.
 pub async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let b: KeyBody = body(ctx, req).await?;
     let w = wallet(&b.wallet)?;
-    let (raw, rec) = ctx.state.keys.create(w, b.name.as_deref().unwrap_or("admin"))?;
+    let (raw, rec) = ctx
+        .state
+        .keys
+        .create(w, b.name.as_deref().unwrap_or("admin"))?;
     Ok(json(
         StatusCode::CREATED,
         &j!({"api_key": raw, "key_id": rec.key_id, "wallet": w, "key_name": rec.key_name, "created_at": rec.created_at}),
@@ -79,5 +98,8 @@ pub fn balance(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>, Err
         .map(|(_, v)| wallet(v))
         .ok_or_else(|| RequestError::validation("wallet", "wallet is required"))??;
     let b = ctx.state.billing.balance(&w);
-    Ok(json(StatusCode::OK, &j!({"wallet": w, "credits": b.balance, "held": b.held, "available": b.available})))
+    Ok(json(
+        StatusCode::OK,
+        &j!({"wallet": w, "credits": b.balance, "held": b.held, "available": b.available}),
+    ))
 }

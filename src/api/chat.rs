@@ -66,9 +66,13 @@ impl Meter {
         };
         if let Some(u) = usage {
             metrics::counter!("vectorway_tokens_total", "kind" => "prompt").increment(u.prompt);
-            metrics::counter!("vectorway_tokens_total", "kind" => "completion").increment(u.completion);
+            metrics::counter!("vectorway_tokens_total", "kind" => "completion")
+                .increment(u.completion);
         }
-        self.state.billing.journal().push(JournalOp::Usage(self.wallet, Box::new(ev)));
+        self.state
+            .billing
+            .journal()
+            .push(JournalOp::Usage(self.wallet, Box::new(ev)));
     }
 }
 
@@ -106,8 +110,12 @@ impl<'a> UsageOut<'a> {
             prompt_tokens: u.prompt,
             completion_tokens: u.completion,
             total_tokens: u.total(),
-            prompt_tokens_details: CachedDetails { cached_tokens: u.cached },
-            completion_tokens_details: ReasoningDetails { reasoning_tokens: u.reasoning },
+            prompt_tokens_details: CachedDetails {
+                cached_tokens: u.cached,
+            },
+            completion_tokens_details: ReasoningDetails {
+                reasoning_tokens: u.reasoning,
+            },
             memories_used: 0,
             memory_read: false,
             memory_write: false,
@@ -176,20 +184,31 @@ pub async fn completions(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Bo
 }
 
 fn resolve<'s>(state: &'s State, req: &ChatRequest) -> Result<&'s ModelPrice, Error> {
-    let model = state.config.prices.get(&req.model).ok_or_else(|| RequestError::ModelNotFound(req.model.clone()))?;
+    let model = state
+        .config
+        .prices
+        .get(&req.model)
+        .ok_or_else(|| RequestError::ModelNotFound(req.model.clone()))?;
     if let Some(max) = req.max_tokens
         && max > model.max_output_tokens
     {
         return Err(RequestError::validation(
             "max_tokens",
-            format!("{} allows at most {} output tokens", model.id, model.max_output_tokens),
+            format!(
+                "{} allows at most {} output tokens",
+                model.id, model.max_output_tokens
+            ),
         )
         .into());
     }
     Ok(model)
 }
 
-async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+async fn run(
+    ctx: &Ctx,
+    meter: &mut Meter,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let state = &ctx.state;
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, state.config.body_limit).await?;
@@ -197,24 +216,38 @@ async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<Incoming>) -> Result<Res
     let model = resolve(state, &chat)?.clone();
     meter.model = Some(model.id.clone());
     let default_max = state.config.default_max_tokens;
-    let hold = state.billing.reserve(meter.wallet, chat.worst_case(&model, default_max))?;
+    let hold = state
+        .billing
+        .reserve(meter.wallet, chat.worst_case(&model, default_max))?;
     let call = chat.to_call(&model, default_max);
     let upstream_started = Instant::now();
     if chat.stream {
         let upstream = state.gemini.stream(&call).await;
-        metrics::histogram!("vectorway_upstream_first_byte_seconds").record(upstream_started.elapsed().as_secs_f64());
+        metrics::histogram!("vectorway_upstream_first_byte_seconds")
+            .record(upstream_started.elapsed().as_secs_f64());
         // On error the hold drops here: released, nothing charged.
         let upstream = upstream?;
         let id = completion_id(None, &ctx.request_id);
-        let body = stream::ChatStream::new(upstream, hold, meter.clone(), model.clone(), id, chat.include_usage);
+        let body = stream::ChatStream::new(
+            upstream,
+            hold,
+            meter.clone(),
+            model.clone(),
+            id,
+            chat.include_usage,
+        );
         let mut res = Response::new(body.boxed_unsync());
         res.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
-        res.headers_mut().insert(HeaderName::from_static("cache-control"), HeaderValue::from_static("no-cache"));
+        res.headers_mut().insert(
+            HeaderName::from_static("cache-control"),
+            HeaderValue::from_static("no-cache"),
+        );
         stamp(&mut res, &model);
         return Ok(res);
     }
     let completion = state.gemini.generate(&call).await;
-    metrics::histogram!("vectorway_upstream_duration_seconds").record(upstream_started.elapsed().as_secs_f64());
+    metrics::histogram!("vectorway_upstream_duration_seconds")
+        .record(upstream_started.elapsed().as_secs_f64());
     let completion = completion?;
     let cost = model.cost(completion.usage.prompt, completion.usage.completion);
     let charged = hold.commit(cost, Some(ctx.request_id.clone()));
@@ -226,7 +259,8 @@ async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<Incoming>) -> Result<Res
 
 fn stamp(res: &mut Response<Body>, model: &ModelPrice) {
     if let Ok(v) = HeaderValue::from_str(&model.id) {
-        res.headers_mut().insert(HeaderName::from_static("x-model-used"), v);
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-model-used"), v);
     }
 }
 
@@ -239,7 +273,12 @@ fn unary_response(ctx: &Ctx, model: &ModelPrice, c: &Completion, charged: u64) -
         model: &model.id,
         choices: [ChoiceOut {
             index: 0,
-            message: MessageOut { role: "assistant", content: &c.text, refusal: None, annotations: [] },
+            message: MessageOut {
+                role: "assistant",
+                content: &c.text,
+                refusal: None,
+                annotations: [],
+            },
             logprobs: None,
             finish_reason: c.finish.as_openai(),
         }],

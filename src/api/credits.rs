@@ -10,7 +10,10 @@ use crate::http::{Body, json};
 
 /// `GET /v1/credits/me`: `credits` is the balance; `held` and `available` show open reservations.
 pub fn me(ctx: &Ctx) -> Result<Response<Body>, Error> {
-    let p = ctx.principal.as_ref().ok_or(AuthError::MissingCredentials)?;
+    let p = ctx
+        .principal
+        .as_ref()
+        .ok_or(AuthError::MissingCredentials)?;
     let b = ctx.state.billing.balance(&p.wallet);
     Ok(json(
         StatusCode::OK,

@@ -13,14 +13,21 @@ pub fn live() -> Response<Body> {
 pub fn ready(state: &State) -> Response<Body> {
     match state.store.check() {
         Ok(()) => json(StatusCode::OK, &j!({"status": "ready"})),
-        Err(e) => json(StatusCode::SERVICE_UNAVAILABLE, &j!({"status": "not_ready", "store": e.to_string()})),
+        Err(e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &j!({"status": "not_ready", "store": e.to_string()}),
+        ),
     }
 }
 
 pub fn status(state: &State) -> Response<Body> {
     let store = state.store.check();
     json(
-        if store.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        if store.is_ok() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
         &j!({
             "status": if store.is_ok() { "ok" } else { "degraded" },
             "version": env!("CARGO_PKG_VERSION"),

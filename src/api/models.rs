@@ -84,5 +84,11 @@ pub fn list(state: &State) -> Response<Body> {
             },
         })
         .collect();
-    json(StatusCode::OK, &ModelList { object: "list", data })
+    json(
+        StatusCode::OK,
+        &ModelList {
+            object: "list",
+            data,
+        },
+    )
 }

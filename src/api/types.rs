@@ -133,7 +133,10 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, RequestError> {
     let mut buf = body.to_vec();
     let raw: RawChat = simd_json::serde::from_slice(&mut buf).map_err(|e| {
         if e.is_data() {
-            invalid("body", format!("request body does not match the chat schema: {e}"))
+            invalid(
+                "body",
+                format!("request body does not match the chat schema: {e}"),
+            )
         } else {
             RequestError::InvalidJson(e.to_string())
         }
@@ -141,11 +144,17 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, RequestError> {
     validate(raw)
 }
 
-fn range(param: &'static str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f64>, RequestError> {
+fn range(
+    param: &'static str,
+    v: Option<f64>,
+    lo: f64,
+    hi: f64,
+) -> Result<Option<f64>, RequestError> {
     match v {
-        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => {
-            Err(invalid(param, format!("{param} must be between {lo} and {hi}")))
-        }
+        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => Err(invalid(
+            param,
+            format!("{param} must be between {lo} and {hi}"),
+        )),
         other => Ok(other),
     }
 }
@@ -156,7 +165,9 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         Some(m) => m,
         None => DEFAULT_MODEL.to_string(),
     };
-    let raw_messages = raw.messages.ok_or_else(|| invalid("messages", "messages is required"))?;
+    let raw_messages = raw
+        .messages
+        .ok_or_else(|| invalid("messages", "messages is required"))?;
     if raw_messages.is_empty() {
         return Err(invalid("messages", "messages must not be empty"));
     }
@@ -170,9 +181,17 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
             "user" => MessageRole::User,
             "assistant" => MessageRole::Assistant,
             "tool" | "function" => {
-                return Err(invalid("messages", "tool messages are not supported by this gateway yet"));
+                return Err(invalid(
+                    "messages",
+                    "tool messages are not supported by this gateway yet",
+                ));
             }
-            other => return Err(invalid("messages", format!("unknown message role '{other}'"))),
+            other => {
+                return Err(invalid(
+                    "messages",
+                    format!("unknown message role '{other}'"),
+                ));
+            }
         };
         let text = match m.content {
             None => String::new(),
@@ -182,9 +201,14 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
                 for p in parts {
                     match (p.r#type.as_str(), p.text) {
                         ("text", Some(t)) => text.push_str(&t),
-                        ("text", None) => return Err(invalid("messages", "a text part needs text")),
+                        ("text", None) => {
+                            return Err(invalid("messages", "a text part needs text"));
+                        }
                         (other, _) => {
-                            return Err(invalid("messages", format!("content part type '{other}' is not supported")));
+                            return Err(invalid(
+                                "messages",
+                                format!("content part type '{other}' is not supported"),
+                            ));
                         }
                     }
                 }
@@ -194,10 +218,16 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         messages.push(Message { role, text });
     }
     if !messages.iter().any(|m| m.role == MessageRole::User) {
-        return Err(invalid("messages", "messages must include at least one user message"));
+        return Err(invalid(
+            "messages",
+            "messages must include at least one user message",
+        ));
     }
     if raw.tools.is_some_and(|t| !t.is_empty()) {
-        return Err(invalid("tools", "tool calling is not supported by this gateway yet"));
+        return Err(invalid(
+            "tools",
+            "tool calling is not supported by this gateway yet",
+        ));
     }
     if raw.n.is_some_and(|n| n != 1) {
         return Err(invalid("n", "only n = 1 is supported"));
@@ -205,7 +235,10 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
     let max_tokens = match (raw.max_completion_tokens, raw.max_tokens) {
         (Some(v), _) | (None, Some(v)) => {
             if !(1..=1_000_000).contains(&v) {
-                return Err(invalid("max_tokens", "max_tokens must be between 1 and 1000000"));
+                return Err(invalid(
+                    "max_tokens",
+                    "max_tokens must be between 1 and 1000000",
+                ));
             }
             Some(u32::try_from(v).unwrap_or(u32::MAX))
         }
@@ -222,7 +255,12 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
     let json_mode = match raw.response_format.as_ref().map(|f| f.r#type.as_str()) {
         None | Some("text") => false,
         Some("json_object") => true,
-        Some(other) => return Err(invalid("response_format", format!("response_format '{other}' is not supported"))),
+        Some(other) => {
+            return Err(invalid(
+                "response_format",
+                format!("response_format '{other}' is not supported"),
+            ));
+        }
     };
     let reasoning_effort = match raw.reasoning_effort.as_deref() {
         None => None,
@@ -232,19 +270,32 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         Some("medium") => Some("medium"),
         Some("high") => Some("high"),
         Some(other) => {
-            return Err(invalid("reasoning_effort", format!("reasoning_effort '{other}': want none|minimal|low|medium|high")));
+            return Err(invalid(
+                "reasoning_effort",
+                format!("reasoning_effort '{other}': want none|minimal|low|medium|high"),
+            ));
         }
     };
     let mode = match raw.memory_write_mode.as_deref() {
         None | Some("auto") => MemoryWriteMode::Auto,
         Some("raw") => MemoryWriteMode::Raw,
         Some("summary") => MemoryWriteMode::Summary,
-        Some(other) => return Err(invalid("memory_write_mode", format!("'{other}': want auto|raw|summary"))),
+        Some(other) => {
+            return Err(invalid(
+                "memory_write_mode",
+                format!("'{other}': want auto|raw|summary"),
+            ));
+        }
     };
     let max_chars = match raw.memory_max_chars {
         None => 1200,
         Some(v) if (1..=100_000).contains(&v) => u32::try_from(v).unwrap_or(1200),
-        Some(_) => return Err(invalid("memory_max_chars", "memory_max_chars must be between 1 and 100000")),
+        Some(_) => {
+            return Err(invalid(
+                "memory_max_chars",
+                "memory_max_chars must be between 1 and 100000",
+            ));
+        }
     };
     let k = match raw.k {
         None => 5,
@@ -255,7 +306,10 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         model,
         messages,
         stream: raw.stream.unwrap_or(false),
-        include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        include_usage: raw
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
         max_tokens,
         temperature: range("temperature", raw.temperature, 0.0, 2.0)?,
         top_p: range("top_p", raw.top_p, 0.0, 1.0)?,
@@ -288,7 +342,10 @@ impl ChatRequest {
 
     /// The worst-case cost in credits: what a hold reserves and an x402 quote asks.
     pub fn worst_case(&self, model: &ModelPrice, default_max_tokens: u32) -> u64 {
-        model.cost(self.prompt_token_bound(), u64::from(self.completion_cap(default_max_tokens)))
+        model.cost(
+            self.prompt_token_bound(),
+            u64::from(self.completion_cap(default_max_tokens)),
+        )
     }
 
     /// The neutral upstream call for `model`.
@@ -303,8 +360,14 @@ impl ChatRequest {
                     }
                     system.push_str(&m.text);
                 }
-                MessageRole::User => turns.push(Turn { role: Role::User, text: m.text.clone() }),
-                MessageRole::Assistant => turns.push(Turn { role: Role::Model, text: m.text.clone() }),
+                MessageRole::User => turns.push(Turn {
+                    role: Role::User,
+                    text: m.text.clone(),
+                }),
+                MessageRole::Assistant => turns.push(Turn {
+                    role: Role::Model,
+                    text: m.text.clone(),
+                }),
             }
         }
         ChatCall {
@@ -320,7 +383,9 @@ impl ChatRequest {
                 presence_penalty: self.presence_penalty,
                 frequency_penalty: self.frequency_penalty,
                 json_mode: self.json_mode,
-                thinking: self.reasoning_effort.map(|e| thinking_for(&model.upstream, e)),
+                thinking: self
+                    .reasoning_effort
+                    .map(|e| thinking_for(&model.upstream, e)),
             },
         }
     }
@@ -386,18 +451,39 @@ mod tests {
     fn syntax_versus_schema_errors() {
         assert!(matches!(parse("{not json"), Err(E::InvalidJson(_))));
         assert!(matches!(parse(""), Err(E::InvalidJson(_))));
-        assert!(matches!(parse(r#"{"messages":"nope"}"#), Err(E::Validation { .. })));
+        assert!(matches!(
+            parse(r#"{"messages":"nope"}"#),
+            Err(E::Validation { .. })
+        ));
         for (body, param) in [
             (r#"{}"#, "messages"),
             (r#"{"messages":[]}"#, "messages"),
-            (r#"{"messages":[{"role":"wizard","content":"x"}]}"#, "messages"),
-            (r#"{"messages":[{"role":"system","content":"x"}]}"#, "messages"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"temperature":3}"#, "temperature"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#, "max_tokens"),
+            (
+                r#"{"messages":[{"role":"wizard","content":"x"}]}"#,
+                "messages",
+            ),
+            (
+                r#"{"messages":[{"role":"system","content":"x"}]}"#,
+                "messages",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+                "temperature",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+                "max_tokens",
+            ),
             (r#"{"messages":[{"role":"user","content":"x"}],"n":2}"#, "n"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"reasoning_effort":"max"}"#, "reasoning_effort"),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"reasoning_effort":"max"}"#,
+                "reasoning_effort",
+            ),
             (r#"{"messages":[{"role":"user","content":"x"}],"k":0}"#, "k"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"model":""}"#, "model"),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"model":""}"#,
+                "model",
+            ),
         ] {
             match parse(body) {
                 Err(E::Validation { param: Some(p), .. }) => assert_eq!(p, param, "{body}"),
@@ -408,10 +494,25 @@ mod tests {
 
     #[test]
     fn thinking_mapping_clamps_per_family() {
-        assert_eq!(thinking_for("gemini-2.5-flash", "low"), Thinking::Budget(1024));
-        assert_eq!(thinking_for("gemini-2.5-pro", "none"), Thinking::Budget(128));
-        assert_eq!(thinking_for("gemini-2.5-flash-lite", "minimal"), Thinking::Budget(512));
-        assert_eq!(thinking_for("gemini-3.5-flash", "medium"), Thinking::Level("medium"));
-        assert_eq!(thinking_for("gemini-3.1-flash-lite", "none"), Thinking::Level("low"));
+        assert_eq!(
+            thinking_for("gemini-2.5-flash", "low"),
+            Thinking::Budget(1024)
+        );
+        assert_eq!(
+            thinking_for("gemini-2.5-pro", "none"),
+            Thinking::Budget(128)
+        );
+        assert_eq!(
+            thinking_for("gemini-2.5-flash-lite", "minimal"),
+            Thinking::Budget(512)
+        );
+        assert_eq!(
+            thinking_for("gemini-3.5-flash", "medium"),
+            Thinking::Level("medium")
+        );
+        assert_eq!(
+            thinking_for("gemini-3.1-flash-lite", "none"),
+            Thinking::Level("low")
+        );
     }
 }

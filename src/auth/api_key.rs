@@ -12,7 +12,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use super::{AuthError, AuthMode, Principal};
 use crate::billing::journal::{Journal, JournalOp};
-use crate::storage::{KeyRecord, Store, StorageError, now_ms};
+use crate::storage::{KeyRecord, StorageError, Store, now_ms};
 use crate::wallet::Wallet;
 
 const ID_LEN: usize = 12;
@@ -42,10 +42,14 @@ pub struct ApiKeys {
 pub fn parse_key(raw: &str) -> Option<(&str, &str)> {
     let rest = raw.strip_prefix("vw_")?;
     let (id, secret) = (rest.get(..ID_LEN)?, rest.get(ID_LEN..)?.strip_prefix('_')?);
-    let id_ok = id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let id_ok = id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     let secret_ok = secret.len() >= 32
         && secret.len() <= 128
-        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     (id_ok && secret_ok).then_some((id, secret))
 }
 
@@ -66,14 +70,24 @@ impl ApiKeys {
                 .ok_or_else(|| StorageError::Codec(format!("key {} hash", rec.key_id)))?;
             cache.insert(rec.key_id.clone(), Arc::new(Entry::new(rec, hash)));
         }
-        Ok(Self { store, journal, cache, rng: SystemRandom::new() })
+        Ok(Self {
+            store,
+            journal,
+            cache,
+            rng: SystemRandom::new(),
+        })
     }
 
     /// Creates a key for `wallet`; returns the raw key (shown once) and its record.
     pub fn create(&self, wallet: Wallet, name: &str) -> Result<(String, KeyRecord), StorageError> {
         let mut bytes = [0u8; 32 + ID_LEN];
-        self.rng.fill(&mut bytes).map_err(|_| StorageError::Sled("no randomness".into()))?;
-        let id: String = bytes[32..].iter().map(|b| ID_ALPHABET[usize::from(*b) % 36] as char).collect();
+        self.rng
+            .fill(&mut bytes)
+            .map_err(|_| StorageError::Sled("no randomness".into()))?;
+        let id: String = bytes[32..]
+            .iter()
+            .map(|b| ID_ALPHABET[usize::from(*b) % 36] as char)
+            .collect();
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..32]);
         let hash = sha256(secret.as_bytes());
         let now = now_ms() / 1000;
@@ -88,21 +102,34 @@ impl ApiKeys {
         };
         self.store.ensure_account(&wallet, now)?;
         self.store.put_key(&record)?;
-        self.cache.insert(id.clone(), Arc::new(Entry::new(record.clone(), hash)));
+        self.cache
+            .insert(id.clone(), Arc::new(Entry::new(record.clone(), hash)));
         Ok((format!("vw_{id}_{secret}"), record))
     }
 
     /// Resolves a raw key to its wallet; touches `last_used_at`.
     pub fn authenticate(&self, raw: &str) -> Result<Principal, AuthError> {
         let (id, secret) = parse_key(raw).ok_or(AuthError::InvalidApiKey)?;
-        let entry = self.cache.get(id).map(|e| e.clone()).ok_or(AuthError::InvalidApiKey)?;
+        let entry = self
+            .cache
+            .get(id)
+            .map(|e| e.clone())
+            .ok_or(AuthError::InvalidApiKey)?;
         let hash = sha256(secret.as_bytes());
-        let equal = hash.iter().zip(&entry.secret_hash).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+        let equal = hash
+            .iter()
+            .zip(&entry.secret_hash)
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0;
         if !equal || entry.revoked_at.load(Ordering::Acquire) != 0 {
             return Err(AuthError::InvalidApiKey);
         }
         self.touch(&entry);
-        Ok(Principal { wallet: entry.record.wallet, key_id: Some(id.to_string()), mode: AuthMode::ApiKey })
+        Ok(Principal {
+            wallet: entry.record.wallet,
+            key_id: Some(id.to_string()),
+            mode: AuthMode::ApiKey,
+        })
     }
 
     fn touch(&self, entry: &Entry) {
@@ -110,15 +137,21 @@ impl ApiKeys {
         entry.last_used.store(now, Ordering::Release);
         let persisted = entry.persisted_used.load(Ordering::Acquire);
         if now >= persisted + TOUCH_PERSIST_SECS
-            && entry.persisted_used.compare_exchange(persisted, now, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            && entry
+                .persisted_used
+                .compare_exchange(persisted, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         {
-            self.journal.push(JournalOp::Key(Box::new(entry.snapshot())));
+            self.journal
+                .push(JournalOp::Key(Box::new(entry.snapshot())));
         }
     }
 
     /// Revokes a key owned by `wallet`. Another wallet's key, or an unknown id, is `Ok(false)`.
     pub fn revoke(&self, wallet: &Wallet, key_id: &str) -> Result<bool, StorageError> {
-        let Some(entry) = self.cache.get(key_id).map(|e| e.clone()) else { return Ok(false) };
+        let Some(entry) = self.cache.get(key_id).map(|e| e.clone()) else {
+            return Ok(false);
+        };
         if entry.record.wallet != *wallet || entry.revoked_at.load(Ordering::Acquire) != 0 {
             return Ok(false);
         }
@@ -171,8 +204,17 @@ mod tests {
     #[test]
     fn key_format() {
         let secret = "A".repeat(43);
-        assert_eq!(parse_key(&format!("vw_abcdefghij12_{secret}")), Some(("abcdefghij12", secret.as_str())));
-        for bad in ["", "vw_", "vw_abc_def", &format!("vw_ABCDEFGHIJ12_{secret}"), &format!("vw_abcdefghij12_{}", "a".repeat(31))] {
+        assert_eq!(
+            parse_key(&format!("vw_abcdefghij12_{secret}")),
+            Some(("abcdefghij12", secret.as_str()))
+        );
+        for bad in [
+            "",
+            "vw_",
+            "vw_abc_def",
+            &format!("vw_ABCDEFGHIJ12_{secret}"),
+            &format!("vw_abcdefghij12_{}", "a".repeat(31)),
+        ] {
             assert_eq!(parse_key(bad), None, "{bad}");
         }
     }
@@ -182,10 +224,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
+        #[expect(clippy::disallowed_methods, reason = "the test owns its journal task")]
         tokio::spawn(run);
         let keys = ApiKeys::load(store.clone(), journal.clone()).unwrap();
-        let w: Wallet = "0x2222222222222222222222222222222222222222".parse().unwrap();
-        let other: Wallet = "0x3333333333333333333333333333333333333333".parse().unwrap();
+        let w: Wallet = "0x2222222222222222222222222222222222222222"
+            .parse()
+            .unwrap();
+        let other: Wallet = "0x3333333333333333333333333333333333333333"
+            .parse()
+            .unwrap();
         let (raw, rec) = keys.create(w, "agent").unwrap();
         assert!(parse_key(&raw).is_some());
         assert_eq!(keys.authenticate(&raw).unwrap().wallet, w);
@@ -193,7 +240,10 @@ mod tests {
         tampered.pop();
         tampered.push(if raw.ends_with('A') { 'B' } else { 'A' });
         assert!(keys.authenticate(&tampered).is_err());
-        assert!(!keys.revoke(&other, &rec.key_id).unwrap(), "another wallet cannot revoke it");
+        assert!(
+            !keys.revoke(&other, &rec.key_id).unwrap(),
+            "another wallet cannot revoke it"
+        );
         assert!(keys.revoke(&w, &rec.key_id).unwrap());
         assert!(keys.authenticate(&raw).is_err(), "revocation is immediate");
         journal.sync().await;

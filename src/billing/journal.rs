@@ -78,8 +78,10 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval:
         if let Err(e) = result {
             tracing::error!(%e, entries = ledger.len(), "journal write failed");
         }
-        metrics::histogram!("vectorway_journal_flush_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("vectorway_journal_records_total").increment((ledger.len() + usage.len()) as u64);
+        metrics::histogram!("vectorway_journal_flush_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("vectorway_journal_records_total")
+            .increment((ledger.len() + usage.len()) as u64);
         ledger.clear();
         usage.clear();
         keys.clear();

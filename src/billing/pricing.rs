@@ -25,7 +25,10 @@ pub struct ModelPrice {
 
 impl ModelPrice {
     /// Builds a price from list prices (micro-USD per 1M) and a markup in parts per million.
-    #[expect(clippy::too_many_arguments, reason = "a flat constructor mirrors the config entry")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a flat constructor mirrors the config entry"
+    )]
     pub fn new(
         id: String,
         upstream: String,
@@ -63,7 +66,8 @@ impl ModelPrice {
     /// Credits for a call: ceil((prompt·in + completion·out) / 1e6).
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
         let (i, o) = self.rates(prompt_tokens);
-        let micro = u128::from(prompt_tokens) * u128::from(i) + u128::from(completion_tokens) * u128::from(o);
+        let micro = u128::from(prompt_tokens) * u128::from(i)
+            + u128::from(completion_tokens) * u128::from(o);
         ceil_div(micro, 1_000_000)
     }
 }
@@ -86,7 +90,10 @@ impl PriceTable {
                 }
             }
         }
-        Ok(Self { models: Arc::new(models), by_name: Arc::new(by_name) })
+        Ok(Self {
+            models: Arc::new(models),
+            by_name: Arc::new(by_name),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&ModelPrice> {
@@ -115,7 +122,11 @@ pub fn parse_usd_micros(s: &str) -> Option<u64> {
         return None;
     }
     let whole: u64 = whole.parse().ok()?;
-    let mut frac_v: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let mut frac_v: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     for _ in frac.len()..6 {
         frac_v *= 10;
     }
@@ -133,7 +144,17 @@ mod tests {
     use proptest::prelude::*;
 
     fn flash() -> ModelPrice {
-        ModelPrice::new("m".into(), "m".into(), vec![], 300_000, 2_500_000, None, 1_200_000, 1, 1)
+        ModelPrice::new(
+            "m".into(),
+            "m".into(),
+            vec![],
+            300_000,
+            2_500_000,
+            None,
+            1_200_000,
+            1,
+            1,
+        )
     }
 
     #[test]
@@ -143,14 +164,25 @@ mod tests {
         // 482 prompt + 196 completion tokens: (482·0.36 + 196·3.0) = 761.52 → 762 credits.
         assert_eq!(m.cost(482, 196), 762);
         assert_eq!(m.cost(0, 0), 0);
-        assert_eq!(m.cost(1, 0), 1, "any nonzero usage costs at least one credit");
+        assert_eq!(
+            m.cost(1, 0),
+            1,
+            "any nonzero usage costs at least one credit"
+        );
     }
 
     #[test]
     fn long_context_tier_applies_above_threshold() {
         let m = ModelPrice::new(
-            "p".into(), "p".into(), vec![], 1_250_000, 10_000_000,
-            Some((200_000, 2_500_000, 15_000_000)), 1_000_000, 1, 1,
+            "p".into(),
+            "p".into(),
+            vec![],
+            1_250_000,
+            10_000_000,
+            Some((200_000, 2_500_000, 15_000_000)),
+            1_000_000,
+            1,
+            1,
         );
         assert_eq!(m.rates(200_000), (1_250_000, 10_000_000));
         assert_eq!(m.rates(200_001), (2_500_000, 15_000_000));

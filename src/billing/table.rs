@@ -34,7 +34,12 @@ impl Slot {
             if cur < amount {
                 return Err(cur);
             }
-            match self.available.compare_exchange_weak(cur, cur - amount, Ordering::AcqRel, Ordering::Acquire) {
+            match self.available.compare_exchange_weak(
+                cur,
+                cur - amount,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => {
                     self.held.fetch_add(amount, Ordering::AcqRel);
                     return Ok(());
@@ -57,7 +62,12 @@ impl Slot {
         let mut cur = self.available.load(Ordering::Acquire);
         loop {
             let take = cur.min(amount);
-            match self.available.compare_exchange_weak(cur, cur - take, Ordering::AcqRel, Ordering::Acquire) {
+            match self.available.compare_exchange_weak(
+                cur,
+                cur - take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return take,
                 Err(actual) => cur = actual,
             }
@@ -71,7 +81,11 @@ impl Slot {
     pub fn read(&self) -> Balance {
         let held = self.held.load(Ordering::Acquire);
         let available = self.available.load(Ordering::Acquire);
-        Balance { balance: available + held, held, available }
+        Balance {
+            balance: available + held,
+            held,
+            available,
+        }
     }
 }
 
@@ -103,7 +117,10 @@ impl CreditTable {
 
     /// Sum of all held credits (a metric, and the "no hold survives" check).
     pub fn total_held(&self) -> u64 {
-        self.slots.iter().map(|s| s.held.load(Ordering::Acquire)).sum()
+        self.slots
+            .iter()
+            .map(|s| s.held.load(Ordering::Acquire))
+            .sum()
     }
 }
 
@@ -169,6 +186,13 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!(won, 20);
-        assert_eq!(s.read(), Balance { balance: 2000, held: 2000, available: 0 });
+        assert_eq!(
+            s.read(),
+            Balance {
+                balance: 2000,
+                held: 2000,
+                available: 0
+            }
+        );
     }
 }

@@ -3,7 +3,10 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -11,7 +14,13 @@ fn defaults_validate_and_price_the_five_models() {
     let c = RawConfig::load(None, env(&[])).unwrap().validate().unwrap();
     assert_eq!(c.listen.port(), 8080);
     assert!(c.upstream.base_url.is_none(), "no key: the simulator");
-    for id in ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-3.1-flash-lite", "gemini-3.5-flash"] {
+    for id in [
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+        "gemini-2.5-pro",
+        "gemini-3.1-flash-lite",
+        "gemini-3.5-flash",
+    ] {
         assert!(c.prices.get(id).is_some(), "{id}");
         assert_eq!(c.prices.get(&format!("gemini/{id}")).unwrap().id, id);
     }
@@ -28,15 +37,31 @@ fn file_then_env_layers() {
         "[server]\nlisten = \"127.0.0.1:9000\"\n[billing]\nmarkup = \"1.5\"\n[models.\"gemini-2.5-flash\"]\ninput_per_m = \"1.00\"\n",
     )
     .unwrap();
-    let c = RawConfig::load(Some(&path), env(&[("VECTORWAY_SERVER__LISTEN", "127.0.0.1:9001"), ("GEMINI_API_KEY", "k")]))
+    let c = RawConfig::load(
+        Some(&path),
+        env(&[
+            ("VECTORWAY_SERVER__LISTEN", "127.0.0.1:9001"),
+            ("GEMINI_API_KEY", "k"),
+        ]),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(c.listen.port(), 9001, "env beats the file");
+    assert_eq!(c.prices.get("gemini-2.5-flash").unwrap().input, 1_500_000);
+    assert_eq!(
+        c.upstream.base_url.as_deref(),
+        Some("https://generativelanguage.googleapis.com")
+    );
+    let c = RawConfig::load(None, env(&[("VECTORWAY_BILLING__MARKUP", "2")]))
         .unwrap()
         .validate()
         .unwrap();
-    assert_eq!(c.listen.port(), 9001, "env beats the file");
-    assert_eq!(c.prices.get("gemini-2.5-flash").unwrap().input, 1_500_000);
-    assert_eq!(c.upstream.base_url.as_deref(), Some("https://generativelanguage.googleapis.com"));
-    let c = RawConfig::load(None, env(&[("VECTORWAY_BILLING__MARKUP", "2")])).unwrap().validate().unwrap();
-    assert_eq!(c.prices.get("gemini-2.5-flash").unwrap().input, 600_000, "numeric env for a string key");
+    assert_eq!(
+        c.prices.get("gemini-2.5-flash").unwrap().input,
+        600_000,
+        "numeric env for a string key"
+    );
 }
 
 #[test]
@@ -44,8 +69,14 @@ fn unknown_keys_and_bad_values_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "[server]\nlisen = \"127.0.0.1:9000\"\n").unwrap();
-    assert!(matches!(RawConfig::load(Some(&path), env(&[])), Err(ConfigError::Schema(_))));
-    assert!(matches!(RawConfig::load(None, env(&[("VECTORWAY_SERVER__NOPE", "1")])), Err(ConfigError::Schema(_))));
+    assert!(matches!(
+        RawConfig::load(Some(&path), env(&[])),
+        Err(ConfigError::Schema(_))
+    ));
+    assert!(matches!(
+        RawConfig::load(None, env(&[("VECTORWAY_SERVER__NOPE", "1")])),
+        Err(ConfigError::Schema(_))
+    ));
     for (k, v) in [
         ("VECTORWAY_SERVER__LISTEN", "nowhere"),
         ("VECTORWAY_BILLING__MARKUP", "0.5"),

@@ -64,8 +64,12 @@ pub fn load_tls(cert: &Path, key: &Path) -> std::io::Result<Arc<rustls::ServerCo
 }
 
 /// Serves connections from `listener` with `handler` until `shutdown` resolves, then drains.
-pub async fn serve<H, F>(listener: TcpListener, opts: ServeOptions, handler: H, shutdown: impl Future<Output = ()>)
-where
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    opts: ServeOptions,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -106,9 +110,14 @@ where
         });
         match &tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(tcp), svc).into_owned();
+                let conn = builder
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .into_owned();
                 let conn = graceful.watch(conn);
-                #[expect(clippy::disallowed_methods, reason = "connection tasks are owned by the accept loop")]
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "connection tasks are owned by the accept loop"
+                )]
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%e, %peer, "connection ended");
@@ -120,14 +129,20 @@ where
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let handshake_timeout = opts.header_read_timeout;
-                #[expect(clippy::disallowed_methods, reason = "connection tasks are owned by the accept loop")]
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "connection tasks are owned by the accept loop"
+                )]
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return tracing::debug!(%e, %peer, "tls handshake failed"),
-                        Err(_) => return tracing::debug!(%peer, "tls handshake timed out"),
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => return tracing::debug!(%e, %peer, "tls handshake failed"),
+                            Err(_) => return tracing::debug!(%peer, "tls handshake timed out"),
+                        };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%e, %peer, "connection ended");
                     }
@@ -136,7 +151,10 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(opts.grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(opts.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?opts.grace, "connections still open after the grace period");
     }
 }

@@ -28,9 +28,36 @@ const MODELS: &[(&str, &str)] = &[
 ];
 
 const WORDS: &[&str] = &[
-    "the", "agent", "memory", "vector", "gateway", "stream", "token", "credit", "wallet", "model", "answer",
-    "quickly", "reliable", "signal", "payment", "cache", "index", "search", "result", "plan", "simulation",
-    "latency", "budget", "summary", "context", "recall", "fleet", "request", "batch", "proof",
+    "the",
+    "agent",
+    "memory",
+    "vector",
+    "gateway",
+    "stream",
+    "token",
+    "credit",
+    "wallet",
+    "model",
+    "answer",
+    "quickly",
+    "reliable",
+    "signal",
+    "payment",
+    "cache",
+    "index",
+    "search",
+    "result",
+    "plan",
+    "simulation",
+    "latency",
+    "budget",
+    "summary",
+    "context",
+    "recall",
+    "fleet",
+    "request",
+    "batch",
+    "proof",
 ];
 
 /// A Gemini error body (pretty-printed, as Google sends it).
@@ -38,13 +65,22 @@ pub fn error(status: StatusCode, grpc: &str, message: &str) -> Response<Body> {
     error_with_details(status, grpc, message, Value::Array(Vec::new()))
 }
 
-fn error_with_details(status: StatusCode, grpc: &str, message: &str, details: Value) -> Response<Body> {
+fn error_with_details(
+    status: StatusCode,
+    grpc: &str,
+    message: &str,
+    details: Value,
+) -> Response<Body> {
     let mut err = json!({"code": status.as_u16(), "message": message, "status": grpc});
     if details.as_array().is_some_and(|d| !d.is_empty()) {
         err["details"] = details;
     }
     let body = serde_json::to_vec_pretty(&json!({ "error": err })).unwrap_or_default();
-    bytes_response(status, HeaderValue::from_static("application/json; charset=UTF-8"), body)
+    bytes_response(
+        status,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+        body,
+    )
 }
 
 fn grpc_name(status: u16) -> &'static str {
@@ -79,8 +115,15 @@ fn fault_response(status: u16, retry_delay_s: Option<f64>) -> Response<Body> {
 
 /// `x-goog-api-key` or `?key=`; missing → 403, wrong (when a key is configured) → 400.
 pub(super) fn authenticate(st: &SimState, req: &Request<Incoming>) -> Option<Response<Body>> {
-    let from_header = req.headers().get("x-goog-api-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let from_query = crate::http::query_pairs(req.uri().query()).into_iter().find(|(k, _)| k == "key").map(|(_, v)| v);
+    let from_header = req
+        .headers()
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let from_query = crate::http::query_pairs(req.uri().query())
+        .into_iter()
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v);
     let Some(key) = from_header.or(from_query) else {
         return Some(error(
             StatusCode::FORBIDDEN,
@@ -121,7 +164,12 @@ fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
 }
 
 fn texts(content: &Value) -> impl Iterator<Item = &str> {
-    content.get("parts").and_then(Value::as_array).into_iter().flatten().filter_map(|p| p.get("text")?.as_str())
+    content
+        .get("parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("text")?.as_str())
 }
 
 /// The simulator's tokenizer: a token per 4 bytes, rounded up, plus one per content block.
@@ -136,10 +184,18 @@ struct Plan {
     finish: &'static str,
 }
 
-fn plan(body: &Value, reply_tokens: u32) -> Result<Plan, Response<Body>> {
-    let contents = body.get("contents").and_then(Value::as_array).filter(|c| !c.is_empty()).ok_or_else(|| {
-        error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified")
-    })?;
+fn plan(body: &Value, reply_tokens: u32) -> Result<Plan, Box<Response<Body>>> {
+    let contents = body
+        .get("contents")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "* GenerateContentRequest.contents: contents is not specified",
+            ))
+        })?;
     let mut prompt = 0;
     let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
     let system = field(body, "systemInstruction", "system_instruction");
@@ -170,12 +226,23 @@ fn plan(body: &Value, reply_tokens: u32) -> Result<Plan, Response<Body>> {
     let visible = u64::from(reply_tokens).min(max_out - thoughts);
     let words = (0..visible)
         .map(|i| {
-            let h = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).rotate_left(17);
+            let h = seed
+                .wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .rotate_left(17);
             WORDS[(h % WORDS.len() as u64) as usize]
         })
         .collect();
-    let finish = if visible < u64::from(reply_tokens) { "MAX_TOKENS" } else { "STOP" };
-    Ok(Plan { prompt, thoughts, words, finish })
+    let finish = if visible < u64::from(reply_tokens) {
+        "MAX_TOKENS"
+    } else {
+        "STOP"
+    };
+    Ok(Plan {
+        prompt,
+        thoughts,
+        words,
+        finish,
+    })
 }
 
 fn usage(prompt: u64, candidates: u64, thoughts: u64, first: bool) -> Value {
@@ -209,12 +276,20 @@ fn response_id(st: &SimState) -> String {
     format!("sim{:012x}", st.served.fetch_add(1, Ordering::Relaxed))
 }
 
-pub(super) async fn generate(st: &SimState, model: &str, body: &Value, stream: bool, query: Option<&str>) -> Response<Body> {
+pub(super) async fn generate(
+    st: &SimState,
+    model: &str,
+    body: &Value,
+    stream: bool,
+    query: Option<&str>,
+) -> Response<Body> {
     if !known(model, "generateContent") {
         return error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
-            &format!("models/{model} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods."),
+            &format!(
+                "models/{model} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods."
+            ),
         );
     }
     let fault = st.take_fault();
@@ -228,7 +303,7 @@ pub(super) async fn generate(st: &SimState, model: &str, body: &Value, stream: b
     }
     let plan = match plan(body, knobs.reply_tokens) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let id = response_id(st);
     let per_token = Duration::from_secs_f64(1.0 / f64::from(knobs.tokens_per_sec.max(1)));
@@ -240,19 +315,44 @@ pub(super) async fn generate(st: &SimState, model: &str, body: &Value, stream: b
                           "usageMetadata": usage(plan.prompt, n, plan.thoughts, false),
                           "modelVersion": model, "responseId": id});
         let body = serde_json::to_vec_pretty(&resp).unwrap_or_default();
-        return bytes_response(StatusCode::OK, HeaderValue::from_static("application/json; charset=UTF-8"), body);
+        return bytes_response(
+            StatusCode::OK,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+            body,
+        );
     }
     if !query.is_some_and(|q| q.split('&').any(|p| p == "alt=sse")) {
-        return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "this simulator only streams with alt=sse");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "this simulator only streams with alt=sse",
+        );
     }
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BodyError>>(8);
     let model = model.to_string();
-    #[expect(clippy::disallowed_methods, reason = "the simulator writes each stream from its own task")]
-    tokio::spawn(write_stream(tx, plan, fault, knobs.ttft, per_token, knobs.chunk_tokens.max(1), model, id));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the simulator writes each stream from its own task"
+    )]
+    tokio::spawn(write_stream(
+        tx,
+        plan,
+        fault,
+        knobs.ttft,
+        per_token,
+        knobs.chunk_tokens.max(1),
+        model,
+        id,
+    ));
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let mut res = Response::new(StreamBody::new(stream).boxed_unsync());
-    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    res.headers_mut().insert("content-disposition", HeaderValue::from_static("attachment"));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    res.headers_mut().insert(
+        "content-disposition",
+        HeaderValue::from_static("attachment"),
+    );
     res
 }
 
@@ -268,7 +368,11 @@ async fn write_stream(
     id: String,
 ) {
     let send = |bytes: Vec<u8>| tx.send(Ok(Frame::data(Bytes::from(bytes))));
-    let chunks: Vec<&[&str]> = if plan.words.is_empty() { vec![&[]] } else { plan.words.chunks(chunk_tokens as usize).collect() };
+    let chunks: Vec<&[&str]> = if plan.words.is_empty() {
+        vec![&[]]
+    } else {
+        plan.words.chunks(chunk_tokens as usize).collect()
+    };
     let total = chunks.len();
     let mut sent_words = 0u64;
     tokio::time::sleep(ttft).await;
@@ -325,7 +429,10 @@ pub fn embed_text(text: &str, dims: usize) -> Vec<f32> {
         let idx = (h % FULL as u64) as usize;
         v[idx] += if h >> 63 == 0 { weight } else { -weight };
     };
-    for w in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for w in lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         add(w.as_bytes(), 1.0);
         let b = w.as_bytes();
         for t in b.windows(3) {
@@ -341,25 +448,48 @@ pub fn embed_text(text: &str, dims: usize) -> Vec<f32> {
 }
 
 fn dims_of(req: &Value) -> usize {
-    field(req, "outputDimensionality", "output_dimensionality").and_then(Value::as_u64).map_or(3072, |d| d as usize)
+    field(req, "outputDimensionality", "output_dimensionality")
+        .and_then(Value::as_u64)
+        .map_or(3072, |d| d as usize)
 }
 
 pub(super) fn batch_embed(model: &str, body: &Value) -> Response<Body> {
     if !known(model, "embedContent") {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("models/{model} is not found for API version v1beta, or is not supported for batchEmbedContents."));
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!(
+                "models/{model} is not found for API version v1beta, or is not supported for batchEmbedContents."
+            ),
+        );
     }
     let Some(requests) = body.get("requests").and_then(Value::as_array) else {
-        return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests: requests is required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "* BatchEmbedContentsRequest.requests: requests is required",
+        );
     };
     if requests.len() > 100 {
-        return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch",
+        );
     }
     let mut out = Vec::with_capacity(requests.len());
     for r in requests {
         if r.get("model").and_then(Value::as_str) != Some(&format!("models/{model}")) {
-            return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests[].model: must match the path model");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "* BatchEmbedContentsRequest.requests[].model: must match the path model",
+            );
         }
-        let text: String = r.get("content").map(|c| texts(c).collect()).unwrap_or_default();
+        let text: String = r
+            .get("content")
+            .map(|c| texts(c).collect())
+            .unwrap_or_default();
         out.push(json!({ "values": embed_text(&text, dims_of(r)) }));
     }
     crate::http::json(StatusCode::OK, &json!({ "embeddings": out }))
@@ -367,10 +497,20 @@ pub(super) fn batch_embed(model: &str, body: &Value) -> Response<Body> {
 
 pub(super) fn embed_one(model: &str, body: &Value) -> Response<Body> {
     if !known(model, "embedContent") {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("models/{model} is not found for API version v1beta."));
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("models/{model} is not found for API version v1beta."),
+        );
     }
-    let text: String = body.get("content").map(|c| texts(c).collect()).unwrap_or_default();
-    crate::http::json(StatusCode::OK, &json!({ "embedding": { "values": embed_text(&text, dims_of(body)) } }))
+    let text: String = body
+        .get("content")
+        .map(|c| texts(c).collect())
+        .unwrap_or_default();
+    crate::http::json(
+        StatusCode::OK,
+        &json!({ "embedding": { "values": embed_text(&text, dims_of(body)) } }),
+    )
 }
 
 #[cfg(test)]

@@ -24,8 +24,10 @@ pub fn build(connect_timeout: Duration, max_idle_per_host: usize) -> HttpClient 
     ))
     .with_safe_default_protocol_versions()
     .map(|b| {
-        b.with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
-            .with_no_client_auth()
+        b.with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth()
     });
     let tls = match tls {
         Ok(cfg) => cfg,

@@ -54,22 +54,40 @@ impl Gemini {
         &self.base
     }
 
-    fn request(&self, model: &str, method: &str, body: Vec<u8>) -> Result<Request<Full<Bytes>>, UpstreamError> {
+    fn request(
+        &self,
+        model: &str,
+        method: &str,
+        body: Vec<u8>,
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
         let uri = format!("{}/v1beta/models/{model}:{method}", self.base);
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(uri)
             .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, if method.contains("alt=sse") { "text/event-stream" } else { "application/json" });
+            .header(
+                header::ACCEPT,
+                if method.contains("alt=sse") {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            );
         if let Some(k) = &self.key {
             req = req.header("x-goog-api-key", k);
         }
-        req.body(Full::new(Bytes::from(body))).map_err(|e| UpstreamError::Protocol(e.to_string()))
+        req.body(Full::new(Bytes::from(body)))
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))
     }
 
     /// Sends a request and waits for the response head; non-2xx answers become errors.
-    async fn send(&self, req: Request<Full<Bytes>>, model: &str) -> Result<http::Response<Incoming>, UpstreamError> {
-        let res = match tokio::time::timeout(self.first_byte_timeout, self.http.request(req)).await {
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        model: &str,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        let res = match tokio::time::timeout(self.first_byte_timeout, self.http.request(req)).await
+        {
             Err(_) => return Err(UpstreamError::Timeout("waiting for response headers")),
             Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Connect(error_chain(&e))),
             Ok(Err(e)) => return Err(UpstreamError::Connect(error_chain(&e))),
@@ -79,21 +97,32 @@ impl Gemini {
             return Ok(res);
         }
         let status = res.status().as_u16();
-        let body = read_limited(res.into_body(), 64 << 10, self.idle_read_timeout).await.unwrap_or_default();
+        let body = read_limited(res.into_body(), 64 << 10, self.idle_read_timeout)
+            .await
+            .unwrap_or_default();
         Err(translate::decode_error(status, &body, model))
     }
 
     /// One whole answer.
     pub async fn generate(&self, call: &ChatCall) -> Result<Completion, UpstreamError> {
-        let req = self.request(&call.model, "generateContent", translate::encode_request(call))?;
+        let req = self.request(
+            &call.model,
+            "generateContent",
+            translate::encode_request(call),
+        )?;
         let res = self.send(req, &call.model).await?;
-        let body = read_limited(res.into_body(), MAX_RESPONSE_BYTES, self.idle_read_timeout).await?;
+        let body =
+            read_limited(res.into_body(), MAX_RESPONSE_BYTES, self.idle_read_timeout).await?;
         translate::decode_response(&body)
     }
 
     /// Opens a stream; returns once Gemini has answered 200 (errors before that are returned).
     pub async fn stream(&self, call: &ChatCall) -> Result<GeminiStream, UpstreamError> {
-        let req = self.request(&call.model, "streamGenerateContent?alt=sse", translate::encode_request(call))?;
+        let req = self.request(
+            &call.model,
+            "streamGenerateContent?alt=sse",
+            translate::encode_request(call),
+        )?;
         let res = self.send(req, &call.model).await?;
         Ok(GeminiStream::new(res.into_body(), self.idle_read_timeout))
     }
@@ -110,7 +139,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn read_limited(mut body: Incoming, limit: usize, idle: Duration) -> Result<Vec<u8>, UpstreamError> {
+async fn read_limited(
+    mut body: Incoming,
+    limit: usize,
+    idle: Duration,
+) -> Result<Vec<u8>, UpstreamError> {
     let mut out = Vec::new();
     loop {
         match tokio::time::timeout(idle, body.frame()).await {
@@ -121,7 +154,9 @@ async fn read_limited(mut body: Incoming, limit: usize, idle: Duration) -> Resul
                 if let Some(data) = frame.data_ref() {
                     out.extend_from_slice(data);
                     if out.len() > limit {
-                        return Err(UpstreamError::Protocol(format!("response larger than {limit} bytes")));
+                        return Err(UpstreamError::Protocol(format!(
+                            "response larger than {limit} bytes"
+                        )));
                     }
                 }
             }
@@ -156,7 +191,9 @@ impl GeminiStream {
     fn decode(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError> {
         let before = out.len();
         translate::decode_chunk(data, out)?;
-        self.saw_finish |= out[before..].iter().any(|e| matches!(e, StreamEvent::Finish(_)));
+        self.saw_finish |= out[before..]
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Finish(_)));
         Ok(())
     }
 
@@ -204,7 +241,9 @@ impl GeminiStream {
                     if let Some(data) = frame.data_ref() {
                         if self.decoder.feed(data).is_err() {
                             self.done = true;
-                            return Poll::Ready(Some(Err(UpstreamError::Protocol("stream event too large".into()))));
+                            return Poll::Ready(Some(Err(UpstreamError::Protocol(
+                                "stream event too large".into(),
+                            ))));
                         }
                         let next = tokio::time::Instant::now() + self.idle;
                         self.deadline.as_mut().reset(next);

@@ -1,1 +1,19 @@
-//! x
+//! The integration test binary: real servers on 127.0.0.1:0 against the Gemini simulator.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests spawn fake servers and concurrent clients"
+)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+#![expect(
+    clippy::zombie_processes,
+    reason = "crash tests kill and reap their servers explicitly"
+)]
+
+mod chat;
+mod crash;
+mod faults;
+mod harness;
+mod money;

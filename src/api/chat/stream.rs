@@ -79,7 +79,11 @@ impl ChatStream {
             }
             None => out.put_slice(b"null"),
         }
-        out.put_slice(if self.include_usage { b"}],\"usage\":null}\n\n" } else { b"}]}\n\n" });
+        out.put_slice(if self.include_usage {
+            b"}],\"usage\":null}\n\n"
+        } else {
+            b"}]}\n\n"
+        });
     }
 
     fn text_delta(&mut self, out: &mut BytesMut, text: &str) {
@@ -95,9 +99,14 @@ impl ChatStream {
 
     /// Settles the hold from the usage seen so far; returns the credits charged.
     fn settle(&mut self) -> u64 {
-        let Some(hold) = self.hold.take() else { return 0 };
+        let Some(hold) = self.hold.take() else {
+            return 0;
+        };
         match (self.sent_first, self.usage) {
-            (true, Some(u)) => hold.commit(self.model.cost(u.prompt, u.completion), Some(self.meter_ref())),
+            (true, Some(u)) => hold.commit(
+                self.model.cost(u.prompt, u.completion),
+                Some(self.meter_ref()),
+            ),
             _ => {
                 hold.release();
                 0
@@ -138,7 +147,8 @@ impl ChatStream {
         out.put_slice(&serde_json::to_vec(&err.body()).unwrap_or_default());
         out.put_slice(b"\n\n");
         let usage = self.usage;
-        self.meter.record(err.status().as_u16(), charged, usage.as_ref());
+        self.meter
+            .record(err.status().as_u16(), charged, usage.as_ref());
     }
 }
 
@@ -146,7 +156,10 @@ impl http_body::Body for ChatStream {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);

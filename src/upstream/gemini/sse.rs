@@ -38,7 +38,11 @@ impl SseDecoder {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), Oversized> {
         if let Some(raw) = &mut self.raw {
             raw.extend_from_slice(chunk);
-            return if raw.len() > MAX_EVENT_BYTES { Err(Oversized) } else { Ok(()) };
+            return if raw.len() > MAX_EVENT_BYTES {
+                Err(Oversized)
+            } else {
+                Ok(())
+            };
         }
         if self.pos > 0 {
             self.buf.drain(..self.pos);
@@ -168,7 +172,11 @@ mod tests {
 
     #[test]
     fn line_endings_comments_multiline() {
-        let all = decode_all(&[b": hi\ndata: x\n\ndata: y\rdata: z\r\r", b"event: e\nid: 1\ndata:w\r\n\r\n"]).unwrap();
+        let all = decode_all(&[
+            b": hi\ndata: x\n\ndata: y\rdata: z\r\r",
+            b"event: e\nid: 1\ndata:w\r\n\r\n",
+        ])
+        .unwrap();
         assert_eq!(all, vec![data("x"), data("y\nz"), data("w")]);
         assert_eq!(decode_all(&[b"data: last"]).unwrap(), vec![data("last")]);
         assert_eq!(decode_all(&[b"\r\n\r\n"]).unwrap(), vec![]);
@@ -189,7 +197,11 @@ mod tests {
     fn every_split_point_gives_the_same_events() {
         let whole = decode_all(&[CAPTURE]).unwrap();
         for i in 0..=CAPTURE.len() {
-            assert_eq!(decode_all(&[&CAPTURE[..i], &CAPTURE[i..]]).unwrap(), whole, "split at {i}");
+            assert_eq!(
+                decode_all(&[&CAPTURE[..i], &CAPTURE[i..]]).unwrap(),
+                whole,
+                "split at {i}"
+            );
         }
     }
 

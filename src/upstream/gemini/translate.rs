@@ -3,16 +3,21 @@
 use std::time::Duration;
 
 use super::types::{
-    Content, ErrorEnvelope, ErrorObject, GenerateRequest, GenerateResponse, GenerationConfig, PartOut,
-    ThinkingConfig, UsageMetadata,
+    Content, ErrorEnvelope, ErrorObject, GenerateRequest, GenerateResponse, GenerationConfig,
+    PartOut, ThinkingConfig, UsageMetadata,
 };
-use crate::upstream::{ChatCall, Completion, Finish, Role, StreamEvent, Thinking, TokenUsage, UpstreamError};
+use crate::upstream::{
+    ChatCall, Completion, Finish, Role, StreamEvent, Thinking, TokenUsage, UpstreamError,
+};
 
 /// Serializes a call as a `generateContent` / `streamGenerateContent` body.
 pub fn encode_request(call: &ChatCall) -> Vec<u8> {
     let p = &call.params;
     let req = GenerateRequest {
-        system_instruction: call.system.as_deref().map(|s| Content { role: None, parts: vec![PartOut { text: s }] }),
+        system_instruction: call.system.as_deref().map(|s| Content {
+            role: None,
+            parts: vec![PartOut { text: s }],
+        }),
         contents: call
             .turns
             .iter()
@@ -34,8 +39,14 @@ pub fn encode_request(call: &ChatCall) -> Vec<u8> {
             frequency_penalty: p.frequency_penalty,
             response_mime_type: p.json_mode.then_some("application/json"),
             thinking_config: p.thinking.map(|t| match t {
-                Thinking::Budget(b) => ThinkingConfig { thinking_budget: Some(b), thinking_level: None },
-                Thinking::Level(l) => ThinkingConfig { thinking_budget: None, thinking_level: Some(l) },
+                Thinking::Budget(b) => ThinkingConfig {
+                    thinking_budget: Some(b),
+                    thinking_level: None,
+                },
+                Thinking::Level(l) => ThinkingConfig {
+                    thinking_budget: None,
+                    thinking_level: Some(l),
+                },
             }),
         },
     };
@@ -47,8 +58,15 @@ pub fn encode_request(call: &ChatCall) -> Vec<u8> {
 pub fn map_finish(reason: &str) -> Finish {
     match reason {
         "MAX_TOKENS" => Finish::Length,
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY"
-        | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" | "LANGUAGE" => Finish::ContentFilter,
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION"
+        | "LANGUAGE" => Finish::ContentFilter,
         _ => Finish::Stop,
     }
 }
@@ -81,13 +99,16 @@ fn finish_of(resp: &GenerateResponse<'_>) -> Option<Finish> {
         // The prompt itself was blocked: no candidates at all.
         return Some(Finish::ContentFilter);
     }
-    resp.candidates.first().and_then(|c| c.finish_reason.as_deref()).map(map_finish)
+    resp.candidates
+        .first()
+        .and_then(|c| c.finish_reason.as_deref())
+        .map(map_finish)
 }
 
 /// Decodes a unary `generateContent` answer.
 pub fn decode_response(body: &[u8]) -> Result<Completion, UpstreamError> {
-    let resp: GenerateResponse<'_> =
-        serde_json::from_slice(body).map_err(|e| UpstreamError::Protocol(format!("response JSON: {e}")))?;
+    let resp: GenerateResponse<'_> = serde_json::from_slice(body)
+        .map_err(|e| UpstreamError::Protocol(format!("response JSON: {e}")))?;
     if let Some(err) = resp.error {
         return Err(error_from_object(err.code, err, ""));
     }
@@ -96,15 +117,19 @@ pub fn decode_response(body: &[u8]) -> Result<Completion, UpstreamError> {
     Ok(Completion {
         text,
         finish: finish_of(&resp).unwrap_or(Finish::Stop),
-        usage: resp.usage_metadata.as_ref().map(map_usage).unwrap_or_default(),
+        usage: resp
+            .usage_metadata
+            .as_ref()
+            .map(map_usage)
+            .unwrap_or_default(),
         response_id: resp.response_id.map(|c| c.into_owned()),
     })
 }
 
 /// Decodes one SSE `data:` payload into events, appended to `out`.
 pub fn decode_chunk(data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError> {
-    let resp: GenerateResponse<'_> =
-        serde_json::from_slice(data).map_err(|e| UpstreamError::Protocol(format!("stream chunk JSON: {e}")))?;
+    let resp: GenerateResponse<'_> = serde_json::from_slice(data)
+        .map_err(|e| UpstreamError::Protocol(format!("stream chunk JSON: {e}")))?;
     if let Some(err) = resp.error {
         return Err(mid_stream_error(err));
     }
@@ -147,17 +172,31 @@ pub fn decode_error(status: u16, body: &[u8], model: &str) -> UpstreamError {
         Ok(env) => error_from_object(status, env.error, model),
         Err(_) => {
             let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            error_from_object(status, ErrorObject { code: status, message: snippet, ..Default::default() }, model)
+            error_from_object(
+                status,
+                ErrorObject {
+                    code: status,
+                    message: snippet,
+                    ..Default::default()
+                },
+                model,
+            )
         }
     }
 }
 
 fn error_from_object(status: u16, err: ErrorObject, model: &str) -> UpstreamError {
-    let reason = err.details.iter().find_map(|d| d.reason.as_deref()).unwrap_or("");
+    let reason = err
+        .details
+        .iter()
+        .find_map(|d| d.reason.as_deref())
+        .unwrap_or("");
     match status {
         429 => UpstreamError::RateLimited {
             retry_after: err.details.iter().find_map(|d| {
-                (d.kind.ends_with("RetryInfo")).then(|| d.retry_delay.as_deref().and_then(parse_delay)).flatten()
+                (d.kind.ends_with("RetryInfo"))
+                    .then(|| d.retry_delay.as_deref().and_then(parse_delay))
+                    .flatten()
             }),
             message: err.message,
         },
@@ -166,15 +205,22 @@ fn error_from_object(status: u16, err: ErrorObject, model: &str) -> UpstreamErro
         400 if reason == "API_KEY_INVALID" || err.message.contains("API key not valid") => {
             UpstreamError::Credentials(err.message)
         }
-        400 => UpstreamError::Rejected { message: err.message },
-        s => UpstreamError::Unavailable { status: s, message: err.message },
+        400 => UpstreamError::Rejected {
+            message: err.message,
+        },
+        s => UpstreamError::Unavailable {
+            status: s,
+            message: err.message,
+        },
     }
 }
 
 /// `"26s"`, `"38.8s"` → a duration.
 pub fn parse_delay(s: &str) -> Option<Duration> {
     let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
+    (0.0..86_400.0)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -188,8 +234,14 @@ mod tests {
             model: "gemini-2.5-flash".into(),
             system: Some("be terse".into()),
             turns: vec![
-                Turn { role: Role::User, text: "hi".into() },
-                Turn { role: Role::Model, text: "hello".into() },
+                Turn {
+                    role: Role::User,
+                    text: "hi".into(),
+                },
+                Turn {
+                    role: Role::Model,
+                    text: "hello".into(),
+                },
             ],
             params: GenParams {
                 temperature: Some(0.3),
@@ -204,7 +256,10 @@ mod tests {
         assert_eq!(v["contents"][1]["role"], "model");
         assert_eq!(v["generationConfig"]["maxOutputTokens"], 64);
         assert_eq!(v["generationConfig"]["stopSequences"][0], "\nUser:");
-        assert_eq!(v["generationConfig"]["thinkingConfig"]["thinkingBudget"], 1024);
+        assert_eq!(
+            v["generationConfig"]["thinkingConfig"]["thinkingBudget"],
+            1024
+        );
         assert!(v["generationConfig"].get("topP").is_none());
     }
 
@@ -216,7 +271,15 @@ mod tests {
             "responseId":"abc"}"#;
         let c = decode_response(body).unwrap();
         assert_eq!(c.text, "15% of 240 is 36.");
-        assert_eq!(c.usage, TokenUsage { prompt: 20, completion: 603, reasoning: 405, cached: 0 });
+        assert_eq!(
+            c.usage,
+            TokenUsage {
+                prompt: 20,
+                completion: 603,
+                reasoning: 405,
+                cached: 0
+            }
+        );
         assert_eq!(c.usage.total(), 623);
         assert_eq!(c.response_id.as_deref(), Some("abc"));
     }
@@ -224,35 +287,69 @@ mod tests {
     #[test]
     fn edge_cases() {
         let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":5}}"#;
-        assert_eq!(decode_response(blocked).unwrap().finish, Finish::ContentFilter);
-        let no_parts = br#"{"candidates":[{"content":{"role":"model"},"finishReason":"MAX_TOKENS"}],
+        assert_eq!(
+            decode_response(blocked).unwrap().finish,
+            Finish::ContentFilter
+        );
+        let no_parts =
+            br#"{"candidates":[{"content":{"role":"model"},"finishReason":"MAX_TOKENS"}],
             "usageMetadata":{"promptTokenCount":21,"thoughtsTokenCount":60,"totalTokenCount":81}}"#;
         let c = decode_response(no_parts).unwrap();
-        assert_eq!((c.text.as_str(), c.finish, c.usage.completion), ("", Finish::Length, 60));
+        assert_eq!(
+            (c.text.as_str(), c.finish, c.usage.completion),
+            ("", Finish::Length, 60)
+        );
         assert_eq!(map_finish("SOMETHING_NEW"), Finish::Stop);
     }
 
     #[test]
     fn errors_map_by_status() {
-        let e429 = br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[
+        let e429 =
+            br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[
             {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"26.5s"}]}}"#;
         match decode_error(429, e429, "m") {
-            UpstreamError::RateLimited { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_millis(26_500))),
+            UpstreamError::RateLimited { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_millis(26_500)))
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decode_error(404, b"{}", "m"), UpstreamError::ModelNotFound(_)));
+        assert!(matches!(
+            decode_error(404, b"{}", "m"),
+            UpstreamError::ModelNotFound(_)
+        ));
         let bad_key = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#;
-        assert!(matches!(decode_error(400, bad_key, "m"), UpstreamError::Credentials(_)));
-        assert!(matches!(decode_error(503, b"not json", "m"), UpstreamError::Unavailable { status: 503, .. }));
-        assert!(matches!(decode_stream_tail(br#"{"error":{"code":503,"message":"high demand"}}"#), UpstreamError::Interrupted(_)));
+        assert!(matches!(
+            decode_error(400, bad_key, "m"),
+            UpstreamError::Credentials(_)
+        ));
+        assert!(matches!(
+            decode_error(503, b"not json", "m"),
+            UpstreamError::Unavailable { status: 503, .. }
+        ));
+        assert!(matches!(
+            decode_stream_tail(br#"{"error":{"code":503,"message":"high demand"}}"#),
+            UpstreamError::Interrupted(_)
+        ));
     }
 
     #[test]
     fn chunk_events() {
         let mut out = Vec::new();
         decode_chunk(br#"{"candidates":[{"content":{"parts":[{"text":"Par"}],"role":"model"}}],"usageMetadata":{"promptTokenCount":11,"totalTokenCount":11}}"#, &mut out).unwrap();
-        assert_eq!(out, vec![StreamEvent::Delta("Par".into()), StreamEvent::Usage(TokenUsage { prompt: 11, ..Default::default() })]);
+        assert_eq!(
+            out,
+            vec![
+                StreamEvent::Delta("Par".into()),
+                StreamEvent::Usage(TokenUsage {
+                    prompt: 11,
+                    ..Default::default()
+                })
+            ]
+        );
         out.clear();
-        assert!(matches!(decode_chunk(br#"{"error":{"code":429,"message":"x"}}"#, &mut out), Err(UpstreamError::RateLimited { .. })));
+        assert!(matches!(
+            decode_chunk(br#"{"error":{"code":429,"message":"x"}}"#, &mut out),
+            Err(UpstreamError::RateLimited { .. })
+        ));
     }
 }

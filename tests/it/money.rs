@@ -1,0 +1,120 @@
+//! Money under concurrency: holds never overdraw, and the ledger explains every credit.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::json;
+use vectorway::storage::LedgerKind;
+
+use crate::harness::{Env, W1, W2, fast_knobs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_against_twenty_worst_cases() {
+    let mut knobs = fast_knobs();
+    knobs.ttft = Duration::from_millis(1500); // every request holds at the same time
+    let env = Env::with_knobs(knobs, |_| {}).await;
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100});
+    // Worst case: prompt 2 + 16 = 18 tokens, completion 100 → ceil((18·360000 + 100·3000000)/1e6) = 307.
+    let model = env
+        .gw()
+        .state
+        .config
+        .prices
+        .get("gemini-2.5-flash")
+        .unwrap()
+        .clone();
+    let worst = model.cost(18, 100);
+    assert_eq!(worst, 307);
+    let key = env.funded_key(W1, 20 * worst).await;
+    let mut calls = Vec::new();
+    for _ in 0..200 {
+        let (client, url, key, body) = (
+            env.client.clone(),
+            env.url("/v1/chat/completions"),
+            key.clone(),
+            body.to_string(),
+        );
+        calls.push(tokio::spawn(async move {
+            let req = http::Request::post(url)
+                .header("x-api-key", key)
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            let res = client.request(req).await.unwrap();
+            let status = res.status();
+            let bytes = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
+        }));
+    }
+    let mut served = 0;
+    let mut charged = 0;
+    for c in calls {
+        let (status, v) = c.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                served += 1;
+                charged += v["usage"]["credit_cost"].as_u64().unwrap();
+            }
+            StatusCode::PAYMENT_REQUIRED => assert_eq!(v["error"]["code"], "insufficient_credits"),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert!(served <= 20 && served > 0, "served {served}");
+    let b = env.balance(W1);
+    assert_eq!(b.held, 0);
+    assert_eq!(
+        b.balance,
+        20 * worst - charged,
+        "final balance = grants − recorded charges"
+    );
+    env.gw().state.billing.journal().sync().await;
+    let ledger: i64 = env
+        .gw()
+        .state
+        .store
+        .ledger_of(&W1.parse().unwrap())
+        .map(|e| e.unwrap().credits)
+        .sum();
+    assert_eq!(ledger, b.balance as i64, "the ledger folds to the balance");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfunded_wallet_gets_402_before_any_upstream_call() {
+    let env = Env::start().await;
+    let key = env.funded_key(W2, 0).await;
+    let res = env
+        .chat(
+            &key,
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.code().as_str()),
+        (StatusCode::PAYMENT_REQUIRED, "insufficient_credits")
+    );
+    assert_eq!(res.headers["x-should-retry"], "false");
+    assert_eq!(env.sim.generation_count(), 0);
+    // Money in is durable the moment it is acknowledged.
+    let w = W2.parse().unwrap();
+    env.gw()
+        .state
+        .billing
+        .credit(w, 5, LedgerKind::Topup, None, None)
+        .await
+        .unwrap();
+    let stored: i64 = env
+        .gw()
+        .state
+        .store
+        .ledger_of(&w)
+        .map(|e| e.unwrap().credits)
+        .sum();
+    assert_eq!(stored, 5);
+    env.stop().await;
+}
