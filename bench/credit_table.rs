@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vectorway::billing::Billing;
-use vectorway::billing::journal::Journal;
 use vectorway::billing::table::{CreditTable, Slot};
+use vectorway::storage::journal::Journal;
 use vectorway::storage::{LedgerKind, Store};
 use vectorway::wallet::Wallet;
 

@@ -43,6 +43,8 @@ pub struct State {
     pub started: Instant,
     request_seq: AtomicU64,
     request_salt: u64,
+    /// The last upstream probe: when, and whether it worked (cached so `/readyz` stays cheap).
+    pub(crate) probe: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl State {
@@ -71,6 +73,7 @@ impl State {
             started: Instant::now(),
             request_seq: AtomicU64::new(0),
             request_salt: u64::from_le_bytes(salt),
+            probe: std::sync::Mutex::new(None),
         }
     }
 
@@ -157,9 +160,9 @@ pub const ROUTES: &[Route] = &[
         id: RouteId::Metrics,
         method: "GET",
         path: "/metrics",
-        access: Access::Public,
+        access: Access::Admin,
         name: "metrics",
-        summary: "Prometheus metrics.",
+        summary: "Prometheus metrics (operator: X-Admin-Secret or Bearer).",
     },
     Route {
         id: RouteId::Models,
@@ -330,10 +333,17 @@ fn authorize(
             None => Err(AuthError::MissingCredentials.into()),
         },
         Access::Admin => {
+            let bearer = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::as_bytes);
             let given = headers
                 .get("x-admin-secret")
-                .ok_or(AuthError::InvalidAdminSecret)?;
-            if auth::secrets_equal(given.as_bytes(), state.admin_secret.as_bytes()) {
+                .map(HeaderValue::as_bytes)
+                .or(bearer);
+            let given = given.ok_or(AuthError::InvalidAdminSecret)?;
+            if auth::secrets_equal(given, state.admin_secret.as_bytes()) {
                 Ok(None)
             } else {
                 Err(AuthError::InvalidAdminSecret.into())
@@ -349,7 +359,7 @@ async fn dispatch(
 ) -> Result<Response<Body>, Error> {
     match ctx.route.id {
         RouteId::Health | RouteId::Healthz => Ok(health::live()),
-        RouteId::Readyz => Ok(health::ready(&ctx.state)),
+        RouteId::Readyz => Ok(health::ready(&ctx.state).await),
         RouteId::Status => Ok(health::status(&ctx.state)),
         RouteId::Metrics => Ok(health::metrics(&ctx.state)),
         RouteId::Models => Ok(models::list(&ctx.state)),
@@ -415,14 +425,7 @@ mod tests {
             .collect();
         assert_eq!(
             public,
-            [
-                "/health",
-                "/healthz",
-                "/readyz",
-                "/status",
-                "/metrics",
-                "/v1/models"
-            ]
+            ["/health", "/healthz", "/readyz", "/status", "/v1/models"]
         );
         let mut seen = std::collections::HashSet::new();
         assert!(

@@ -16,10 +16,10 @@ use tokio::task::JoinHandle;
 use crate::api::{self, State};
 use crate::auth::ApiKeys;
 use crate::billing::Billing;
-use crate::billing::journal::Journal;
 use crate::config::Config;
 use crate::http::server::{ServeOptions, load_tls, serve};
 use crate::simulate::Simulator;
+use crate::storage::journal::Journal;
 use crate::storage::{StorageError, Store};
 use crate::telemetry;
 use crate::upstream::{Gemini, client};
@@ -83,9 +83,9 @@ impl Running {
         if let Some(sim) = self.simulator.take() {
             sim.stop().await;
         }
-        if let Some(j) = self.journal_task.take() {
-            j.abort();
-        }
+        // The journal task is left running: streams still open after the grace period may
+        // settle and journal their debits until the process exits.
+        drop(self.journal_task.take());
     }
 
     /// Resolves when the server task ends on its own (it normally runs until `shutdown`).

@@ -1,7 +1,7 @@
 //! Who is paying: credentials on a request resolved to a `Principal` (a wallet and how it proved it).
 //!
 //! Deny by default lives in the router: a route that is not public asks `auth` for a principal,
-//! and a request without one gets 401 `missing_credentials` (or, on chat, the x402 price).
+//! and a request without one gets 401 `missing_credentials`.
 
 pub mod api_key;
 
@@ -21,8 +21,6 @@ pub enum AuthError {
     AmbiguousCredentials,
     #[error("invalid admin secret")]
     InvalidAdminSecret,
-    #[error("admin endpoints are disabled")]
-    AdminDisabled,
     #[error("{0}")]
     InvalidWallet(String),
 }

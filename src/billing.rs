@@ -13,7 +13,6 @@
 //! 4. A commit journals a `debit` ledger entry (group commit); money in (`credit`) is fsynced
 //!    before it is acknowledged. Recovery folds the ledger back into the table.
 
-pub mod journal;
 pub mod pricing;
 pub mod table;
 
@@ -23,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::storage::journal::{Journal, JournalOp};
 use crate::storage::{LedgerEntry, LedgerKind, StorageError, Store, now_ms};
 use crate::wallet::Wallet;
-use journal::{Journal, JournalOp};
 pub use table::Balance;
 use table::{CreditTable, Slot};
 
@@ -37,7 +36,12 @@ pub enum BillingError {
     InsufficientCredits { needed: u64, available: u64 },
     #[error("{0}")]
     InvalidAmount(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
+
+/// The largest balance a wallet may hold (2^62 credits), so sums never overflow.
+pub const MAX_BALANCE: u64 = 1 << 62;
 
 const ACTIVE: u8 = 0;
 const DONE: u8 = 1;
@@ -151,7 +155,13 @@ impl Billing {
         kind: LedgerKind,
         reference: Option<String>,
         note: Option<String>,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, BillingError> {
+        let slot = self.table.slot(&wallet);
+        if credits == 0 || slot.read().balance.saturating_add(credits) > MAX_BALANCE {
+            return Err(BillingError::InvalidAmount(format!(
+                "credits must be positive and keep the balance ≤ {MAX_BALANCE}"
+            )));
+        }
         let entry = LedgerEntry {
             seq: self.store.next_seq()?,
             ts_ms: now_ms(),
@@ -164,7 +174,6 @@ impl Billing {
         };
         self.store.ensure_account(&wallet, entry.ts_ms / 1000)?;
         self.store.append_durable(&entry).await?;
-        let slot = self.table.slot(&wallet);
         slot.credit(credits);
         Ok(slot.read().balance)
     }

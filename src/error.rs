@@ -1,8 +1,9 @@
 //! The crate error: one enum per layer, wrapped here, mapped exhaustively to HTTP and OpenAI codes.
 //!
 //! Every error the client can see has a stable `code` string (DESIGN §10), a status, an OpenAI
-//! `type`, and an origin (client, upstream, or internal) that drives metrics and blame. The
-//! matches below have no wildcard arm: a new variant does not compile until it has a mapping.
+//! `type` (derived from the status), and an origin (client, upstream, or internal) that decides
+//! whether details are shown. `status` and `code` match every variant with no wildcard arm: a new
+//! variant does not compile until it has a mapping.
 
 use std::time::Duration;
 
@@ -86,12 +87,12 @@ impl Error {
                 | AuthError::InvalidApiKey
                 | AuthError::InvalidAdminSecret => StatusCode::UNAUTHORIZED,
                 AuthError::AmbiguousCredentials => StatusCode::BAD_REQUEST,
-                AuthError::AdminDisabled => StatusCode::FORBIDDEN,
                 AuthError::InvalidWallet(_) => StatusCode::UNPROCESSABLE_ENTITY,
             },
             Error::Billing(e) => match e {
                 BillingError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
                 BillingError::InvalidAmount(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                BillingError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Upstream(e) => match e {
                 UpstreamError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -99,7 +100,6 @@ impl Error {
                 UpstreamError::Rejected { .. } => StatusCode::BAD_REQUEST,
                 UpstreamError::ModelNotFound(_) => StatusCode::NOT_FOUND,
                 UpstreamError::Unavailable { status, .. } => match *status {
-                    503 => StatusCode::SERVICE_UNAVAILABLE,
                     504 => StatusCode::GATEWAY_TIMEOUT,
                     _ => StatusCode::BAD_GATEWAY,
                 },
@@ -133,16 +133,18 @@ impl Error {
                 AuthError::InvalidApiKey => "invalid_api_key",
                 AuthError::AmbiguousCredentials => "ambiguous_payment",
                 AuthError::InvalidAdminSecret => "invalid_admin_secret",
-                AuthError::AdminDisabled => "admin_disabled",
                 AuthError::InvalidWallet(_) => "validation_error",
             },
             Error::Billing(e) => match e {
                 BillingError::InsufficientCredits { .. } => "insufficient_credits",
                 BillingError::InvalidAmount(_) => "validation_error",
+                BillingError::Storage(_) => "internal_error",
             },
             Error::Upstream(e) => match e {
                 UpstreamError::RateLimited { .. } => "upstream_rate_limited",
-                UpstreamError::Timeout(_) => "upstream_timeout",
+                UpstreamError::Timeout(_) | UpstreamError::Unavailable { status: 504, .. } => {
+                    "upstream_timeout"
+                }
                 UpstreamError::ModelNotFound(_) => "model_not_found",
                 UpstreamError::Rejected { .. } => "upstream_rejected",
                 UpstreamError::Unavailable { .. }
@@ -179,6 +181,7 @@ impl Error {
 
     pub fn origin(&self) -> Origin {
         match self {
+            Error::Billing(BillingError::Storage(_)) => Origin::Internal,
             Error::Request(_) | Error::Auth(_) | Error::Billing(_) => Origin::Client,
             Error::Upstream(_) => Origin::Upstream,
             Error::Storage(_) => Origin::Internal,

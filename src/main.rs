@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 
 use vectorway::billing::Billing;
-use vectorway::billing::journal::Journal;
 use vectorway::config::{Config, RawConfig};
+use vectorway::storage::journal::Journal;
 use vectorway::storage::{LedgerKind, StorageError, Store};
 use vectorway::wallet::Wallet;
 use vectorway::{app, simulate, telemetry};
@@ -239,10 +239,14 @@ async fn admin_direct(store: Store, config: &Config, action: AdminAction) -> Exi
             .await
             .map(|balance| serde_json::json!({"wallet": wallet, "granted": credits, "credits": balance}))
             .map_err(|e| e.to_string()),
-        AdminAction::CreateKey { wallet, name } => vectorway::auth::ApiKeys::load(store.clone(), journal.clone())
-            .and_then(|keys| keys.create(wallet, &name))
-            .map(|(raw, rec)| serde_json::json!({"api_key": raw, "key_id": rec.key_id, "wallet": wallet, "key_name": rec.key_name}))
-            .map_err(|e| e.to_string()),
+        AdminAction::CreateKey { wallet, name } => match vectorway::auth::ApiKeys::load(store.clone(), journal.clone()) {
+            Ok(keys) => keys
+                .create(wallet, &name)
+                .await
+                .map(|(raw, rec)| serde_json::json!({"api_key": raw, "key_id": rec.key_id, "wallet": wallet, "key_name": rec.key_name}))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
         AdminAction::Balance { wallet } => {
             let b = billing.balance(&wallet);
             Ok(serde_json::json!({"wallet": wallet, "credits": b.balance, "held": b.held, "available": b.available}))

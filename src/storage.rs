@@ -8,6 +8,8 @@
 //!
 //! Values are JSON: small, self-describing, and easy to inspect with `vectorway admin`.
 
+pub mod journal;
+
 use std::collections::HashMap;
 use std::path::Path;
 

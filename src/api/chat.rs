@@ -6,6 +6,9 @@
 
 pub mod stream;
 
+/// Status recorded for a call whose client disconnected (nginx's convention).
+pub const CLIENT_CLOSED: u16 = 499;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,10 +21,10 @@ use serde::Serialize;
 use super::types::{ChatRequest, parse_chat};
 use super::{Ctx, State};
 use crate::auth::{AuthError, AuthMode};
-use crate::billing::journal::JournalOp;
 use crate::billing::pricing::ModelPrice;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, EVENT_STREAM, json, read_body};
+use crate::storage::journal::JournalOp;
 use crate::storage::{UsageEvent, now_ms};
 use crate::upstream::{Completion, TokenUsage};
 use crate::wallet::Wallet;
@@ -167,7 +170,7 @@ pub fn completion_id(response_id: Option<&str>, request_id: &str) -> String {
 pub async fn completions(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let principal = ctx.principal.clone().ok_or(AuthError::MissingCredentials)?;
     let state = ctx.state.clone();
-    let mut meter = Meter {
+    let meter = Meter {
         state: state.clone(),
         wallet: principal.wallet,
         key_id: principal.key_id.clone(),
@@ -176,11 +179,30 @@ pub async fn completions(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Bo
         started: ctx.started,
         model: None,
     };
-    let result = run(&ctx, &mut meter, req).await;
-    if let Err(e) = &result {
+    // If the client goes away, hyper drops this future; the guard still records the call.
+    let mut guard = Unfinished { meter: Some(meter) };
+    let result = match guard.meter.as_mut() {
+        Some(meter) => run(&ctx, meter, req).await,
+        None => return Err(AuthError::MissingCredentials.into()),
+    };
+    if let (Err(e), Some(meter)) = (&result, guard.meter.as_ref()) {
         meter.record(e.status().as_u16(), 0, None);
     }
+    guard.meter = None;
     result
+}
+
+/// Records a call that never finished (the client disconnected mid-request) as status 499.
+struct Unfinished {
+    meter: Option<Meter>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(m) = self.meter.take() {
+            m.record(CLIENT_CLOSED, 0, None);
+        }
+    }
 }
 
 fn resolve<'s>(state: &'s State, req: &ChatRequest) -> Result<&'s ModelPrice, Error> {

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::{AuthError, AuthMode, Principal};
-use crate::billing::journal::{Journal, JournalOp};
+use crate::storage::journal::{Journal, JournalOp};
 use crate::storage::{KeyRecord, StorageError, Store, now_ms};
 use crate::wallet::Wallet;
 
@@ -78,8 +78,13 @@ impl ApiKeys {
         })
     }
 
-    /// Creates a key for `wallet`; returns the raw key (shown once) and its record.
-    pub fn create(&self, wallet: Wallet, name: &str) -> Result<(String, KeyRecord), StorageError> {
+    /// Creates a key for `wallet`; returns the raw key (shown once) and its record, once the
+    /// record is on disk (a key that was shown must survive a crash).
+    pub async fn create(
+        &self,
+        wallet: Wallet,
+        name: &str,
+    ) -> Result<(String, KeyRecord), StorageError> {
         let mut bytes = [0u8; 32 + ID_LEN];
         self.rng
             .fill(&mut bytes)
@@ -147,8 +152,9 @@ impl ApiKeys {
         }
     }
 
-    /// Revokes a key owned by `wallet`. Another wallet's key, or an unknown id, is `Ok(false)`.
-    pub fn revoke(&self, wallet: &Wallet, key_id: &str) -> Result<bool, StorageError> {
+    /// Revokes a key owned by `wallet`, effective at once and durable when this returns.
+    /// Another wallet's key, or an unknown id, is `Ok(false)`.
+    pub async fn revoke(&self, wallet: &Wallet, key_id: &str) -> Result<bool, StorageError> {
         let Some(entry) = self.cache.get(key_id).map(|e| e.clone()) else {
             return Ok(false);
         };
@@ -157,6 +163,7 @@ impl ApiKeys {
         }
         entry.revoked_at.store(now_ms() / 1000, Ordering::Release);
         self.store.put_key(&entry.snapshot())?;
+        self.store.flush().await?;
         Ok(true)
     }
 
@@ -233,7 +240,7 @@ mod tests {
         let other: Wallet = "0x3333333333333333333333333333333333333333"
             .parse()
             .unwrap();
-        let (raw, rec) = keys.create(w, "agent").unwrap();
+        let (raw, rec) = keys.create(w, "agent").await.unwrap();
         assert!(parse_key(&raw).is_some());
         assert_eq!(keys.authenticate(&raw).unwrap().wallet, w);
         let mut tampered = raw.clone();
@@ -241,10 +248,10 @@ mod tests {
         tampered.push(if raw.ends_with('A') { 'B' } else { 'A' });
         assert!(keys.authenticate(&tampered).is_err());
         assert!(
-            !keys.revoke(&other, &rec.key_id).unwrap(),
+            !keys.revoke(&other, &rec.key_id).await.unwrap(),
             "another wallet cannot revoke it"
         );
-        assert!(keys.revoke(&w, &rec.key_id).unwrap());
+        assert!(keys.revoke(&w, &rec.key_id).await.unwrap());
         assert!(keys.authenticate(&raw).is_err(), "revocation is immediate");
         journal.sync().await;
         let reloaded = ApiKeys::load(store, journal).unwrap();

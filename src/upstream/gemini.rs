@@ -103,6 +103,33 @@ impl Gemini {
         Err(translate::decode_error(status, &body, model))
     }
 
+    /// Cheap reachability check: lists one model (free on Google's side).
+    pub async fn probe(&self) -> Result<(), UpstreamError> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}/v1beta/models?pageSize=1", self.base));
+        if let Some(k) = &self.key {
+            req = req.header("x-goog-api-key", k);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let res = match tokio::time::timeout(Duration::from_secs(2), self.http.request(req)).await {
+            Err(_) => return Err(UpstreamError::Timeout("probe")),
+            Ok(Err(e)) => return Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Ok(res)) => res,
+        };
+        let status = res.status().as_u16();
+        let body = read_limited(res.into_body(), 64 << 10, Duration::from_secs(2))
+            .await
+            .unwrap_or_default();
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(translate::decode_error(status, &body, ""))
+        }
+    }
+
     /// One whole answer.
     pub async fn generate(&self, call: &ChatCall) -> Result<Completion, UpstreamError> {
         let req = self.request(

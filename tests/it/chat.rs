@@ -324,7 +324,7 @@ async fn upstream_split_at_every_byte_offset_gives_the_same_answer() {
         .credit(w, 100_000_000, LedgerKind::Grant, None, None)
         .await
         .unwrap();
-    let key = gw.state.keys.create(w, "t").unwrap().0;
+    let key = gw.state.keys.create(w, "t").await.unwrap().0;
     let client = crate::harness::client();
     let mut reference: Option<(String, u64)> = None;
     for at in 0..=RECORDED.len() {

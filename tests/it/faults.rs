@@ -26,7 +26,8 @@ async fn upstream_errors_before_the_first_frame_are_mapped_and_free() {
             "upstream_rate_limited",
         ),
         (500, None, StatusCode::BAD_GATEWAY, "upstream_error"),
-        (503, None, StatusCode::SERVICE_UNAVAILABLE, "upstream_error"),
+        (503, None, StatusCode::BAD_GATEWAY, "upstream_error"),
+        (504, None, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
     ] {
         for stream in [false, true] {
             env.sim.set_faults(FaultPlan {
@@ -84,7 +85,7 @@ async fn connection_refused_and_header_stall_map_to_502_and_504() {
         )
         .await
         .unwrap();
-    let key = gw.state.keys.create(w, "t").unwrap().0;
+    let key = gw.state.keys.create(w, "t").await.unwrap().0;
     let res = crate::harness::client()
         .request(
             http::Request::post(format!("{}/v1/chat/completions", gw.base_url()))

@@ -102,7 +102,7 @@ impl Env {
                 .await
                 .unwrap();
         }
-        state.keys.create(w, "test").unwrap().0
+        state.keys.create(w, "test").await.unwrap().0
     }
 
     pub fn balance(&self, wallet: &str) -> vectorway::billing::Balance {

@@ -17,3 +17,4 @@ mod crash;
 mod faults;
 mod harness;
 mod money;
+mod ops;

@@ -9,16 +9,13 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 
-use super::{Meter, UsageOut};
+use super::{CLIENT_CLOSED, Meter, UsageOut};
 use crate::billing::Hold;
 use crate::billing::pricing::ModelPrice;
 use crate::error::Error;
 use crate::http::BodyError;
 use crate::storage::now_ms;
 use crate::upstream::{Finish, GeminiStream, StreamEvent, TokenUsage, UpstreamError};
-
-/// Status recorded for a stream whose client disconnected (nginx's convention).
-const CLIENT_CLOSED: u16 = 499;
 
 pub struct ChatStream {
     upstream: GeminiStream,
@@ -120,13 +117,14 @@ impl ChatStream {
 
     /// The clean end: final chunk, usage chunk, `[DONE]`.
     fn finish_frames(&mut self, out: &mut BytesMut) {
-        let charged = self.settle();
-        let usage = self.usage.unwrap_or_default();
         if !self.sent_first {
-            // An answer with no visible text still opens with the assistant role.
+            // An answer with no visible text (all thinking, blocked, empty) still opens with the
+            // assistant role, and is charged like any other complete answer.
             self.chunk(out, "{\"role\":\"assistant\",\"content\":\"\"}", None);
             self.sent_first = true;
         }
+        let charged = self.settle();
+        let usage = self.usage.unwrap_or_default();
         self.chunk(out, "{}", Some(self.finish.unwrap_or(Finish::Stop)));
         if self.include_usage {
             let u = UsageOut::new(&usage, &self.model.id, charged);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{KeyRecord, LedgerEntry, Store, UsageEvent};
+use super::{KeyRecord, LedgerEntry, Store, UsageEvent};
 use crate::wallet::Wallet;
 
 /// One thing to write.
@@ -70,16 +70,34 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval:
                 Ok(None) | Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let result = match store.append(&ledger, &usage, &keys) {
-            Ok(()) => store.flush().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::error!(%e, entries = ledger.len(), "journal write failed");
+        // Write the window; on failure keep everything and retry, so nothing is acknowledged
+        // (no barrier answered) until it is really on disk.
+        loop {
+            let started = std::time::Instant::now();
+            let result = match store.append(&ledger, &usage, &keys) {
+                Ok(()) => store.flush().await,
+                Err(e) => Err(e),
+            };
+            metrics::histogram!("vectorway_journal_flush_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    metrics::counter!("vectorway_journal_write_errors_total").increment(1);
+                    tracing::error!(%e, entries = ledger.len(), "journal write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Records that arrived meanwhile join the retry.
+                    while let Ok(op) = rx.try_recv() {
+                        match op {
+                            JournalOp::Ledger(e) => ledger.push(e),
+                            JournalOp::Usage(w, e) => usage.push((w, *e)),
+                            JournalOp::Key(k) => keys.push(*k),
+                            JournalOp::Barrier(b) => barriers.push(b),
+                        }
+                    }
+                }
+            }
         }
-        metrics::histogram!("vectorway_journal_flush_seconds")
-            .record(started.elapsed().as_secs_f64());
         metrics::counter!("vectorway_journal_records_total")
             .increment((ledger.len() + usage.len()) as u64);
         ledger.clear();
