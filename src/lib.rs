@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod billing;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod simulate;

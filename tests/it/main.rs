@@ -18,3 +18,4 @@ mod faults;
 mod harness;
 mod money;
 mod ops;
+mod tidy;
