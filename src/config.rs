@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::billing::pricing::{ModelPrice, PriceTable, parse_usd_micros};
+use crate::wallet::Wallet;
 
 /// Everything that can be wrong with a configuration, reported before start-up.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,10 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     pub billing: RawBilling,
     pub simulator: RawSimulator,
+    pub auth: RawAuth,
+    pub limits: RawLimits,
+    pub x402: RawX402,
+    pub memory: RawMemory,
     pub models: BTreeMap<String, RawModel>,
 }
 
@@ -244,6 +249,10 @@ impl Default for RawConfig {
             upstream: RawUpstream::default(),
             billing: RawBilling::default(),
             simulator: RawSimulator::default(),
+            auth: RawAuth::default(),
+            limits: RawLimits::default(),
+            x402: RawX402::default(),
+            memory: RawMemory::default(),
             models: default_models(),
         }
     }
@@ -267,6 +276,72 @@ pub struct Config {
     pub hold_max_age: Duration,
     pub prices: PriceTable,
     pub simulator: SimulatorKnobs,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub x402: X402Config,
+    pub memory: MemoryConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub siwe_domain: String,
+    pub chain_ids: Vec<u64>,
+    /// `None`: generate and keep in `<data_dir>/jwt.secret`.
+    pub jwt_secret: Option<String>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub nonce_ttl: Duration,
+    pub signup_grant: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsConfig {
+    pub runtime_per_min: u32,
+    pub control_per_min: u32,
+}
+
+/// One network offered for x402 payments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// v1 name: "base", "base-sepolia".
+    pub name: &'static str,
+    /// CAIP-2: "eip155:8453".
+    pub caip2: &'static str,
+    pub chain_id: u64,
+    /// USDC contract (EIP-712 verifyingContract).
+    pub asset: Wallet,
+    /// EIP-712 domain name and version of that USDC ("USD Coin"/"USDC", "2").
+    pub eip712_name: &'static str,
+    pub eip712_version: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct X402Config {
+    pub networks: Vec<Network>,
+    pub pay_to: Wallet,
+    /// `None`: the built-in facilitator simulator.
+    pub facilitator_url: Option<String>,
+    pub min_quote: u64,
+    pub max_timeout_s: u64,
+    pub verifier_threads: usize,
+    pub settle_concurrency: usize,
+    pub settle_timeout: Duration,
+    pub settle_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedderKind {
+    Gemini,
+    Local,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    pub embedder: EmbedderKind,
+    pub embed_model: String,
+    pub dims: usize,
+    pub exact_threshold: usize,
+    pub score_floor: f32,
 }
 
 /// Where Gemini is and how patient to be with it.
@@ -516,6 +591,19 @@ impl RawConfig {
             key: "models".into(),
             message,
         })?;
+        let auth = self.auth.validate(&listen, public_base_url.as_deref())?;
+        let limits = LimitsConfig {
+            runtime_per_min: self.limits.runtime_per_min,
+            control_per_min: self.limits.control_per_min,
+        };
+        if limits.runtime_per_min == 0 || limits.control_per_min == 0 {
+            return Err(invalid(
+                "limits.runtime_per_min",
+                "must be greater than 0".into(),
+            ));
+        }
+        let x402 = self.x402.validate()?;
+        let memory = self.memory.validate(api_key.is_some())?;
         if self.simulator.tokens_per_sec == 0 || self.simulator.chunk_tokens == 0 {
             return Err(invalid(
                 "simulator.tokens_per_sec",
@@ -550,23 +638,11 @@ impl RawConfig {
                 chunk_tokens: self.simulator.chunk_tokens,
                 reply_tokens: self.simulator.reply_tokens,
             },
+            auth,
+            limits,
+            x402,
+            memory,
         })
-    }
-}
-
-impl Config {
-    /// A configuration for tests and benches: given data dir and upstream, everything else default.
-    pub fn for_tests(data_dir: &Path, upstream_base_url: &str) -> Self {
-        let mut raw = RawConfig::default();
-        raw.server.listen = "127.0.0.1:0".into();
-        raw.store.data_dir = data_dir.display().to_string();
-        raw.upstream.base_url = upstream_base_url.into();
-        raw.upstream.api_key = "test-key".into();
-        raw.server.admin_secret = "test-admin-secret-0123456789".into();
-        match raw.validate() {
-            Ok(c) => c,
-            Err(e) => panic!("test config is invalid: {e}"),
-        }
     }
 }
 
@@ -639,6 +715,26 @@ fn merge(base: &mut toml::Table, layer: toml::Table) {
         }
     }
 }
+
+impl Config {
+    /// A configuration for tests and benches: given data dir and upstream, everything else default.
+    pub fn for_tests(data_dir: &Path, upstream_base_url: &str) -> Self {
+        let mut raw = RawConfig::default();
+        raw.server.listen = "127.0.0.1:0".into();
+        raw.store.data_dir = data_dir.display().to_string();
+        raw.upstream.base_url = upstream_base_url.into();
+        raw.upstream.api_key = "test-key".into();
+        raw.server.admin_secret = "test-admin-secret-0123456789".into();
+        match raw.validate() {
+            Ok(c) => c,
+            Err(e) => panic!("test config is invalid: {e}"),
+        }
+    }
+}
+
+mod sections;
+
+pub use sections::{RawAuth, RawLimits, RawMemory, RawX402, known_network};
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,8 @@
 //! - `keys`: key id (12 ASCII bytes) → `KeyRecord`
 //! - `ledger`: wallet (20) ++ seq (8) → `LedgerEntry`; balances are the fold of this tree
 //! - `usage`: wallet (20) ++ seq (8) → `UsageEvent`
+//! - `x402_nonces`: chain id (8) ++ asset (20) ++ from (20) ++ nonce (32) → validBefore (8)
+//! - `memory`: wallet (20) ++ record id (16) → an opaque record encoded by `memory`
 //!
 //! Values are JSON: small, self-describing, and easy to inspect with `vectorway admin`.
 
@@ -112,6 +114,8 @@ pub struct Store {
     keys: sled::Tree,
     ledger: sled::Tree,
     usage: sled::Tree,
+    x402_nonces: sled::Tree,
+    memory: sled::Tree,
 }
 
 fn wallet_seq_key(wallet: &Wallet, seq: u64) -> [u8; 28] {
@@ -142,6 +146,8 @@ impl Store {
             keys: db.open_tree("keys")?,
             ledger: db.open_tree("ledger")?,
             usage: db.open_tree("usage")?,
+            x402_nonces: db.open_tree("x402_nonces")?,
+            memory: db.open_tree("memory")?,
             db,
         })
     }
@@ -299,6 +305,93 @@ impl Store {
         self.usage.scan_prefix(wallet.as_bytes()).rev().map(|r| {
             r.map_err(StorageError::from)
                 .and_then(|(_, v)| Ok(serde_json::from_slice(&v)?))
+        })
+    }
+
+    // === x402 nonces ===
+
+    /// Claims an authorization nonce exactly once: `Ok(true)` for the first claim of `key`
+    /// (chain ‖ asset ‖ from ‖ nonce), `Ok(false)` for every later one. Atomic across threads.
+    pub fn claim_x402_nonce(
+        &self,
+        key: &[u8; 80],
+        valid_before: u64,
+    ) -> Result<bool, StorageError> {
+        let cas = self.x402_nonces.compare_and_swap(
+            &key[..],
+            None as Option<&[u8]>,
+            Some(&valid_before.to_be_bytes()[..]),
+        )?;
+        Ok(cas.is_ok())
+    }
+
+    /// Forgets claims whose authorization expired before `now_s` (they can no longer be replayed).
+    pub fn prune_x402_nonces(&self, now_s: u64) -> Result<usize, StorageError> {
+        let mut n = 0;
+        for item in self.x402_nonces.iter() {
+            let (k, v) = item?;
+            let vb = <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX);
+            if vb < now_s {
+                self.x402_nonces.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    // === memory ===
+
+    fn memory_key(wallet: &Wallet, id: &[u8; 16]) -> [u8; 36] {
+        let mut k = [0u8; 36];
+        k[..20].copy_from_slice(wallet.as_bytes());
+        k[20..].copy_from_slice(id);
+        k
+    }
+
+    /// Stores (or replaces) one memory record of a wallet.
+    pub fn put_memory(
+        &self,
+        wallet: &Wallet,
+        id: &[u8; 16],
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.memory
+            .insert(&Self::memory_key(wallet, id)[..], value)?;
+        Ok(())
+    }
+
+    /// Deletes a wallet's record; `Ok(false)` when that wallet has no such record.
+    pub fn delete_memory(&self, wallet: &Wallet, id: &[u8; 16]) -> Result<bool, StorageError> {
+        Ok(self
+            .memory
+            .remove(&Self::memory_key(wallet, id)[..])?
+            .is_some())
+    }
+
+    /// One record of a wallet.
+    pub fn get_memory(
+        &self,
+        wallet: &Wallet,
+        id: &[u8; 16],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .memory
+            .get(&Self::memory_key(wallet, id)[..])?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every record of one wallet, as `(id, value)`, in id order. Never another wallet's.
+    pub fn memories_of(
+        &self,
+        wallet: &Wallet,
+    ) -> impl Iterator<Item = Result<([u8; 16], Vec<u8>), StorageError>> + '_ {
+        self.memory.scan_prefix(wallet.as_bytes()).map(|r| {
+            let (k, v) = r?;
+            let id = <[u8; 16]>::try_from(&k[20..])
+                .map_err(|_| StorageError::Codec("memory key".into()))?;
+            Ok((id, v.to_vec()))
         })
     }
 

@@ -1,0 +1,307 @@
+//! Validation of the auth, x402 and memory sections, and the table of x402 networks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AuthConfig, ConfigError, EmbedderKind, MemoryConfig, Network, X402Config, resolve_secret,
+};
+use crate::wallet::Wallet;
+
+/// Sign-in (SIWE) and sessions (JWT).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// The SIWE `domain` (RFC 3986 authority) messages must carry; empty: the public base URL's
+    /// authority (or the listen address).
+    pub siwe_domain: String,
+    /// EVM chain ids accepted in SIWE messages.
+    pub chain_ids: Vec<u64>,
+    /// HS256 signing secret (≥ 32 bytes), literal or `$VAR`; empty: random, kept in
+    /// `<data_dir>/jwt.secret`.
+    pub jwt_secret: String,
+    pub access_ttl_s: u64,
+    pub refresh_ttl_s: u64,
+    pub nonce_ttl_s: u64,
+    /// Credits granted on a wallet's first sign-in.
+    pub signup_grant: u64,
+}
+
+/// Per-wallet request rates (requests per minute).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Chat, memory, embeddings.
+    pub runtime_per_min: u32,
+    /// Account, keys, usage, ledger, credits.
+    pub control_per_min: u32,
+}
+
+/// x402 payments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawX402 {
+    /// Networks offered, by v1 name: "base", "base-sepolia".
+    pub networks: Vec<String>,
+    /// Address that receives payments.
+    pub pay_to: String,
+    /// Facilitator base URL; empty: the built-in facilitator simulator.
+    pub facilitator_url: String,
+    /// Smallest quote, credits (= atomic USDC).
+    pub min_quote: u64,
+    /// `maxTimeoutSeconds` offered in requirements.
+    pub max_timeout_s: u64,
+    pub verifier_threads: usize,
+    pub settle_concurrency: usize,
+    pub settle_timeout_ms: u64,
+    pub settle_retries: u32,
+}
+
+/// Wallet memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMemory {
+    /// "auto" (Gemini when a key is set, local otherwise), "gemini", or "local".
+    pub embedder: String,
+    pub embed_model: String,
+    pub dims: usize,
+    /// Below this many vectors a wallet's index is an exact scan; above it, HNSW.
+    pub exact_threshold: usize,
+    /// Chat injects only memories scoring at least this (cosine).
+    pub score_floor: f32,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            siwe_domain: String::new(),
+            chain_ids: vec![1, 8453, 84532],
+            jwt_secret: String::new(),
+            access_ttl_s: 900,
+            refresh_ttl_s: 30 * 86_400,
+            nonce_ttl_s: 300,
+            signup_grant: 0,
+        }
+    }
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            runtime_per_min: 600,
+            control_per_min: 120,
+        }
+    }
+}
+
+impl Default for RawX402 {
+    fn default() -> Self {
+        Self {
+            networks: vec!["base-sepolia".into(), "base".into()],
+            // Anvil/Hardhat dev account #1: a safe default for the simulator; set your own.
+            pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
+            facilitator_url: String::new(),
+            min_quote: 1_000,
+            max_timeout_s: 300,
+            verifier_threads: 1,
+            settle_concurrency: 64,
+            settle_timeout_ms: 10_000,
+            settle_retries: 2,
+        }
+    }
+}
+
+impl Default for RawMemory {
+    fn default() -> Self {
+        Self {
+            embedder: "auto".into(),
+            embed_model: "gemini-embedding-001".into(),
+            dims: 768,
+            exact_threshold: 2_000,
+            score_floor: 0.35,
+        }
+    }
+}
+
+/// The USDC deployments x402 can use (reference x402-siwe.md §2.2).
+pub fn known_network(name: &str) -> Option<Network> {
+    let (name, caip2, chain_id, asset, eip712_name): (
+        &'static str,
+        &'static str,
+        u64,
+        &str,
+        &'static str,
+    ) = match name {
+        "base" | "eip155:8453" => (
+            "base",
+            "eip155:8453",
+            8453,
+            "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
+            "USD Coin",
+        ),
+        "base-sepolia" | "eip155:84532" => (
+            "base-sepolia",
+            "eip155:84532",
+            84532,
+            "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+            "USDC",
+        ),
+        _ => return None,
+    };
+    Some(Network {
+        name,
+        caip2,
+        chain_id,
+        asset: asset.parse().ok()?,
+        eip712_name,
+        eip712_version: "2",
+    })
+}
+
+impl RawAuth {
+    pub(super) fn validate(
+        &self,
+        listen: &SocketAddr,
+        public_base_url: Option<&str>,
+    ) -> Result<AuthConfig, ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        let siwe_domain = match (self.siwe_domain.as_str(), public_base_url) {
+            ("", Some(url)) => url
+                .split("://")
+                .nth(1)
+                .unwrap_or(url)
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            ("", None) => listen.to_string(),
+            (d, _) => d.to_string(),
+        };
+        if siwe_domain.is_empty() || siwe_domain.contains(['/', ' ']) {
+            return Err(invalid(
+                "auth.siwe_domain",
+                "an authority like api.example.com or localhost:8080",
+            ));
+        }
+        if self.chain_ids.is_empty() {
+            return Err(invalid("auth.chain_ids", "at least one chain id"));
+        }
+        let jwt_secret = resolve_secret("auth.jwt_secret", &self.jwt_secret)?;
+        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(invalid("auth.jwt_secret", "at least 32 bytes"));
+        }
+        if self.access_ttl_s == 0
+            || self.refresh_ttl_s <= self.access_ttl_s
+            || self.nonce_ttl_s == 0
+        {
+            return Err(invalid(
+                "auth.access_ttl_s",
+                "access > 0, refresh > access, nonce > 0",
+            ));
+        }
+        Ok(AuthConfig {
+            siwe_domain,
+            chain_ids: self.chain_ids.clone(),
+            jwt_secret,
+            access_ttl: Duration::from_secs(self.access_ttl_s),
+            refresh_ttl: Duration::from_secs(self.refresh_ttl_s),
+            nonce_ttl: Duration::from_secs(self.nonce_ttl_s),
+            signup_grant: self.signup_grant,
+        })
+    }
+}
+
+impl RawX402 {
+    pub(super) fn validate(&self) -> Result<X402Config, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        let mut networks = Vec::new();
+        for n in &self.networks {
+            let net = known_network(n).ok_or_else(|| {
+                invalid(
+                    "x402.networks",
+                    format!("unknown network {n}; want base or base-sepolia"),
+                )
+            })?;
+            if networks.contains(&net) {
+                return Err(invalid("x402.networks", format!("{n} listed twice")));
+            }
+            networks.push(net);
+        }
+        let pay_to: Wallet = self
+            .pay_to
+            .parse()
+            .map_err(|e: String| invalid("x402.pay_to", e))?;
+        if pay_to.0 == [0u8; 20] {
+            return Err(invalid(
+                "x402.pay_to",
+                "the zero address burns payments".into(),
+            ));
+        }
+        let facilitator_url = match self.facilitator_url.trim_end_matches('/') {
+            "" => None,
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.to_string())
+            }
+            _ => return Err(invalid("x402.facilitator_url", "want http(s)://…".into())),
+        };
+        if self.verifier_threads == 0 || self.verifier_threads > 64 || self.settle_concurrency == 0
+        {
+            return Err(invalid(
+                "x402.verifier_threads",
+                "1..=64 threads, settle_concurrency > 0".into(),
+            ));
+        }
+        if self.min_quote == 0 || self.max_timeout_s < 10 {
+            return Err(invalid(
+                "x402.min_quote",
+                "min_quote > 0 and max_timeout_s ≥ 10".into(),
+            ));
+        }
+        Ok(X402Config {
+            networks,
+            pay_to,
+            facilitator_url,
+            min_quote: self.min_quote,
+            max_timeout_s: self.max_timeout_s,
+            verifier_threads: self.verifier_threads,
+            settle_concurrency: self.settle_concurrency,
+            settle_timeout: Duration::from_millis(self.settle_timeout_ms.max(1)),
+            settle_retries: self.settle_retries,
+        })
+    }
+}
+
+impl RawMemory {
+    pub(super) fn validate(&self, has_gemini_key: bool) -> Result<MemoryConfig, ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        let embedder = match (self.embedder.as_str(), has_gemini_key) {
+            ("auto", true) | ("gemini", _) => EmbedderKind::Gemini,
+            ("auto", false) | ("local", _) => EmbedderKind::Local,
+            _ => return Err(invalid("memory.embedder", "auto, gemini or local")),
+        };
+        if !(8..=3072).contains(&self.dims) {
+            return Err(invalid("memory.dims", "8..=3072"));
+        }
+        if !(-1.0..=1.0).contains(&self.score_floor) {
+            return Err(invalid("memory.score_floor", "a cosine between -1 and 1"));
+        }
+        Ok(MemoryConfig {
+            embedder,
+            embed_model: self.embed_model.clone(),
+            dims: self.dims,
+            exact_threshold: self.exact_threshold,
+            score_floor: self.score_floor,
+        })
+    }
+}
