@@ -4,12 +4,18 @@
 //! and a request without one gets 401 `missing_credentials`.
 
 pub mod api_key;
+pub mod jwt;
+pub mod siwe;
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
 use crate::wallet::Wallet;
 pub use api_key::ApiKeys;
+pub use jwt::{Sessions, TokenPair};
+pub use siwe::{Siwe, SiweError};
+
+use crate::storage::StorageError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
@@ -21,6 +27,16 @@ pub enum AuthError {
     AmbiguousCredentials,
     #[error("invalid admin secret")]
     InvalidAdminSecret,
+    #[error("invalid or expired token")]
+    InvalidToken,
+    #[error("this refresh token was already used; its session family is revoked, sign in again")]
+    RefreshReused,
+    #[error("this credential belongs to another wallet than the one named in the request")]
+    WalletMismatch,
+    #[error(transparent)]
+    Siwe(#[from] SiweError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("{0}")]
     InvalidWallet(String),
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, SiweError};
 use crate::billing::BillingError;
 use crate::storage::StorageError;
 use crate::upstream::UpstreamError;
@@ -87,6 +87,18 @@ impl Error {
                 | AuthError::InvalidApiKey
                 | AuthError::InvalidAdminSecret => StatusCode::UNAUTHORIZED,
                 AuthError::AmbiguousCredentials => StatusCode::BAD_REQUEST,
+                AuthError::InvalidToken | AuthError::RefreshReused => StatusCode::UNAUTHORIZED,
+                AuthError::WalletMismatch => StatusCode::FORBIDDEN,
+                AuthError::Siwe(s) => match s {
+                    SiweError::WalletMismatch { .. } => StatusCode::FORBIDDEN,
+                    SiweError::Malformed(_)
+                    | SiweError::DomainMismatch { .. }
+                    | SiweError::NonceInvalid
+                    | SiweError::Expired
+                    | SiweError::ChainId(_)
+                    | SiweError::SignatureInvalid => StatusCode::UNAUTHORIZED,
+                },
+                AuthError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 AuthError::InvalidWallet(_) => StatusCode::UNPROCESSABLE_ENTITY,
             },
             Error::Billing(e) => match e {
@@ -134,6 +146,19 @@ impl Error {
                 AuthError::AmbiguousCredentials => "ambiguous_payment",
                 AuthError::InvalidAdminSecret => "invalid_admin_secret",
                 AuthError::InvalidWallet(_) => "validation_error",
+                AuthError::InvalidToken => "invalid_token",
+                AuthError::RefreshReused => "refresh_token_reused",
+                AuthError::WalletMismatch => "wallet_mismatch",
+                AuthError::Siwe(s) => match s {
+                    SiweError::Malformed(_) => "siwe_message_invalid",
+                    SiweError::DomainMismatch { .. } => "siwe_domain_mismatch",
+                    SiweError::NonceInvalid => "siwe_nonce_invalid",
+                    SiweError::Expired => "siwe_expired",
+                    SiweError::ChainId(_) => "siwe_chain_invalid",
+                    SiweError::SignatureInvalid => "siwe_signature_invalid",
+                    SiweError::WalletMismatch { .. } => "wallet_mismatch",
+                },
+                AuthError::Storage(_) => "internal_error",
             },
             Error::Billing(e) => match e {
                 BillingError::InsufficientCredits { .. } => "insufficient_credits",
@@ -181,7 +206,9 @@ impl Error {
 
     pub fn origin(&self) -> Origin {
         match self {
-            Error::Billing(BillingError::Storage(_)) => Origin::Internal,
+            Error::Billing(BillingError::Storage(_)) | Error::Auth(AuthError::Storage(_)) => {
+                Origin::Internal
+            }
             Error::Request(_) | Error::Auth(_) | Error::Billing(_) => Origin::Client,
             Error::Upstream(_) => Origin::Upstream,
             Error::Storage(_) => Origin::Internal,

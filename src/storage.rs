@@ -7,6 +7,8 @@
 //! - `usage`: wallet (20) ++ seq (8) → `UsageEvent`
 //! - `x402_nonces`: chain id (8) ++ asset (20) ++ from (20) ++ nonce (32) → validBefore (8)
 //! - `memory`: wallet (20) ++ record id (16) → an opaque record encoded by `memory`
+//! - `refresh`: refresh-token id → `RefreshRecord`; `families`: token family → revoked-at
+//! - `idempotency`: scope ‖ key → `IdemRecord`
 //!
 //! Values are JSON: small, self-describing, and easy to inspect with `vectorway admin`.
 
@@ -116,6 +118,40 @@ pub struct Store {
     usage: sled::Tree,
     x402_nonces: sled::Tree,
     memory: sled::Tree,
+    refresh: sled::Tree,
+    families: sled::Tree,
+    idempotency: sled::Tree,
+}
+
+/// One issued refresh token (the JWT carries its id).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub family: String,
+    pub wallet: Wallet,
+    pub expires_at: u64,
+    pub used: bool,
+}
+
+/// A stored answer to an idempotent request; `status == 0` marks one still in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub body_sha256: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: u64,
+}
+
+/// What an idempotency key says about a new request.
+#[derive(Debug, Clone)]
+pub enum IdemBegin {
+    /// First use: go ahead, then `idem_finish`.
+    Fresh,
+    /// Same key, same body, finished: replay this answer.
+    Replay(IdemRecord),
+    /// Same key, different body.
+    Conflict,
+    /// Same key and body, first request still running.
+    InProgress,
 }
 
 fn wallet_seq_key(wallet: &Wallet, seq: u64) -> [u8; 28] {
@@ -148,6 +184,9 @@ impl Store {
             usage: db.open_tree("usage")?,
             x402_nonces: db.open_tree("x402_nonces")?,
             memory: db.open_tree("memory")?,
+            refresh: db.open_tree("refresh")?,
+            families: db.open_tree("families")?,
+            idempotency: db.open_tree("idempotency")?,
             db,
         })
     }
@@ -393,6 +432,85 @@ impl Store {
                 .map_err(|_| StorageError::Codec("memory key".into()))?;
             Ok((id, v.to_vec()))
         })
+    }
+
+    // === sessions ===
+
+    pub fn put_refresh(&self, id: &str, rec: &RefreshRecord) -> Result<(), StorageError> {
+        self.refresh
+            .insert(id.as_bytes(), serde_json::to_vec(rec)?)?;
+        Ok(())
+    }
+
+    /// Marks a refresh token used; returns it as it was before (so `used == true` means reuse).
+    pub fn spend_refresh(&self, id: &str) -> Result<Option<RefreshRecord>, StorageError> {
+        let mut before = None;
+        self.refresh.fetch_and_update(id.as_bytes(), |cur| {
+            let rec: RefreshRecord = serde_json::from_slice(cur?).ok()?;
+            before = Some(rec.clone());
+            serde_json::to_vec(&RefreshRecord { used: true, ..rec }).ok()
+        })?;
+        Ok(before)
+    }
+
+    pub fn revoke_family(&self, family: &str, now: u64) -> Result<(), StorageError> {
+        self.families
+            .insert(family.as_bytes(), &now.to_be_bytes())?;
+        Ok(())
+    }
+
+    pub fn revoked_families(&self) -> Result<Vec<String>, StorageError> {
+        self.families
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    // === idempotency ===
+
+    /// Claims `key` for a request whose body hashes to `body_sha256`.
+    pub fn idem_begin(
+        &self,
+        key: &[u8],
+        body_sha256: &str,
+        now: u64,
+    ) -> Result<IdemBegin, StorageError> {
+        let pending = IdemRecord {
+            body_sha256: body_sha256.to_string(),
+            status: 0,
+            body: String::new(),
+            created_at: now,
+        };
+        match self.idempotency.compare_and_swap(
+            key,
+            None as Option<&[u8]>,
+            Some(serde_json::to_vec(&pending)?),
+        )? {
+            Ok(()) => Ok(IdemBegin::Fresh),
+            Err(cas) => {
+                let cur: IdemRecord = match cas.current {
+                    Some(v) => serde_json::from_slice(&v)?,
+                    None => return Ok(IdemBegin::InProgress),
+                };
+                Ok(if cur.body_sha256 != body_sha256 {
+                    IdemBegin::Conflict
+                } else if cur.status == 0 {
+                    IdemBegin::InProgress
+                } else {
+                    IdemBegin::Replay(cur)
+                })
+            }
+        }
+    }
+
+    /// Stores the answer (or, with `None`, forgets the key so the request can be retried).
+    pub fn idem_finish(&self, key: &[u8], record: Option<&IdemRecord>) -> Result<(), StorageError> {
+        match record {
+            Some(r) => self.idempotency.insert(key, serde_json::to_vec(r)?)?,
+            None => self.idempotency.remove(key)?,
+        };
+        Ok(())
     }
 
     /// Cheap liveness probe for `/readyz`.

@@ -1,0 +1,273 @@
+//! JWT sessions: HS256 access tokens (900 s) and single-use rotating refresh tokens in families.
+//!
+//! Only HS256 is accepted (`alg: none` and every other algorithm are refused by the validation
+//! set), and the token type is checked, so a refresh token is never an access token. Each sign-in
+//! starts a family; a refresh spends its token and issues the next pair in the same family.
+//! Presenting a spent refresh token again is treated as theft: the whole family is revoked, and
+//! its access tokens stop working at once.
+
+use std::time::Duration;
+
+use dashmap::DashSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, AuthMode, Principal};
+use crate::storage::{RefreshRecord, StorageError, Store, now_ms};
+use crate::wallet::Wallet;
+
+const ISSUER: &str = "vectorway";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    iat: u64,
+    exp: u64,
+    typ: String,
+    jti: String,
+    fam: String,
+}
+
+/// The token pair of the Vectorway reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+}
+
+/// Issues and checks session tokens.
+pub struct Sessions {
+    enc: EncodingKey,
+    dec: DecodingKey,
+    validation: Validation,
+    store: Store,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    revoked: DashSet<String>,
+    rng: SystemRandom,
+}
+
+impl Sessions {
+    pub fn new(
+        secret: &[u8],
+        store: Store,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Result<Self, StorageError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = 5;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        let revoked = store.revoked_families()?.into_iter().collect();
+        Ok(Self {
+            enc: EncodingKey::from_secret(secret),
+            dec: DecodingKey::from_secret(secret),
+            validation,
+            store,
+            access_ttl,
+            refresh_ttl,
+            revoked,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    fn id(&self) -> String {
+        let mut b = [0u8; 16];
+        let _ = self.rng.fill(&mut b);
+        hex::encode(b)
+    }
+
+    fn token(
+        &self,
+        wallet: &Wallet,
+        typ: &str,
+        jti: &str,
+        family: &str,
+        ttl: Duration,
+    ) -> Result<(String, u64), AuthError> {
+        let now = now_ms() / 1000;
+        let claims = Claims {
+            sub: wallet.to_string(),
+            iss: ISSUER.into(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            typ: typ.into(),
+            jti: jti.into(),
+            fam: family.into(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc)
+            .map(|t| (t, claims.exp))
+            .map_err(|_| AuthError::InvalidToken)
+    }
+
+    fn pair(&self, wallet: &Wallet, family: &str) -> Result<TokenPair, AuthError> {
+        let (access_token, _) =
+            self.token(wallet, "access", &self.id(), family, self.access_ttl)?;
+        let jti = self.id();
+        let (refresh_token, exp) = self.token(wallet, "refresh", &jti, family, self.refresh_ttl)?;
+        let rec = RefreshRecord {
+            family: family.into(),
+            wallet: *wallet,
+            expires_at: exp,
+            used: false,
+        };
+        self.store
+            .put_refresh(&jti, &rec)
+            .map_err(AuthError::Storage)?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            token_type: "bearer",
+            expires_in: self.access_ttl.as_secs(),
+        })
+    }
+
+    /// A new session (a new family) for a wallet that just signed in.
+    pub async fn issue(&self, wallet: &Wallet) -> Result<TokenPair, AuthError> {
+        let pair = self.pair(wallet, &self.id())?;
+        self.store.flush().await.map_err(AuthError::Storage)?;
+        Ok(pair)
+    }
+
+    fn decode(&self, token: &str, typ: &str) -> Result<Claims, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.dec, &self.validation)
+            .map_err(|_| AuthError::InvalidToken)?;
+        if data.claims.typ != typ || self.revoked.contains(&data.claims.fam) {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(data.claims)
+    }
+
+    /// Checks an access token.
+    pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let c = self.decode(token, "access")?;
+        let wallet = c.sub.parse().map_err(|_| AuthError::InvalidToken)?;
+        Ok(Principal {
+            wallet,
+            key_id: None,
+            mode: AuthMode::Jwt,
+        })
+    }
+
+    /// Spends a refresh token and returns the next pair; reuse revokes the family.
+    pub async fn refresh(&self, token: &str) -> Result<TokenPair, AuthError> {
+        let c = self.decode(token, "refresh")?;
+        let rec = self
+            .store
+            .spend_refresh(&c.jti)
+            .map_err(AuthError::Storage)?
+            .ok_or(AuthError::InvalidToken)?;
+        if rec.used {
+            self.revoke_family(&rec.family).await?;
+            return Err(AuthError::RefreshReused);
+        }
+        let pair = self.pair(&rec.wallet, &rec.family)?;
+        self.store.flush().await.map_err(AuthError::Storage)?;
+        Ok(pair)
+    }
+
+    /// Logs out: the token's family (and every token in it) stops working.
+    pub async fn revoke(&self, token: &str) -> Result<(), AuthError> {
+        let c = self.decode(token, "refresh")?;
+        self.revoke_family(&c.fam).await
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
+        self.revoked.insert(family.to_string());
+        self.store
+            .revoke_family(family, now_ms() / 1000)
+            .map_err(AuthError::Storage)?;
+        self.store.flush().await.map_err(AuthError::Storage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn sessions(dir: &std::path::Path) -> Sessions {
+        let store = Store::open(dir).unwrap();
+        Sessions::new(
+            &[7u8; 32],
+            store,
+            Duration::from_secs(900),
+            Duration::from_secs(86_400),
+        )
+        .unwrap()
+    }
+
+    fn w() -> Wallet {
+        "0x1111111111111111111111111111111111111111"
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rotation_and_reuse_revokes_the_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path());
+        let first = s.issue(&w()).await.unwrap();
+        assert_eq!(s.authenticate(&first.access_token).unwrap().wallet, w());
+        assert!(
+            s.authenticate(&first.refresh_token).is_err(),
+            "a refresh token is not an access token"
+        );
+        let second = s.refresh(&first.refresh_token).await.unwrap();
+        assert!(s.authenticate(&second.access_token).is_ok());
+        assert!(matches!(
+            s.refresh(&first.refresh_token).await,
+            Err(AuthError::RefreshReused)
+        ));
+        assert!(
+            s.authenticate(&second.access_token).is_err(),
+            "the family is revoked"
+        );
+        assert!(s.refresh(&second.refresh_token).await.is_err());
+        // Another session of the same wallet is unaffected; revoke ends it.
+        let other = s.issue(&w()).await.unwrap();
+        assert!(s.authenticate(&other.access_token).is_ok());
+        s.revoke(&other.refresh_token).await.unwrap();
+        assert!(s.authenticate(&other.access_token).is_err());
+        drop(s);
+        let again = sessions(dir.path());
+        assert!(
+            again.authenticate(&second.access_token).is_err(),
+            "revocations survive a restart"
+        );
+    }
+
+    #[tokio::test]
+    async fn alg_none_and_foreign_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path());
+        let good = s.issue(&w()).await.unwrap().access_token;
+        let payload = good.split('.').nth(1).unwrap();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!(
+            "{}.{payload}.",
+            b64.encode(br#"{"alg":"none","typ":"JWT"}"#)
+        );
+        assert!(s.authenticate(&none).is_err());
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &serde_json::from_slice::<serde_json::Value>(&b64.decode(payload).unwrap()).unwrap(),
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .unwrap();
+        assert!(s.authenticate(&hs512).is_err(), "algorithm confusion");
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::from_slice::<serde_json::Value>(&b64.decode(payload).unwrap()).unwrap(),
+            &EncodingKey::from_secret(&[8u8; 32]),
+        )
+        .unwrap();
+        assert!(s.authenticate(&forged).is_err());
+        assert!(s.authenticate("not.a.jwt").is_err());
+    }
+}

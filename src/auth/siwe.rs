@@ -1,0 +1,369 @@
+//! Sign-In with Ethereum (EIP-4361): strict message parsing, server-issued nonces, verification.
+//!
+//! A message is accepted only when it parses against the grammar exactly (LF line ends, fields in
+//! order, no unknown lines), its `domain` equals the configured one, its chain id is allowed, its
+//! nonce was issued by this server, is unused and younger than the nonce TTL, its times hold
+//! (issued-at not in the future and recent, expiration in the future, not-before in the past,
+//! 60 s skew), and its EIP-191 signature recovers to its address. The nonce is consumed by the
+//! first verification attempt that gets as far as the signature, valid or not.
+
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::crypto;
+use crate::wallet::Wallet;
+
+/// Longest SIWE message accepted.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Clock skew tolerated on issued-at and not-before.
+const SKEW_S: i64 = 60;
+/// Outstanding nonces kept at most (older ones are pruned first).
+const MAX_NONCES: usize = 200_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SiweError {
+    #[error("the SIWE message is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("the SIWE message is for domain '{got}', this server is '{want}'")]
+    DomainMismatch { got: String, want: String },
+    #[error(
+        "the SIWE nonce is unknown, expired or already used; ask /v1/auth/siwe/challenge for a new one"
+    )]
+    NonceInvalid,
+    #[error("the SIWE message has expired or is not yet valid")]
+    Expired,
+    #[error("chain id {0} is not accepted")]
+    ChainId(u64),
+    #[error("the signature does not match the message's address")]
+    SignatureInvalid,
+    #[error("the message is for {message}, the request names {request}")]
+    WalletMismatch { message: String, request: String },
+}
+
+/// The fields of an EIP-4361 message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiweMessage {
+    pub scheme: Option<String>,
+    pub domain: String,
+    pub address: Wallet,
+    pub statement: Option<String>,
+    pub uri: String,
+    pub version: String,
+    pub chain_id: u64,
+    pub nonce: String,
+    pub issued_at: i64,
+    pub expiration_time: Option<i64>,
+    pub not_before: Option<i64>,
+    pub request_id: Option<String>,
+    pub resources: Vec<String>,
+}
+
+const PREAMBLE: &str = " wants you to sign in with your Ethereum account:";
+
+fn field<'a>(line: Option<&'a str>, tag: &'static str) -> Result<&'a str, SiweError> {
+    line.and_then(|l| l.strip_prefix(tag))
+        .ok_or(SiweError::Malformed(tag))
+}
+
+/// Parses a message against the EIP-4361 grammar.
+pub fn parse(msg: &str) -> Result<SiweMessage, SiweError> {
+    if msg.len() > MAX_MESSAGE_BYTES {
+        return Err(SiweError::Malformed("message too long"));
+    }
+    if msg.contains('\r') || !msg.is_ascii() {
+        return Err(SiweError::Malformed("only ASCII with LF line ends"));
+    }
+    let lines: Vec<&str> = msg.split('\n').collect();
+    let mut it = lines.into_iter().peekable();
+    let head = it
+        .next()
+        .and_then(|l| l.strip_suffix(PREAMBLE))
+        .ok_or(SiweError::Malformed("preamble"))?;
+    let (scheme, domain) = match head.split_once("://") {
+        Some((s, d)) => (Some(s.to_string()), d),
+        None => (None, head),
+    };
+    if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(SiweError::Malformed("domain"));
+    }
+    let addr_text = it.next().ok_or(SiweError::Malformed("address"))?;
+    let address: Wallet = addr_text
+        .parse()
+        .map_err(|_| SiweError::Malformed("address"))?;
+    if !crypto::checksum_ok(addr_text, &address) {
+        return Err(SiweError::Malformed("address checksum"));
+    }
+    if it.next() != Some("") {
+        return Err(SiweError::Malformed("blank line after address"));
+    }
+    // Either `statement`, blank, or blank, blank (no statement).
+    let statement = match it.next() {
+        Some("") => None,
+        Some(s) if !s.is_empty() => {
+            if it.next() != Some("") {
+                return Err(SiweError::Malformed("blank line after statement"));
+            }
+            Some(s.to_string())
+        }
+        _ => return Err(SiweError::Malformed("statement")),
+    };
+    let uri = field(it.next(), "URI: ")?.to_string();
+    let version = field(it.next(), "Version: ")?.to_string();
+    if version != "1" {
+        return Err(SiweError::Malformed("version must be 1"));
+    }
+    let chain_id = field(it.next(), "Chain ID: ")?;
+    if chain_id.is_empty() || !chain_id.bytes().all(|b| b.is_ascii_digit()) || chain_id.len() > 18 {
+        return Err(SiweError::Malformed("chain id"));
+    }
+    let chain_id: u64 = chain_id
+        .parse()
+        .map_err(|_| SiweError::Malformed("chain id"))?;
+    let nonce = field(it.next(), "Nonce: ")?.to_string();
+    if nonce.len() < 8 || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(SiweError::Malformed("nonce"));
+    }
+    let issued_at =
+        parse_rfc3339(field(it.next(), "Issued At: ")?).ok_or(SiweError::Malformed("issued at"))?;
+    let mut m = SiweMessage {
+        scheme,
+        domain: domain.to_string(),
+        address,
+        statement,
+        uri,
+        version,
+        chain_id,
+        nonce,
+        issued_at,
+        expiration_time: None,
+        not_before: None,
+        request_id: None,
+        resources: Vec::new(),
+    };
+    if let Some(v) = it.next_if(|l| l.starts_with("Expiration Time: ")) {
+        m.expiration_time =
+            Some(parse_rfc3339(&v[17..]).ok_or(SiweError::Malformed("expiration time"))?);
+    }
+    if let Some(v) = it.next_if(|l| l.starts_with("Not Before: ")) {
+        m.not_before = Some(parse_rfc3339(&v[12..]).ok_or(SiweError::Malformed("not before"))?);
+    }
+    if let Some(v) = it.next_if(|l| l.starts_with("Request ID: ")) {
+        m.request_id = Some(v[12..].to_string());
+    }
+    if it.next_if(|l| *l == "Resources:").is_some() {
+        while let Some(r) = it.next_if(|l| l.starts_with("- ")) {
+            m.resources.push(r[2..].to_string());
+        }
+    }
+    if it.next().is_some() {
+        return Err(SiweError::Malformed("unexpected line"));
+    }
+    Ok(m)
+}
+
+/// RFC 3339 `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` → Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let oh: i64 = o[1..3].parse().ok()?;
+            let om: i64 = o[4..6].parse().ok()?;
+            let v = oh * 3600 + om * 60;
+            if o.starts_with('+') { v } else { -v }
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-01-01T00:00:00Z`).
+pub fn format_rfc3339(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+struct Issued {
+    wallet: Wallet,
+    at: Instant,
+}
+
+/// Issues challenges and verifies signed messages.
+pub struct Siwe {
+    domain: String,
+    chain_ids: Vec<u64>,
+    ttl: Duration,
+    nonces: DashMap<String, Issued>,
+    rng: SystemRandom,
+}
+
+/// A challenge for a wallet to sign.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub message: String,
+    pub nonce: String,
+}
+
+impl Siwe {
+    pub fn new(domain: String, chain_ids: Vec<u64>, ttl: Duration) -> Self {
+        Self {
+            domain,
+            chain_ids,
+            ttl,
+            nonces: DashMap::new(),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// A fresh 128-bit nonce (22 alphanumeric characters) and the message embedding it.
+    pub fn challenge(
+        &self,
+        wallet: Wallet,
+        chain_id: u64,
+        now: i64,
+    ) -> Result<Challenge, SiweError> {
+        if !self.chain_ids.contains(&chain_id) {
+            return Err(SiweError::ChainId(chain_id));
+        }
+        if self.nonces.len() >= MAX_NONCES {
+            self.prune();
+        }
+        let mut bytes = [0u8; 22];
+        let _ = self.rng.fill(&mut bytes);
+        const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        // 22 symbols of 62 carry ≥ 128 bits (the modulo bias over 256 is below 2^-1 per symbol).
+        let nonce: String = bytes
+            .iter()
+            .map(|b| ALNUM[usize::from(*b) % 62] as char)
+            .collect();
+        let message = format!(
+            "{domain}{PREAMBLE}\n{address}\n\nSign in to vectorway.\n\nURI: http://{domain}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\nIssued At: {issued}\nExpiration Time: {exp}",
+            domain = self.domain,
+            address = crypto::to_checksum(&wallet),
+            issued = format_rfc3339(now),
+            exp = format_rfc3339(now + self.ttl.as_secs() as i64),
+        );
+        self.nonces.insert(
+            nonce.clone(),
+            Issued {
+                wallet,
+                at: Instant::now(),
+            },
+        );
+        Ok(Challenge { message, nonce })
+    }
+
+    fn prune(&self) {
+        self.nonces.retain(|_, v| v.at.elapsed() < self.ttl);
+    }
+
+    /// Verifies a signed message; on success the nonce is spent and the signer returned.
+    pub fn verify(
+        &self,
+        message: &str,
+        signature_hex: &str,
+        now: i64,
+    ) -> Result<SiweMessage, SiweError> {
+        let m = parse(message)?;
+        if m.domain != self.domain {
+            return Err(SiweError::DomainMismatch {
+                got: m.domain,
+                want: self.domain.clone(),
+            });
+        }
+        if !self.chain_ids.contains(&m.chain_id) {
+            return Err(SiweError::ChainId(m.chain_id));
+        }
+        if m.issued_at > now + SKEW_S
+            || m.issued_at < now - self.ttl.as_secs() as i64 - SKEW_S
+            || m.expiration_time.is_some_and(|e| e <= now)
+            || m.not_before.is_some_and(|nb| nb > now + SKEW_S)
+        {
+            return Err(SiweError::Expired);
+        }
+        // Spend the nonce before checking the signature: one attempt per challenge.
+        let issued = self
+            .nonces
+            .remove(&m.nonce)
+            .map(|(_, v)| v)
+            .ok_or(SiweError::NonceInvalid)?;
+        if issued.at.elapsed() >= self.ttl || issued.wallet != m.address {
+            return Err(SiweError::NonceInvalid);
+        }
+        let sig = hex::decode(signature_hex.trim().trim_start_matches("0x"))
+            .map_err(|_| SiweError::SignatureInvalid)?;
+        let signer = crypto::recover(&crypto::eip191_hash(message.as_bytes()), &sig)
+            .map_err(|_| SiweError::SignatureInvalid)?;
+        if signer != m.address {
+            return Err(SiweError::SignatureInvalid);
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+//! SIWE parser and verifier tests, with real k256 signatures.
+
+use k256::ecdsa::SigningKey;
+
+use super::*;
+
+const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const OTHER_KEY: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+const NOW: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+fn key(hex_key: &str) -> SigningKey {
+    SigningKey::from_slice(&hex::decode(hex_key).unwrap()).unwrap()
+}
+
+fn sign(k: &SigningKey, msg: &str) -> String {
+    let (sig, recid) = k
+        .sign_prehash_recoverable(&crypto::eip191_hash(msg.as_bytes()))
+        .unwrap();
+    let mut out = sig.to_bytes().to_vec();
+    out.push(27 + recid.to_byte());
+    format!("0x{}", hex::encode(out))
+}
+
+fn wallet(k: &SigningKey) -> Wallet {
+    crypto::address_of(k.verifying_key())
+}
+
+fn siwe() -> Siwe {
+    Siwe::new(
+        "localhost:8080".into(),
+        vec![1, 8453, 84532],
+        Duration::from_secs(300),
+    )
+}
+
+#[test]
+fn rfc3339_round_trip() {
+    assert_eq!(parse_rfc3339("2026-01-01T00:00:00Z"), Some(NOW));
+    assert_eq!(
+        parse_rfc3339("2021-12-07T18:28:18.807Z"),
+        Some(1_638_901_698)
+    );
+    assert_eq!(parse_rfc3339("2026-01-01T01:00:00+01:00"), Some(NOW));
+    assert_eq!(format_rfc3339(NOW), "2026-01-01T00:00:00Z");
+    for bad in [
+        "",
+        "2026-01-01",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01T00:00:00",
+        "2026-01-01T00:00:00.Z",
+    ] {
+        assert_eq!(parse_rfc3339(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn parses_the_reference_messages() {
+    let m = parse("localhost:4361 wants you to sign in with your Ethereum account:\n0x6Da01670d8fc844e736095918bbE11fE8D564163\n\nSIWE Notepad Example\n\nURI: http://localhost:4361\nVersion: 1\nChain ID: 1\nNonce: kEWepMt9knR6lWJ6A\nIssued At: 2021-12-07T18:28:18.807Z").unwrap();
+    assert_eq!(
+        (m.domain.as_str(), m.chain_id, m.statement.as_deref()),
+        ("localhost:4361", 1, Some("SIWE Notepad Example"))
+    );
+    let no_statement = "example.com wants you to sign in with your Ethereum account:\n0x6Da01670d8fc844e736095918bbE11fE8D564163\n\n\nURI: https://example.com\nVersion: 1\nChain ID: 8453\nNonce: 12345678\nIssued At: 2026-01-01T00:00:00Z\nExpiration Time: 2026-01-01T00:05:00Z\nNot Before: 2026-01-01T00:00:00Z\nRequest ID: abc\nResources:\n- https://example.com/a\n- ipfs://b";
+    let m = parse(no_statement).unwrap();
+    assert_eq!(
+        (m.statement, m.resources.len(), m.request_id.as_deref()),
+        (None, 2, Some("abc"))
+    );
+    for bad in [
+        no_statement.replace('\n', "\r\n"),
+        no_statement.replace("Version: 1", "Version: 2"),
+        no_statement.replace(
+            "0x6Da01670d8fc844e736095918bbE11fE8D564163",
+            "0x6DA01670d8fc844e736095918bbE11fE8D564163",
+        ),
+        no_statement.replace("Nonce: 12345678", "Nonce: 1234"),
+        format!("{no_statement}\nExtra: line"),
+        no_statement.replace("Chain ID: 8453", "Chain ID: -1"),
+    ] {
+        assert!(parse(&bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn challenge_then_verify_and_every_rejection() {
+    let s = siwe();
+    let k = key(DEV_KEY);
+    let w = wallet(&k);
+    let c = s.challenge(w, 84532, NOW).unwrap();
+    assert!(c.nonce.len() >= 22);
+    let m = s
+        .verify(&c.message, &sign(&k, &c.message), NOW + 5)
+        .unwrap();
+    assert_eq!(m.address, w);
+    assert_eq!(
+        s.verify(&c.message, &sign(&k, &c.message), NOW + 5),
+        Err(SiweError::NonceInvalid),
+        "single use"
+    );
+
+    let c = s.challenge(w, 1, NOW).unwrap();
+    let other = key(OTHER_KEY);
+    assert_eq!(
+        s.verify(&c.message, &sign(&other, &c.message), NOW),
+        Err(SiweError::SignatureInvalid)
+    );
+    assert_eq!(
+        s.verify(&c.message, &sign(&k, &c.message), NOW),
+        Err(SiweError::NonceInvalid),
+        "a failed attempt spends it"
+    );
+
+    let c = s.challenge(w, 1, NOW).unwrap();
+    let evil = c.message.replace("localhost:8080", "evil.example");
+    assert!(matches!(
+        s.verify(&evil, &sign(&k, &evil), NOW),
+        Err(SiweError::DomainMismatch { .. })
+    ));
+
+    let c = s.challenge(w, 1, NOW).unwrap();
+    assert_eq!(
+        s.verify(&c.message, &sign(&k, &c.message), NOW + 301),
+        Err(SiweError::Expired)
+    );
+
+    let c = s.challenge(w, 1, NOW).unwrap();
+    let chain = c.message.replace("Chain ID: 1\n", "Chain ID: 5\n");
+    assert_eq!(
+        s.verify(&chain, &sign(&k, &chain), NOW),
+        Err(SiweError::ChainId(5))
+    );
+    assert_eq!(s.challenge(w, 5, NOW).unwrap_err(), SiweError::ChainId(5));
+
+    // A nonce this server never issued.
+    let forged = c.message.replace(&c.nonce, "abcdefgh12345678");
+    assert_eq!(
+        s.verify(&forged, &sign(&k, &forged), NOW),
+        Err(SiweError::NonceInvalid)
+    );
+}
