@@ -1,14 +1,18 @@
 //! The product's HTTP surface: one route table, deny-by-default dispatch, one file per resource.
 //!
-//! `ROUTES` is the single declaration of what is served (method, path, who may call it, a summary);
-//! `handle` matches a request against it, resolves the caller as the route's `Access` demands,
-//! and calls the handler. Every response gets an `x-request-id`; every error is OpenAI-shaped.
+//! `routes::ROUTES` is the single declaration of what is served; `handle` matches a request
+//! against it, resolves the caller as the route's `Access` demands, applies the wallet's rate
+//! limit and the `Idempotency-Key` contract, calls the handler, and records the call in the
+//! wallet's usage history. Every response gets an `x-request-id`; every error is OpenAI-shaped.
 
+pub mod account;
 pub mod admin;
 pub mod chat;
-pub mod credits;
 pub mod health;
+pub mod idempotency;
 pub mod models;
+pub mod routes;
+pub mod signin;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -16,18 +20,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use http::{Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::auth::{self, ApiKeys, AuthError, Principal};
+use crate::auth::{self, ApiKeys, AuthError, AuthMode, Principal, Sessions, Siwe};
 use crate::billing::Billing;
 use crate::config::Config;
-use crate::error::{Error, RequestError};
+use crate::error::Error;
 use crate::http::{Body, json};
-use crate::storage::Store;
+use crate::ratelimit::{Quota, RateLimiter};
+use crate::storage::journal::JournalOp;
+use crate::storage::{Store, UsageEvent, now_ms};
 use crate::upstream::Gemini;
+pub use routes::{Access, ROUTES, Route, RouteId, find_route, match_path};
+
+/// A request body: still on the wire, or already read (idempotent replays re-feed it).
+pub type ReqBody = Either<Incoming, Full<Bytes>>;
 
 /// Everything a handler may use; built by `app`.
 pub struct State {
@@ -35,6 +47,9 @@ pub struct State {
     pub store: Store,
     pub billing: Arc<Billing>,
     pub keys: ApiKeys,
+    pub sessions: Sessions,
+    pub siwe: Siwe,
+    pub limiter: RateLimiter,
     pub gemini: Gemini,
     pub metrics: PrometheusHandle,
     /// The built-in simulator is the upstream (no Gemini key).
@@ -47,29 +62,41 @@ pub struct State {
     pub(crate) probe: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
+/// The parts `app` wires into a `State`.
+pub struct Parts {
+    pub config: Config,
+    pub store: Store,
+    pub billing: Arc<Billing>,
+    pub keys: ApiKeys,
+    pub sessions: Sessions,
+    pub gemini: Gemini,
+    pub metrics: PrometheusHandle,
+    pub simulated: bool,
+    pub admin_secret: String,
+}
+
 impl State {
-    #[expect(clippy::too_many_arguments, reason = "wired once, in app.rs")]
-    pub fn new(
-        config: Config,
-        store: Store,
-        billing: Arc<Billing>,
-        keys: ApiKeys,
-        gemini: Gemini,
-        metrics: PrometheusHandle,
-        simulated: bool,
-        admin_secret: String,
-    ) -> Self {
+    pub fn new(p: Parts) -> Self {
         let mut salt = [0u8; 8];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+        let a = &p.config.auth;
+        let siwe = Siwe::new(a.siwe_domain.clone(), a.chain_ids.clone(), a.nonce_ttl);
+        let limiter = RateLimiter::new(
+            p.config.limits.runtime_per_min,
+            p.config.limits.control_per_min,
+        );
         Self {
-            config,
-            store,
-            billing,
-            keys,
-            gemini,
-            metrics,
-            simulated,
-            admin_secret,
+            config: p.config,
+            store: p.store,
+            billing: p.billing,
+            keys: p.keys,
+            sessions: p.sessions,
+            siwe,
+            limiter,
+            gemini: p.gemini,
+            metrics: p.metrics,
+            simulated: p.simulated,
+            admin_secret: p.admin_secret,
             started: Instant::now(),
             request_seq: AtomicU64::new(0),
             request_salt: u64::from_le_bytes(salt),
@@ -83,176 +110,6 @@ impl State {
     }
 }
 
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone.
-    Public,
-    /// A paying caller: an API key (x402 lands on the same routes later).
-    Payer,
-    /// An API key (runtime plane).
-    ApiKey,
-    /// The operator, with `X-Admin-Secret`.
-    Admin,
-}
-
-/// Every served route. Dispatch, docs and tests all read this table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteId {
-    Health,
-    Healthz,
-    Readyz,
-    Status,
-    Metrics,
-    Models,
-    Chat,
-    CreditsMe,
-    AdminGrant,
-    AdminCreateKey,
-    AdminBalance,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Route {
-    pub id: RouteId,
-    pub method: &'static str,
-    pub path: &'static str,
-    pub access: Access,
-    /// Metric label and log name.
-    pub name: &'static str,
-    pub summary: &'static str,
-}
-
-pub const ROUTES: &[Route] = &[
-    Route {
-        id: RouteId::Health,
-        method: "GET",
-        path: "/health",
-        access: Access::Public,
-        name: "health",
-        summary: "Liveness.",
-    },
-    Route {
-        id: RouteId::Healthz,
-        method: "GET",
-        path: "/healthz",
-        access: Access::Public,
-        name: "healthz",
-        summary: "Liveness (Kubernetes spelling).",
-    },
-    Route {
-        id: RouteId::Readyz,
-        method: "GET",
-        path: "/readyz",
-        access: Access::Public,
-        name: "readyz",
-        summary: "Readiness: store and upstream usable.",
-    },
-    Route {
-        id: RouteId::Status,
-        method: "GET",
-        path: "/status",
-        access: Access::Public,
-        name: "status",
-        summary: "Store and upstream status.",
-    },
-    Route {
-        id: RouteId::Metrics,
-        method: "GET",
-        path: "/metrics",
-        access: Access::Admin,
-        name: "metrics",
-        summary: "Prometheus metrics (operator: X-Admin-Secret or Bearer).",
-    },
-    Route {
-        id: RouteId::Models,
-        method: "GET",
-        path: "/v1/models",
-        access: Access::Public,
-        name: "models",
-        summary: "Models with per-1M-token prices.",
-    },
-    Route {
-        id: RouteId::Chat,
-        method: "POST",
-        path: "/v1/chat/completions",
-        access: Access::Payer,
-        name: "chat",
-        summary: "OpenAI-compatible chat completions, billed per token.",
-    },
-    Route {
-        id: RouteId::CreditsMe,
-        method: "GET",
-        path: "/v1/credits/me",
-        access: Access::ApiKey,
-        name: "credits_me",
-        summary: "The caller's credit balance.",
-    },
-    Route {
-        id: RouteId::AdminGrant,
-        method: "POST",
-        path: "/admin/grant",
-        access: Access::Admin,
-        name: "admin_grant",
-        summary: "Grant credits to a wallet (operator).",
-    },
-    Route {
-        id: RouteId::AdminCreateKey,
-        method: "POST",
-        path: "/admin/keys",
-        access: Access::Admin,
-        name: "admin_keys",
-        summary: "Create an API key for a wallet (operator).",
-    },
-    Route {
-        id: RouteId::AdminBalance,
-        method: "GET",
-        path: "/admin/balance",
-        access: Access::Admin,
-        name: "admin_balance",
-        summary: "A wallet's balance, held and available credits (operator).",
-    },
-];
-
-/// Matches `path` against a pattern with `{param}` segments; returns the captured params.
-pub fn match_path<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
-    let mut params = Vec::new();
-    let mut pat = pattern.split('/');
-    let mut got = path.split('/');
-    loop {
-        match (pat.next(), got.next()) {
-            (None, None) => return Some(params),
-            (Some(p), Some(g)) if p.starts_with('{') && p.ends_with('}') && !g.is_empty() => {
-                params.push(g)
-            }
-            (Some(p), Some(g)) if p == g => {}
-            _ => return None,
-        }
-    }
-}
-
-/// Finds the route for a request: `Ok((route, params))`, or 404 / 405.
-pub fn find_route<'p>(
-    method: &Method,
-    path: &'p str,
-) -> Result<(&'static Route, Vec<&'p str>), RequestError> {
-    let mut path_matched = false;
-    for route in ROUTES {
-        if let Some(params) = match_path(route.path, path) {
-            if route.method == method.as_str() {
-                return Ok((route, params));
-            }
-            path_matched = true;
-        }
-    }
-    let (method, path) = (method.to_string(), path.to_string());
-    Err(if path_matched {
-        RequestError::MethodNotAllowed { method, path }
-    } else {
-        RequestError::NotFound { method, path }
-    })
-}
-
 /// Per-request facts handlers need besides the request itself.
 pub struct Ctx {
     pub state: Arc<State>,
@@ -260,9 +117,19 @@ pub struct Ctx {
     pub started: Instant,
     pub principal: Option<Principal>,
     pub route: &'static Route,
+    pub params: Vec<String>,
 }
 
-/// The service function: route, authenticate, dispatch, stamp, measure.
+impl Ctx {
+    /// The authenticated caller (routes whose access guarantees one).
+    pub fn caller(&self) -> Result<&Principal, Error> {
+        self.principal
+            .as_ref()
+            .ok_or_else(|| AuthError::MissingCredentials.into())
+    }
+}
+
+/// The service function: route, authenticate, limit, dispatch, stamp, measure.
 pub async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
@@ -273,23 +140,19 @@ pub async fn handle(
     let (route_name, mut res) = match find_route(req.method(), req.uri().path()) {
         Err(e) => ("unmatched", error_response(&Error::from(e))),
         Ok((route, params)) => {
-            let params: Vec<String> = params.into_iter().map(str::to_string).collect();
-            let res = match authorize(&state, route, req.headers()) {
-                Err(e) => error_response(&e),
-                Ok(principal) => {
-                    let ctx = Ctx {
-                        state: state.clone(),
-                        request_id: request_id.clone(),
-                        started,
-                        principal,
-                        route,
-                    };
-                    dispatch(ctx, req, params)
-                        .await
-                        .unwrap_or_else(|e| error_response(&e))
-                }
-            };
-            (route.name, res)
+            let params = params.into_iter().map(str::to_string).collect();
+            (
+                route.name,
+                serve(
+                    &state,
+                    route,
+                    params,
+                    req.map(Either::Left),
+                    &request_id,
+                    started,
+                )
+                .await,
+            )
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -311,6 +174,105 @@ pub async fn handle(
     res
 }
 
+async fn serve(
+    state: &Arc<State>,
+    route: &'static Route,
+    params: Vec<String>,
+    req: Request<ReqBody>,
+    request_id: &str,
+    started: Instant,
+) -> Response<Body> {
+    let principal = match authorize(state, route, req.headers()) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let quota = match &principal {
+        Some(p) => match state.limiter.check(p.wallet, route.class) {
+            Ok(q) => q,
+            Err(e) => return error_response(&Error::from(e)),
+        },
+        None => None,
+    };
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let who = principal.clone();
+    let ctx = Ctx {
+        state: state.clone(),
+        request_id: request_id.to_string(),
+        started,
+        principal,
+        route,
+        params,
+    };
+    let mut res = if route.idempotent && req.headers().contains_key(idempotency::HEADER) {
+        idempotency::run(ctx, req).await
+    } else {
+        dispatch(ctx, req)
+            .await
+            .unwrap_or_else(|e| error_response(&e))
+    };
+    if let Some(q) = quota {
+        stamp_quota(&mut res, q);
+    }
+    if let Some(p) = who
+        && route.id != RouteId::Chat
+    {
+        record_call(
+            state,
+            &p,
+            &method,
+            &path,
+            res.status().as_u16(),
+            started,
+            request_id,
+        );
+    }
+    res
+}
+
+fn stamp_quota(res: &mut Response<Body>, q: Quota) {
+    let h = res.headers_mut();
+    for (name, v) in [
+        ("x-ratelimit-limit", u64::from(q.limit)),
+        ("x-ratelimit-remaining", u64::from(q.remaining)),
+        ("x-ratelimit-reset", q.reset_s),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+/// Journals a non-chat call in the caller's usage history (chat records its own, with tokens).
+fn record_call(
+    state: &State,
+    p: &Principal,
+    method: &str,
+    path: &str,
+    status: u16,
+    started: Instant,
+    request_id: &str,
+) {
+    let Ok(seq) = state.store.next_seq() else {
+        return;
+    };
+    let ev = UsageEvent {
+        seq,
+        ts_ms: now_ms(),
+        method: method.to_string(),
+        path: path.to_string(),
+        status,
+        latency_ms: started.elapsed().as_millis() as u64,
+        key_id: p.key_id.clone(),
+        auth_mode: p.mode.as_str().into(),
+        request_id: request_id.to_string(),
+        ..UsageEvent::default()
+    };
+    state
+        .billing
+        .journal()
+        .push(JournalOp::Usage(p.wallet, Box::new(ev)));
+}
+
 fn status_class(status: u16) -> &'static str {
     match status {
         200..=299 => "2xx",
@@ -320,21 +282,54 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Resolves the caller a route demands. Deny by default: only `Public` routes pass without one.
+/// A Bearer token that is not an API key (a JWT), if any.
+fn bearer_jwt(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?
+        .trim();
+    (!t.starts_with("vw_")).then_some(t)
+}
+
+fn key_or_jwt(
+    state: &State,
+    headers: &http::HeaderMap,
+    allow_key: bool,
+) -> Result<Option<Principal>, Error> {
+    if allow_key && let Some(raw) = auth::api_key_from(headers)? {
+        return Ok(Some(state.keys.authenticate(raw)?));
+    }
+    match bearer_jwt(headers) {
+        Some(token) => Ok(Some(state.sessions.authenticate(token)?)),
+        None => Ok(None),
+    }
+}
+
+/// Resolves the caller a route demands. Deny by default: only `Public` and handler-checked
+/// `Siwe` routes pass without one.
 fn authorize(
     state: &State,
     route: &Route,
     headers: &http::HeaderMap,
 ) -> Result<Option<Principal>, Error> {
+    let required = |p: Option<Principal>| {
+        p.ok_or_else(|| Error::from(AuthError::MissingCredentials))
+            .map(Some)
+    };
     match route.access {
-        Access::Public => Ok(None),
+        Access::Public | Access::Siwe => Ok(None),
         Access::Payer | Access::ApiKey => match auth::api_key_from(headers)? {
             Some(raw) => Ok(Some(state.keys.authenticate(raw)?)),
             None => Err(AuthError::MissingCredentials.into()),
         },
+        Access::Jwt => required(key_or_jwt(state, headers, false)?),
+        Access::KeyOrJwt => required(key_or_jwt(state, headers, true)?),
+        // Without a key or JWT the handler looks for a SIWE message in the query.
+        Access::KeyJwtOrSiwe => key_or_jwt(state, headers, true),
         Access::Admin => {
             let bearer = headers
-                .get(http::header::AUTHORIZATION)
+                .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::as_bytes);
@@ -352,11 +347,7 @@ fn authorize(
     }
 }
 
-async fn dispatch(
-    ctx: Ctx,
-    req: Request<Incoming>,
-    _params: Vec<String>,
-) -> Result<Response<Body>, Error> {
+async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     match ctx.route.id {
         RouteId::Health | RouteId::Healthz => Ok(health::live()),
         RouteId::Readyz => Ok(health::ready(&ctx.state).await),
@@ -364,10 +355,59 @@ async fn dispatch(
         RouteId::Metrics => Ok(health::metrics(&ctx.state)),
         RouteId::Models => Ok(models::list(&ctx.state)),
         RouteId::Chat => chat::completions(ctx, req).await,
-        RouteId::CreditsMe => credits::me(&ctx),
+        RouteId::SiweChallenge => signin::challenge(&ctx, req).await,
+        RouteId::SiweVerify => signin::verify(&ctx, req).await,
+        RouteId::Refresh => signin::refresh(&ctx, req).await,
+        RouteId::Revoke => signin::revoke(&ctx, req).await,
+        RouteId::Me => account::me(&ctx),
+        RouteId::CreditsMe => account::credits_me(&ctx),
+        RouteId::Ledger => account::ledger(&ctx, &req),
+        RouteId::Usage => account::usage(&ctx, &req),
+        RouteId::ApiKeyCreate => account::create_key(&ctx, req).await,
+        RouteId::ApiKeyList => account::list_keys(&ctx),
+        RouteId::ApiKeyRevoke => account::revoke_key(&ctx).await,
+        RouteId::AuthKeysCreate => signin::router_create_key(&ctx, req).await,
+        RouteId::AuthKeysList => signin::router_list_keys(&ctx, &req),
+        RouteId::AuthKeysRevoke => signin::router_revoke_key(&ctx, req).await,
+        RouteId::UsageWallet => signin::router_usage(&ctx, &req),
         RouteId::AdminGrant => admin::grant(&ctx, req).await,
         RouteId::AdminCreateKey => admin::create_key(&ctx, req).await,
         RouteId::AdminBalance => admin::balance(&ctx, &req),
+    }
+}
+
+/// Reads and parses a JSON body (capped), mapping syntax to 400 and shape to 422.
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    req: Request<ReqBody>,
+) -> Result<T, Error> {
+    let (parts, body) = req.into_parts();
+    let bytes = crate::http::read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        if e.is_data() || e.is_eof() && !bytes.is_empty() {
+            crate::error::RequestError::validation("body", e.to_string()).into()
+        } else {
+            crate::error::RequestError::InvalidJson(e.to_string()).into()
+        }
+    })
+}
+
+/// The wallet the request is about must be the caller's own.
+pub fn same_wallet(caller: &Principal, named: &str) -> Result<(), Error> {
+    let named: crate::wallet::Wallet = named.parse().map_err(AuthError::InvalidWallet)?;
+    if named == caller.wallet {
+        Ok(())
+    } else {
+        Err(AuthError::WalletMismatch.into())
+    }
+}
+
+/// Principal for a handler-verified SIWE caller.
+pub fn siwe_principal(wallet: crate::wallet::Wallet) -> Principal {
+    Principal {
+        wallet,
+        key_id: None,
+        mode: AuthMode::Jwt,
     }
 }
 
@@ -389,48 +429,4 @@ pub fn error_response(e: &Error) -> Response<Body> {
         tracing::warn!(error = %e, code = e.code(), "request failed");
     }
     res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routing_is_exact_and_deny_by_default() {
-        assert_eq!(
-            find_route(&Method::GET, "/v1/models").unwrap().0.id,
-            RouteId::Models
-        );
-        assert!(matches!(
-            find_route(&Method::POST, "/v1/models"),
-            Err(RequestError::MethodNotAllowed { .. })
-        ));
-        assert!(matches!(
-            find_route(&Method::GET, "/v1/models/"),
-            Err(RequestError::NotFound { .. })
-        ));
-        assert!(matches!(
-            find_route(&Method::GET, "/v1/nope"),
-            Err(RequestError::NotFound { .. })
-        ));
-        assert_eq!(
-            match_path("/v1/api-keys/{id}", "/v1/api-keys/abc"),
-            Some(vec!["abc"])
-        );
-        assert_eq!(match_path("/v1/api-keys/{id}", "/v1/api-keys/"), None);
-        let public: Vec<_> = ROUTES
-            .iter()
-            .filter(|r| r.access == Access::Public)
-            .map(|r| r.path)
-            .collect();
-        assert_eq!(
-            public,
-            ["/health", "/healthz", "/readyz", "/status", "/v1/models"]
-        );
-        let mut seen = std::collections::HashSet::new();
-        assert!(
-            ROUTES.iter().all(|r| seen.insert((r.method, r.path))),
-            "no route is declared twice"
-        );
-    }
 }

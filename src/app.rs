@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, State};
-use crate::auth::ApiKeys;
+use crate::api::{self, Parts, State};
+use crate::auth::{ApiKeys, Sessions};
 use crate::billing::Billing;
 use crate::config::Config;
 use crate::http::server::{ServeOptions, load_tls, serve};
@@ -113,11 +113,15 @@ fn write_private(path: &Path, contents: &str) -> Result<(), StartError> {
 
 /// The admin secret: configured, or the one a previous start wrote, or a fresh random one.
 fn admin_secret(config: &Config) -> Result<String, StartError> {
-    if let Some(s) = &config.admin_secret {
-        return Ok(s.clone());
+    match &config.admin_secret {
+        Some(s) => Ok(s.clone()),
+        None => persisted_secret(&config.data_dir.join("admin.secret")),
     }
-    let path = config.data_dir.join("admin.secret");
-    if let Ok(s) = std::fs::read_to_string(&path)
+}
+
+/// A random secret kept in `path` (0600), created on first use.
+fn persisted_secret(path: &Path) -> Result<String, StartError> {
+    if let Ok(s) = std::fs::read_to_string(path)
         && s.trim().len() >= 16
     {
         return Ok(s.trim().to_string());
@@ -130,7 +134,7 @@ fn admin_secret(config: &Config) -> Result<String, StartError> {
         }
     })?;
     let secret = hex::encode(bytes);
-    write_private(&path, &secret)?;
+    write_private(path, &secret)?;
     Ok(secret)
 }
 
@@ -205,16 +209,32 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         grace: config.shutdown_grace,
     };
     let hold_max_age = config.hold_max_age;
-    let state = Arc::new(State::new(
+    let mut config = config;
+    if config.auth.siwe_domain == config.listen.to_string() {
+        // The default SIWE domain is the listen address; with port 0 that is the bound one.
+        config.auth.siwe_domain = addr.to_string();
+    }
+    let jwt_secret = match &config.auth.jwt_secret {
+        Some(s) => s.clone(),
+        None => persisted_secret(&config.data_dir.join("jwt.secret"))?,
+    };
+    let sessions = Sessions::new(
+        jwt_secret.as_bytes(),
+        store.clone(),
+        config.auth.access_ttl,
+        config.auth.refresh_ttl,
+    )?;
+    let state = Arc::new(State::new(Parts {
         config,
         store,
-        billing.clone(),
+        billing: billing.clone(),
         keys,
+        sessions,
         gemini,
-        telemetry::metrics_handle(),
-        simulator.is_some(),
-        secret,
-    ));
+        metrics: telemetry::metrics_handle(),
+        simulated: simulator.is_some(),
+        admin_secret: secret,
+    }));
     let (stop, stopped) = oneshot::channel::<()>();
     let handler_state = state.clone();
     let handler = move |req, peer| api::handle(handler_state.clone(), req, peer);

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::auth::{AuthError, SiweError};
 use crate::billing::BillingError;
+use crate::ratelimit::RateLimited;
 use crate::storage::StorageError;
 use crate::upstream::UpstreamError;
 
@@ -37,6 +38,8 @@ pub enum RequestError {
     MethodNotAllowed { method: String, path: String },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("{0}")]
+    IdempotencyConflict(&'static str),
 }
 
 impl RequestError {
@@ -68,6 +71,8 @@ pub enum Error {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    RateLimit(#[from] RateLimited),
 }
 
 impl Error {
@@ -81,6 +86,7 @@ impl Error {
                     StatusCode::NOT_FOUND
                 }
                 RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+                RequestError::IdempotencyConflict(_) => StatusCode::CONFLICT,
             },
             Error::Auth(e) => match e {
                 AuthError::MissingCredentials
@@ -120,6 +126,7 @@ impl Error {
                 | UpstreamError::Credentials(_)
                 | UpstreamError::Interrupted(_) => StatusCode::BAD_GATEWAY,
             },
+            Error::RateLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Storage(e) => match e {
                 StorageError::Sled(_) | StorageError::Codec(_) | StorageError::Locked(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
@@ -139,6 +146,7 @@ impl Error {
                 RequestError::ModelNotFound(_) => "model_not_found",
                 RequestError::NotFound { .. } => "not_found",
                 RequestError::MethodNotAllowed { .. } => "method_not_allowed",
+                RequestError::IdempotencyConflict(_) => "idempotency_conflict",
             },
             Error::Auth(e) => match e {
                 AuthError::MissingCredentials => "missing_credentials",
@@ -179,6 +187,7 @@ impl Error {
                 | UpstreamError::Interrupted(_) => "upstream_error",
             },
             Error::Storage(_) => "internal_error",
+            Error::RateLimit(_) => "rate_limited",
         }
     }
 
@@ -209,7 +218,9 @@ impl Error {
             Error::Billing(BillingError::Storage(_)) | Error::Auth(AuthError::Storage(_)) => {
                 Origin::Internal
             }
-            Error::Request(_) | Error::Auth(_) | Error::Billing(_) => Origin::Client,
+            Error::Request(_) | Error::Auth(_) | Error::Billing(_) | Error::RateLimit(_) => {
+                Origin::Client
+            }
             Error::Upstream(_) => Origin::Upstream,
             Error::Storage(_) => Origin::Internal,
         }
@@ -221,6 +232,7 @@ impl Error {
             Error::Upstream(UpstreamError::RateLimited { retry_after, .. }) => {
                 Some(retry_after.map_or(1, whole_seconds_up))
             }
+            Error::RateLimit(e) => Some(e.retry_after_s.max(1)),
             _ => None,
         }
     }
@@ -263,4 +275,10 @@ pub struct ErrorObject {
     pub r#type: &'static str,
     pub param: Option<&'static str>,
     pub code: &'static str,
+}
+
+impl From<crate::auth::SiweError> for Error {
+    fn from(e: crate::auth::SiweError) -> Self {
+        Error::Auth(AuthError::Siwe(e))
+    }
 }

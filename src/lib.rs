@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod ratelimit;
 pub mod simulate;
 pub mod storage;
 pub mod telemetry;

@@ -2,11 +2,10 @@
 //! `vectorway admin` CLI calls these when a server owns the data directory.
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::Ctx;
+use super::{Ctx, ReqBody};
 use crate::auth::AuthError;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, json, query_pairs, read_body};
@@ -35,7 +34,7 @@ fn wallet(s: &str) -> Result<Wallet, Error> {
         .map_err(|e: String| AuthError::InvalidWallet(e).into())
 }
 
-async fn body<T: for<'de> Deserialize<'de>>(ctx: &Ctx, req: Request<Incoming>) -> Result<T, Error> {
+async fn body<T: for<'de> Deserialize<'de>>(ctx: &Ctx, req: Request<ReqBody>) -> Result<T, Error> {
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
@@ -48,7 +47,7 @@ async fn body<T: for<'de> Deserialize<'de>>(ctx: &Ctx, req: Request<Incoming>) -
 }
 
 /// `POST /admin/grant {"wallet","credits"}`: durable before the answer.
-pub async fn grant(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn grant(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: GrantBody = body(ctx, req).await?;
     let w = wallet(&b.wallet)?;
     let note = b.note.unwrap_or_else(|| "operator grant".into());
@@ -70,7 +69,7 @@ pub async fn grant(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, 
 }
 
 /// `POST /admin/keys {"wallet","name"}`: the raw key is in this answer only.
-pub async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: KeyBody = body(ctx, req).await?;
     let w = wallet(&b.wallet)?;
     let (raw, rec) = ctx
@@ -85,7 +84,7 @@ pub async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Bo
 }
 
 /// `GET /admin/balance?wallet=0x…`
-pub fn balance(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+pub fn balance(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
     let q = query_pairs(req.uri().query());
     let w = q
         .iter()

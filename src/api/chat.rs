@@ -15,11 +15,10 @@ use std::time::Instant;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde::Serialize;
 
 use super::types::{ChatRequest, parse_chat};
-use super::{Ctx, State};
+use super::{Ctx, ReqBody, State};
 use crate::auth::{AuthError, AuthMode};
 use crate::billing::pricing::ModelPrice;
 use crate::error::{Error, RequestError};
@@ -167,7 +166,7 @@ pub fn completion_id(response_id: Option<&str>, request_id: &str) -> String {
     }
 }
 
-pub async fn completions(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let principal = ctx.principal.clone().ok_or(AuthError::MissingCredentials)?;
     let state = ctx.state.clone();
     let meter = Meter {
@@ -226,11 +225,7 @@ fn resolve<'s>(state: &'s State, req: &ChatRequest) -> Result<&'s ModelPrice, Er
     Ok(model)
 }
 
-async fn run(
-    ctx: &Ctx,
-    meter: &mut Meter,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Error> {
+async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let state = &ctx.state;
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, state.config.body_limit).await?;

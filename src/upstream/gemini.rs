@@ -1,4 +1,5 @@
-//! The Gemini REST client: `generateContent`, `streamGenerateContent?alt=sse`, with timeouts.
+//! The Gemini REST client: `generateContent`, `streamGenerateContent?alt=sse`,
+//! `batchEmbedContents`, with timeouts.
 
 pub mod sse;
 pub mod translate;
@@ -9,6 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use http::{Method, Request, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +24,9 @@ use sse::{SseDecoder, SseItem};
 
 /// Largest unary answer read into memory.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// `batchEmbedContents` calls one `embed` keeps in flight at once.
+const EMBED_CONCURRENCY: usize = 4;
 
 /// A Gemini endpoint (Google's or the simulator) and how to talk to it.
 #[derive(Clone)]
@@ -152,6 +157,42 @@ impl Gemini {
         )?;
         let res = self.send(req, &call.model).await?;
         Ok(GeminiStream::new(res.into_body(), self.idle_read_timeout))
+    }
+
+    /// Embeds `texts` with `batchEmbedContents`: at most 100 texts per call, a few calls in
+    /// flight, vectors in input order, `dims` values each, re-normalized to unit length.
+    /// Errors map as for generation (`translate::decode_error`).
+    pub async fn embed(
+        &self,
+        model: &str,
+        texts: &[String],
+        dims: usize,
+    ) -> Result<Vec<Vec<f32>>, UpstreamError> {
+        let batches: Vec<Vec<Vec<f32>>> =
+            futures_util::stream::iter(texts.chunks(translate::EMBED_BATCH))
+                .map(|batch| self.embed_batch(model, batch, dims))
+                .buffered(EMBED_CONCURRENCY)
+                .try_collect()
+                .await?;
+        Ok(batches.into_iter().flatten().collect())
+    }
+
+    /// One `batchEmbedContents` call of at most `translate::EMBED_BATCH` texts.
+    async fn embed_batch(
+        &self,
+        model: &str,
+        texts: &[String],
+        dims: usize,
+    ) -> Result<Vec<Vec<f32>>, UpstreamError> {
+        let req = self.request(
+            model,
+            "batchEmbedContents",
+            translate::encode_embed_request(model, texts, dims),
+        )?;
+        let res = self.send(req, model).await?;
+        let body =
+            read_limited(res.into_body(), MAX_RESPONSE_BYTES, self.idle_read_timeout).await?;
+        translate::decode_embed_response(&body, texts.len(), dims)
     }
 }
 

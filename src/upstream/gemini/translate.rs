@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::types::{
-    Content, ErrorEnvelope, ErrorObject, GenerateRequest, GenerateResponse, GenerationConfig,
-    PartOut, ThinkingConfig, UsageMetadata,
+    BatchEmbedRequest, BatchEmbedResponse, Content, EmbedRequest, ErrorEnvelope, ErrorObject,
+    GenerateRequest, GenerateResponse, GenerationConfig, PartOut, ThinkingConfig, UsageMetadata,
 };
 use crate::upstream::{
     ChatCall, Completion, Finish, Role, StreamEvent, Thinking, TokenUsage, UpstreamError,
@@ -52,6 +52,81 @@ pub fn encode_request(call: &ChatCall) -> Vec<u8> {
     };
     // Serializing plain structs of strings and numbers cannot fail; NaN is excluded by validation.
     serde_json::to_vec(&req).unwrap_or_default()
+}
+
+/// Most requests Gemini accepts in one `batchEmbedContents` call (reference §2.2).
+pub const EMBED_BATCH: usize = 100;
+
+/// Serializes up to `EMBED_BATCH` texts as a `batchEmbedContents` body asking for `dims` values each.
+pub fn encode_embed_request(model: &str, texts: &[String], dims: usize) -> Vec<u8> {
+    let name = format!("models/{model}");
+    let req = BatchEmbedRequest {
+        requests: texts
+            .iter()
+            .map(|t| EmbedRequest {
+                model: &name,
+                content: Content {
+                    role: None,
+                    parts: vec![PartOut { text: t }],
+                },
+                output_dimensionality: dims,
+            })
+            .collect(),
+    };
+    // Serializing plain structs of strings and integers cannot fail.
+    serde_json::to_vec(&req).unwrap_or_default()
+}
+
+/// Decodes a `batchEmbedContents` answer: exactly `expected` vectors of `dims` values, each
+/// re-normalized to unit length (Gemini's vectors are unit-norm only at full size, reference §2.3).
+/// A longer vector is truncated first, as Matryoshka embeddings allow; a shorter one, a count
+/// mismatch or a non-finite value is a protocol error.
+pub fn decode_embed_response(
+    body: &[u8],
+    expected: usize,
+    dims: usize,
+) -> Result<Vec<Vec<f32>>, UpstreamError> {
+    let resp: BatchEmbedResponse = serde_json::from_slice(body)
+        .map_err(|e| UpstreamError::Protocol(format!("embedding JSON: {e}")))?;
+    if resp.embeddings.len() != expected {
+        return Err(UpstreamError::Protocol(format!(
+            "asked for {expected} embeddings, got {}",
+            resp.embeddings.len()
+        )));
+    }
+    resp.embeddings
+        .into_iter()
+        .map(|e| {
+            let mut v = e.values;
+            if v.len() < dims {
+                return Err(UpstreamError::Protocol(format!(
+                    "asked for {dims} dimensions, got {}",
+                    v.len()
+                )));
+            }
+            v.truncate(dims);
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(UpstreamError::Protocol(
+                    "an embedding value is not finite".into(),
+                ));
+            }
+            normalize(&mut v);
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Scales `v` to unit length; the zero vector stays zero.
+fn normalize(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        let inv = (1.0 / norm) as f32;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
 }
 
 /// Gemini finish reasons → OpenAI's (reference §6.1). Unknown values are `stop`.
@@ -330,6 +405,53 @@ mod tests {
             decode_stream_tail(br#"{"error":{"code":503,"message":"high demand"}}"#),
             UpstreamError::Interrupted(_)
         ));
+    }
+
+    #[test]
+    fn embed_request_shape() {
+        let texts = vec!["doc one".to_string(), "doc two".to_string()];
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode_embed_request("gemini-embedding-001", &texts, 768))
+                .unwrap();
+        let reqs = v["requests"].as_array().unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0]["model"], "models/gemini-embedding-001");
+        assert_eq!(reqs[1]["content"]["parts"][0]["text"], "doc two");
+        assert_eq!(reqs[0]["outputDimensionality"], 768);
+        assert!(reqs[0]["content"].get("role").is_none());
+    }
+
+    #[test]
+    fn embed_response_is_truncated_and_renormalized() {
+        let body = br#"{"embeddings":[{"values":[3.0,4.0,12.0]},{"values":[0.0,0.0]}]}"#;
+        let out = decode_embed_response(body, 2, 2).unwrap();
+        assert_eq!(out[0], vec![0.6, 0.8]);
+        assert_eq!(out[1], vec![0.0, 0.0], "the zero vector stays zero");
+        for v in &out[..1] {
+            let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn embed_response_mismatches_are_protocol_errors() {
+        let one = br#"{"embeddings":[{"values":[1.0,0.0]}]}"#;
+        for (body, expected, dims) in [
+            (&one[..], 2, 2),
+            (&one[..], 1, 3),
+            (&b"{\"embeddings\":[{\"values\":[1e39,0.0]}]}"[..], 1, 2),
+            (&b"not json"[..], 1, 2),
+        ] {
+            assert!(
+                matches!(
+                    decode_embed_response(body, expected, dims),
+                    Err(UpstreamError::Protocol(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(decode_embed_response(br#"{}"#, 0, 8).unwrap().len(), 0);
     }
 
     #[test]

