@@ -12,6 +12,7 @@
     reason = "crash tests kill and reap their servers explicitly"
 )]
 
+mod account;
 mod chat;
 mod crash;
 mod faults;
