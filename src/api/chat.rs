@@ -25,7 +25,7 @@ use crate::error::{Error, RequestError};
 use crate::http::{Body, EVENT_STREAM, json, read_body};
 use crate::storage::journal::JournalOp;
 use crate::storage::{UsageEvent, now_ms};
-use crate::upstream::{Completion, TokenUsage};
+use crate::upstream::{Completion, GeminiStream, TokenUsage, UpstreamError};
 use crate::wallet::Wallet;
 
 /// Records the usage event of one call, whatever its outcome.
@@ -204,25 +204,53 @@ impl Drop for Unfinished {
     }
 }
 
-fn resolve<'s>(state: &'s State, req: &ChatRequest) -> Result<&'s ModelPrice, Error> {
-    let model = state
-        .config
-        .prices
-        .get(&req.model)
-        .ok_or_else(|| RequestError::ModelNotFound(req.model.clone()))?;
-    if let Some(max) = req.max_tokens
-        && max > model.max_output_tokens
-    {
-        return Err(RequestError::validation(
-            "max_tokens",
-            format!(
-                "{} allows at most {} output tokens",
-                model.id, model.max_output_tokens
-            ),
-        )
-        .into());
+/// The models to try, in order; every one must exist and accept `max_tokens`.
+fn resolve(state: &State, req: &ChatRequest) -> Result<Vec<ModelPrice>, Error> {
+    let mut out = Vec::with_capacity(req.models.len());
+    for id in &req.models {
+        let model = match state.config.prices.get(id) {
+            Some(m) => m,
+            None if req.fallback => {
+                return Err(RequestError::validation(
+                    "models",
+                    format!("unknown model '{id}'; GET /v1/models lists them"),
+                )
+                .into());
+            }
+            None => return Err(RequestError::ModelNotFound(id.clone()).into()),
+        };
+        if let Some(max) = req.max_tokens
+            && max > model.max_output_tokens
+        {
+            return Err(RequestError::validation(
+                "max_tokens",
+                format!(
+                    "{} allows at most {} output tokens",
+                    model.id, model.max_output_tokens
+                ),
+            )
+            .into());
+        }
+        out.push(model.clone());
     }
-    Ok(model)
+    Ok(out)
+}
+
+/// Upstream failures after which the next model of a fallback list is tried.
+fn try_next_model(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::RateLimited { .. }
+            | UpstreamError::Unavailable { .. }
+            | UpstreamError::Connect(_)
+            | UpstreamError::Timeout(_)
+    )
+}
+
+/// What the upstream gave back.
+enum Answer {
+    Whole(Completion),
+    Stream(GeminiStream),
 }
 
 async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
@@ -230,48 +258,68 @@ async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<ReqBody>) -> Result<Resp
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, state.config.body_limit).await?;
     let chat = parse_chat(&bytes)?;
-    let model = resolve(state, &chat)?.clone();
-    meter.model = Some(model.id.clone());
+    let models = resolve(state, &chat)?;
     let default_max = state.config.default_max_tokens;
-    let hold = state
-        .billing
-        .reserve(meter.wallet, chat.worst_case(&model, default_max))?;
-    let call = chat.to_call(&model, default_max);
-    let upstream_started = Instant::now();
-    if chat.stream {
-        let upstream = state.gemini.stream(&call).await;
-        metrics::histogram!("vectorway_upstream_first_byte_seconds")
-            .record(upstream_started.elapsed().as_secs_f64());
-        // On error the hold drops here: released, nothing charged.
-        let upstream = upstream?;
-        let id = completion_id(None, &ctx.request_id);
-        let body = stream::ChatStream::new(
-            upstream,
-            hold,
-            meter.clone(),
-            model.clone(),
-            id,
-            chat.include_usage,
-        );
-        let mut res = Response::new(body.boxed_unsync());
-        res.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
-        res.headers_mut().insert(
-            HeaderName::from_static("cache-control"),
-            HeaderValue::from_static("no-cache"),
-        );
-        stamp(&mut res, &model);
-        return Ok(res);
+    // A fallback list holds the most expensive model's worst case.
+    let worst = models
+        .iter()
+        .map(|m| chat.worst_case(m, default_max))
+        .max()
+        .unwrap_or(0);
+    meter.model = models.first().map(|m| m.id.clone());
+    let hold = state.billing.reserve(meter.wallet, worst)?;
+    for (i, model) in models.iter().enumerate() {
+        meter.model = Some(model.id.clone());
+        let call = chat.to_call(model, default_max);
+        let started = Instant::now();
+        let answer = if chat.stream {
+            let r = state.gemini.stream(&call).await.map(Answer::Stream);
+            metrics::histogram!("vectorway_upstream_first_byte_seconds")
+                .record(started.elapsed().as_secs_f64());
+            r
+        } else {
+            let r = state.gemini.generate(&call).await.map(Answer::Whole);
+            metrics::histogram!("vectorway_upstream_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            r
+        };
+        match answer {
+            Ok(Answer::Stream(upstream)) => {
+                let id = completion_id(None, &ctx.request_id);
+                let body = stream::ChatStream::new(
+                    upstream,
+                    hold,
+                    meter.clone(),
+                    model.clone(),
+                    id,
+                    chat.include_usage,
+                );
+                let mut res = Response::new(body.boxed_unsync());
+                res.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
+                res.headers_mut().insert(
+                    HeaderName::from_static("cache-control"),
+                    HeaderValue::from_static("no-cache"),
+                );
+                stamp(&mut res, model);
+                return Ok(res);
+            }
+            Ok(Answer::Whole(completion)) => {
+                let cost = model.cost(completion.usage.prompt, completion.usage.completion);
+                let charged = hold.commit(cost, Some(ctx.request_id.clone()));
+                meter.record(200, charged, Some(&completion.usage));
+                let mut res = unary_response(ctx, model, &completion, charged);
+                stamp(&mut res, model);
+                return Ok(res);
+            }
+            Err(e) if try_next_model(&e) && i + 1 < models.len() => {
+                metrics::counter!("vectorway_model_fallbacks_total").increment(1);
+                tracing::info!(model = %model.id, error = %e, "falling back to the next model");
+            }
+            // On error the hold drops: released, nothing charged.
+            Err(e) => return Err(e.into()),
+        }
     }
-    let completion = state.gemini.generate(&call).await;
-    metrics::histogram!("vectorway_upstream_duration_seconds")
-        .record(upstream_started.elapsed().as_secs_f64());
-    let completion = completion?;
-    let cost = model.cost(completion.usage.prompt, completion.usage.completion);
-    let charged = hold.commit(cost, Some(ctx.request_id.clone()));
-    meter.record(200, charged, Some(&completion.usage));
-    let mut res = unary_response(ctx, &model, &completion, charged);
-    stamp(&mut res, &model);
-    Ok(res)
+    Err(RequestError::validation("models", "no model to try").into())
 }
 
 fn stamp(res: &mut Response<Body>, model: &ModelPrice) {

@@ -16,6 +16,7 @@ pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
 #[derive(Debug, Deserialize)]
 struct RawChat {
     model: Option<String>,
+    models: Option<Vec<String>>,
     messages: Option<Vec<RawMessage>>,
     stream: Option<bool>,
     stream_options: Option<RawStreamOptions>,
@@ -108,7 +109,10 @@ pub struct MemoryOptions {
 /// A validated chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
-    pub model: String,
+    /// The model, or the fallback list (2–3 ids, tried in order).
+    pub models: Vec<String>,
+    /// True when the request used `models` (a fallback list).
+    pub fallback: bool,
     pub messages: Vec<Message>,
     pub stream: bool,
     pub include_usage: bool,
@@ -160,10 +164,30 @@ fn range(
 }
 
 fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
-    let model = match raw.model {
-        Some(m) if m.trim().is_empty() => return Err(invalid("model", "model must not be empty")),
-        Some(m) => m,
-        None => DEFAULT_MODEL.to_string(),
+    let models = match (raw.model, raw.models) {
+        (Some(_), Some(_)) => return Err(invalid("models", "send model or models, not both")),
+        (Some(m), None) if m.trim().is_empty() => {
+            return Err(invalid("model", "model must not be empty"));
+        }
+        (Some(m), None) => vec![m],
+        (None, None) => vec![DEFAULT_MODEL.to_string()],
+        (None, Some(list)) => {
+            if !(2..=3).contains(&list.len()) {
+                return Err(invalid(
+                    "models",
+                    "models lists 2 or 3 model ids, tried in order",
+                ));
+            }
+            for (i, m) in list.iter().enumerate() {
+                if m.trim().is_empty() || list[..i].contains(m) {
+                    return Err(invalid(
+                        "models",
+                        "model ids in models must be non-empty and distinct",
+                    ));
+                }
+            }
+            list
+        }
     };
     let raw_messages = raw
         .messages
@@ -303,7 +327,8 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         Some(_) => return Err(invalid("k", "k must be between 1 and 50")),
     };
     Ok(ChatRequest {
-        model,
+        fallback: models.len() > 1,
+        models,
         messages,
         stream: raw.stream.unwrap_or(false),
         include_usage: raw
@@ -428,7 +453,7 @@ mod tests {
     #[test]
     fn minimal_and_defaults() {
         let r = parse(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
-        assert_eq!(r.model, DEFAULT_MODEL);
+        assert_eq!(r.models, [DEFAULT_MODEL]);
         assert!(!r.stream && r.memory.read && r.memory.write);
         assert_eq!((r.memory.k, r.memory.max_chars), (5, 1200));
         assert_eq!(r.prompt_token_bound(), 2 + 16);

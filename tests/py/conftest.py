@@ -8,7 +8,9 @@ The suite drives the *real* `vectorway` binary, never a mock. Once per session i
    (ephemeral 127.0.0.1 port, a fresh temporary data directory, upstream = the simulator),
    waits until it has written ``<data_dir>/server.json`` and ``GET /health`` answers 200;
 3. provisions wallets and API keys with the admin CLI (``vectorway admin grant`` /
-   ``vectorway admin create-key``), which finds the running server through the data directory;
+   ``vectorway admin create-key``), which finds the running server through the data directory
+   (the wallet sign-in tests in test_siwe.py instead sign in with SIWE and create keys over
+   HTTP, through the ``api`` fixture, a plain HTTP caller bound to the gateway's URL);
 4. at the end sends SIGTERM to both processes, waits up to 10 s, then SIGKILLs.
 
 The binary comes from ``$VECTORWAY_BIN`` (relative paths are taken from the repository root);
@@ -513,6 +515,27 @@ def make_client(gateway_url: str) -> Iterator[Callable[[str], openai.OpenAI]]:
 def client(make_client: Callable[[str], openai.OpenAI], funded_account: Account) -> openai.OpenAI:
     """An SDK client authenticated as the funded wallet."""
     return make_client(funded_account.api_key)
+
+
+@pytest.fixture(scope="session")
+def api(gateway_url: str) -> Callable[..., HttpResult]:
+    """Callable: ``api(method, path, headers=..., json_body=...)`` against the gateway.
+
+    ``path`` starts with ``/`` (query string included, already encoded); error statuses are
+    returned as an :class:`HttpResult`, never raised. For endpoints outside the OpenAI SDK
+    (wallet sign-in, key management, usage).
+    """
+
+    def call(
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> HttpResult:
+        return http_request(method, f"{gateway_url}{path}", headers=headers, json_body=json_body)
+
+    return call
 
 
 @pytest.fixture(scope="session")
