@@ -37,6 +37,12 @@ impl SseDecoder {
     /// Adds bytes read from the wire.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), Oversized> {
         if let Some(raw) = &mut self.raw {
+            // A CR that ended the previous read and an LF that starts this one are one line end.
+            let chunk = if std::mem::take(&mut self.skip_lf) {
+                chunk.strip_prefix(b"\n").unwrap_or(chunk)
+            } else {
+                chunk
+            };
             raw.extend_from_slice(chunk);
             return if raw.len() > MAX_EVENT_BYTES {
                 Err(Oversized)
@@ -190,6 +196,21 @@ mod tests {
         match &all[1] {
             SseItem::Raw(r) => assert!(serde_json::from_slice::<serde_json::Value>(r).is_ok()),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn raw_tail_after_a_split_crlf_is_the_same() {
+        // Found by the sse_decoder fuzz target: a CR ending one read and its LF starting the next,
+        // just before the raw error block.
+        let bytes = b"c=an\r\n{\"error\": 1}\r\n{x}";
+        let whole = decode_all(&[bytes]).unwrap();
+        for i in 0..=bytes.len() {
+            assert_eq!(
+                decode_all(&[&bytes[..i], &bytes[i..]]).unwrap(),
+                whole,
+                "split at {i}"
+            );
         }
     }
 
