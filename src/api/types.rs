@@ -541,3 +541,20 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    #[test]
+    fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
+        for depth in [1_000usize, 100_000, 400_000] {
+            let mut body = String::from(r#"{"messages":[{"role":"user","content":"x"}],"metadata":"#);
+            body.push_str(&"[".repeat(depth));
+            body.push_str(&"]".repeat(depth));
+            body.push('}');
+            // Either outcome is fine; what matters is that this returns.
+            let _ = parse_chat(body.as_bytes());
+        }
+    }
+}
