@@ -11,6 +11,8 @@ pub mod chat;
 pub mod health;
 pub mod idempotency;
 pub mod models;
+pub mod money;
+pub mod pay;
 pub mod routes;
 pub mod signin;
 pub mod types;
@@ -32,6 +34,7 @@ use crate::billing::Billing;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::{Body, json};
+use crate::payments::Payments;
 use crate::ratelimit::{Quota, RateLimiter};
 use crate::storage::journal::JournalOp;
 use crate::storage::{Store, UsageEvent, now_ms};
@@ -50,6 +53,7 @@ pub struct State {
     pub sessions: Sessions,
     pub siwe: Siwe,
     pub limiter: RateLimiter,
+    pub payments: Payments,
     pub gemini: Gemini,
     pub metrics: PrometheusHandle,
     /// The built-in simulator is the upstream (no Gemini key).
@@ -69,6 +73,7 @@ pub struct Parts {
     pub billing: Arc<Billing>,
     pub keys: ApiKeys,
     pub sessions: Sessions,
+    pub payments: Payments,
     pub gemini: Gemini,
     pub metrics: PrometheusHandle,
     pub simulated: bool,
@@ -93,6 +98,7 @@ impl State {
             sessions: p.sessions,
             siwe,
             limiter,
+            payments: p.payments,
             gemini: p.gemini,
             metrics: p.metrics,
             simulated: p.simulated,
@@ -319,7 +325,15 @@ fn authorize(
     };
     match route.access {
         Access::Public | Access::Siwe => Ok(None),
-        Access::Payer | Access::ApiKey => match auth::api_key_from(headers)? {
+        // A payer uses an API key or an x402 payment header, never both; with neither, the
+        // handler answers with the price (402).
+        Access::Payer => match auth::api_key_from(headers)? {
+            Some(_) if pay::has_payment(headers) => Err(AuthError::AmbiguousCredentials.into()),
+            Some(raw) => Ok(Some(state.keys.authenticate(raw)?)),
+            None => Ok(None),
+        },
+        Access::X402 => Ok(None),
+        Access::ApiKey => match auth::api_key_from(headers)? {
             Some(raw) => Ok(Some(state.keys.authenticate(raw)?)),
             None => Err(AuthError::MissingCredentials.into()),
         },
@@ -373,6 +387,9 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::AdminGrant => admin::grant(&ctx, req).await,
         RouteId::AdminCreateKey => admin::create_key(&ctx, req).await,
         RouteId::AdminBalance => admin::balance(&ctx, &req),
+        RouteId::AgentOnboard => money::onboard(&ctx, req).await,
+        RouteId::CreditsPurchase => money::purchase(&ctx, req).await,
+        RouteId::Topup => money::topup(&ctx, req).await,
     }
 }
 
@@ -383,8 +400,13 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, Error> {
     let (parts, body) = req.into_parts();
     let bytes = crate::http::read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        if e.is_data() || e.is_eof() && !bytes.is_empty() {
+    parse_json(&bytes)
+}
+
+/// Parses a JSON body, mapping syntax to 400 `invalid_json` and shape to 422 `validation_error`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
             crate::error::RequestError::validation("body", e.to_string()).into()
         } else {
             crate::error::RequestError::InvalidJson(e.to_string()).into()

@@ -18,6 +18,7 @@ use crate::auth::{ApiKeys, Sessions};
 use crate::billing::Billing;
 use crate::config::Config;
 use crate::http::server::{ServeOptions, load_tls, serve};
+use crate::payments::Payments;
 use crate::simulate::Simulator;
 use crate::storage::journal::Journal;
 use crate::storage::{StorageError, Store};
@@ -77,6 +78,16 @@ impl Running {
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+        // Settlements already started run to their end (their change is credited) before the
+        // journal's final flush.
+        let pending = self
+            .state
+            .payments
+            .drain_settlements(self.state.config.shutdown_grace)
+            .await;
+        if pending > 0 {
+            tracing::warn!(pending, "x402 settlements still running at shutdown");
         }
         self.state.billing.journal().sync().await;
         let _ = std::fs::remove_file(self.state.config.data_dir.join("server.json"));
@@ -158,29 +169,49 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.upstream.connect_timeout,
         config.upstream.pool_max_idle_per_host,
     );
-    let (simulator, base_url, mut upstream_cfg) = match &config.upstream.base_url {
-        Some(url) => (None, url.clone(), config.upstream.clone()),
-        None => {
-            let sim = Simulator::start(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                config.simulator,
-                None,
-            )
-            .await
-            .map_err(StartError::Simulator)?;
+    // The built-in simulator stands in for whatever is not configured: Gemini without a key,
+    // the x402 facilitator without a URL.
+    let needs_sim = config.upstream.base_url.is_none() || config.x402.facilitator_url.is_none();
+    let simulator = if needs_sim {
+        let sim = Simulator::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            config.simulator,
+            None,
+        )
+        .await
+        .map_err(StartError::Simulator)?;
+        Some(sim)
+    } else {
+        None
+    };
+    let mut upstream_cfg = config.upstream.clone();
+    let base_url = match (&config.upstream.base_url, &simulator) {
+        (Some(url), _) => url.clone(),
+        (None, Some(sim)) => {
             tracing::warn!(
                 simulator = %sim.base_url(),
                 "NO GEMINI_API_KEY SET: answers come from the built-in Gemini SIMULATOR, not from Google. \
                  Set GEMINI_API_KEY (or upstream.api_key) for real completions."
             );
-            let url = sim.base_url();
-            (Some(sim), url, config.upstream.clone())
+            upstream_cfg.api_key = Some("simulator".into());
+            sim.base_url()
         }
+        (None, None) => String::new(),
     };
-    if simulator.is_some() {
-        upstream_cfg.api_key = Some("simulator".into());
-    }
-    let gemini = Gemini::new(http, base_url, &upstream_cfg);
+    let facilitator_base = match (&config.x402.facilitator_url, &simulator) {
+        (Some(url), _) => url.clone(),
+        (None, Some(sim)) => {
+            tracing::warn!(
+                facilitator = %sim.facilitator_url(),
+                "NO x402 FACILITATOR SET: payments settle on the built-in facilitator SIMULATOR; no USDC moves."
+            );
+            sim.facilitator_url()
+        }
+        (None, None) => String::new(),
+    };
+    let gemini_simulated = config.upstream.base_url.is_none();
+    let gemini = Gemini::new(http.clone(), base_url, &upstream_cfg);
+    let payments = Payments::new(&config.x402, store.clone(), http, facilitator_base);
 
     let tls = match &config.tls {
         Some((cert, key)) => Some(load_tls(cert, key).map_err(StartError::Tls)?),
@@ -227,16 +258,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = Arc::new(State::new(Parts {
         config,
         store,
-        billing: billing.clone(),
+        billing,
         keys,
         sessions,
+        payments,
         gemini,
         metrics: telemetry::metrics_handle(),
-        simulated: simulator.is_some(),
+        simulated: gemini_simulated,
         admin_secret: secret,
     }));
     let (stop, stopped) = oneshot::channel::<()>();
     let handler_state = state.clone();
+    let sweeper_state = state.clone();
     let handler = move |req, peer| api::handle(handler_state.clone(), req, peer);
     #[expect(
         clippy::disallowed_methods,
@@ -245,11 +278,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let task = tokio::spawn(async move {
         let sweep_every =
             (hold_max_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-        let sweeper = async {
+        let sweep_state = sweeper_state.clone();
+        let sweeper = async move {
             let mut tick = tokio::time::interval(sweep_every);
+            let mut last_prune = std::time::Instant::now();
             loop {
                 tick.tick().await;
-                billing.sweep();
+                sweep_state.billing.sweep();
+                // Spent x402 nonces can be forgotten once their authorization has expired.
+                if last_prune.elapsed() > Duration::from_secs(600) {
+                    last_prune = std::time::Instant::now();
+                    if let Err(e) = sweep_state
+                        .store
+                        .prune_x402_nonces(crate::payments::unix_now())
+                    {
+                        tracing::warn!(%e, "x402 nonce pruning failed");
+                    }
+                }
             }
         };
         let shutdown = async {

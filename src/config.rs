@@ -723,6 +723,9 @@ impl Config {
         raw.server.listen = "127.0.0.1:0".into();
         raw.store.data_dir = data_dir.display().to_string();
         raw.upstream.base_url = upstream_base_url.into();
+        // The simulator serves the facilitator under /facilitator, so tests share its USDC ledger.
+        raw.x402.facilitator_url =
+            format!("{}/facilitator", upstream_base_url.trim_end_matches('/'));
         raw.upstream.api_key = "test-key".into();
         raw.server.admin_secret = "test-admin-secret-0123456789".into();
         match raw.validate() {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::auth::{AuthError, SiweError};
 use crate::billing::BillingError;
+use crate::payments::PaymentError;
 use crate::ratelimit::RateLimited;
 use crate::storage::StorageError;
 use crate::upstream::UpstreamError;
@@ -73,6 +74,8 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error(transparent)]
     RateLimit(#[from] RateLimited),
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
 }
 
 impl Error {
@@ -127,6 +130,10 @@ impl Error {
                 | UpstreamError::Interrupted(_) => StatusCode::BAD_GATEWAY,
             },
             Error::RateLimit(_) => StatusCode::TOO_MANY_REQUESTS,
+            // `PaymentError::status` is itself an exhaustive match.
+            Error::Payment(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Error::Storage(e) => match e {
                 StorageError::Sled(_) | StorageError::Codec(_) | StorageError::Locked(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
@@ -188,6 +195,7 @@ impl Error {
             },
             Error::Storage(_) => "internal_error",
             Error::RateLimit(_) => "rate_limited",
+            Error::Payment(e) => e.code(),
         }
     }
 
@@ -223,6 +231,9 @@ impl Error {
             }
             Error::Upstream(_) => Origin::Upstream,
             Error::Storage(_) => Origin::Internal,
+            Error::Payment(e) if e.is_internal() => Origin::Internal,
+            Error::Payment(PaymentError::Facilitator(_)) => Origin::Upstream,
+            Error::Payment(_) => Origin::Client,
         }
     }
 
@@ -233,6 +244,7 @@ impl Error {
                 Some(retry_after.map_or(1, whole_seconds_up))
             }
             Error::RateLimit(e) => Some(e.retry_after_s.max(1)),
+            Error::Payment(e) => e.retry_after(),
             _ => None,
         }
     }

@@ -13,6 +13,8 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod memory;
+pub mod payments;
 pub mod ratelimit;
 pub mod simulate;
 pub mod storage;

@@ -7,7 +7,10 @@
 //! endpoints under `/_sim/` set knobs and faults and expose the log of requests received.
 //! It shares the product's HTTP plumbing but none of its domain code: token counts, embeddings
 //! and errors are produced here independently, so a gateway bug cannot agree with itself.
+//! Under `/facilitator/` the same server is an x402 facilitator (`facilitator`): `/verify`,
+//! `/settle` and `/supported`, with its own signature checks and a USDC ledger.
 
+pub mod facilitator;
 pub mod gemini;
 
 use std::collections::VecDeque;
@@ -25,6 +28,7 @@ use tokio::sync::oneshot;
 use crate::config::SimulatorKnobs;
 use crate::http::server::{ServeOptions, serve};
 use crate::http::{Body, json, read_body};
+use crate::wallet::Wallet;
 
 /// What the simulator should do wrong, and for how many requests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -75,6 +79,7 @@ pub(crate) struct SimState {
     log: Mutex<VecDeque<Recorded>>,
     api_key: Option<String>,
     served: AtomicU64,
+    facilitator: facilitator::Ledger,
 }
 
 impl SimState {
@@ -127,6 +132,7 @@ impl Simulator {
             log: Mutex::new(VecDeque::new()),
             api_key,
             served: AtomicU64::new(0),
+            facilitator: facilitator::Ledger::default(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let st = state.clone();
@@ -190,6 +196,35 @@ impl Simulator {
         self.state.served.load(Ordering::Relaxed)
     }
 
+    /// The base URL of the built-in x402 facilitator (`…/facilitator`).
+    pub fn facilitator_url(&self) -> String {
+        format!("http://{}/facilitator", self.addr)
+    }
+
+    /// Sets an address's USDC balance at the facilitator, in atomic units.
+    pub fn set_balance(&self, address: &Wallet, amount: u64) {
+        self.state.facilitator.set_balance(address.0, amount);
+    }
+
+    /// An address's USDC balance at the facilitator, in atomic units.
+    pub fn balance(&self, address: &Wallet) -> u64 {
+        self.state.facilitator.balance(&address.0)
+    }
+
+    /// The balance of addresses the facilitator has not seen yet.
+    pub fn set_default_balance(&self, amount: u64) {
+        self.state.facilitator.set_default_balance(amount);
+    }
+
+    /// Counts of facilitator calls (verify, settle, settled, refused).
+    pub fn facilitator_stats(&self) -> facilitator::FacilitatorStats {
+        self.state.facilitator.stats()
+    }
+
+    pub fn set_facilitator_faults(&self, faults: facilitator::FacilitatorFaults) {
+        self.state.facilitator.set_faults(faults);
+    }
+
     /// Stops serving and waits for open connections (up to a second).
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
@@ -214,6 +249,9 @@ async fn route(st: Arc<SimState>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     if let Some(ctl) = path.strip_prefix("/_sim/") {
         return control(&st, &method, ctl, req).await;
+    }
+    if let Some(what) = path.strip_prefix("/facilitator/") {
+        return facilitator::route(&st.facilitator, &method, what, req).await;
     }
     if let Some(resp) = gemini::authenticate(&st, &req) {
         return resp;

@@ -1,10 +1,18 @@
-//! `POST /v1/chat/completions`: parse → price → hold → Gemini → answer → commit → usage event.
+//! `POST /v1/chat/completions`: parse → price → pay (hold or x402) → Gemini → answer → settle →
+//! usage event.
 //!
-//! The hold is a guard: whatever happens after it is taken (an upstream error, the client going
-//! away, a panic), it ends exactly once. Streaming answers are relayed frame by frame by
-//! `stream::ChatStream`, which owns the hold and settles it when the stream ends or is dropped.
+//! The payment is a guard: whatever happens after it is taken (an upstream error, the client
+//! going away, a panic), it ends exactly once. Streaming answers are relayed frame by frame by
+//! `stream::ChatStream`, which owns the payment and settles it when the stream ends or is dropped.
+//! A request with an API key pays from credits; one with an x402 header pays per call; one with
+//! neither gets the 402 price.
 
+pub mod payer;
 pub mod stream;
+
+/// The route, as x402 requirements name it.
+pub const PATH: &str = "/v1/chat/completions";
+const DESCRIPTION: &str = "vectorway chat completion (Gemini), priced at its worst case";
 
 /// Status recorded for a call whose client disconnected (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -18,15 +26,17 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 
 use super::types::{ChatRequest, parse_chat};
-use super::{Ctx, ReqBody, State};
+use super::{Ctx, ReqBody, State, pay};
 use crate::auth::{AuthError, AuthMode};
 use crate::billing::pricing::ModelPrice;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, EVENT_STREAM, json, read_body};
+use crate::ratelimit::RateClass;
 use crate::storage::journal::JournalOp;
 use crate::storage::{UsageEvent, now_ms};
 use crate::upstream::{Completion, GeminiStream, TokenUsage, UpstreamError};
 use crate::wallet::Wallet;
+use payer::{Payer, X402};
 
 /// Records the usage event of one call, whatever its outcome.
 #[derive(Clone)]
@@ -41,7 +51,20 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Journals the event (group commit; never blocks the answer).
+    fn new(ctx: &Ctx, wallet: Wallet, key_id: Option<String>, mode: AuthMode, model: &str) -> Self {
+        Self {
+            state: ctx.state.clone(),
+            wallet,
+            key_id,
+            mode,
+            request_id: ctx.request_id.clone(),
+            started: ctx.started,
+            model: Some(model.to_string()),
+        }
+    }
+
+    /// Journals the event (group commit; never blocks the answer). `credits` is what the call
+    /// kept: credits on the API-key path, atomic USDC on x402.
     pub fn record(&self, status: u16, credits: u64, usage: Option<&TokenUsage>) {
         let seq = match self.state.store.next_seq() {
             Ok(s) => s,
@@ -55,7 +78,7 @@ impl Meter {
             status,
             latency_ms: self.started.elapsed().as_millis() as u64,
             credits,
-            usd_cost: None,
+            usd_cost: (self.mode == AuthMode::X402 && credits > 0).then(|| pay::usd(credits)),
             model: self.model.clone(),
             prompt_tokens: usage.map_or(0, |u| u.prompt),
             completion_tokens: usage.map_or(0, |u| u.completion),
@@ -107,7 +130,11 @@ pub struct ReasoningDetails {
 }
 
 impl<'a> UsageOut<'a> {
-    pub fn new(u: &TokenUsage, model: &'a str, credit_cost: u64) -> Self {
+    pub fn new(
+        u: &TokenUsage,
+        model: &'a str,
+        (credit_cost, usd_cost): (Option<u64>, Option<String>),
+    ) -> Self {
         Self {
             prompt_tokens: u.prompt,
             completion_tokens: u.completion,
@@ -124,8 +151,8 @@ impl<'a> UsageOut<'a> {
             model,
             summarize_prompt_tokens: 0,
             summarize_completion_tokens: 0,
-            credit_cost: Some(credit_cost),
-            usd_cost: None,
+            credit_cost,
+            usd_cost,
         }
     }
 }
@@ -167,21 +194,63 @@ pub fn completion_id(response_id: Option<&str>, request_id: &str) -> String {
 }
 
 pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let principal = ctx.principal.clone().ok_or(AuthError::MissingCredentials)?;
     let state = ctx.state.clone();
-    let meter = Meter {
-        state: state.clone(),
-        wallet: principal.wallet,
-        key_id: principal.key_id.clone(),
-        mode: principal.mode,
-        request_id: ctx.request_id.clone(),
-        started: ctx.started,
-        model: None,
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, state.config.body_limit).await?;
+    let chat = parse_chat(&bytes)?;
+    let models = resolve(&state, &chat)?;
+    let default_max = state.config.default_max_tokens;
+    // A fallback list is priced at its dearest model's worst case.
+    let worst = models
+        .iter()
+        .map(|m| chat.worst_case(m, default_max))
+        .max()
+        .unwrap_or(0);
+    let first = models.first().map(|m| m.id.clone()).unwrap_or_default();
+    let (payer, meter) = match ctx.principal.clone() {
+        Some(p) => {
+            let meter = Meter::new(&ctx, p.wallet, p.key_id, p.mode, &first);
+            match state.billing.reserve(p.wallet, worst) {
+                Ok(hold) => (Payer::Credits(hold), meter),
+                Err(e) => {
+                    meter.record(402, 0, None);
+                    return Err(e.into());
+                }
+            }
+        }
+        None => {
+            let quote = state.payments.quote(worst);
+            let verified = match pay::verify(&state, &parts.headers, quote, PATH, DESCRIPTION).await
+            {
+                Ok(Some(v)) => v,
+                Ok(None) => return Ok(pay::challenge(&state, quote, PATH, DESCRIPTION, None)),
+                Err(refused) => return Ok(refused),
+            };
+            let meter = Meter::new(&ctx, verified.payer, None, AuthMode::X402, &first);
+            // The payment is verified but not settled: a limited caller is not charged.
+            if let Err(e) = state.limiter.check(verified.payer, RateClass::Runtime) {
+                meter.record(429, 0, None);
+                return Err(e.into());
+            }
+            let settlement = state.payments.start_settlement(&verified);
+            (
+                Payer::X402(Box::new(X402 {
+                    verified,
+                    settlement,
+                })),
+                meter,
+            )
+        }
     };
-    // If the client goes away, hyper drops this future; the guard still records the call.
+    // If the client goes away, hyper drops this future; the guards still record the call and end
+    // the payment (release the hold, or credit an x402 payment back once it settles).
     let mut guard = Unfinished { meter: Some(meter) };
+    let pay = PayGuard {
+        payer: Some(payer),
+        state: state.clone(),
+    };
     let result = match guard.meter.as_mut() {
-        Some(meter) => run(&ctx, meter, req).await,
+        Some(meter) => run(&ctx, meter, pay, &chat, &models).await,
         None => return Err(AuthError::MissingCredentials.into()),
     };
     if let (Err(e), Some(meter)) = (&result, guard.meter.as_ref()) {
@@ -200,6 +269,26 @@ impl Drop for Unfinished {
     fn drop(&mut self) {
         if let Some(m) = self.meter.take() {
             m.record(CLIENT_CLOSED, 0, None);
+        }
+    }
+}
+
+/// Ends an unused payment if the request is dropped or fails before an answer.
+struct PayGuard {
+    payer: Option<Payer>,
+    state: Arc<State>,
+}
+
+impl PayGuard {
+    fn take(&mut self) -> Option<Payer> {
+        self.payer.take()
+    }
+}
+
+impl Drop for PayGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.payer.take() {
+            p.abandon(&self.state);
         }
     }
 }
@@ -253,21 +342,15 @@ enum Answer {
     Stream(GeminiStream),
 }
 
-async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+async fn run(
+    ctx: &Ctx,
+    meter: &mut Meter,
+    mut pay: PayGuard,
+    chat: &ChatRequest,
+    models: &[ModelPrice],
+) -> Result<Response<Body>, Error> {
     let state = &ctx.state;
-    let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, state.config.body_limit).await?;
-    let chat = parse_chat(&bytes)?;
-    let models = resolve(state, &chat)?;
     let default_max = state.config.default_max_tokens;
-    // A fallback list holds the most expensive model's worst case.
-    let worst = models
-        .iter()
-        .map(|m| chat.worst_case(m, default_max))
-        .max()
-        .unwrap_or(0);
-    meter.model = models.first().map(|m| m.id.clone());
-    let hold = state.billing.reserve(meter.wallet, worst)?;
     for (i, model) in models.iter().enumerate() {
         meter.model = Some(model.id.clone());
         let call = chat.to_call(model, default_max);
@@ -285,10 +368,15 @@ async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<ReqBody>) -> Result<Resp
         };
         match answer {
             Ok(Answer::Stream(upstream)) => {
+                let Some(payer) = pay.take() else { break };
+                let x402_payer = match &payer {
+                    Payer::X402(x) => Some(x.verified.payer),
+                    Payer::Credits(_) => None,
+                };
                 let id = completion_id(None, &ctx.request_id);
                 let body = stream::ChatStream::new(
                     upstream,
-                    hold,
+                    payer,
                     meter.clone(),
                     model.clone(),
                     id,
@@ -300,22 +388,48 @@ async fn run(ctx: &Ctx, meter: &mut Meter, req: Request<ReqBody>) -> Result<Resp
                     HeaderName::from_static("cache-control"),
                     HeaderValue::from_static("no-cache"),
                 );
+                if let Some(w) = x402_payer {
+                    // The receipt follows `[DONE]`; the payer is known now.
+                    res.headers_mut().insert(
+                        HeaderName::from_static("x-payment-method"),
+                        HeaderValue::from_static("x402"),
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&crate::crypto::to_checksum(&w)) {
+                        res.headers_mut()
+                            .insert(HeaderName::from_static("x-payer-address"), v);
+                    }
+                }
                 stamp(&mut res, model);
                 return Ok(res);
             }
             Ok(Answer::Whole(completion)) => {
+                let Some(payer) = pay.take() else { break };
                 let cost = model.cost(completion.usage.prompt, completion.usage.completion);
-                let charged = hold.commit(cost, Some(ctx.request_id.clone()));
-                meter.record(200, charged, Some(&completion.usage));
-                let mut res = unary_response(ctx, model, &completion, charged);
-                stamp(&mut res, model);
-                return Ok(res);
+                return match payer.settle(state, cost, ctx.request_id.clone()).await {
+                    Ok(settled) => {
+                        meter.record(200, settled.amount(), Some(&completion.usage));
+                        let mut res = unary_response(ctx, model, &completion, settled.costs());
+                        if let payer::Settled::X402 {
+                            verified, outcome, ..
+                        } = &settled
+                        {
+                            pay::stamp(&mut res, verified, outcome);
+                        }
+                        stamp(&mut res, model);
+                        Ok(res)
+                    }
+                    Err(e) => {
+                        // The settlement was refused: the answer is withheld.
+                        meter.record(402, 0, Some(&completion.usage));
+                        Ok(pay::refusal(state, cost, PATH, DESCRIPTION, e))
+                    }
+                };
             }
             Err(e) if try_next_model(&e) && i + 1 < models.len() => {
                 metrics::counter!("vectorway_model_fallbacks_total").increment(1);
                 tracing::info!(model = %model.id, error = %e, "falling back to the next model");
             }
-            // On error the hold drops: released, nothing charged.
+            // On error the guard ends the payment: hold released, x402 credited back.
             Err(e) => return Err(e.into()),
         }
     }
@@ -329,7 +443,12 @@ fn stamp(res: &mut Response<Body>, model: &ModelPrice) {
     }
 }
 
-fn unary_response(ctx: &Ctx, model: &ModelPrice, c: &Completion, charged: u64) -> Response<Body> {
+fn unary_response(
+    ctx: &Ctx,
+    model: &ModelPrice,
+    c: &Completion,
+    costs: (Option<u64>, Option<String>),
+) -> Response<Body> {
     let id = completion_id(c.response_id.as_deref(), &ctx.request_id);
     let out = CompletionOut {
         id: &id,
@@ -347,7 +466,7 @@ fn unary_response(ctx: &Ctx, model: &ModelPrice, c: &Completion, charged: u64) -
             logprobs: None,
             finish_reason: c.finish.as_openai(),
         }],
-        usage: UsageOut::new(&c.usage, &model.id, charged),
+        usage: UsageOut::new(&c.usage, &model.id, costs),
         output_text: &c.text,
         system_fingerprint: None,
     };

@@ -18,6 +18,8 @@ pub enum Access {
     Jwt,
     /// An API key or a session JWT.
     KeyOrJwt,
+    /// An x402 payment header, verified by the handler (money in).
+    X402,
     /// A SIWE message and signature in the body or query, checked by the handler (agent-router).
     Siwe,
     /// An API key, a JWT, or a SIWE message in the query (agent-router usage).
@@ -53,6 +55,9 @@ pub enum RouteId {
     AdminGrant,
     AdminCreateKey,
     AdminBalance,
+    AgentOnboard,
+    CreditsPurchase,
+    Topup,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +130,9 @@ pub const ROUTES: &[Route] = &[
     r(R::AuthKeysList, "GET", "/v1/auth/keys", Siwe, Control, "auth_keys_list", "List API keys with a SIWE message (agent-router)."),
     r(R::AuthKeysRevoke, "DELETE", "/v1/auth/keys/{key_id}", Siwe, Control, "auth_keys_revoke", "Revoke an API key with a SIWE message (agent-router)."),
     r(R::UsageWallet, "GET", "/v1/usage/{wallet}", KeyJwtOrSiwe, Control, "usage_wallet", "Balance, held credits and per-key usage (agent-router)."),
+    idem(r(R::AgentOnboard, "POST", "/v1/auth/agent-onboard", X402, RateClass::None, "agent_onboard", "Onboard with one x402 payment: account, credits, JWTs and an API key.")),
+    idem(r(R::CreditsPurchase, "POST", "/v1/credits/purchase", X402, RateClass::None, "credits_purchase", "Buy credits with an x402 payment.")),
+    idem(r(R::Topup, "POST", "/v1/topup", X402, RateClass::None, "topup", "Fund a wallet with USDC via x402, two steps (agent-router).")),
     idem(r(R::AdminGrant, "POST", "/admin/grant", Admin, RateClass::None, "admin_grant", "Grant credits to a wallet (operator).")),
     idem(r(R::AdminCreateKey, "POST", "/admin/keys", Admin, RateClass::None, "admin_keys", "Create an API key for a wallet (operator).")),
     r(R::AdminBalance, "GET", "/admin/balance", Admin, RateClass::None, "admin_balance", "A wallet's balance, held and available credits (operator)."),

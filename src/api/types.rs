@@ -549,7 +549,8 @@ mod hostile_tests {
     #[test]
     fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
         for depth in [1_000usize, 100_000, 400_000] {
-            let mut body = String::from(r#"{"messages":[{"role":"user","content":"x"}],"metadata":"#);
+            let mut body =
+                String::from(r#"{"messages":[{"role":"user","content":"x"}],"metadata":"#);
             body.push_str(&"[".repeat(depth));
             body.push_str(&"]".repeat(depth));
             body.push('}');

@@ -99,7 +99,8 @@ impl Default for RawLimits {
 impl Default for RawX402 {
     fn default() -> Self {
         Self {
-            networks: vec!["base-sepolia".into(), "base".into()],
+            // Testnet only by default: mainnet needs a real payTo and a real facilitator.
+            networks: vec!["base-sepolia".into()],
             // Anvil/Hardhat dev account #1: a safe default for the simulator; set your own.
             pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
             facilitator_url: String::new(),
@@ -244,6 +245,26 @@ impl RawX402 {
                 "x402.pay_to",
                 "the zero address burns payments".into(),
             ));
+        }
+        if networks.iter().any(|n| n.chain_id == 8453) {
+            // Anvil/Hardhat dev accounts #0–#2: their private keys are public.
+            const DEV: [&str; 3] = [
+                "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+                "0x70997970c51812dc3a010c7d01b50e0d17dc79c8",
+                "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc",
+            ];
+            if DEV.contains(&pay_to.to_string().as_str()) {
+                return Err(invalid(
+                    "x402.pay_to",
+                    "a public dev key cannot receive mainnet USDC; set your own address".into(),
+                ));
+            }
+            if self.facilitator_url.trim().is_empty() {
+                return Err(invalid(
+                    "x402.facilitator_url",
+                    "mainnet (base) needs a real facilitator; the simulator moves no USDC".into(),
+                ));
+            }
         }
         let facilitator_url = match self.facilitator_url.trim_end_matches('/') {
             "" => None,

@@ -11,23 +11,27 @@ const LOCAL_VERSION: &str = "local-v1";
 /// Turns texts into unit-length vectors of a fixed size.
 #[derive(Debug, Clone)]
 pub enum Embedder {
-    Gemini {
-        client: Gemini,
-        model: String,
-        dims: usize,
-    },
+    Gemini(Box<GeminiEmbedder>),
     Local(LocalEmbedder),
+}
+
+/// Gemini `batchEmbedContents` with a model and an output size.
+#[derive(Debug, Clone)]
+pub struct GeminiEmbedder {
+    pub client: Gemini,
+    pub model: String,
+    pub dims: usize,
 }
 
 impl Embedder {
     /// The embedder the memory config asks for; `client` is used only for `EmbedderKind::Gemini`.
     pub fn from_config(cfg: &MemoryConfig, client: Gemini) -> Self {
         match cfg.embedder {
-            EmbedderKind::Gemini => Embedder::Gemini {
+            EmbedderKind::Gemini => Embedder::Gemini(Box::new(GeminiEmbedder {
                 client,
                 model: cfg.embed_model.clone(),
                 dims: cfg.dims,
-            },
+            })),
             EmbedderKind::Local => Embedder::Local(LocalEmbedder::new(cfg.dims)),
         }
     }
@@ -35,7 +39,7 @@ impl Embedder {
     /// Number of values in every vector.
     pub fn dims(&self) -> usize {
         match self {
-            Embedder::Gemini { dims, .. } => *dims,
+            Embedder::Gemini(g) => g.dims,
             Embedder::Local(l) => l.dims(),
         }
     }
@@ -43,7 +47,7 @@ impl Embedder {
     /// Names the vector space: two vectors are comparable only when their fingerprints are equal.
     pub fn fingerprint(&self) -> String {
         match self {
-            Embedder::Gemini { model, dims, .. } => format!("gemini:{model}/{dims}"),
+            Embedder::Gemini(g) => format!("gemini:{}/{}", g.model, g.dims),
             Embedder::Local(l) => format!("{LOCAL_VERSION}/{}", l.dims()),
         }
     }
@@ -51,11 +55,7 @@ impl Embedder {
     /// One unit vector per text, in order.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, UpstreamError> {
         match self {
-            Embedder::Gemini {
-                client,
-                model,
-                dims,
-            } => client.embed(model, texts, *dims).await,
+            Embedder::Gemini(g) => g.client.embed(&g.model, texts, g.dims).await,
             Embedder::Local(l) => Ok(texts.iter().map(|t| l.embed_one(t)).collect()),
         }
     }
@@ -100,7 +100,12 @@ impl LocalEmbedder {
         for (i, w) in words.iter().enumerate() {
             self.add(&mut v, b'w', &[w.as_bytes()], WORD_WEIGHT);
             if let Some(next) = words.get(i + 1) {
-                self.add(&mut v, b'b', &[w.as_bytes(), b" ", next.as_bytes()], BIGRAM_WEIGHT);
+                self.add(
+                    &mut v,
+                    b'b',
+                    &[w.as_bytes(), b" ", next.as_bytes()],
+                    BIGRAM_WEIGHT,
+                );
             }
             chars.clear();
             chars.push('^');
@@ -157,6 +162,9 @@ fn feature_hash(kind: u8, parts: &[&[u8]]) -> u64 {
 mod tests {
     use super::*;
 
+    /// FNV-1a of `w` ‖ `memory` with the SplitMix64 finalizer, computed independently.
+    const PINNED_HASH: u64 = 2_886_968_252_573_836_865;
+
     fn cos(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
@@ -168,7 +176,8 @@ mod tests {
         assert_eq!(a, e.embed_one("The agent ran the nightly simulation."));
         assert_eq!(a.len(), 768);
         assert!((cos(&a, &a) - 1.0).abs() < 1e-5);
-        // A fixed value pins the hash: stored vectors must not change between builds.
+        // Fixed values pin the hash: stored vectors must not change between builds.
+        assert_eq!(feature_hash(b'w', &[b"memory"]), PINNED_HASH);
         let pinned = LocalEmbedder::new(8).embed_one("memory");
         let again = LocalEmbedder::new(8).embed_one("MEMORY!");
         assert_eq!(pinned, again, "case and punctuation are ignored");

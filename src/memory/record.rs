@@ -52,8 +52,9 @@ impl MemoryRecord {
         let fp = &self.embedder.as_bytes()[..self.embedder.len().min(255)];
         let text = &self.text.as_bytes()[..self.text.len().min(u32::MAX as usize)];
         let vector = &self.vector[..self.vector.len().min(usize::from(u16::MAX))];
-        let mut out =
-            Vec::with_capacity(1 + 16 + 8 + 2 + ns.len() + fp.len() + 4 + text.len() + 2 + 4 * vector.len());
+        let mut out = Vec::with_capacity(
+            1 + 16 + 8 + 2 + ns.len() + fp.len() + 4 + text.len() + 2 + 4 * vector.len(),
+        );
         out.push(VERSION);
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&self.created_at_ms.to_be_bytes());
@@ -194,7 +195,10 @@ mod tests {
         let bytes = sample(Some("ns")).encode();
         for cut in 0..bytes.len() {
             assert!(
-                matches!(RecordView::parse(&bytes[..cut]), Err(StorageError::Codec(_))),
+                matches!(
+                    RecordView::parse(&bytes[..cut]),
+                    Err(StorageError::Codec(_))
+                ),
                 "cut at {cut}"
             );
         }

@@ -231,10 +231,10 @@ async fn bad_requests_fail_before_any_upstream_call() {
             hello(json!({})).to_string(),
         )
         .await;
-    assert_eq!(
-        (res.status, res.code().as_str()),
-        (StatusCode::UNAUTHORIZED, "missing_credentials")
-    );
+    // No payer at all: the x402 price (v1 body, v2 header), not a 401.
+    assert_eq!(res.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(res.json()["x402Version"], 1);
+    assert!(res.headers.contains_key("payment-required"));
     let bad = format!("vw_aaaaaaaaaaaa_{}", "b".repeat(43));
     let res = env.chat(&bad, hello(json!({}))).await;
     assert_eq!(

@@ -1,28 +1,42 @@
 //! The streaming answer body: Gemini events in, OpenAI `chat.completion.chunk` frames out, no
-//! buffering beyond the events of one upstream read. It owns the hold and settles it exactly once:
+//! buffering beyond the events of one upstream read. It owns the payment and ends it exactly once:
 //! at the clean end (actual usage), on an upstream error (usage seen so far, or nothing if no
 //! frame reached the client), or in `Drop` when the client goes away mid-stream.
+//!
+//! On x402 the clean end waits for the settlement: success sends `data: [DONE]` and then the
+//! receipt as `event: x402-receipt`; a refused settlement ends the stream with an error event.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 
-use super::{CLIENT_CLOSED, Meter, UsageOut};
-use crate::billing::Hold;
+use super::payer::{Payer, X402};
+use super::{CLIENT_CLOSED, Meter, UsageOut, pay};
 use crate::billing::pricing::ModelPrice;
+use crate::crypto::to_checksum;
 use crate::error::Error;
 use crate::http::BodyError;
+use crate::payments::{PaymentError, Settlement, SettlementHandle, Verified};
 use crate::storage::now_ms;
 use crate::upstream::{Finish, GeminiStream, StreamEvent, TokenUsage, UpstreamError};
 
+/// An x402 stream whose content is done, waiting for its settlement.
+struct Awaiting {
+    verified: Verified,
+    settlement: Pin<Box<SettlementHandle>>,
+    kept: u64,
+}
+
 pub struct ChatStream {
     upstream: GeminiStream,
-    hold: Option<Hold>,
+    payer: Option<Payer>,
+    awaiting: Option<Awaiting>,
     meter: Meter,
     model: ModelPrice,
-    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[` — shared
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":` — shared
     /// by every chunk.
     prefix: Bytes,
     include_usage: bool,
@@ -36,7 +50,7 @@ pub struct ChatStream {
 impl ChatStream {
     pub fn new(
         upstream: GeminiStream,
-        hold: Hold,
+        payer: Payer,
         meter: Meter,
         model: ModelPrice,
         id: String,
@@ -50,7 +64,8 @@ impl ChatStream {
         prefix.extend_from_slice(b",\"choices\":");
         Self {
             upstream,
-            hold: Some(hold),
+            payer: Some(payer),
+            awaiting: None,
             meter,
             model,
             prefix: Bytes::from(prefix),
@@ -94,59 +109,151 @@ impl ChatStream {
         self.sent_first = true;
     }
 
-    /// Settles the hold from the usage seen so far; returns the credits charged.
-    fn settle(&mut self) -> u64 {
-        let Some(hold) = self.hold.take() else {
-            return 0;
-        };
+    /// The cost of the usage seen so far (0 when no frame reached the client).
+    fn cost_so_far(&self) -> u64 {
         match (self.sent_first, self.usage) {
-            (true, Some(u)) => hold.commit(
-                self.model.cost(u.prompt, u.completion),
-                Some(self.meter_ref()),
-            ),
-            _ => {
-                hold.release();
-                0
-            }
+            (true, Some(u)) => self.model.cost(u.prompt, u.completion),
+            _ => 0,
         }
     }
 
-    fn meter_ref(&self) -> String {
-        self.meter.request_id.clone()
+    /// What an x402 payment keeps for `cost`.
+    fn x402_kept(&self, cost: u64, paid: u64) -> u64 {
+        if cost == 0 {
+            0
+        } else {
+            pay::kept(cost, self.meter.state.config.x402.min_quote, paid)
+        }
     }
 
-    /// The clean end: final chunk, usage chunk, `[DONE]`.
+    /// Ends the payment in the background for a stream that did not finish cleanly; returns what
+    /// it keeps.
+    fn settle_partial(&mut self) -> u64 {
+        let cost = self.cost_so_far();
+        match self.payer.take() {
+            Some(p @ Payer::Credits(_)) => {
+                p.finish_detached(&self.meter.state, cost);
+                cost
+            }
+            Some(Payer::X402(x)) => {
+                let kept = self.x402_kept(cost, x.verified.amount);
+                Payer::X402(x).finish_detached(&self.meter.state, kept);
+                kept
+            }
+            None => 0,
+        }
+    }
+
+    /// The clean end of the content: final chunk and usage chunk; then `[DONE]` (credits), or
+    /// the wait for the x402 settlement.
     fn finish_frames(&mut self, out: &mut BytesMut) {
         if !self.sent_first {
             // An answer with no visible text (all thinking, blocked, empty) still opens with the
-            // assistant role, and is charged like any other complete answer.
+            // assistant role, and is paid like any other complete answer.
             self.chunk(out, "{\"role\":\"assistant\",\"content\":\"\"}", None);
             self.sent_first = true;
         }
-        let charged = self.settle();
         let usage = self.usage.unwrap_or_default();
+        let cost = self.model.cost(usage.prompt, usage.completion);
+        let (costs, kept) = match self.payer.take() {
+            Some(Payer::Credits(hold)) => {
+                let charged = hold.commit(cost, Some(self.meter.request_id.clone()));
+                ((Some(charged), None), charged)
+            }
+            Some(Payer::X402(x)) => {
+                let X402 {
+                    verified,
+                    settlement,
+                } = *x;
+                let kept = pay::kept(
+                    cost,
+                    self.meter.state.config.x402.min_quote,
+                    verified.amount,
+                );
+                self.awaiting = Some(Awaiting {
+                    verified,
+                    settlement: Box::pin(settlement),
+                    kept,
+                });
+                ((None, Some(pay::usd(kept))), kept)
+            }
+            None => ((None, None), 0),
+        };
         self.chunk(out, "{}", Some(self.finish.unwrap_or(Finish::Stop)));
         if self.include_usage {
-            let u = UsageOut::new(&usage, &self.model.id, charged);
+            let u = UsageOut::new(&usage, &self.model.id, costs);
             out.put_slice(&self.prefix);
             out.put_slice(b"[],\"usage\":");
             out.put_slice(&serde_json::to_vec(&u).unwrap_or_else(|_| b"null".to_vec()));
             out.put_slice(b"}\n\n");
         }
-        out.put_slice(b"data: [DONE]\n\n");
-        self.meter.record(200, charged, Some(&usage));
+        if self.awaiting.is_none() {
+            out.put_slice(b"data: [DONE]\n\n");
+            self.done = true;
+        }
+        self.meter.record(200, kept, Some(&usage));
+    }
+
+    /// The x402 settlement finished: `[DONE]` and the receipt, or an error event.
+    fn settled_frames(
+        &mut self,
+        out: &mut BytesMut,
+        a: Awaiting,
+        outcome: Result<Settlement, PaymentError>,
+    ) {
+        match &outcome {
+            Ok(s) => {
+                let change_task = (
+                    a.verified.payer,
+                    a.verified.amount,
+                    a.kept,
+                    s.transaction.clone(),
+                );
+                let state = self.meter.state.clone();
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "the change must be credited even if the client is gone"
+                )]
+                tokio::spawn(async move {
+                    let (payer, paid, kept, tx) = change_task;
+                    if let Err(e) = pay::refund_change(&state, payer, paid, kept, &tx).await {
+                        tracing::error!(%e, %payer, "x402 change was not credited");
+                    }
+                });
+                let receipt = serde_json::json!({
+                    "object": "chat.completion.chunk", "choices": [],
+                    "transaction": s.transaction, "network": a.verified.network_name(),
+                    "amount": a.verified.amount.to_string(), "payer": to_checksum(&s.payer),
+                    "kept": a.kept.to_string(),
+                });
+                out.put_slice(b"data: [DONE]\n\nevent: x402-receipt\ndata: ");
+                out.put_slice(receipt.to_string().as_bytes());
+                out.put_slice(b"\n\n");
+            }
+            Err(e) => {
+                // The payment did not go through: cut the stream with an error, no `[DONE]`.
+                out.put_slice(b"data: ");
+                out.put_slice(
+                    &serde_json::to_vec(&Error::from(e.clone()).body()).unwrap_or_default(),
+                );
+                out.put_slice(b"\n\n");
+                self.meter.record(402, 0, self.usage.as_ref());
+            }
+        }
+        self.done = true;
     }
 
     /// A mid-stream failure: an OpenAI error event, then the end (no fake `stop`, no `[DONE]`).
     fn error_frame(&mut self, out: &mut BytesMut, e: UpstreamError) {
-        let charged = self.settle();
+        let kept = self.settle_partial();
         let err = Error::from(e);
         out.put_slice(b"data: ");
         out.put_slice(&serde_json::to_vec(&err.body()).unwrap_or_default());
         out.put_slice(b"\n\n");
         let usage = self.usage;
         self.meter
-            .record(err.status().as_u16(), charged, usage.as_ref());
+            .record(err.status().as_u16(), kept, usage.as_ref());
+        self.done = true;
     }
 }
 
@@ -162,10 +269,19 @@ impl http_body::Body for ChatStream {
         if this.done {
             return Poll::Ready(None);
         }
-        let mut events = std::mem::take(&mut this.events);
-        let polled = this.upstream.poll_events(cx, &mut events);
         let mut out = BytesMut::new();
-        let result = match polled {
+        if let Some(a) = this.awaiting.as_mut() {
+            let outcome = match a.settlement.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(o) => o,
+            };
+            if let Some(a) = this.awaiting.take() {
+                this.settled_frames(&mut out, a, outcome);
+            }
+            return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+        }
+        let mut events = std::mem::take(&mut this.events);
+        let result = match this.upstream.poll_events(cx, &mut events) {
             Poll::Pending => {
                 this.events = events;
                 return Poll::Pending;
@@ -182,14 +298,8 @@ impl http_body::Body for ChatStream {
         this.events = events;
         match result {
             Some(Ok(())) => {}
-            None => {
-                this.done = true;
-                this.finish_frames(&mut out);
-            }
-            Some(Err(e)) => {
-                this.done = true;
-                this.error_frame(&mut out, e);
-            }
+            None => this.finish_frames(&mut out),
+            Some(Err(e)) => this.error_frame(&mut out, e),
         }
         if out.is_empty() {
             // Usage-only or finish-only upstream chunks produce no frame yet; poll again.
@@ -206,11 +316,28 @@ impl http_body::Body for ChatStream {
 
 impl Drop for ChatStream {
     fn drop(&mut self) {
-        if self.hold.is_some() {
-            // The client went away mid-stream: charge what it was sent (usage seen so far).
-            let charged = self.settle();
+        if self.payer.is_some() {
+            // The client went away mid-stream: keep what it was sent (usage seen so far).
+            let kept = self.settle_partial();
             let usage = self.usage;
-            self.meter.record(CLIENT_CLOSED, charged, usage.as_ref());
+            self.meter.record(CLIENT_CLOSED, kept, usage.as_ref());
+        } else if let Some(a) = self.awaiting.take() {
+            // Gone while the settlement was pending: it still runs; credit the change after it.
+            let state = self.meter.state.clone();
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the change must be credited even if the client is gone"
+            )]
+            tokio::spawn(async move {
+                if let Ok(s) = a.settlement.await {
+                    let v = &a.verified;
+                    if let Err(e) =
+                        pay::refund_change(&state, v.payer, v.amount, a.kept, &s.transaction).await
+                    {
+                        tracing::error!(%e, payer = %v.payer, "x402 change was not credited");
+                    }
+                }
+            });
         }
     }
 }

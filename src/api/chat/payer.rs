@@ -1,0 +1,160 @@
+//! Who pays for a chat call and how it is settled: a credit hold (API key) or an x402 payment.
+//!
+//! Credits: the hold is committed at the actual cost (or released). x402: the payment was
+//! verified and its settlement started before generation; when the cost is known the call keeps
+//! `max(cost, min_quote)` (never more than paid) and the change is credited to the payer as a
+//! `refund`, durably, once the settlement has succeeded. A call that fails after settlement
+//! started keeps nothing: the whole payment comes back as credits.
+
+use std::sync::Arc;
+
+use super::super::State;
+use super::super::pay;
+use crate::billing::Hold;
+use crate::payments::{PaymentError, Settlement, SettlementHandle, Verified};
+
+/// An x402 payment being settled.
+pub struct X402 {
+    pub verified: Verified,
+    pub settlement: SettlementHandle,
+}
+
+pub enum Payer {
+    Credits(Hold),
+    X402(Box<X402>),
+}
+
+/// The outcome of a unary call's settlement.
+pub enum Settled {
+    Credits {
+        charged: u64,
+    },
+    X402 {
+        kept: u64,
+        verified: Verified,
+        outcome: Result<Settlement, PaymentError>,
+    },
+}
+
+impl Settled {
+    /// `(credit_cost, usd_cost)` for the usage object: only the channel that paid is set.
+    pub fn costs(&self) -> (Option<u64>, Option<String>) {
+        match self {
+            Settled::Credits { charged } => (Some(*charged), None),
+            Settled::X402 { kept, .. } => (None, Some(pay::usd(*kept))),
+        }
+    }
+
+    /// Credits (= atomic USDC) the call kept.
+    pub fn amount(&self) -> u64 {
+        match self {
+            Settled::Credits { charged } => *charged,
+            Settled::X402 { kept, .. } => *kept,
+        }
+    }
+}
+
+impl Payer {
+    /// A whole answer costing `cost`: commit the hold, or wait for the settlement and credit the
+    /// change. A refused settlement is returned as the error (the answer is withheld).
+    pub async fn settle(
+        self,
+        state: &Arc<State>,
+        cost: u64,
+        reference: String,
+    ) -> Result<Settled, PaymentError> {
+        match self {
+            Payer::Credits(hold) => Ok(Settled::Credits {
+                charged: hold.commit(cost, Some(reference)),
+            }),
+            Payer::X402(x) => {
+                // Settlement and change run in their own task: if this request is dropped (the
+                // client went away), the change is still credited.
+                let state = state.clone();
+                let min_quote = state.config.x402.min_quote;
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "the change must survive the request that caused it"
+                )]
+                let task = tokio::spawn(async move {
+                    let X402 {
+                        verified,
+                        settlement,
+                    } = *x;
+                    match settlement.await {
+                        Ok(s) => {
+                            let kept = pay::kept(cost, min_quote, verified.amount);
+                            if let Err(e) = pay::refund_change(
+                                &state,
+                                verified.payer,
+                                verified.amount,
+                                kept,
+                                &s.transaction,
+                            )
+                            .await
+                            {
+                                tracing::error!(%e, payer = %verified.payer, "x402 change was not credited");
+                            }
+                            Ok(Settled::X402 {
+                                kept,
+                                verified,
+                                outcome: Ok(s),
+                            })
+                        }
+                        Err(e) => Err(e),
+                    }
+                });
+                match task.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(%e, "x402 settlement task failed");
+                        Err(PaymentError::Internal("settlement task failed".into()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The call produced nothing the client received: release the hold, or give the whole
+    /// payment back as credits once it settles (in the background; it survives the request).
+    pub fn abandon(self, state: &Arc<State>) {
+        self.finish_detached(state, 0);
+    }
+
+    /// Ends the payment in the background keeping `kept` (a stream cut short or disconnected).
+    pub fn finish_detached(self, state: &Arc<State>, kept: u64) {
+        match self {
+            Payer::Credits(hold) if kept == 0 => hold.release(),
+            Payer::Credits(hold) => {
+                hold.commit(kept, None);
+            }
+            Payer::X402(x) => {
+                let state = state.clone();
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "the refund must survive the request that caused it"
+                )]
+                tokio::spawn(async move {
+                    let X402 {
+                        verified,
+                        settlement,
+                    } = *x;
+                    if let Ok(s) = settlement.await {
+                        let kept = kept.min(verified.amount);
+                        if let Err(e) = pay::refund_change(
+                            &state,
+                            verified.payer,
+                            verified.amount,
+                            kept,
+                            &s.transaction,
+                        )
+                        .await
+                        {
+                            tracing::error!(%e, payer = %verified.payer, "x402 change was not credited");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Money in over x402: agent onboarding, credit purchases and the agent-router top-up.
+//!
+//! Each is one paid call: no payment header → 402 with the price; a verified payment is settled
+//! (awaited: credits are only granted for money that moved), then the credits are written and
+//! fsynced, and only then is the answer sent, with the receipt header.
+
+use http::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json as j;
+
+use super::{Ctx, ReqBody, parse_json, pay};
+use crate::auth::{AuthError, SiweError};
+use crate::billing::pricing::{format_usd_micros, parse_usd_micros};
+use crate::crypto::to_checksum;
+use crate::error::{Error, RequestError};
+use crate::http::{Body, json, read_body};
+use crate::payments::{Payments, Settlement, Verified};
+use crate::ratelimit::RateClass;
+use crate::storage::{LedgerKind, now_ms};
+use crate::wallet::Wallet;
+
+/// Onboarding and purchases move between $0.50 and $1000 of credits.
+const MIN_CREDITS: u64 = 500_000;
+const MAX_CREDITS: u64 = 1_000_000_000;
+
+fn wallet(s: &str) -> Result<Wallet, Error> {
+    s.parse()
+        .map_err(|e: String| AuthError::InvalidWallet(e).into())
+}
+
+fn credits_in_range(credits: u64) -> Result<(), Error> {
+    if (MIN_CREDITS..=MAX_CREDITS).contains(&credits) {
+        Ok(())
+    } else {
+        Err(RequestError::validation(
+            "credits",
+            format!("credits must be between {MIN_CREDITS} and {MAX_CREDITS}"),
+        )
+        .into())
+    }
+}
+
+/// A wallet named in the body must be the one that signs the payment. Checked on the decoded
+/// (not yet verified) payload so a mismatch burns nothing; the verified payer is checked again.
+fn payer_must_be(headers: &http::HeaderMap, named: &Wallet) -> Result<(), Error> {
+    if let Ok(Some(decoded)) = Payments::decode(headers)
+        && decoded.authorization.from != *named
+    {
+        let from = decoded.authorization.from;
+        return Err(SiweError::WalletMismatch {
+            message: to_checksum(&from),
+            request: to_checksum(named),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Verifies, settles and credits one payment; `Err` is the finished refusal.
+async fn take_payment(
+    ctx: &Ctx,
+    headers: &http::HeaderMap,
+    quote: u64,
+    path: &str,
+    description: &str,
+    note: &str,
+) -> Result<(Verified, Settlement, u64), Response<Body>> {
+    let state = &ctx.state;
+    let verified = match pay::verify(state, headers, quote, path, description).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return Err(pay::challenge(state, quote, path, description, None)),
+        Err(refused) => return Err(refused),
+    };
+    if let Err(e) = state.limiter.check(verified.payer, RateClass::Control) {
+        return Err(super::error_response(&e.into()));
+    }
+    let outcome = state.payments.start_settlement(&verified).await;
+    let settlement = match outcome {
+        Ok(s) => s,
+        Err(e) => return Err(pay::refusal(state, quote, path, description, e)),
+    };
+    // Credit what was authorized (and settled), durably, before answering.
+    let balance = state
+        .billing
+        .credit(
+            verified.payer,
+            verified.amount,
+            LedgerKind::Topup,
+            Some(settlement.transaction.clone()),
+            Some(format!("{note} · {} credits", verified.amount)),
+        )
+        .await
+        .map_err(|e| super::error_response(&e.into()))?;
+    Ok((verified, settlement, balance))
+}
+
+fn paid_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    v: &Verified,
+    s: Settlement,
+) -> Response<Body> {
+    let mut res = json(status, body);
+    pay::stamp(&mut res, v, &Ok(s));
+    res
+}
+
+#[derive(Deserialize)]
+struct OnboardBody {
+    wallet_address: String,
+    credits: u64,
+    #[serde(default)]
+    key_name: Option<String>,
+}
+
+/// `POST /v1/auth/agent-onboard`: account + credits + JWT pair + API key, in one paid call.
+pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
+    let b: OnboardBody = parse_json(&bytes)?;
+    let named = wallet(&b.wallet_address)?;
+    credits_in_range(b.credits)?;
+    let key_name = b.key_name.unwrap_or_else(|| "agent".into());
+    if key_name.is_empty() || key_name.len() > 128 {
+        return Err(
+            RequestError::validation("key_name", "key_name must be 1 to 128 characters").into(),
+        );
+    }
+    payer_must_be(&parts.headers, &named)?;
+    let path = "/v1/auth/agent-onboard";
+    let (v, s, balance) = match take_payment(
+        ctx,
+        &parts.headers,
+        b.credits,
+        path,
+        "vectorway agent onboarding: credits, session and API key",
+        "x402 agent-onboard",
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(res) => return Ok(res),
+    };
+    let state = &ctx.state;
+    let (_, created) = state.store.ensure_account(&v.payer, now_ms() / 1000)?;
+    let tokens = state.sessions.issue(&v.payer).await?;
+    let (raw, rec) = state.keys.create(v.payer, &key_name).await?;
+    let body = j!({
+        "wallet_address": to_checksum(&v.payer), "credits": balance, "created": created, "agent_only": true,
+        "tokens": tokens, "api_key": raw,
+        "api_key_metadata": {"key_id": rec.key_id, "key_name": rec.key_name, "created_at": rec.created_at, "last_used_at": null},
+    });
+    Ok(paid_response(StatusCode::OK, &body, &v, s))
+}
+
+#[derive(Deserialize)]
+struct PurchaseBody {
+    wallet_address: String,
+    credits: u64,
+}
+
+/// `POST /v1/credits/purchase`: the wallet must have an account and be the payer.
+pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
+    let b: PurchaseBody = parse_json(&bytes)?;
+    let named = wallet(&b.wallet_address)?;
+    credits_in_range(b.credits)?;
+    if ctx.state.store.account(&named)?.is_none() {
+        return Err(RequestError::NotFound {
+            method: "POST".into(),
+            path: format!(
+                "account {}; onboard first (/v1/auth/agent-onboard)",
+                to_checksum(&named)
+            ),
+        }
+        .into());
+    }
+    payer_must_be(&parts.headers, &named)?;
+    let path = "/v1/credits/purchase";
+    let (v, s, balance) = match take_payment(
+        ctx,
+        &parts.headers,
+        b.credits,
+        path,
+        "vectorway credits",
+        "x402 credits purchase",
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(res) => return Ok(res),
+    };
+    let body = j!({"wallet_address": to_checksum(&v.payer), "credits": balance, "created": false});
+    Ok(paid_response(StatusCode::OK, &body, &v, s))
+}
+
+#[derive(Deserialize)]
+struct TopupBody {
+    amount: serde_json::Number,
+}
+
+/// `POST /v1/topup {"amount": dollars}` (agent-router): unpaid → 402 with requirements for that
+/// amount; paid → the wallet is credited.
+pub async fn topup(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
+    let b: TopupBody = parse_json(&bytes)?;
+    let micros = parse_usd_micros(&b.amount.to_string())
+        .filter(|m| (1_000_000..=MAX_CREDITS).contains(m))
+        .ok_or_else(|| {
+            RequestError::validation("amount", "amount is USD from 1 to 1000, at most 6 decimals")
+        })?;
+    let path = "/v1/topup";
+    let (v, s, balance) = match take_payment(
+        ctx,
+        &parts.headers,
+        micros,
+        path,
+        &format!("vectorway top-up of ${}", format_usd_micros(micros)),
+        "x402 topup",
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(res) => return Ok(res),
+    };
+    let body =
+        j!({"wallet": to_checksum(&v.payer), "balance_usdc": balance, "credited_usdc": v.amount});
+    Ok(paid_response(StatusCode::OK, &body, &v, s))
+}

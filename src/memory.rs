@@ -1,0 +1,699 @@
+//! Wallet-scoped vector memory: write, search and delete texts by meaning, and embed texts for
+//! `/v1/embeddings`.
+//!
+//! sled is the truth: every record lives in the store's `memory` tree under wallet ‖ id, in the
+//! layout of `record.rs`. The in-memory indexes are a cache, one per (wallet, namespace), built
+//! from sled on that pair's first search after start. A search only ever reads the index of its
+//! own (wallet, namespace) key and fetches texts under its own wallet's prefix, so one wallet
+//! can never see another's rows.
+//!
+//! Concurrency of the lazy load: a slot is `Loading` while a blocking task scans sled; writes
+//! and deletes that land meanwhile are queued on the slot (after they reached sled) and replayed
+//! once the scan is done. Inserts are idempotent, so a record both scanned and queued is indexed
+//! once, and a delete queued after the scan saw the record still removes it. Waiters share the
+//! result through a watch channel; the scan runs to the end even if every waiter goes away.
+//!
+//! Graph work (`index::Job`) runs on tokio's blocking pool and installs its own result, so no
+//! request waits for it; until it is installed, searches scan the rows it does not cover yet.
+
+pub mod embedder;
+pub mod index;
+pub mod record;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use embedder::{Embedder, GeminiEmbedder, LocalEmbedder};
+pub use index::{Index, IndexParams};
+use record::{MemoryRecord, RecordView};
+
+use crate::config::MemoryConfig;
+use crate::storage::{StorageError, Store, now_ms};
+use crate::upstream::{Gemini, UpstreamError};
+use crate::wallet::Wallet;
+
+/// Most results one search returns.
+pub const MAX_K: usize = 100;
+/// Longest text stored, searched for or embedded, in bytes.
+pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+/// Most texts one `embed` call takes (OpenAI's limit for one embeddings request).
+pub const MAX_EMBED_INPUTS: usize = 2_048;
+/// Longest namespace, in characters (all ASCII).
+pub const MAX_NAMESPACE_LEN: usize = 64;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MemoryError {
+    #[error("{message}")]
+    Validation {
+        param: &'static str,
+        message: String,
+    },
+    #[error("memory '{0}' does not exist")]
+    NotFound(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("memory failed: {0}")]
+    Internal(String),
+}
+
+impl MemoryError {
+    fn validation(param: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            param,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status; upstream errors map as in `error.rs` for generation.
+    pub fn status(&self) -> u16 {
+        match self {
+            MemoryError::Validation { .. } => 422,
+            MemoryError::NotFound(_) => 404,
+            MemoryError::Upstream(e) => match e {
+                UpstreamError::RateLimited { .. } => 429,
+                UpstreamError::Timeout(_) | UpstreamError::Unavailable { status: 504, .. } => 504,
+                UpstreamError::Rejected { .. } => 400,
+                UpstreamError::ModelNotFound(_) => 404,
+                UpstreamError::Unavailable { .. }
+                | UpstreamError::Connect(_)
+                | UpstreamError::Protocol(_)
+                | UpstreamError::Credentials(_)
+                | UpstreamError::Interrupted(_) => 502,
+            },
+            MemoryError::Storage(_) | MemoryError::Internal(_) => 500,
+        }
+    }
+
+    /// The stable `error.code` (DESIGN §10).
+    pub fn code(&self) -> &'static str {
+        match self {
+            MemoryError::Validation { .. } => "validation_error",
+            MemoryError::NotFound(_) => "not_found",
+            MemoryError::Upstream(e) => match e {
+                UpstreamError::RateLimited { .. } => "upstream_rate_limited",
+                UpstreamError::Timeout(_) | UpstreamError::Unavailable { status: 504, .. } => {
+                    "upstream_timeout"
+                }
+                UpstreamError::ModelNotFound(_) => "model_not_found",
+                UpstreamError::Rejected { .. } => "upstream_rejected",
+                UpstreamError::Unavailable { .. }
+                | UpstreamError::Connect(_)
+                | UpstreamError::Protocol(_)
+                | UpstreamError::Credentials(_)
+                | UpstreamError::Interrupted(_) => "upstream_error",
+            },
+            MemoryError::Storage(_) | MemoryError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The request field at fault (OpenAI's `error.param`), for validation errors.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            MemoryError::Validation { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            MemoryError::Validation { .. } => "validation",
+            MemoryError::NotFound(_) => "not_found",
+            MemoryError::Upstream(e) => e.metric_label(),
+            MemoryError::Storage(_) => "storage",
+            MemoryError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A memory's id: 16 random bytes (a version-4 UUID), shown as the hyphenated lower-case UUID.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemoryId([u8; 16]);
+
+impl MemoryId {
+    pub const fn from_bytes(b: [u8; 16]) -> Self {
+        Self(b)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// A fresh id from the system's secure random source.
+    pub fn random() -> Result<Self, MemoryError> {
+        let mut b = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+            .map_err(|_| MemoryError::Internal("the system random source failed".into()))?;
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        Ok(Self(b))
+    }
+}
+
+impl fmt::Display for MemoryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = hex::encode(self.0);
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    }
+}
+
+impl fmt::Debug for MemoryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Parses the hyphenated UUID form (any case) or the same 32 hex digits without hyphens.
+impl FromStr for MemoryId {
+    type Err = MemoryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || MemoryError::validation("memory_id", "a memory id is a UUID");
+        let hex: String = match s.len() {
+            36 => {
+                let dashes = [8, 13, 18, 23];
+                if dashes.iter().any(|i| s.as_bytes()[*i] != b'-') {
+                    return Err(bad());
+                }
+                s.chars().filter(|c| *c != '-').collect()
+            }
+            32 => s.to_string(),
+            _ => return Err(bad()),
+        };
+        let mut b = [0u8; 16];
+        hex::decode_to_slice(hex, &mut b).map_err(|_| bad())?;
+        Ok(Self(b))
+    }
+}
+
+impl Serialize for MemoryId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One search result, as `GET /v1/memory` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Match {
+    pub id: String,
+    pub text: String,
+    /// Cosine similarity, −1 to 1.
+    pub score: f32,
+}
+
+/// Checks an optional namespace: up to 64 of `[A-Za-z0-9_.-]`; the empty string means none.
+pub fn validate_namespace(ns: Option<&str>) -> Result<Option<&str>, MemoryError> {
+    match ns {
+        None | Some("") => Ok(None),
+        Some(s)
+            if s.len() <= MAX_NAMESPACE_LEN
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) =>
+        {
+            Ok(Some(s))
+        }
+        Some(_) => Err(MemoryError::validation(
+            "namespace",
+            format!("a namespace is up to {MAX_NAMESPACE_LEN} characters of A-Z a-z 0-9 _ . -"),
+        )),
+    }
+}
+
+fn validate_text(param: &'static str, text: &str) -> Result<(), MemoryError> {
+    if text.trim().is_empty() {
+        return Err(MemoryError::validation(
+            param,
+            format!("{param} must not be empty"),
+        ));
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(MemoryError::validation(
+            param,
+            format!("{param} is longer than {MAX_TEXT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+// === slots ===
+
+type SlotKey = (Wallet, Option<Box<str>>);
+type Shared<T> = Arc<RwLock<T>>;
+/// What a load publishes to its waiters.
+type LoadResult = Option<Result<Shared<Index>, MemoryError>>;
+
+/// A change that reached sled while its slot was loading.
+enum Pending {
+    Insert(MemoryId, Vec<f32>),
+    Delete(MemoryId),
+}
+
+enum SlotState {
+    /// Not loaded (or detached from the map after a failed or empty load): changes are not
+    /// tracked, the next search loads from sled.
+    Cold,
+    Loading {
+        pending: Vec<Pending>,
+        done: watch::Sender<LoadResult>,
+    },
+    Ready(Shared<Index>),
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Slot {
+    /// Applies a change that already reached sled; returns the index when it changed, so the
+    /// caller can plan graph work outside the slot lock.
+    fn apply(&self, change: Pending) -> Option<Shared<Index>> {
+        let mut st = lock(&self.state);
+        match &mut *st {
+            SlotState::Cold => None,
+            SlotState::Loading { pending, .. } => {
+                pending.push(change);
+                None
+            }
+            SlotState::Ready(ix) => {
+                let mut w = write(ix);
+                match change {
+                    Pending::Insert(id, v) => w.insert(id, &v),
+                    Pending::Delete(id) => w.delete(&id),
+                };
+                drop(w);
+                Some(ix.clone())
+            }
+        }
+    }
+}
+
+/// Hands the index's due graph work to the blocking pool; the job installs its own result.
+fn maintain(ix: &Shared<Index>) {
+    let Some(job) = write(ix).plan() else {
+        return;
+    };
+    let ix = ix.clone();
+    match tokio::runtime::Handle::try_current() {
+        // Detached on purpose: the job only touches this index, must finish even when the
+        // request that triggered it is gone, and clears the index's busy flag itself.
+        Ok(rt) => drop(rt.spawn_blocking(move || run_job(&ix, job))),
+        // Outside a runtime (a synchronous caller of `delete`), the work is done here.
+        Err(_) => run_job(&ix, job),
+    }
+}
+
+/// Runs a job and installs it, then any job that became due meanwhile (writes and deletes
+/// made during a build cannot plan their own while it is out). A panic inside `hnsw_rs`
+/// leaves the exact scan in charge.
+fn run_job(ix: &Shared<Index>, job: index::Job) {
+    let mut next = Some(job);
+    while let Some(job) = next.take() {
+        match catch_unwind(AssertUnwindSafe(|| job.run())) {
+            Ok(done) => {
+                let mut w = write(ix);
+                w.install(done);
+                next = w.plan();
+            }
+            Err(_) => {
+                tracing::error!("memory index job panicked; the index stays on exact search");
+                write(ix).abandon();
+            }
+        }
+    }
+}
+
+/// Scans a wallet's records in sled into a fresh index of one namespace. Records of other
+/// namespaces are skipped after reading their header; records from another embedder (or of
+/// another size) and unreadable records are skipped with a warning.
+fn load_index(
+    store: &Store,
+    wallet: &Wallet,
+    namespace: Option<&str>,
+    fingerprint: &str,
+    dims: usize,
+    params: IndexParams,
+) -> Result<Index, MemoryError> {
+    let mut index = Index::new(dims, params);
+    let (mut foreign, mut corrupt) = (0usize, 0usize);
+    let mut vector = Vec::with_capacity(dims);
+    for item in store.memories_of(wallet) {
+        let (id, bytes) = item?;
+        let view = match RecordView::parse(&bytes) {
+            Ok(v) if v.id == id => v,
+            _ => {
+                corrupt += 1;
+                continue;
+            }
+        };
+        if view.namespace != namespace {
+            continue;
+        }
+        if view.embedder != fingerprint || view.dims() != dims {
+            foreign += 1;
+            continue;
+        }
+        vector.clear();
+        view.append_vector(&mut vector);
+        index.insert(MemoryId(id), &vector);
+    }
+    if foreign + corrupt > 0 {
+        tracing::warn!(
+            %wallet, namespace, foreign, corrupt, fingerprint,
+            "memory records skipped while loading: made by another embedder, or unreadable"
+        );
+    }
+    metrics::counter!("vectorway_memory_index_loads_total").increment(1);
+    Ok(index)
+}
+
+// === Memory ===
+
+/// The memory service: the store, the embedder, and the lazily loaded indexes.
+pub struct Memory {
+    store: Store,
+    embedder: Embedder,
+    fingerprint: String,
+    params: IndexParams,
+    slots: Arc<DashMap<SlotKey, Arc<Slot>>>,
+}
+
+impl fmt::Debug for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memory")
+            .field("embedder", &self.fingerprint)
+            .field("indexes", &self.slots.len())
+            .finish()
+    }
+}
+
+impl Memory {
+    pub fn new(store: Store, embedder: Embedder, params: IndexParams) -> Self {
+        Self {
+            store,
+            fingerprint: embedder.fingerprint(),
+            embedder,
+            params,
+            slots: Arc::new(DashMap::new()),
+        }
+    }
+
+    /// The embedder and exact-scan threshold from config; graph settings are the defaults.
+    pub fn from_config(store: Store, cfg: &MemoryConfig, gemini: Gemini) -> Self {
+        let params = IndexParams {
+            exact_threshold: cfg.exact_threshold,
+            ..IndexParams::default()
+        };
+        Self::new(store, Embedder::from_config(cfg, gemini), params)
+    }
+
+    /// Values per vector.
+    pub fn dims(&self) -> usize {
+        self.embedder.dims()
+    }
+
+    /// The embedding model's name, for the `model` field of `/v1/embeddings` answers.
+    pub fn model(&self) -> &str {
+        match &self.embedder {
+            Embedder::Gemini(g) => &g.model,
+            Embedder::Local(_) => "local-feature-hashing",
+        }
+    }
+
+    /// Embeds, stores and indexes one memory (the index only if it is loaded already).
+    pub async fn write(
+        &self,
+        wallet: Wallet,
+        namespace: Option<&str>,
+        text: &str,
+    ) -> Result<MemoryId, MemoryError> {
+        let namespace = validate_namespace(namespace)?;
+        validate_text("text", text)?;
+        let vector = self.embed_one(text).await?;
+        let id = MemoryId::random()?;
+        let record = MemoryRecord {
+            id: id.0,
+            created_at_ms: now_ms(),
+            namespace: namespace.map(str::to_string),
+            embedder: self.fingerprint.clone(),
+            text: text.to_string(),
+            vector,
+        };
+        self.store.put_memory(&wallet, &id.0, &record.encode())?;
+        if let Some(slot) = self.existing_slot(wallet, namespace)
+            && let Some(ix) = slot.apply(Pending::Insert(id, record.vector))
+        {
+            maintain(&ix);
+        }
+        metrics::counter!("vectorway_memory_writes_total").increment(1);
+        Ok(id)
+    }
+
+    /// The `k` memories of (wallet, namespace) most similar to `query`, best first, with their
+    /// cosine scores and no floor.
+    pub async fn search(
+        &self,
+        wallet: Wallet,
+        namespace: Option<&str>,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<Match>, MemoryError> {
+        let namespace = validate_namespace(namespace)?;
+        validate_text("q", query)?;
+        if !(1..=MAX_K).contains(&k) {
+            return Err(MemoryError::validation(
+                "k",
+                format!("k must be between 1 and {MAX_K}"),
+            ));
+        }
+        let (query, ix) =
+            tokio::try_join!(self.embed_one(query), self.index_for(wallet, namespace))?;
+        let hits = read(&ix).search(&query, k);
+        let mut out = Vec::with_capacity(hits.len());
+        for (id, score) in hits {
+            // A record deleted since the index was read is gone from sled: skip it.
+            let Some(bytes) = self.store.get_memory(&wallet, &id.0)? else {
+                continue;
+            };
+            match RecordView::parse(&bytes) {
+                Ok(view) => out.push(Match {
+                    id: id.to_string(),
+                    text: view.text.to_string(),
+                    score,
+                }),
+                Err(e) => tracing::warn!(%wallet, %id, %e, "unreadable memory record skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes one memory of `wallet`. `Ok(false)` when the wallet has no memory with that id
+    /// (another wallet's id, an unknown id, or text that is not an id at all). Searches stop
+    /// returning it at once.
+    pub fn delete(&self, wallet: Wallet, id: &str) -> Result<bool, MemoryError> {
+        let Ok(id) = id.parse::<MemoryId>() else {
+            return Ok(false);
+        };
+        let Some(bytes) = self.store.get_memory(&wallet, &id.0)? else {
+            return Ok(false);
+        };
+        let namespace = RecordView::parse(&bytes)
+            .ok()
+            .map(|v| v.namespace.map(str::to_string));
+        if !self.store.delete_memory(&wallet, &id.0)? {
+            return Ok(false);
+        }
+        // An unreadable record was never indexed: there is nothing to tombstone.
+        if let Some(namespace) = namespace
+            && let Some(slot) = self.existing_slot(wallet, namespace.as_deref())
+            && let Some(ix) = slot.apply(Pending::Delete(id))
+        {
+            maintain(&ix);
+        }
+        metrics::counter!("vectorway_memory_deletes_total").increment(1);
+        Ok(true)
+    }
+
+    /// One unit vector per text, in order (`POST /v1/embeddings`).
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError> {
+        if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+            return Err(MemoryError::validation(
+                "input",
+                format!("input must hold 1 to {MAX_EMBED_INPUTS} texts"),
+            ));
+        }
+        for t in texts {
+            validate_text("input", t)?;
+        }
+        let vectors = self.embedder.embed(texts).await?;
+        if vectors.len() != texts.len() {
+            return Err(MemoryError::Internal(format!(
+                "the embedder returned {} vectors for {} texts",
+                vectors.len(),
+                texts.len()
+            )));
+        }
+        Ok(vectors)
+    }
+
+    async fn embed_one(&self, text: &str) -> Result<Vec<f32>, MemoryError> {
+        let mut out = self.embedder.embed(&[text.to_string()]).await?;
+        match out.pop() {
+            Some(mut v) if out.is_empty() && v.len() == self.dims() => {
+                index::normalize(&mut v);
+                Ok(v)
+            }
+            _ => Err(MemoryError::Internal(
+                "the embedder returned no vector of the configured size".into(),
+            )),
+        }
+    }
+
+    fn key(wallet: Wallet, namespace: Option<&str>) -> SlotKey {
+        (wallet, namespace.map(Box::from))
+    }
+
+    fn existing_slot(&self, wallet: Wallet, namespace: Option<&str>) -> Option<Arc<Slot>> {
+        self.slots
+            .get(&Self::key(wallet, namespace))
+            .map(|s| s.value().clone())
+    }
+
+    /// The index of (wallet, namespace), loading it from sled on first use.
+    async fn index_for(
+        &self,
+        wallet: Wallet,
+        namespace: Option<&str>,
+    ) -> Result<Shared<Index>, MemoryError> {
+        let key = Self::key(wallet, namespace);
+        let slot = self
+            .slots
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    state: Mutex::new(SlotState::Cold),
+                })
+            })
+            .value()
+            .clone();
+        let mut rx = {
+            let mut st = lock(&slot.state);
+            match &*st {
+                SlotState::Ready(ix) => return Ok(ix.clone()),
+                SlotState::Loading { done, .. } => done.subscribe(),
+                SlotState::Cold => {
+                    let (done, rx) = watch::channel(None);
+                    *st = SlotState::Loading {
+                        pending: Vec::new(),
+                        done,
+                    };
+                    drop(st);
+                    self.start_load(key, slot.clone());
+                    rx
+                }
+            }
+        };
+        let result = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| MemoryError::Internal("the memory index load was abandoned".into()))?
+            .clone();
+        match result {
+            Some(Ok(ix)) => Ok(ix),
+            Some(Err(e)) => Err(e),
+            None => Err(MemoryError::Internal(
+                "the memory index load ended without a result".into(),
+            )),
+        }
+    }
+
+    /// Loads a slot on the blocking pool: scan sled, replay what was queued meanwhile, publish.
+    fn start_load(&self, key: SlotKey, slot: Arc<Slot>) {
+        let store = self.store.clone();
+        let slots = self.slots.clone();
+        let fingerprint = self.fingerprint.clone();
+        let (dims, params) = (self.dims(), self.params);
+        // Detached on purpose: the load must finish and publish even if every waiter is gone,
+        // or later waiters would find the slot stuck in `Loading`.
+        drop(tokio::task::spawn_blocking(move || {
+            let (wallet, namespace) = (&key.0, key.1.as_deref());
+            let loaded = catch_unwind(AssertUnwindSafe(|| {
+                load_index(&store, wallet, namespace, &fingerprint, dims, params)
+            }))
+            .unwrap_or_else(|_| {
+                Err(MemoryError::Internal(
+                    "the memory index load panicked".into(),
+                ))
+            });
+            // Let go of the store before anyone hears back: a caller may close it and reopen the
+            // directory at once, and sled allows one open handle set per directory.
+            drop(store);
+            let mut st = lock(&slot.state);
+            let SlotState::Loading { pending, done } = std::mem::replace(&mut *st, SlotState::Cold)
+            else {
+                return;
+            };
+            let ix = match loaded {
+                Ok(mut index) => {
+                    for change in pending {
+                        match change {
+                            Pending::Insert(id, v) => index.insert(id, &v),
+                            Pending::Delete(id) => index.delete(&id),
+                        };
+                    }
+                    Arc::new(RwLock::new(index))
+                }
+                Err(e) => {
+                    // Stay `Cold` and leave the map: the next search tries again.
+                    drop(st);
+                    slots.remove_if(&key, |_, s| Arc::ptr_eq(s, &slot));
+                    done.send_replace(Some(Err(e)));
+                    return;
+                }
+            };
+            let empty = read(&ix).rows() == 0;
+            *st = SlotState::Ready(ix.clone());
+            drop(st);
+            if empty {
+                // Nothing to cache: an empty wallet namespace costs no memory until it has rows
+                // (writes reach sled either way; the next search loads again).
+                slots.remove_if(&key, |_, s| Arc::ptr_eq(s, &slot));
+            }
+            done.send_replace(Some(Ok(ix.clone())));
+            // A large wallet's graph is built here, after the waiters have their exact index.
+            let job = write(&ix).plan();
+            if let Some(job) = job {
+                run_job(&ix, job);
+            }
+        }));
+    }
+}

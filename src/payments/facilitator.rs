@@ -1,0 +1,229 @@
+//! The facilitator client: `POST /verify`, `POST /settle`, `GET /supported` with bounded concurrency and retries.
+//!
+//! Rules (reference §3.1 and the conformance pitfalls of §7.1):
+//! - At most `settle_concurrency` calls are in flight (a semaphore permit per attempt, released
+//!   during back-off).
+//! - Each attempt has its own timeout (`settle_timeout`), covering the headers and the body.
+//! - Transport errors, timeouts and 5xx answers are retried `settle_retries` times with
+//!   exponential back-off (100 ms, 200 ms, 400 ms, …). Nothing else is retried: a
+//!   `success:false` or `isValid:false` is an answer, not a fault.
+//! - A retried `/settle` that is told the nonce is already used may have been settled by its own
+//!   earlier, timed-out attempt; that is `Facilitator` (outcome unknown), not a refusal.
+//! - Paid means HTTP 2xx, a JSON body with `success: true` and a non-empty `transaction`. A
+//!   `success:false` (at any status) is `SettlementRefused` with its `errorReason`; HTML,
+//!   truncated JSON, a missing `success`, or a 5xx that outlives the retries is `Facilitator`
+//!   (not paid).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use super::PaymentError;
+use super::types::{FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse};
+use crate::upstream::client::HttpClient;
+
+/// The largest facilitator answer read.
+const MAX_BODY: usize = 64 << 10;
+/// The first back-off; it doubles at each retry, up to `MAX_BACKOFF`.
+const BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// An HTTP facilitator (the built-in simulator, x402.org, CDP, x402-rs, …).
+pub struct FacilitatorClient {
+    http: HttpClient,
+    base: String,
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+    retries: u32,
+}
+
+impl std::fmt::Debug for FacilitatorClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FacilitatorClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// A status and a body: the facilitator answered.
+    Answered(u16, Bytes),
+    /// No usable answer (connect error, timeout, broken body): worth retrying.
+    Transport(String),
+}
+
+impl FacilitatorClient {
+    /// `base` is the URL the three endpoints hang off (no trailing slash needed).
+    pub fn new(
+        http: HttpClient,
+        base: &str,
+        concurrency: usize,
+        timeout: Duration,
+        retries: u32,
+    ) -> Self {
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            timeout,
+            retries,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Asks the facilitator whether a payment is valid (balance and nonce included).
+    pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, PaymentError> {
+        let body = serde_json::to_vec(req).map_err(|e| PaymentError::Internal(e.to_string()))?;
+        let (status, bytes, _) = self.call(Method::POST, "verify", Some(body)).await?;
+        let parsed: Option<VerifyResponse> = serde_json::from_slice(&bytes).ok();
+        match parsed {
+            Some(v) if (200..300).contains(&status) || !v.is_valid => Ok(v),
+            _ => Err(PaymentError::Facilitator(format!(
+                "/verify answered {status} without a verify response"
+            ))),
+        }
+    }
+
+    /// Settles a payment. `Ok` only for `success: true` with a transaction hash.
+    pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, PaymentError> {
+        let body = serde_json::to_vec(req).map_err(|e| PaymentError::Internal(e.to_string()))?;
+        let (status, bytes, attempt) = self.call(Method::POST, "settle", Some(body)).await?;
+        let parsed: Option<SettleResponse> = serde_json::from_slice(&bytes).ok();
+        match parsed {
+            // A retry that finds the nonce used may be looking at its own earlier attempt, which
+            // timed out after the facilitator had settled: the outcome is unknown, not refused.
+            Some(s)
+                if !s.success
+                    && attempt > 0
+                    && s.error_reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains("nonce")) =>
+            {
+                Err(PaymentError::Facilitator(
+                    "settlement outcome unknown: a retry found the nonce already used".into(),
+                ))
+            }
+            Some(s) if !s.success => Err(PaymentError::SettlementRefused {
+                reason: s
+                    .error_reason
+                    .unwrap_or_else(|| "unexpected_settle_error".into()),
+                message: s.error_message,
+            }),
+            Some(s) if (200..300).contains(&status) && !s.transaction.is_empty() => Ok(s),
+            Some(_) if (200..300).contains(&status) => Err(PaymentError::Facilitator(
+                "/settle reported success without a transaction".into(),
+            )),
+            _ => Err(PaymentError::Facilitator(format!(
+                "/settle answered {status} without a settle response"
+            ))),
+        }
+    }
+
+    /// The payment kinds the facilitator supports.
+    pub async fn supported(&self) -> Result<SupportedResponse, PaymentError> {
+        let (status, bytes, _) = self.call(Method::GET, "supported", None).await?;
+        if !(200..300).contains(&status) {
+            return Err(PaymentError::Facilitator(format!(
+                "/supported answered {status}"
+            )));
+        }
+        parse(&bytes, "/supported")
+    }
+
+    /// Sends one request with retries; the final answer is any status below 500.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes, u32), PaymentError> {
+        let url = format!("{}/{path}", self.base);
+        let body = Bytes::from(body.unwrap_or_default());
+        let mut last = String::new();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                let backoff = BACKOFF.saturating_mul(2u32.saturating_pow(attempt - 1));
+                tokio::time::sleep(backoff.min(MAX_BACKOFF)).await;
+                metrics::counter!("vectorway_x402_facilitator_retries_total", "endpoint" => endpoint_label(path))
+                    .increment(1);
+            }
+            let outcome = {
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| PaymentError::Unavailable)?;
+                self.attempt(method.clone(), &url, body.clone()).await?
+            };
+            match outcome {
+                Attempt::Answered(status, bytes) if status < 500 => {
+                    return Ok((status, bytes, attempt));
+                }
+                Attempt::Answered(status, _) => last = format!("{url} answered {status}"),
+                Attempt::Transport(e) => last = format!("{url}: {e}"),
+            }
+            tracing::warn!(attempt, error = %last, "facilitator call failed");
+        }
+        Err(PaymentError::Facilitator(last))
+    }
+
+    /// One attempt under the per-attempt timeout.
+    async fn attempt(
+        &self,
+        method: Method,
+        url: &str,
+        body: Bytes,
+    ) -> Result<Attempt, PaymentError> {
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .header(header::ACCEPT, "application/json");
+        if method == Method::POST {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = builder
+            .body(Full::new(body))
+            .map_err(|e| PaymentError::Internal(format!("facilitator request: {e}")))?;
+        let exchange = async {
+            let res = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
+            let status = res.status().as_u16();
+            let bytes = Limited::new(res.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer failed: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, bytes))
+        };
+        Ok(match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Attempt::Transport(format!("no answer within {:?}", self.timeout)),
+            Ok(Err(e)) => Attempt::Transport(e),
+            Ok(Ok((status, bytes))) => Attempt::Answered(status, bytes),
+        })
+    }
+}
+
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "verify" => "verify",
+        "settle" => "settle",
+        _ => "supported",
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, PaymentError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| PaymentError::Facilitator(format!("{what} answered badly: {e}")))
+}
