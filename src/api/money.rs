@@ -127,6 +127,7 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
         );
     }
     payer_must_be(&parts.headers, &named)?;
+    let existed = ctx.state.store.account(&named)?.is_some();
     let path = "/v1/auth/agent-onboard";
     let (v, s, balance) = match take_payment(
         ctx,
@@ -142,7 +143,8 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
         Err(res) => return Ok(res),
     };
     let state = &ctx.state;
-    let (_, created) = state.store.ensure_account(&v.payer, now_ms() / 1000)?;
+    state.store.ensure_account(&v.payer, now_ms() / 1000)?;
+    let created = !existed;
     let tokens = state.sessions.issue(&v.payer).await?;
     let (raw, rec) = state.keys.create(v.payer, &key_name).await?;
     let body = j!({

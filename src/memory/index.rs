@@ -326,6 +326,11 @@ impl Index {
         self.graph.as_ref().map_or(0, |g| g.dead)
     }
 
+    /// Changes the search-time candidate list size (benches sweep it; it needs no rebuild).
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.params.ef_search = ef.max(1);
+    }
+
     pub fn contains(&self, id: &MemoryId) -> bool {
         self.row_of.contains_key(id)
     }

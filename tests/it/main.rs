@@ -21,3 +21,4 @@ mod harness;
 mod money;
 mod ops;
 mod tidy;
+mod x402;
