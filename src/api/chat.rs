@@ -405,6 +405,12 @@ async fn run(
             Ok(Answer::Whole(completion)) => {
                 let Some(payer) = pay.take() else { break };
                 let cost = model.cost(completion.usage.prompt, completion.usage.completion);
+                // A refused settlement is answered with a fresh 402 for the same quote, and the
+                // failure receipt.
+                let paid_with = match &payer {
+                    Payer::X402(x) => Some(x.verified.clone()),
+                    Payer::Credits(_) => None,
+                };
                 return match payer.settle(state, cost, ctx.request_id.clone()).await {
                     Ok(settled) => {
                         meter.record(200, settled.amount(), Some(&completion.usage));
@@ -421,7 +427,13 @@ async fn run(
                     Err(e) => {
                         // The settlement was refused: the answer is withheld.
                         meter.record(402, 0, Some(&completion.usage));
-                        Ok(pay::refusal(state, cost, PATH, DESCRIPTION, e))
+                        let quote = paid_with.as_ref().map_or(cost, |v| v.quote);
+                        let failed = Err(e.clone());
+                        let mut res = pay::refusal(state, quote, PATH, DESCRIPTION, e);
+                        if let Some(v) = &paid_with {
+                            pay::stamp_receipt(&mut res, v, &failed);
+                        }
+                        Ok(res)
                     }
                 };
             }

@@ -77,7 +77,12 @@ async fn take_payment(
     let outcome = state.payments.start_settlement(&verified).await;
     let settlement = match outcome {
         Ok(s) => s,
-        Err(e) => return Err(pay::refusal(state, quote, path, description, e)),
+        Err(e) => {
+            let failed = Err(e.clone());
+            let mut res = pay::refusal(state, quote, path, description, e);
+            pay::stamp_receipt(&mut res, &verified, &failed);
+            return Err(res);
+        }
     };
     // Credit what was authorized (and settled), durably, before answering.
     let balance = state

@@ -104,8 +104,8 @@ pub async fn verify(
     }
 }
 
-/// Stamps the receipt and payer headers on a paid answer.
-pub fn stamp(
+/// The receipt header alone (`success:false` with the reason, on a refused settlement).
+pub fn stamp_receipt(
     res: &mut Response<Body>,
     verified: &Verified,
     outcome: &Result<Settlement, PaymentError>,
@@ -113,6 +113,15 @@ pub fn stamp(
     if let Ok((name, value)) = verified.receipt_header(outcome) {
         res.headers_mut().insert(name, value);
     }
+}
+
+/// Stamps the receipt and payer headers on a paid answer.
+pub fn stamp(
+    res: &mut Response<Body>,
+    verified: &Verified,
+    outcome: &Result<Settlement, PaymentError>,
+) {
+    stamp_receipt(res, verified, outcome);
     let h = res.headers_mut();
     h.insert(
         HeaderName::from_static("x-payment-method"),

@@ -5,7 +5,8 @@ The suite drives the *real* `vectorway` binary, never a mock. Once per session i
 1. starts the Gemini simulator, ``vectorway simulate --listen 127.0.0.1:0``, and reads its URL
    from the ``listening on http://...`` line it prints on stderr;
 2. starts the gateway, ``vectorway serve``, configured purely through the environment
-   (ephemeral 127.0.0.1 port, a fresh temporary data directory, upstream = the simulator),
+   (ephemeral 127.0.0.1 port, a fresh temporary data directory, upstream = the simulator, x402
+   facilitator = the simulator's ``/facilitator`` so tests and gateway share one USDC ledger),
    waits until it has written ``<data_dir>/server.json`` and ``GET /health`` answers 200;
 3. provisions wallets and API keys with the admin CLI (``vectorway admin grant`` /
    ``vectorway admin create-key``), which finds the running server through the data directory
@@ -459,6 +460,9 @@ def gateway(
             "VECTORWAY_SERVER__LISTEN": "127.0.0.1:0",
             "VECTORWAY_STORE__DATA_DIR": str(data_dir),
             "VECTORWAY_UPSTREAM__BASE_URL": simulator.wait_for_url(),  # already known: no wait
+            # The simulator also serves an x402 facilitator under /facilitator; pointing the
+            # gateway at it makes the gateway and the tests share one USDC ledger (test_x402.py).
+            "VECTORWAY_X402__FACILITATOR_URL": f"{simulator.wait_for_url()}/facilitator",
             "GEMINI_API_KEY": UPSTREAM_API_KEY,
         }
     )

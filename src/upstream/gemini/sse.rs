@@ -27,6 +27,11 @@ pub struct SseDecoder {
     has_data: bool,
     skip_lf: bool,
     raw: Option<Vec<u8>>,
+    /// Where the search for the current line's end resumes (bytes before it hold no CR or LF),
+    /// so a long line fed in small reads is scanned once, not once per read.
+    scan: usize,
+    /// The line being read, plus the event's data so far, passed `MAX_EVENT_BYTES`.
+    oversized: bool,
 }
 
 impl SseDecoder {
@@ -50,14 +55,15 @@ impl SseDecoder {
                 Ok(())
             };
         }
+        if self.oversized {
+            return Err(Oversized);
+        }
         if self.pos > 0 {
             self.buf.drain(..self.pos);
+            self.scan -= self.pos;
             self.pos = 0;
         }
         self.buf.extend_from_slice(chunk);
-        if self.buf.len() + self.data.len() > MAX_EVENT_BYTES {
-            return Err(Oversized);
-        }
         Ok(())
     }
 
@@ -72,11 +78,20 @@ impl SseDecoder {
                     continue;
                 }
             }
-            let end = memchr::memchr2(b'\r', b'\n', rest)?;
+            let from = self.scan.max(self.pos);
+            let Some(end) = memchr::memchr2(b'\r', b'\n', &self.buf[from..]) else {
+                self.scan = self.buf.len();
+                // Only the unfinished line and the event's data count toward the limit.
+                if self.buf.len() - self.pos + self.data.len() > MAX_EVENT_BYTES {
+                    self.oversized = true;
+                }
+                return None;
+            };
             let line_start = self.pos;
-            let line_end = line_start + end;
+            let line_end = from + end;
             let terminator = self.buf[line_end];
             self.pos = line_end + 1;
+            self.scan = self.pos;
             if terminator == b'\r' {
                 match self.buf.get(self.pos) {
                     Some(b'\n') => self.pos += 1,
