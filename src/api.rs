@@ -10,6 +10,7 @@ pub mod admin;
 pub mod chat;
 pub mod health;
 pub mod idempotency;
+pub mod memory;
 pub mod models;
 pub mod money;
 pub mod pay;
@@ -34,6 +35,7 @@ use crate::billing::Billing;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::{Body, json};
+use crate::memory::Memory;
 use crate::payments::Payments;
 use crate::ratelimit::{Quota, RateLimiter};
 use crate::storage::journal::JournalOp;
@@ -54,6 +56,7 @@ pub struct State {
     pub siwe: Siwe,
     pub limiter: RateLimiter,
     pub payments: Payments,
+    pub memory: Memory,
     pub gemini: Gemini,
     pub metrics: PrometheusHandle,
     /// The built-in simulator is the upstream (no Gemini key).
@@ -90,6 +93,7 @@ impl State {
             p.config.limits.runtime_per_min,
             p.config.limits.control_per_min,
         );
+        let memory = Memory::from_config(p.store.clone(), &p.config.memory, p.gemini.clone());
         Self {
             config: p.config,
             store: p.store,
@@ -99,6 +103,7 @@ impl State {
             siwe,
             limiter,
             payments: p.payments,
+            memory,
             gemini: p.gemini,
             metrics: p.metrics,
             simulated: p.simulated,
@@ -108,6 +113,11 @@ impl State {
             request_salt: u64::from_le_bytes(salt),
             probe: std::sync::Mutex::new(None),
         }
+    }
+
+    /// What embeddings cost.
+    pub fn embedding_price(&self) -> &crate::billing::pricing::ModelPrice {
+        &self.config.embedding_price
     }
 
     fn next_request_id(&self) -> String {
@@ -387,6 +397,9 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::AdminGrant => admin::grant(&ctx, req).await,
         RouteId::AdminCreateKey => admin::create_key(&ctx, req).await,
         RouteId::AdminBalance => admin::balance(&ctx, &req),
+        RouteId::MemorySearch => memory::search(&ctx, &req).await,
+        RouteId::MemoryDelete => memory::delete(&ctx),
+        RouteId::Embeddings => memory::embeddings(&ctx, req).await,
         RouteId::AgentOnboard => money::onboard(&ctx, req).await,
         RouteId::CreditsPurchase => money::purchase(&ctx, req).await,
         RouteId::Topup => money::topup(&ctx, req).await,

@@ -275,6 +275,8 @@ pub struct Config {
     pub default_max_tokens: u32,
     pub hold_max_age: Duration,
     pub prices: PriceTable,
+    /// `gemini-embedding-001` at $0.15 per 1M input tokens, times the markup.
+    pub embedding_price: ModelPrice,
     pub simulator: SimulatorKnobs,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
@@ -632,6 +634,17 @@ impl RawConfig {
             default_max_tokens: self.billing.default_max_tokens,
             hold_max_age: Duration::from_millis(self.billing.hold_max_age_ms),
             prices,
+            embedding_price: ModelPrice::new(
+                "gemini-embedding-001".into(),
+                "gemini-embedding-001".into(),
+                Vec::new(),
+                150_000,
+                0,
+                None,
+                markup_ppm,
+                2048,
+                1,
+            ),
             simulator: SimulatorKnobs {
                 ttft: Duration::from_millis(self.simulator.ttft_ms),
                 tokens_per_sec: self.simulator.tokens_per_sec,

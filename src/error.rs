@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::auth::{AuthError, SiweError};
 use crate::billing::BillingError;
+use crate::memory::MemoryError;
 use crate::payments::PaymentError;
 use crate::ratelimit::RateLimited;
 use crate::storage::StorageError;
@@ -76,6 +77,8 @@ pub enum Error {
     RateLimit(#[from] RateLimited),
     #[error(transparent)]
     Payment(#[from] PaymentError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 }
 
 impl Error {
@@ -132,6 +135,10 @@ impl Error {
             Error::RateLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             // `PaymentError::status` is itself an exhaustive match.
             Error::Payment(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            // `MemoryError::status` is itself an exhaustive match.
+            Error::Memory(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
             Error::Storage(e) => match e {
@@ -196,6 +203,7 @@ impl Error {
             Error::Storage(_) => "internal_error",
             Error::RateLimit(_) => "rate_limited",
             Error::Payment(e) => e.code(),
+            Error::Memory(e) => e.code(),
         }
     }
 
@@ -234,6 +242,9 @@ impl Error {
             Error::Payment(e) if e.is_internal() => Origin::Internal,
             Error::Payment(PaymentError::Facilitator(_)) => Origin::Upstream,
             Error::Payment(_) => Origin::Client,
+            Error::Memory(MemoryError::Upstream(_)) => Origin::Upstream,
+            Error::Memory(MemoryError::Storage(_) | MemoryError::Internal(_)) => Origin::Internal,
+            Error::Memory(_) => Origin::Client,
         }
     }
 

@@ -495,8 +495,10 @@ impl Memory {
                 format!("k must be between 1 and {MAX_K}"),
             ));
         }
-        let (query, ix) =
-            tokio::try_join!(self.embed_one(query), self.index_for(wallet, namespace))?;
+        // Sequential, not `try_join!`: joining these borrowed futures makes the caller's future
+        // not provably `Send` (a rustc limitation with higher-ranked lifetimes).
+        let query = self.embed_one(query).await?;
+        let ix = self.index_for(wallet, namespace).await?;
         let hits = read(&ix).search(&query, k);
         let mut out = Vec::with_capacity(hits.len());
         for (id, score) in hits {
@@ -622,11 +624,18 @@ impl Memory {
                 }
             }
         };
-        let result = rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| MemoryError::Internal("the memory index load was abandoned".into()))?
-            .clone();
+        // Wait on `changed()` in a loop rather than `wait_for(Option::is_some)`: a higher-ranked
+        // predicate held across the await makes this future not provably `Send`.
+        let result = loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                break Some(r);
+            }
+            if rx.changed().await.is_err() {
+                return Err(MemoryError::Internal(
+                    "the memory index load was abandoned".into(),
+                ));
+            }
+        };
         match result {
             Some(Ok(ix)) => Ok(ix),
             Some(Err(e)) => Err(e),

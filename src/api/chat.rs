@@ -25,6 +25,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::Serialize;
 
+use super::memory::{self, Remember};
 use super::types::{ChatRequest, parse_chat};
 use super::{Ctx, ReqBody, State, pay};
 use crate::auth::{AuthError, AuthMode};
@@ -38,6 +39,14 @@ use crate::upstream::{Completion, GeminiStream, TokenUsage, UpstreamError};
 use crate::wallet::Wallet;
 use payer::{Payer, X402};
 
+/// What memory did for a call (reported in `usage` and the usage event).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryUse {
+    pub used: u32,
+    pub read: bool,
+    pub write: bool,
+}
+
 /// Records the usage event of one call, whatever its outcome.
 #[derive(Clone)]
 pub struct Meter {
@@ -48,6 +57,7 @@ pub struct Meter {
     request_id: String,
     started: Instant,
     model: Option<String>,
+    memory: MemoryUse,
 }
 
 impl Meter {
@@ -60,6 +70,7 @@ impl Meter {
             request_id: ctx.request_id.clone(),
             started: ctx.started,
             model: Some(model.to_string()),
+            memory: MemoryUse::default(),
         }
     }
 
@@ -82,9 +93,9 @@ impl Meter {
             model: self.model.clone(),
             prompt_tokens: usage.map_or(0, |u| u.prompt),
             completion_tokens: usage.map_or(0, |u| u.completion),
-            memory_read: false,
-            memory_write: false,
-            memories_used: 0,
+            memory_read: self.memory.read,
+            memory_write: self.memory.write,
+            memories_used: self.memory.used,
             key_id: self.key_id.clone(),
             auth_mode: self.mode.as_str().into(),
             request_id: self.request_id.clone(),
@@ -134,6 +145,7 @@ impl<'a> UsageOut<'a> {
         u: &TokenUsage,
         model: &'a str,
         (credit_cost, usd_cost): (Option<u64>, Option<String>),
+        mem: MemoryUse,
     ) -> Self {
         Self {
             prompt_tokens: u.prompt,
@@ -145,9 +157,9 @@ impl<'a> UsageOut<'a> {
             completion_tokens_details: ReasoningDetails {
                 reasoning_tokens: u.reasoning,
             },
-            memories_used: 0,
-            memory_read: false,
-            memory_write: false,
+            memories_used: mem.used,
+            memory_read: mem.read,
+            memory_write: mem.write,
             model,
             summarize_prompt_tokens: 0,
             summarize_completion_tokens: 0,
@@ -351,9 +363,20 @@ async fn run(
 ) -> Result<Response<Body>, Error> {
     let state = &ctx.state;
     let default_max = state.config.default_max_tokens;
+    // Memory read happens once, before the first model is called.
+    let (memory_block, used) = memory::recall(state, meter.wallet, chat).await;
+    meter.memory = MemoryUse {
+        used,
+        read: chat.memory.read,
+        write: chat.memory.write,
+    };
     for (i, model) in models.iter().enumerate() {
         meter.model = Some(model.id.clone());
-        let call = chat.to_call(model, default_max);
+        let mut call = chat.to_call(model, default_max);
+        if let Some(block) = &memory_block {
+            memory::inject(&mut call, block);
+        }
+        let remember = Remember::from_chat(state, meter.wallet, chat, &model.upstream);
         let started = Instant::now();
         let answer = if chat.stream {
             let r = state.gemini.stream(&call).await.map(Answer::Stream);
@@ -381,6 +404,7 @@ async fn run(
                     model.clone(),
                     id,
                     chat.include_usage,
+                    remember,
                 );
                 let mut res = Response::new(body.boxed_unsync());
                 res.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
@@ -414,7 +438,11 @@ async fn run(
                 return match payer.settle(state, cost, ctx.request_id.clone()).await {
                     Ok(settled) => {
                         meter.record(200, settled.amount(), Some(&completion.usage));
-                        let mut res = unary_response(ctx, model, &completion, settled.costs());
+                        if let Some(r) = remember {
+                            r.spawn(completion.text.clone());
+                        }
+                        let mut res =
+                            unary_response(ctx, model, &completion, settled.costs(), meter.memory);
                         if let payer::Settled::X402 {
                             verified, outcome, ..
                         } = &settled
@@ -460,6 +488,7 @@ fn unary_response(
     model: &ModelPrice,
     c: &Completion,
     costs: (Option<u64>, Option<String>),
+    mem: MemoryUse,
 ) -> Response<Body> {
     let id = completion_id(c.response_id.as_deref(), &ctx.request_id);
     let out = CompletionOut {
@@ -478,7 +507,7 @@ fn unary_response(
             logprobs: None,
             finish_reason: c.finish.as_openai(),
         }],
-        usage: UsageOut::new(&c.usage, &model.id, costs),
+        usage: UsageOut::new(&c.usage, &model.id, costs, mem),
         output_text: &c.text,
         system_fingerprint: None,
     };

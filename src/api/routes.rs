@@ -58,6 +58,9 @@ pub enum RouteId {
     AgentOnboard,
     CreditsPurchase,
     Topup,
+    MemorySearch,
+    MemoryDelete,
+    Embeddings,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +133,9 @@ pub const ROUTES: &[Route] = &[
     r(R::AuthKeysList, "GET", "/v1/auth/keys", Siwe, Control, "auth_keys_list", "List API keys with a SIWE message (agent-router)."),
     r(R::AuthKeysRevoke, "DELETE", "/v1/auth/keys/{key_id}", Siwe, Control, "auth_keys_revoke", "Revoke an API key with a SIWE message (agent-router)."),
     r(R::UsageWallet, "GET", "/v1/usage/{wallet}", KeyJwtOrSiwe, Control, "usage_wallet", "Balance, held credits and per-key usage (agent-router)."),
+    r(R::MemorySearch, "GET", "/v1/memory", ApiKey, Runtime, "memory_search", "Search the wallet's memories (no score floor)."),
+    r(R::MemoryDelete, "DELETE", "/v1/memory/{memory_id}", ApiKey, Runtime, "memory_delete", "Delete a memory by id."),
+    r(R::Embeddings, "POST", "/v1/embeddings", ApiKey, Runtime, "embeddings", "OpenAI-compatible embeddings (float or base64), billed per input token."),
     idem(r(R::AgentOnboard, "POST", "/v1/auth/agent-onboard", X402, RateClass::None, "agent_onboard", "Onboard with one x402 payment: account, credits, JWTs and an API key.")),
     idem(r(R::CreditsPurchase, "POST", "/v1/credits/purchase", X402, RateClass::None, "credits_purchase", "Buy credits with an x402 payment.")),
     idem(r(R::Topup, "POST", "/v1/topup", X402, RateClass::None, "topup", "Fund a wallet with USDC via x402, two steps (agent-router).")),

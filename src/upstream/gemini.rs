@@ -10,7 +10,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{StreamExt as _, TryStreamExt as _};
 use http::{Method, Request, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -24,9 +23,6 @@ use sse::{SseDecoder, SseItem};
 
 /// Largest unary answer read into memory.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
-
-/// `batchEmbedContents` calls one `embed` keeps in flight at once.
-const EMBED_CONCURRENCY: usize = 4;
 
 /// A Gemini endpoint (Google's or the simulator) and how to talk to it.
 #[derive(Clone)]
@@ -168,13 +164,13 @@ impl Gemini {
         texts: &[String],
         dims: usize,
     ) -> Result<Vec<Vec<f32>>, UpstreamError> {
-        let batches: Vec<Vec<Vec<f32>>> =
-            futures_util::stream::iter(texts.chunks(translate::EMBED_BATCH))
-                .map(|batch| self.embed_batch(model, batch, dims))
-                .buffered(EMBED_CONCURRENCY)
-                .try_collect()
-                .await?;
-        Ok(batches.into_iter().flatten().collect())
+        // Batches run one after another: a `buffered` stream of borrowing futures is not provably
+        // `Send` inside the request handler (a rustc limitation), and one batch holds 100 texts.
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(translate::EMBED_BATCH) {
+            out.extend(self.embed_batch(model, batch, dims).await?);
+        }
+        Ok(out)
     }
 
     /// One `batchEmbedContents` call of at most `translate::EMBED_BATCH` texts.

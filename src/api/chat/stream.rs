@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 
+use super::super::memory::Remember;
 use super::payer::{Payer, X402};
 use super::{CLIENT_CLOSED, Meter, UsageOut, pay};
 use crate::billing::pricing::ModelPrice;
@@ -45,6 +46,9 @@ pub struct ChatStream {
     usage: Option<TokenUsage>,
     finish: Option<Finish>,
     done: bool,
+    /// The memory write after a clean end, with the answer text collected so far (bounded).
+    remember: Option<Remember>,
+    answer: String,
 }
 
 impl ChatStream {
@@ -55,6 +59,7 @@ impl ChatStream {
         model: ModelPrice,
         id: String,
         include_usage: bool,
+        remember: Option<Remember>,
     ) -> Self {
         let head = serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": now_ms() / 1000, "model": model.id});
         // `{"id":…,"model":…}` → `data: {"id":…,"model":…,"choices":`
@@ -75,6 +80,8 @@ impl ChatStream {
             usage: None,
             finish: None,
             done: false,
+            remember,
+            answer: String::new(),
         }
     }
 
@@ -107,6 +114,15 @@ impl ChatStream {
         };
         self.chunk(out, &delta, None);
         self.sent_first = true;
+        if let Some(r) = &self.remember {
+            // Memory keeps at most `max_chars` characters; 4 bytes a character is the ceiling.
+            let room = (r.max_chars * 4).saturating_sub(self.answer.len());
+            let mut cut = text.len().min(room);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.answer.push_str(&text[..cut]);
+        }
     }
 
     /// The cost of the usage seen so far (0 when no frame reached the client).
@@ -181,7 +197,7 @@ impl ChatStream {
         };
         self.chunk(out, "{}", Some(self.finish.unwrap_or(Finish::Stop)));
         if self.include_usage {
-            let u = UsageOut::new(&usage, &self.model.id, costs);
+            let u = UsageOut::new(&usage, &self.model.id, costs, self.meter.memory);
             out.put_slice(&self.prefix);
             out.put_slice(b"[],\"usage\":");
             out.put_slice(&serde_json::to_vec(&u).unwrap_or_else(|_| b"null".to_vec()));
@@ -192,6 +208,9 @@ impl ChatStream {
             self.done = true;
         }
         self.meter.record(200, kept, Some(&usage));
+        if let Some(r) = self.remember.take() {
+            r.spawn(std::mem::take(&mut self.answer));
+        }
     }
 
     /// The x402 settlement finished: `[DONE]` and the receipt, or an error event.

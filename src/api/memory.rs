@@ -1,0 +1,415 @@
+//! Wallet memory over HTTP: search and delete, OpenAI-shaped embeddings, and the chat hooks that
+//! read memories into a call and write the exchange back after the answer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine;
+use http::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json as j;
+
+use super::types::{ChatRequest, MemoryWriteMode, MessageRole};
+use super::{Ctx, ReqBody, State, parse_json};
+use crate::error::{Error, RequestError};
+use crate::http::{Body, json, query_pairs, read_body};
+use crate::storage::journal::JournalOp;
+use crate::storage::{UsageEvent, now_ms};
+use crate::upstream::{ChatCall, Role, Turn};
+use crate::wallet::Wallet;
+
+/// `GET /v1/memory?q=&k=&namespace=` → `{"matches":[{id,text,score}]}` (no score floor).
+pub async fn search(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?;
+    let q: HashMap<String, String> = query_pairs(req.uri().query()).into_iter().collect();
+    let query = q
+        .get("q")
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| RequestError::validation("q", "q (the query text) is required"))?;
+    let k = match q.get("k") {
+        None => 5,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| RequestError::validation("k", "k must be an integer"))?,
+    };
+    let matches = search_send(
+        &ctx.state,
+        p.wallet,
+        q.get("namespace").cloned(),
+        query.clone(),
+        k,
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &j!({ "matches": matches })))
+}
+
+/// `Memory::search` behind a boxed `Send` future with owned arguments: the borrowed-argument
+/// future trips rustc's "`Send` is not general enough" when it is nested in a spawned task.
+fn search_send(
+    state: &State,
+    wallet: Wallet,
+    namespace: Option<String>,
+    query: String,
+    k: usize,
+) -> Pin<
+    Box<
+        dyn Future<Output = Result<Vec<crate::memory::Match>, crate::memory::MemoryError>>
+            + Send
+            + '_,
+    >,
+> {
+    Box::pin(async move {
+        state
+            .memory
+            .search(wallet, namespace.as_deref(), &query, k)
+            .await
+    })
+}
+
+/// `DELETE /v1/memory/{memory_id}`: another wallet's id (or an unknown one) is 404.
+pub fn delete(ctx: &Ctx) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?;
+    let id = ctx.params.first().map(String::as_str).unwrap_or_default();
+    if ctx.state.memory.delete(p.wallet, id)? {
+        Ok(json(
+            StatusCode::OK,
+            &j!({"status": "deleted", "memory_id": id}),
+        ))
+    } else {
+        Err(RequestError::NotFound {
+            method: "DELETE".into(),
+            path: format!("/v1/memory/{id}"),
+        }
+        .into())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Input {
+    One(String),
+    Many(Vec<String>),
+    Tokens(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsBody {
+    input: Input,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+}
+
+/// Input tokens as this gateway bills them for embeddings (Gemini reports none): one per 4 bytes,
+/// rounded up, at least one per input.
+fn embed_tokens(texts: &[String]) -> u64 {
+    texts
+        .iter()
+        .map(|t| (t.len() as u64).div_ceil(4).max(1))
+        .sum()
+}
+
+/// `POST /v1/embeddings` (OpenAI shape; `float` or `base64` little-endian f32), billed per input
+/// token at the embedding model's price.
+pub async fn embeddings(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let p = ctx.caller()?.clone();
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
+    let b: EmbeddingsBody = parse_json(&bytes)?;
+    let texts = match b.input {
+        Input::One(s) => vec![s],
+        Input::Many(v) => v,
+        Input::Tokens(_) => {
+            return Err(RequestError::validation(
+                "input",
+                "input must be a string or an array of strings (token ids are not supported)",
+            )
+            .into());
+        }
+    };
+    let base64 = match b.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(RequestError::validation(
+                "encoding_format",
+                format!("'{other}': want float or base64"),
+            )
+            .into());
+        }
+    };
+    let state = &ctx.state;
+    let dims = state.memory.dims();
+    let want = b.dimensions.unwrap_or(dims);
+    if want == 0 || want > dims {
+        return Err(RequestError::validation(
+            "dimensions",
+            format!("dimensions must be between 1 and {dims}"),
+        )
+        .into());
+    }
+    let tokens = embed_tokens(&texts);
+    let price = state.embedding_price();
+    let cost = price.cost(tokens, 0);
+    let hold = state.billing.reserve(p.wallet, cost)?;
+    let vectors = state.memory.embed(&texts).await?;
+    let charged = hold.commit(cost, Some(ctx.request_id.clone()));
+    record(
+        state,
+        p.wallet,
+        p.key_id.clone(),
+        "/v1/embeddings",
+        charged,
+        tokens,
+        &ctx.request_id,
+    );
+    let data: Vec<serde_json::Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut v)| {
+            if want < v.len() {
+                // Matryoshka truncation keeps the leading dimensions; re-normalize to unit length.
+                v.truncate(want);
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if n > 0.0 {
+                    v.iter_mut().for_each(|x| *x /= n);
+                }
+            }
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                j!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                j!(v)
+            };
+            j!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let model = b.model.unwrap_or_else(|| state.memory.model().to_string());
+    Ok(json(
+        StatusCode::OK,
+        &j!({"object": "list", "data": data, "model": model,
+             "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "credit_cost": charged}}),
+    ))
+}
+
+fn record(
+    state: &State,
+    wallet: Wallet,
+    key_id: Option<String>,
+    path: &str,
+    credits: u64,
+    tokens: u64,
+    request_id: &str,
+) {
+    let Ok(seq) = state.store.next_seq() else {
+        return;
+    };
+    let ev = UsageEvent {
+        seq,
+        ts_ms: now_ms(),
+        method: "POST".into(),
+        path: path.into(),
+        status: 200,
+        credits,
+        prompt_tokens: tokens,
+        key_id,
+        auth_mode: "api_key".into(),
+        request_id: request_id.to_string(),
+        ..UsageEvent::default()
+    };
+    state
+        .billing
+        .journal()
+        .push(JournalOp::Usage(wallet, Box::new(ev)));
+}
+
+/// The last user turn, which memory is searched with and stored from.
+pub fn last_user_text(chat: &ChatRequest) -> Option<&str> {
+    chat.messages
+        .iter()
+        .rev()
+        .find(|m| m.role == MessageRole::User)
+        .map(|m| m.text.as_str())
+}
+
+/// Memory read for a chat call: the top-k memories above the score floor as one system block,
+/// and how many there are. Failures are logged, never fatal.
+pub async fn recall(state: &State, wallet: Wallet, chat: &ChatRequest) -> (Option<String>, u32) {
+    if !chat.memory.read {
+        return (None, 0);
+    }
+    let Some(query) = last_user_text(chat).filter(|q| !q.trim().is_empty()) else {
+        return (None, 0);
+    };
+    let matches = match search_send(
+        state,
+        wallet,
+        None,
+        query.to_string(),
+        chat.memory.k as usize,
+    )
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(%e, %wallet, "memory read failed; answering without memories");
+            return (None, 0);
+        }
+    };
+    let floor = state.config.memory.score_floor;
+    let used: Vec<_> = matches.into_iter().filter(|m| m.score >= floor).collect();
+    if used.is_empty() {
+        return (None, 0);
+    }
+    let mut block = String::from(
+        "Relevant memories from this wallet's earlier conversations (most relevant first):",
+    );
+    for m in &used {
+        block.push_str("\n- ");
+        block.push_str(&m.text);
+    }
+    (Some(block), used.len() as u32)
+}
+
+/// Adds the memory block to a call's system instruction.
+pub fn inject(call: &mut ChatCall, block: &str) {
+    call.system = Some(match call.system.take() {
+        Some(s) => format!("{s}\n\n{block}"),
+        None => block.to_string(),
+    });
+}
+
+/// Trims to at most `max` characters on a character boundary.
+fn trim_chars(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// What a finished chat call remembers: the user's turn and the answer, one record.
+pub struct Remember {
+    pub state: Arc<State>,
+    pub wallet: Wallet,
+    pub user: String,
+    pub mode: MemoryWriteMode,
+    pub max_chars: usize,
+    pub upstream_model: String,
+}
+
+impl Remember {
+    pub fn from_chat(
+        state: &Arc<State>,
+        wallet: Wallet,
+        chat: &ChatRequest,
+        upstream_model: &str,
+    ) -> Option<Self> {
+        if !chat.memory.write {
+            return None;
+        }
+        Some(Self {
+            state: state.clone(),
+            wallet,
+            user: last_user_text(chat)?.to_string(),
+            mode: chat.memory.mode,
+            max_chars: chat.memory.max_chars as usize,
+            upstream_model: upstream_model.to_string(),
+        })
+    }
+
+    /// Writes the exchange in the background (never delays the answer). `auto` stores the raw
+    /// turn when it fits and a model-written summary when it does not; `summary` always
+    /// summarizes. The summary call is billed to the wallet's credits and recorded as a usage
+    /// event with its token counts.
+    pub fn spawn(self, answer: String) {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "memory writes run off the response path and outlive the request"
+        )]
+        tokio::spawn(async move {
+            let raw = format!("User: {}\nAssistant: {}", self.user, answer);
+            let summarize = match self.mode {
+                MemoryWriteMode::Raw => false,
+                MemoryWriteMode::Summary => true,
+                MemoryWriteMode::Auto => raw.chars().count() > self.max_chars,
+            };
+            let text = if summarize {
+                self.summarize(&raw)
+                    .await
+                    .unwrap_or_else(|| trim_chars(&raw, self.max_chars))
+            } else {
+                trim_chars(&raw, self.max_chars)
+            };
+            let write: Pin<
+                Box<
+                    dyn Future<Output = Result<crate::memory::MemoryId, crate::memory::MemoryError>>
+                        + Send
+                        + '_,
+                >,
+            > = Box::pin(self.state.memory.write(self.wallet, None, &text));
+            if let Err(e) = write.await {
+                tracing::warn!(%e, wallet = %self.wallet, "memory write failed");
+            }
+        });
+    }
+
+    /// Asks the model for a summary, paid from credits; `None` when it cannot (no credits,
+    /// upstream failure): the caller then stores the trimmed turn.
+    async fn summarize(&self, raw: &str) -> Option<String> {
+        let state = &self.state;
+        let price = state
+            .config
+            .prices
+            .all()
+            .iter()
+            .find(|m| m.upstream == self.upstream_model)?
+            .clone();
+        let prompt = format!(
+            "Summarize this exchange as a memory for later conversations, in at most {} characters. Keep facts, names, numbers and decisions.\n\n{raw}",
+            self.max_chars
+        );
+        let max_out = (self.max_chars / 2).clamp(32, 2048) as u32;
+        let worst = price.cost(prompt.len() as u64 + 16, u64::from(max_out));
+        let hold = state.billing.reserve(self.wallet, worst).ok()?;
+        let call = ChatCall {
+            model: price.upstream.clone(),
+            system: None,
+            turns: vec![Turn {
+                role: Role::User,
+                text: prompt,
+            }],
+            params: crate::upstream::GenParams {
+                max_output_tokens: max_out,
+                ..Default::default()
+            },
+        };
+        let c = state.gemini.generate(&call).await.ok()?;
+        let charged = hold.commit(
+            price.cost(c.usage.prompt, c.usage.completion),
+            Some("memory summary".into()),
+        );
+        if let Ok(seq) = state.store.next_seq() {
+            let ev = UsageEvent {
+                seq,
+                ts_ms: now_ms(),
+                method: "POST".into(),
+                path: "/v1/chat/completions#memory-summary".into(),
+                status: 200,
+                credits: charged,
+                model: Some(price.id.clone()),
+                prompt_tokens: c.usage.prompt,
+                completion_tokens: c.usage.completion,
+                memory_write: true,
+                auth_mode: "memory_summary".into(),
+                ..UsageEvent::default()
+            };
+            state
+                .billing
+                .journal()
+                .push(JournalOp::Usage(self.wallet, Box::new(ev)));
+        }
+        Some(trim_chars(&c.text, self.max_chars))
+    }
+}
