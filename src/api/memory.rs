@@ -168,13 +168,24 @@ pub async fn embeddings(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
         tokens,
         &ctx.request_id,
     );
+    let local = state.memory.model() == "local-feature-hashing";
     let data: Vec<serde_json::Value> = vectors
         .into_iter()
         .enumerate()
         .map(|(i, mut v)| {
             if want < v.len() {
-                // Matryoshka truncation keeps the leading dimensions; re-normalize to unit length.
-                v.truncate(want);
+                if local {
+                    // Feature hashing spreads features over every coordinate: fold them.
+                    let mut folded = vec![0f32; want];
+                    for (i, x) in v.iter().enumerate() {
+                        folded[i % want] += x;
+                    }
+                    v = folded;
+                } else {
+                    // Gemini vectors are Matryoshka-trained: keep the leading dimensions.
+                    v.truncate(want);
+                }
+                // Either way, back to unit length.
                 let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 if n > 0.0 {
                     v.iter_mut().for_each(|x| *x /= n);

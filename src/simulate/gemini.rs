@@ -415,18 +415,21 @@ async fn write_stream(
     }
 }
 
-/// A deterministic embedding: hashed word and character-trigram features, unit length at 3072
-/// dimensions and truncated (not re-normalized) when fewer are asked for, as Gemini does.
+/// A deterministic embedding: hashed word and character-trigram features. Like Gemini's
+/// Matryoshka vectors it is unit length at 3072 dimensions and shorter than unit length when
+/// fewer are asked for (so callers must re-normalize); unlike a plain truncation of hashed
+/// features, every requested coordinate can carry signal.
 pub fn embed_text(text: &str, dims: usize) -> Vec<f32> {
     const FULL: usize = 3072;
-    let mut v = vec![0f32; FULL];
+    let dims = dims.clamp(1, FULL);
+    let mut v = vec![0f32; dims];
     let lower = text.to_lowercase();
     let mut add = |feature: &[u8], weight: f32| {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in feature {
             h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
         }
-        let idx = (h % FULL as u64) as usize;
+        let idx = (h % dims as u64) as usize;
         v[idx] += if h >> 63 == 0 { weight } else { -weight };
     };
     for w in lower
@@ -441,9 +444,9 @@ pub fn embed_text(text: &str, dims: usize) -> Vec<f32> {
     }
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
+        let scale = (dims as f32 / FULL as f32).sqrt() / norm;
+        v.iter_mut().for_each(|x| *x *= scale);
     }
-    v.truncate(dims.clamp(1, FULL));
     v
 }
 

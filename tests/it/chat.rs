@@ -58,7 +58,13 @@ async fn unary_chat_returns_openai_shape_and_charges_exactly() {
     let b = env.balance(W1);
     assert_eq!((b.balance, b.held), (1_000_000 - expected, 0));
     // The system prompt became Gemini's systemInstruction.
-    let sent = env.sim.requests().pop().unwrap();
+    let sent = env
+        .sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path.ends_with(":generateContent"))
+        .unwrap();
     assert_eq!(
         sent.body["systemInstruction"]["parts"][0]["text"],
         "You are terse."

@@ -18,6 +18,7 @@ mod crash;
 mod fallback;
 mod faults;
 mod harness;
+mod memory;
 mod money;
 mod ops;
 mod tidy;
