@@ -296,3 +296,19 @@ def test_streaming_call_is_charged(gateway, make_client, read_credits) -> None:
             time.sleep(0.05)
             after = read_credits(account.api_key)
         assert 0 < before - after, f"streamed call was not charged (balance stayed {before})"
+
+
+def test_embeddings_with_both_encodings(client: openai.OpenAI) -> None:
+    """`embeddings.create` with the SDK's default (base64, decoded by the SDK) and with floats."""
+    texts = ["the fleet budget is 300 credits", "the orbital run finished"]
+    default = client.embeddings.create(model="gemini-embedding-001", input=texts)
+    floats = client.embeddings.create(model="gemini-embedding-001", input=texts, encoding_format="float")
+    assert len(default.data) == len(floats.data) == 2
+    for a, b in zip(default.data, floats.data):
+        assert len(a.embedding) == len(b.embedding) == 768
+        # base64 little-endian float32 decodes to the same vector the float encoding gives.
+        assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding)) < 1e-6
+        assert abs(sum(x * x for x in a.embedding) - 1.0) < 1e-3
+    assert default.usage.prompt_tokens > 0
+    single = client.embeddings.create(model="gemini-embedding-001", input="one text", dimensions=256)
+    assert len(single.data[0].embedding) == 256
