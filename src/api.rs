@@ -8,6 +8,7 @@
 pub mod account;
 pub mod admin;
 pub mod chat;
+pub mod discovery;
 pub mod health;
 pub mod idempotency;
 pub mod memory;
@@ -57,6 +58,8 @@ pub struct State {
     pub limiter: RateLimiter,
     pub payments: Payments,
     pub memory: Memory,
+    /// The discovery documents, built from the route table and this config at start-up.
+    pub docs: discovery::Docs,
     pub gemini: Gemini,
     pub metrics: PrometheusHandle,
     /// The built-in simulator is the upstream (no Gemini key).
@@ -94,7 +97,9 @@ impl State {
             p.config.limits.control_per_min,
         );
         let memory = Memory::from_config(p.store.clone(), &p.config.memory, p.gemini.clone());
+        let docs = discovery::Docs::build(&p.config);
         Self {
+            docs,
             config: p.config,
             store: p.store,
             billing: p.billing,
@@ -397,6 +402,13 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::AdminGrant => admin::grant(&ctx, req).await,
         RouteId::AdminCreateKey => admin::create_key(&ctx, req).await,
         RouteId::AdminBalance => admin::balance(&ctx, &req),
+        RouteId::LlmsTxt => Ok(discovery::serve(&ctx.state.docs.llms, req.headers())),
+        RouteId::LlmsFull | RouteId::DocsMd => {
+            Ok(discovery::serve(&ctx.state.docs.full, req.headers()))
+        }
+        RouteId::SkillMd => Ok(discovery::serve(&ctx.state.docs.skill, req.headers())),
+        RouteId::OpenApi => Ok(discovery::serve(&ctx.state.docs.openapi, req.headers())),
+        RouteId::DocsHtml => Ok(discovery::serve(&ctx.state.docs.html, req.headers())),
         RouteId::MemorySearch => memory::search(&ctx, &req).await,
         RouteId::MemoryDelete => memory::delete(&ctx),
         RouteId::Embeddings => memory::embeddings(&ctx, req).await,

@@ -61,6 +61,12 @@ pub enum RouteId {
     MemorySearch,
     MemoryDelete,
     Embeddings,
+    LlmsTxt,
+    LlmsFull,
+    DocsMd,
+    SkillMd,
+    OpenApi,
+    DocsHtml,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +139,12 @@ pub const ROUTES: &[Route] = &[
     r(R::AuthKeysList, "GET", "/v1/auth/keys", Siwe, Control, "auth_keys_list", "List API keys with a SIWE message (agent-router)."),
     r(R::AuthKeysRevoke, "DELETE", "/v1/auth/keys/{key_id}", Siwe, Control, "auth_keys_revoke", "Revoke an API key with a SIWE message (agent-router)."),
     r(R::UsageWallet, "GET", "/v1/usage/{wallet}", KeyJwtOrSiwe, Control, "usage_wallet", "Balance, held credits and per-key usage (agent-router)."),
+    r(R::LlmsTxt, "GET", "/llms.txt", Public, RateClass::None, "llms_txt", "Index of the API for LLMs and agents."),
+    r(R::LlmsFull, "GET", "/llms-full.txt", Public, RateClass::None, "llms_full", "The full API reference (markdown)."),
+    r(R::DocsMd, "GET", "/docs.md", Public, RateClass::None, "docs_md", "The full API reference (markdown alias)."),
+    r(R::SkillMd, "GET", "/skill.md", Public, RateClass::None, "skill_md", "An Agent Skill: the one-page playbook."),
+    r(R::OpenApi, "GET", "/openapi.json", Public, RateClass::None, "openapi", "OpenAPI 3.1 description of every route."),
+    r(R::DocsHtml, "GET", "/docs", Public, RateClass::None, "docs_html", "The API reference as one HTML page."),
     r(R::MemorySearch, "GET", "/v1/memory", ApiKey, Runtime, "memory_search", "Search the wallet's memories (no score floor)."),
     r(R::MemoryDelete, "DELETE", "/v1/memory/{memory_id}", ApiKey, Runtime, "memory_delete", "Delete a memory by id."),
     r(R::Embeddings, "POST", "/v1/embeddings", ApiKey, Runtime, "embeddings", "OpenAI-compatible embeddings (float or base64), billed per input token."),
@@ -234,7 +246,13 @@ mod tests {
                 "/v1/auth/siwe/challenge",
                 "/v1/auth/siwe/verify",
                 "/v1/auth/refresh",
-                "/v1/auth/revoke"
+                "/v1/auth/revoke",
+                "/llms.txt",
+                "/llms-full.txt",
+                "/docs.md",
+                "/skill.md",
+                "/openapi.json",
+                "/docs"
             ]
         );
         let mut seen = std::collections::HashSet::new();

@@ -15,6 +15,7 @@
 mod account;
 mod chat;
 mod crash;
+mod discovery;
 mod fallback;
 mod faults;
 mod harness;

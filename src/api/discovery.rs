@@ -1,0 +1,387 @@
+//! Self-description for agents, generated at start-up from the route table and the live config:
+//! `/llms.txt`, `/llms-full.txt` (= `/docs.md`), `/skill.md`, `/openapi.json` and `/docs`.
+//!
+//! Nothing here is hand-copied: every endpoint listed comes from `ROUTES`, every price from the
+//! price table, every network and `payTo` from the x402 config, every limit from the limits
+//! config. Each document carries a strong `ETag` (SHA-256 of its bytes).
+
+use http::header::{CACHE_CONTROL, ETAG, HeaderValue, IF_NONE_MATCH};
+use http::{HeaderMap, Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::routes::{Access, ROUTES, Route, RouteId};
+use crate::billing::pricing::format_usd_micros;
+use crate::config::Config;
+use crate::http::{Body, bytes_response, empty};
+
+/// One generated document.
+pub struct Doc {
+    pub body: String,
+    pub etag: HeaderValue,
+    pub content_type: &'static str,
+}
+
+/// Every document, built once.
+pub struct Docs {
+    pub llms: Doc,
+    pub full: Doc,
+    pub skill: Doc,
+    pub openapi: Doc,
+    pub html: Doc,
+}
+
+fn doc(body: String, content_type: &'static str) -> Doc {
+    let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+    let etag = HeaderValue::from_str(&format!("\"{}\"", &hex::encode(digest.as_ref())[..32]))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    Doc {
+        body,
+        etag,
+        content_type,
+    }
+}
+
+/// The group a route is documented under, and whether agents see it at all.
+fn group(id: RouteId) -> Option<&'static str> {
+    Some(match id {
+        RouteId::Chat => "Inference",
+        RouteId::AgentOnboard
+        | RouteId::SiweChallenge
+        | RouteId::SiweVerify
+        | RouteId::Refresh
+        | RouteId::Revoke => "Auth (SIWE + JWT, agent-first)",
+        RouteId::Me | RouteId::Usage => "Accounts",
+        RouteId::CreditsPurchase | RouteId::CreditsMe | RouteId::Ledger | RouteId::Topup => {
+            "Credits & Billing"
+        }
+        RouteId::ApiKeyCreate | RouteId::ApiKeyList | RouteId::ApiKeyRevoke => "API Key Management",
+        RouteId::MemorySearch | RouteId::MemoryDelete | RouteId::Embeddings => "Memory",
+        RouteId::Models => "Models",
+        RouteId::AuthKeysCreate
+        | RouteId::AuthKeysList
+        | RouteId::AuthKeysRevoke
+        | RouteId::UsageWallet => "Agent-router compatibility",
+        RouteId::Health | RouteId::Healthz | RouteId::Readyz | RouteId::Status => "Operations",
+        RouteId::LlmsTxt
+        | RouteId::LlmsFull
+        | RouteId::DocsMd
+        | RouteId::SkillMd
+        | RouteId::OpenApi
+        | RouteId::DocsHtml => "Discovery",
+        RouteId::Metrics
+        | RouteId::AdminGrant
+        | RouteId::AdminCreateKey
+        | RouteId::AdminBalance => return None,
+    })
+}
+
+const GROUPS: &[&str] = &[
+    "Inference",
+    "Auth (SIWE + JWT, agent-first)",
+    "Accounts",
+    "Credits & Billing",
+    "API Key Management",
+    "Memory",
+    "Models",
+    "Agent-router compatibility",
+    "Operations",
+    "Discovery",
+];
+
+fn auth_text(a: Access) -> &'static str {
+    match a {
+        Access::Public => "No authentication.",
+        Access::Payer => {
+            "Dual-auth: an x402 payment (`PAYMENT-SIGNATURE` or `X-PAYMENT`) to pay per call, or `x-api-key` / `Authorization: Bearer vw_…` to debit credits. Never both. With neither, the answer is 402 with the price."
+        }
+        Access::X402 => {
+            "An x402 payment (`PAYMENT-SIGNATURE` or `X-PAYMENT`); without one, the answer is 402 with the price."
+        }
+        Access::ApiKey => "`x-api-key: vw_…` (or `Authorization: Bearer vw_…`).",
+        Access::Jwt => "`Authorization: Bearer <JWT>` from SIWE sign-in.",
+        Access::KeyOrJwt => {
+            "`x-api-key` or `Authorization: Bearer <JWT>`; the wallet comes from the credential."
+        }
+        Access::Siwe => "A SIWE `message` and `signature` in the body (or the query for GET).",
+        Access::KeyJwtOrSiwe => {
+            "`x-api-key`, a JWT, or a SIWE `message` and `signature` in the query."
+        }
+        Access::Admin => "Operator secret (`X-Admin-Secret`).",
+    }
+}
+
+fn security(a: Access) -> Value {
+    match a {
+        Access::Public | Access::Siwe => json!([]),
+        Access::Payer => {
+            json!([{"x402": []}, {"x402v1": []}, {"apiKey": []}, {"apiKeyBearer": []}])
+        }
+        Access::X402 => json!([{"x402": []}, {"x402v1": []}]),
+        Access::ApiKey => json!([{"apiKey": []}, {"apiKeyBearer": []}]),
+        Access::Jwt => json!([{"jwt": []}]),
+        Access::KeyOrJwt | Access::KeyJwtOrSiwe => {
+            json!([{"apiKey": []}, {"apiKeyBearer": []}, {"jwt": []}])
+        }
+        Access::Admin => json!([{"admin": []}]),
+    }
+}
+
+fn base_url(c: &Config) -> String {
+    c.public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", c.auth.siwe_domain))
+}
+
+fn price_lines(c: &Config) -> String {
+    let mut s = String::new();
+    for m in c.prices.all() {
+        s.push_str(&format!(
+            "- `{}` (also `{}`): input ${} / output ${} per 1M tokens ({} / {} credits)\n",
+            m.id,
+            m.aliases.join("`, `"),
+            format_usd_micros(m.input),
+            format_usd_micros(m.output),
+            m.input,
+            m.output
+        ));
+    }
+    s
+}
+
+fn network_lines(c: &Config) -> String {
+    c.x402
+        .networks
+        .iter()
+        .map(|n| {
+            format!(
+                "- `{}` (`{}`): USDC `{}` (EIP-712 name \"{}\", version \"{}\")\n",
+                n.name,
+                n.caip2,
+                crate::crypto::to_checksum(&n.asset),
+                n.eip712_name,
+                n.eip712_version
+            )
+        })
+        .collect()
+}
+
+fn documented() -> impl Iterator<Item = (&'static str, &'static Route)> {
+    GROUPS.iter().flat_map(|g| {
+        ROUTES
+            .iter()
+            .filter(move |r| group(r.id) == Some(*g))
+            .map(move |r| (*g, r))
+    })
+}
+
+fn conventions(c: &Config) -> String {
+    format!(
+        "- Base URL: `{base}`\n- `POST /v1/chat/completions` is dual-auth: an x402 payment pays per call in USDC with no account; an API key debits prepaid credits. Streaming works on both.\n- Credits: 1 credit = 1 atomic USDC = $0.000001. A call costs ceil((prompt·input + completion·output) / 1e6) credits, completion including thinking. x402 quotes the worst case (prompt ≤ UTF-8 bytes + 16 per message, completion ≤ `max_tokens`, default {max}), floored at {min} credits; the change is credited to the payer as a refund.\n- Errors: OpenAI shape `{{\"error\":{{\"message\",\"type\",\"param\",\"code\"}}}}` with stable codes; 400 bad input or both payment kinds, 401 auth, 402 payment required or credits exhausted, 403 wallet mismatch, 404 not found, 409 replay or idempotency conflict, 413 body over {body} bytes, 422 validation, 429 rate limits (`Retry-After`), 5xx upstream.\n- Rate limits per wallet: {rt} runtime requests/min (chat, memory, embeddings), {ct} control-plane requests/min.\n- `Idempotency-Key` on POSTs that create or move money.\n- x402 networks (payTo `{payto}`):\n{nets}",
+        base = base_url(c),
+        max = c.default_max_tokens,
+        min = c.x402.min_quote,
+        body = c.body_limit,
+        rt = c.limits.runtime_per_min,
+        ct = c.limits.control_per_min,
+        payto = crate::crypto::to_checksum(&c.x402.pay_to),
+        nets = network_lines(c),
+    )
+}
+
+fn llms_txt(c: &Config) -> String {
+    let base = base_url(c);
+    let mut s = format!(
+        "# Vectorway\n\n> Vectorway is the agentic memory LLM gateway: OpenAI-compatible chat completions over Gemini with built-in wallet-scoped vector memory. `POST /v1/chat/completions` is dual-auth — pay per call with an x402 payment (no account) or use an API key against prepaid credits.\n\n## Primary docs\n\n- [Agent Skill]({base}/skill.md): a one-page playbook with YAML frontmatter.\n- [API reference (markdown)]({base}/llms-full.txt): every endpoint with examples.\n- [API reference (markdown alias)]({base}/docs.md): the same as llms-full.txt.\n- [OpenAPI 3.1 spec]({base}/openapi.json): machine-readable schema.\n- [Human docs]({base}/docs): the reference as one HTML page.\n\n## Endpoints\n"
+    );
+    let mut last = "";
+    for (g, r) in documented() {
+        if g != last {
+            s.push_str(&format!("\n### {g}\n\n"));
+            last = g;
+        }
+        s.push_str(&format!("- `{} {}` — {}\n", r.method, r.path, r.summary));
+    }
+    s.push_str(&format!(
+        "\n## Models and prices\n\n{}\n## Conventions\n\n{}",
+        price_lines(c),
+        conventions(c)
+    ));
+    s
+}
+
+fn llms_full(c: &Config) -> String {
+    let mut s = format!(
+        "# Vectorway API Reference\n\nGenerated from the running gateway's route table and configuration.\n\n## Conventions\n\n{}\n## Models and prices\n\n{}",
+        conventions(c),
+        price_lines(c)
+    );
+    let mut last = "";
+    for (g, r) in documented() {
+        if g != last {
+            s.push_str(&format!("\n---\n\n## {g}\n"));
+            last = g;
+        }
+        s.push_str(&format!(
+            "\n### `{} {}`\n\n**{}**\n\n- Auth: {}\n",
+            r.method,
+            r.path,
+            r.summary,
+            auth_text(r.access)
+        ));
+        if r.idempotent {
+            s.push_str("- Honours `Idempotency-Key`.\n");
+        }
+        if let Some(ex) = example(r.id) {
+            s.push_str(&format!("\n**Request body**\n\n```json\n{ex}\n```\n"));
+        }
+        let curl_body = example(r.id)
+            .map(|e| format!(" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{e}'"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "\n```bash\ncurl -X {} {}{}{}\n```\n",
+            r.method,
+            base_url(c),
+            r.path,
+            curl_body
+        ));
+    }
+    s
+}
+
+fn example(id: RouteId) -> Option<&'static str> {
+    Some(match id {
+        RouteId::Chat => {
+            r#"{"messages":[{"role":"user","content":"Summarize our last run"}],"model":"gemini-2.5-flash","memory_read":true,"memory_write":true,"memory_write_mode":"auto","memory_max_chars":1200,"k":5,"temperature":0.3,"stream":false}"#
+        }
+        RouteId::AgentOnboard => {
+            r#"{"wallet_address":"0xabc...","credits":5000000,"key_name":"agent-prod"}"#
+        }
+        RouteId::SiweChallenge => r#"{"wallet_address":"0xabc...","chain_id":1}"#,
+        RouteId::SiweVerify => {
+            r#"{"wallet_address":"0xabc...","message":"<challenge message>","signature":"0x..."}"#
+        }
+        RouteId::Refresh | RouteId::Revoke => r#"{"refresh_token":"eyJ..."}"#,
+        RouteId::CreditsPurchase => r#"{"wallet_address":"0xabc...","credits":5000000}"#,
+        RouteId::Topup => r#"{"amount":5}"#,
+        RouteId::ApiKeyCreate => r#"{"wallet_address":"0xabc...","key_name":"my-agent"}"#,
+        RouteId::AuthKeysCreate => {
+            r#"{"message":"<siwe message>","signature":"0x...","label":"my-app"}"#
+        }
+        RouteId::AuthKeysRevoke => r#"{"message":"<siwe message>","signature":"0x..."}"#,
+        RouteId::Embeddings => {
+            r#"{"model":"gemini-embedding-001","input":["text one","text two"],"encoding_format":"float"}"#
+        }
+        _ => return None,
+    })
+}
+
+fn skill_md(c: &Config) -> String {
+    let base = base_url(c);
+    format!(
+        "---\nname: vectorway\ndescription: Call Gemini through an OpenAI-compatible gateway that agents pay per call with x402 (USDC on Base) or with prepaid credits, with wallet-scoped vector memory. Use when an agent needs LLM completions it can pay for itself.\n---\n\n# Vectorway playbook\n\n1. **Discover the price.** `POST {base}/v1/chat/completions` with your OpenAI-style body and no credentials. The 402 answer lists `accepts` (v1 body) and a `PAYMENT-REQUIRED` header (v2): scheme `exact`, USDC, payTo, and the amount in atomic USDC.\n2. **Pay.** Either sign an EIP-3009 `TransferWithAuthorization` for that amount and retry with `X-PAYMENT` (v1) or `PAYMENT-SIGNATURE` (v2) — any x402 client does this — or onboard once: `POST {base}/v1/auth/agent-onboard` with x402 and `{{\"wallet_address\",\"credits\"}}` to get credits, a JWT pair and an API key.\n3. **Chat.** With an API key: `x-api-key: vw_…` (or point the OpenAI SDK at `{base}/v1`). Add `\"stream\": true` for SSE. The x402 path returns a receipt (`X-PAYMENT-RESPONSE`, or `event: x402-receipt` after `[DONE]`).\n4. **Use memory.** Chats read (`memory_read`) and write (`memory_write`) your wallet's memory by default; search it with `GET {base}/v1/memory?q=…&k=5` and delete with `DELETE {base}/v1/memory/{{id}}`.\n\nModels:\n{prices}\nLimits: {rt} runtime and {ct} control requests per minute per wallet; bodies up to {body} bytes. Full reference: {base}/llms-full.txt\n",
+        prices = price_lines(c),
+        rt = c.limits.runtime_per_min,
+        ct = c.limits.control_per_min,
+        body = c.body_limit,
+    )
+}
+
+fn openapi(c: &Config) -> String {
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let mut op = json!({
+            "operationId": r.name,
+            "summary": r.summary,
+            "description": auth_text(r.access),
+            "tags": [group(r.id).unwrap_or("Operator")],
+            "security": security(r.access),
+            "responses": {
+                "200": {"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "default": {"description": "Error (OpenAI shape)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        let params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if let Some(ex) = example(r.id) {
+            let example: Value = serde_json::from_str(ex).unwrap_or(Value::Null);
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}, "example": example}}});
+        }
+        if matches!(r.access, Access::Payer | Access::X402) {
+            op["responses"]["402"] = json!({"description": "Payment required: x402 requirements (v1 body, v2 PAYMENT-REQUIRED header)", "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        let path = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        path[r.method.to_ascii_lowercase()] = op;
+    }
+    let spec = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Vectorway", "version": env!("CARGO_PKG_VERSION"), "description": "OpenAI-compatible Gemini gateway with x402, credits and wallet memory."},
+        "servers": [{"url": base_url(c)}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "x402": {"type": "apiKey", "in": "header", "name": "PAYMENT-SIGNATURE", "description": "x402 v2 payment (base64 JSON)"},
+                "x402v1": {"type": "apiKey", "in": "header", "name": "X-PAYMENT", "description": "x402 v1 payment (base64 JSON)"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "apiKeyBearer": {"type": "http", "scheme": "bearer", "description": "vw_… API key as a bearer token (OpenAI SDKs)"},
+                "jwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "admin": {"type": "apiKey", "in": "header", "name": "X-Admin-Secret"},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "properties": {
+                    "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]}, "code": {"type": "string"}}}}},
+            },
+        },
+    });
+    serde_json::to_string_pretty(&spec).unwrap_or_default()
+}
+
+fn html(full_md: &str) -> String {
+    let escaped = full_md
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Vectorway API reference</title>\n<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}pre{{white-space:pre-wrap}}</style></head>\n<body><pre>{escaped}</pre></body></html>\n"
+    )
+}
+
+impl Docs {
+    pub fn build(c: &Config) -> Self {
+        let full = llms_full(c);
+        Self {
+            llms: doc(llms_txt(c), "text/plain; charset=utf-8"),
+            html: doc(html(&full), "text/html; charset=utf-8"),
+            full: doc(full, "text/markdown; charset=utf-8"),
+            skill: doc(skill_md(c), "text/markdown; charset=utf-8"),
+            openapi: doc(openapi(c), "application/json"),
+        }
+    }
+}
+
+/// Serves a document, answering `If-None-Match` with 304.
+pub fn serve(d: &Doc, headers: &HeaderMap) -> Response<Body> {
+    if headers.get(IF_NONE_MATCH).is_some_and(|v| v == d.etag) {
+        let mut res = Response::new(empty());
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        res.headers_mut().insert(ETAG, d.etag.clone());
+        return res;
+    }
+    let mut res = bytes_response(
+        StatusCode::OK,
+        HeaderValue::from_static(d.content_type),
+        d.body.clone(),
+    );
+    res.headers_mut().insert(ETAG, d.etag.clone());
+    res.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    res
+}

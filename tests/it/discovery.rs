@@ -1,0 +1,150 @@
+//! Discovery documents: generated from the route table and the live config, served with the right
+//! content types and ETags, and complete with respect to the Vectorway reference.
+
+use http::{Method, StatusCode};
+use serde_json::Value;
+use vectorway::api::ROUTES;
+
+use crate::harness::{Env, fast_knobs};
+
+/// Every endpoint of the Vectorway reference (seeds/002).
+const REFERENCE: &[(&str, &str)] = &[
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/auth/agent-onboard"),
+    ("POST", "/v1/auth/siwe/challenge"),
+    ("POST", "/v1/auth/siwe/verify"),
+    ("POST", "/v1/auth/refresh"),
+    ("POST", "/v1/auth/revoke"),
+    ("GET", "/v1/me"),
+    ("GET", "/v1/usage"),
+    ("POST", "/v1/credits/purchase"),
+    ("GET", "/v1/credits/me"),
+    ("GET", "/v1/credits/ledger"),
+    ("POST", "/v1/api-keys"),
+    ("GET", "/v1/api-keys"),
+    ("DELETE", "/v1/api-keys/{key_id}"),
+    ("GET", "/v1/memory"),
+    ("DELETE", "/v1/memory/{memory_id}"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_served_with_types_and_etags() {
+    let env = Env::start().await;
+    for (path, ty) in [
+        ("/llms.txt", "text/plain"),
+        ("/llms-full.txt", "text/markdown"),
+        ("/docs.md", "text/markdown"),
+        ("/skill.md", "text/markdown"),
+        ("/openapi.json", "application/json"),
+        ("/docs", "text/html"),
+    ] {
+        let res = env.send(Method::GET, path, &[], "").await;
+        assert_eq!(res.status, StatusCode::OK, "{path}");
+        assert!(
+            res.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(ty),
+            "{path}"
+        );
+        let etag = res.headers["etag"].to_str().unwrap().to_string();
+        let again = env
+            .send(Method::GET, path, &[("if-none-match", &etag)], "")
+            .await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{path}");
+    }
+    let full = env.send(Method::GET, "/llms-full.txt", &[], "").await.body;
+    assert_eq!(
+        full,
+        env.send(Method::GET, "/docs.md", &[], "").await.body,
+        "the alias is identical"
+    );
+    let skill = String::from_utf8(
+        env.send(Method::GET, "/skill.md", &[], "")
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(skill.starts_with("---\nname: vectorway\ndescription: "));
+    let html =
+        String::from_utf8(env.send(Method::GET, "/docs", &[], "").await.body.to_vec()).unwrap();
+    assert!(
+        !html.contains("<script") && !html.contains("<link") && !html.contains("src="),
+        "self-contained"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_matches_the_router_and_covers_the_reference() {
+    let env = Env::start().await;
+    let spec: Value = env.send(Method::GET, "/openapi.json", &[], "").await.json();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let paths = spec["paths"].as_object().unwrap();
+    let mut in_spec = std::collections::HashSet::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            in_spec.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let served: std::collections::HashSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    assert_eq!(
+        in_spec, served,
+        "the spec names exactly the routes the router serves"
+    );
+    for scheme in ["x402", "x402v1", "apiKey", "apiKeyBearer", "jwt"] {
+        assert!(
+            spec["components"]["securitySchemes"][scheme].is_object(),
+            "{scheme}"
+        );
+    }
+    let llms = String::from_utf8(
+        env.send(Method::GET, "/llms.txt", &[], "")
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    for (method, path) in REFERENCE {
+        assert!(
+            in_spec.contains(&(method.to_string(), path.to_string())),
+            "{method} {path} missing from openapi.json"
+        );
+        assert!(
+            llms.contains(&format!("`{method} {path}`")),
+            "{method} {path} missing from llms.txt"
+        );
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_follow_the_live_config() {
+    let env = Env::with_knobs(fast_knobs(), |c| {
+        let mut raw = vectorway::config::RawConfig::default();
+        raw.models.get_mut("gemini-2.5-flash").unwrap().input_per_m = "0.77".into();
+        raw.limits.runtime_per_min = 4321;
+        let other = raw.validate().unwrap();
+        c.prices = other.prices;
+        c.limits = other.limits;
+    })
+    .await;
+    // $0.77 × 1.2 = 924,000 credits per 1M tokens.
+    for path in ["/llms.txt", "/llms-full.txt", "/skill.md"] {
+        let text =
+            String::from_utf8(env.send(Method::GET, path, &[], "").await.body.to_vec()).unwrap();
+        assert!(
+            text.contains("0.924000") || text.contains("924000"),
+            "{path} shows the configured price"
+        );
+        assert!(
+            text.contains("4321"),
+            "{path} shows the configured rate limit"
+        );
+    }
+    env.stop().await;
+}
