@@ -165,8 +165,11 @@ impl Store {
     /// Opens (or creates) the store. A directory held by another process is `Locked`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Sled(e.to_string()))?;
+        // sled's page cache defaults to 1 GiB; balances and keys live in memory elsewhere, so a
+        // small cache keeps the resident set small without slowing the hot paths.
         let db = sled::Config::new()
             .path(dir.join("db"))
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io)
@@ -519,6 +522,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// sled's page cache, in bytes.
+const CACHE_BYTES: u64 = 32 << 20;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
