@@ -260,7 +260,7 @@ pub async fn recall(state: &State, wallet: Wallet, chat: &ChatRequest) -> (Optio
     let matches = match search_send(
         state,
         wallet,
-        None,
+        chat.memory_namespace.clone(),
         query.to_string(),
         chat.memory.k as usize,
     )
@@ -308,6 +308,7 @@ pub struct Remember {
     pub mode: MemoryWriteMode,
     pub max_chars: usize,
     pub upstream_model: String,
+    pub namespace: Option<String>,
 }
 
 impl Remember {
@@ -327,6 +328,7 @@ impl Remember {
             mode: chat.memory.mode,
             max_chars: chat.memory.max_chars as usize,
             upstream_model: upstream_model.to_string(),
+            namespace: chat.memory_namespace.clone(),
         })
     }
 
@@ -359,7 +361,11 @@ impl Remember {
                         + Send
                         + '_,
                 >,
-            > = Box::pin(self.state.memory.write(self.wallet, None, &text));
+            > = Box::pin(
+                self.state
+                    .memory
+                    .write(self.wallet, self.namespace.as_deref(), &text),
+            );
             if let Err(e) = write.await {
                 tracing::warn!(%e, wallet = %self.wallet, "memory write failed");
             }

@@ -37,6 +37,8 @@ struct RawChat {
     memory_write_mode: Option<String>,
     memory_max_chars: Option<i64>,
     k: Option<i64>,
+    /// A namespace within the wallet's memory (one wallet, many agents).
+    memory_namespace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +128,7 @@ pub struct ChatRequest {
     pub json_mode: bool,
     pub reasoning_effort: Option<&'static str>,
     pub memory: MemoryOptions,
+    pub memory_namespace: Option<String>,
 }
 
 fn invalid(param: &'static str, msg: impl Into<String>) -> RequestError {
@@ -344,6 +347,9 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         frequency_penalty: range("frequency_penalty", raw.frequency_penalty, -2.0, 2.0)?,
         json_mode,
         reasoning_effort,
+        memory_namespace: crate::memory::validate_namespace(raw.memory_namespace.as_deref())
+            .map_err(|e| RequestError::validation("memory_namespace", e.to_string()))?
+            .map(str::to_string),
         memory: MemoryOptions {
             read: raw.memory_read.unwrap_or(true),
             write: raw.memory_write.unwrap_or(true),

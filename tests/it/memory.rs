@@ -296,3 +296,57 @@ async fn embeddings_float_and_base64_are_billed() {
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_separate_agents_of_one_wallet() {
+    let env = Env::start().await;
+    let key = env.funded_key(W1, 10_000_000).await;
+    let res = env
+        .chat(
+            &key,
+            turn(
+                "agent a keeps the telescope schedule",
+                json!({"memory_read": false, "memory_namespace": "agent-a"}),
+            ),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let res = env
+            .send(
+                Method::GET,
+                "/v1/memory?q=telescope+schedule&namespace=agent-a",
+                &[("x-api-key", &key)],
+                "",
+            )
+            .await;
+        found = res.json()["matches"].as_array().unwrap().clone();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(found.len(), 1);
+    let other = env
+        .send(
+            Method::GET,
+            "/v1/memory?q=telescope+schedule&namespace=agent-b",
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+    assert!(other.json()["matches"].as_array().unwrap().is_empty());
+    assert!(
+        search(&env, &key, "telescope schedule").await.is_empty(),
+        "the default namespace is separate"
+    );
+    let bad = env
+        .chat(
+            &key,
+            turn("x", json!({"memory_namespace": "no spaces allowed"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    env.stop().await;
+}
