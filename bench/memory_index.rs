@@ -9,8 +9,10 @@
 //!
 //! Per size, the bench builds `Index` with the default `IndexParams` (the graph is built at
 //! once), computes the exact top 10 of every query by brute force, then times each query
-//! alone with `Instant` (criterion reports a mean; the percentiles are computed here). It
-//! prints one line per size and writes `target/memory_bench.json`.
+//! alone (criterion reports a mean; the percentiles are computed here), both by the wall clock
+//! and by the thread's CPU clock: on a shared two-core machine the wall-clock p99 mostly
+//! measures other processes, the CPU-time p99 the search itself. It prints one line per size
+//! and writes `target/memory_bench.json`.
 //!
 //! For `bench/memory_compare.py` (hnswlib on the same data and the same M / ef settings) it
 //! also writes the vectors, queries and exact answers to `target/memory_bench/` as raw
@@ -18,11 +20,16 @@
 //!
 //! Under `cargo test --benches` (criterion's test mode) it runs one small size only and writes
 //! nothing.
+//!
+//! Knobs (environment): `MEMORY_BENCH_SIZES` (e.g. `10000,100000`), `MEMORY_BENCH_M`,
+//! `MEMORY_BENCH_EFC`, `MEMORY_BENCH_EF` (override the defaults), `MEMORY_BENCH_EF_SWEEP`
+//! (e.g. `16,24,32`: also measure these ef_search values on the same graph).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cpu_time::ThreadTime;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use vectorway::memory::MemoryId;
@@ -124,14 +131,66 @@ fn row_of(id: &MemoryId) -> u32 {
     u64::from_be_bytes(b) as u32
 }
 
-/// What one size measured.
+/// Percentiles of one batch of queries: wall-clock time, and the querying thread's CPU time
+/// (which leaves out time spent preempted by other processes on a busy machine).
+#[derive(Clone, Copy)]
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    cpu_p50: Duration,
+    cpu_p99: Duration,
+}
+
+/// What one size measured; `sweep` holds the same for other ef_search values.
 struct Figures {
     n: usize,
     build: Duration,
     recall: f64,
-    p50: Duration,
-    p99: Duration,
+    latency: Latency,
     exact_p50: Duration,
+    sweep: Vec<(usize, f64, Latency)>,
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// `IndexParams::default()`, with `MEMORY_BENCH_M`, `MEMORY_BENCH_EFC` and `MEMORY_BENCH_EF`
+/// overriding M, ef_construction and ef_search (for tuning the defaults).
+fn bench_params() -> IndexParams {
+    let d = IndexParams::default();
+    IndexParams {
+        exact_threshold: 1,
+        max_connections: env_usize("MEMORY_BENCH_M").unwrap_or(d.max_connections),
+        ef_construction: env_usize("MEMORY_BENCH_EFC").unwrap_or(d.ef_construction),
+        ef_search: env_usize("MEMORY_BENCH_EF").unwrap_or(d.ef_search),
+    }
+}
+
+/// Recall@K against `truth` and the per-query latencies of `ix.search`.
+fn run_queries(ix: &Index, qs: &[f32], truth: &[Vec<u32>]) -> (f64, Latency) {
+    let mut hits = 0usize;
+    let mut wall = Vec::with_capacity(truth.len());
+    let mut cpu = Vec::with_capacity(truth.len());
+    for (q, t) in qs.chunks_exact(DIMS).zip(truth) {
+        let (started, cpu_started) = (Instant::now(), ThreadTime::now());
+        let found = black_box(ix.search(black_box(q), K));
+        cpu.push(cpu_started.elapsed());
+        wall.push(started.elapsed());
+        hits += found
+            .iter()
+            .filter(|(id, _)| t.contains(&row_of(id)))
+            .count();
+    }
+    wall.sort();
+    cpu.sort();
+    let latency = Latency {
+        p50: percentile(&wall, 0.50),
+        p99: percentile(&wall, 0.99),
+        cpu_p50: percentile(&cpu, 0.50),
+        cpu_p99: percentile(&cpu, 0.99),
+    };
+    (hits as f64 / (K * truth.len()) as f64, latency)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -197,10 +256,7 @@ fn measure(c: &mut Criterion, n: usize, queries: usize, export: Option<&Path>) -
         model.clustered(&mut qrng, &mut qs);
     }
 
-    let params = IndexParams {
-        exact_threshold: 1,
-        ..IndexParams::default()
-    };
+    let params = bench_params();
     let mut ix = Index::new(DIMS, params);
     for (i, v) in vectors.chunks_exact(DIMS).enumerate() {
         ix.insert(id(i), v);
@@ -211,18 +267,18 @@ fn measure(c: &mut Criterion, n: usize, queries: usize, export: Option<&Path>) -
     assert_eq!(ix.graph_points(), n);
 
     let truth = exact_answers(&ix, &qs);
-    let mut hits = 0usize;
-    let mut times = Vec::with_capacity(queries);
-    for (q, t) in qs.chunks_exact(DIMS).zip(&truth) {
-        let started = Instant::now();
-        let found = black_box(ix.search(black_box(q), K));
-        times.push(started.elapsed());
-        hits += found
-            .iter()
-            .filter(|(id, _)| t.contains(&row_of(id)))
-            .count();
+    let mut sweep = Vec::new();
+    let efs: Vec<usize> = std::env::var("MEMORY_BENCH_EF_SWEEP")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    for ef in efs {
+        ix.set_ef_search(ef);
+        let (recall, latency) = run_queries(&ix, &qs, &truth);
+        sweep.push((ef, recall, latency));
     }
-    times.sort();
+    ix.set_ef_search(params.ef_search);
+    let (recall, latency) = run_queries(&ix, &qs, &truth);
     let mut exact_times: Vec<Duration> = qs
         .chunks_exact(DIMS)
         .take(100)
@@ -254,10 +310,10 @@ fn measure(c: &mut Criterion, n: usize, queries: usize, export: Option<&Path>) -
     Figures {
         n,
         build,
-        recall: hits as f64 / (K * queries) as f64,
-        p50: percentile(&times, 0.50),
-        p99: percentile(&times, 0.99),
+        recall,
+        latency,
         exact_p50: percentile(&exact_times, 0.50),
+        sweep,
     }
 }
 
@@ -277,21 +333,44 @@ fn cpu_model() -> String {
 fn report(figures: &[Figures], params: IndexParams, out: &Path) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     for f in figures {
+        let l = f.latency;
         println!(
             "memory_index n={} dims={DIMS}: recall@10 {:.4}, search p50 {:.0} µs, p99 {:.0} µs \
-             (exact scan p50 {:.0} µs), build {:.1} s",
+             (thread CPU p50 {:.0} µs, p99 {:.0} µs; exact scan p50 {:.0} µs), build {:.1} s",
             f.n,
             f.recall,
-            us(f.p50),
-            us(f.p99),
+            us(l.p50),
+            us(l.p99),
+            us(l.cpu_p50),
+            us(l.cpu_p99),
             us(f.exact_p50),
             f.build.as_secs_f64()
         );
+        for (ef, recall, l) in &f.sweep {
+            println!(
+                "memory_index n={} ef_search={ef}: recall@10 {recall:.4}, p50 {:.0} µs, p99 {:.0} µs \
+                 (thread CPU p50 {:.0} µs, p99 {:.0} µs)",
+                f.n,
+                us(l.p50),
+                us(l.p99),
+                us(l.cpu_p50),
+                us(l.cpu_p99)
+            );
+        }
     }
+    let lat = |l: &Latency| {
+        json!({
+            "p50_us": us(l.p50),
+            "p99_us": us(l.p99),
+            "cpu_p50_us": us(l.cpu_p50),
+            "cpu_p99_us": us(l.cpu_p99),
+        })
+    };
     let doc = json!({
         "machine": {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "cpu_model": cpu_model(),
+            "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         },
         "params": {
             "M": params.max_connections,
@@ -300,14 +379,20 @@ fn report(figures: &[Figures], params: IndexParams, out: &Path) {
             "k": K,
             "dims": DIMS,
         },
-        "results": figures.iter().map(|f| json!({
-            "n": f.n,
-            "recall_at_10": f.recall,
-            "p50_us": us(f.p50),
-            "p99_us": us(f.p99),
-            "exact_scan_p50_us": us(f.exact_p50),
-            "build_s": f.build.as_secs_f64(),
-        })).collect::<Vec<_>>(),
+        "results": figures.iter().map(|f| {
+            let mut r = lat(&f.latency);
+            r["n"] = json!(f.n);
+            r["recall_at_10"] = json!(f.recall);
+            r["exact_scan_p50_us"] = json!(us(f.exact_p50));
+            r["build_s"] = json!(f.build.as_secs_f64());
+            r["ef_sweep"] = f.sweep.iter().map(|(ef, recall, l)| {
+                let mut e = lat(l);
+                e["ef_search"] = json!(ef);
+                e["recall_at_10"] = json!(recall);
+                e
+            }).collect();
+            r
+        }).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     std::fs::write(out, text).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
@@ -339,7 +424,7 @@ fn memory_index(c: &mut Criterion) {
         .iter()
         .map(|n| measure(c, *n, queries, Some(&data_dir)))
         .collect();
-    let params = IndexParams::default();
+    let params = bench_params();
     let meta = json!({
         "dims": DIMS,
         "k": K,

@@ -423,3 +423,23 @@ async fn gemini_embeddings_are_batched_and_renormalized() {
     assert_eq!((e.status(), e.code()), (404, "model_not_found"));
     sim.stop().await;
 }
+
+/// A handler-shaped caller: borrowed arguments, several awaits.
+async fn nested(m: &Memory, ns: Option<&str>, q: &str) -> usize {
+    let a = m.search(ALICE, ns, q, 5).await.map_or(0, |v| v.len());
+    let b = m.embed(&[q.to_string()]).await.map_or(0, |v| v.len());
+    let c = m.write(ALICE, ns, q).await.map_or(0, |_| 1);
+    a + b + c
+}
+
+#[test]
+fn the_futures_can_be_spawned() {
+    fn is_send<F: std::future::Future + Send + 'static>(f: F) -> F {
+        f
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(memory(dir.path(), 2_000));
+    let (ns, q) = (Some("ns".to_string()), "query".to_string());
+    // Built (not run): the point is that this compiles, as `tokio::spawn` requires.
+    drop(is_send(async move { nested(&m, ns.as_deref(), &q).await }));
+}
