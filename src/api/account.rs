@@ -42,14 +42,39 @@ fn page(q: &HashMap<String, String>) -> Result<(usize, usize), Error> {
     Ok((limit, cursor))
 }
 
-/// A page of `items` (already filtered, newest first) in the seeds' envelope.
-fn paged(wallet: &str, items: Vec<Value>, limit: usize, cursor: usize) -> Value {
-    let total = items.len();
-    let events: Vec<Value> = items.into_iter().skip(cursor).take(limit).collect();
-    let has_more = cursor + events.len() < total;
-    j!({"wallet_address": wallet, "events": events,
-        "next_cursor": if has_more { Some(cursor + limit) } else { None },
-        "has_more": has_more, "total": total})
+/// Collects one page while counting every match: only the page's items are built.
+struct Pager {
+    limit: usize,
+    cursor: usize,
+    total: usize,
+    events: Vec<Value>,
+}
+
+impl Pager {
+    fn new(limit: usize, cursor: usize) -> Self {
+        Self {
+            limit,
+            cursor,
+            total: 0,
+            events: Vec::with_capacity(limit),
+        }
+    }
+
+    /// Counts one matching item; builds it only when it falls on the page.
+    fn offer(&mut self, build: impl FnOnce() -> Value) {
+        if self.total >= self.cursor && self.events.len() < self.limit {
+            self.events.push(build());
+        }
+        self.total += 1;
+    }
+
+    /// The seeds' envelope.
+    fn finish(self, wallet: &str) -> Value {
+        let has_more = self.cursor + self.events.len() < self.total;
+        j!({"wallet_address": wallet, "events": self.events,
+            "next_cursor": if has_more { Some(self.cursor + self.limit) } else { None },
+            "has_more": has_more, "total": self.total})
+    }
 }
 
 /// `GET /v1/me`
@@ -93,19 +118,16 @@ pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error
             }
         }),
     };
-    let mut items = Vec::new();
+    let mut page = Pager::new(limit, cursor);
     for e in ctx.state.store.ledger_of(&p.wallet) {
         let e = e?;
         if kind.is_some_and(|k| k != e.kind) {
             continue;
         }
-        items.push(j!({"ts": format_rfc3339((e.ts_ms / 1000) as i64), "kind": e.kind, "credits": e.credits,
+        page.offer(|| j!({"ts": format_rfc3339((e.ts_ms / 1000) as i64), "kind": e.kind, "credits": e.credits,
                        "usd": format_usd_micros(e.credits.unsigned_abs()), "ref": e.reference, "note": e.note}));
     }
-    Ok(json(
-        StatusCode::OK,
-        &paged(&to_checksum(&p.wallet), items, limit, cursor),
-    ))
+    Ok(json(StatusCode::OK, &page.finish(&to_checksum(&p.wallet))))
 }
 
 /// `GET /v1/usage?limit=&cursor=&filter=all|errors|<exact path>`
@@ -121,7 +143,7 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
         )
         .into());
     }
-    let mut items = Vec::new();
+    let mut page = Pager::new(limit, cursor);
     for ev in ctx.state.store.usage_of(&p.wallet) {
         let ev = ev?;
         let keep = match filter {
@@ -132,7 +154,7 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
         if !keep {
             continue;
         }
-        items.push(j!({
+        page.offer(|| j!({
             "ts": ev.ts_ms as f64 / 1000.0, "ts_iso": format_rfc3339((ev.ts_ms / 1000) as i64),
             "method": ev.method, "path": ev.path, "status": ev.status, "latency_ms": ev.latency_ms,
             "credits": ev.credits, "usd_cost": ev.usd_cost.clone().or_else(|| (ev.credits > 0).then(|| format_usd_micros(ev.credits))),
@@ -141,10 +163,7 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
             "key_id": ev.key_id, "auth_mode": ev.auth_mode, "request_id": ev.request_id,
         }));
     }
-    Ok(json(
-        StatusCode::OK,
-        &paged(&to_checksum(&p.wallet), items, limit, cursor),
-    ))
+    Ok(json(StatusCode::OK, &page.finish(&to_checksum(&p.wallet))))
 }
 
 #[derive(Deserialize)]
@@ -203,5 +222,44 @@ pub async fn revoke_key(ctx: &Ctx) -> Result<Response<Body>, Error> {
             path: format!("/v1/api-keys/{key_id}"),
         }
         .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_count_everything_but_build_only_the_page() {
+        let mut built = 0;
+        let mut page = Pager::new(2, 3);
+        for i in 0..7 {
+            page.offer(|| {
+                built += 1;
+                j!(i)
+            });
+        }
+        assert_eq!(built, 2);
+        let v = page.finish("w");
+        assert_eq!(
+            (
+                v["events"].clone(),
+                v["total"].clone(),
+                v["has_more"].clone(),
+                v["next_cursor"].clone()
+            ),
+            (j!([3, 4]), j!(7), j!(true), j!(5))
+        );
+        let mut last = Pager::new(5, 5);
+        (0..7).for_each(|i| last.offer(|| j!(i)));
+        let v = last.finish("w");
+        assert_eq!(
+            (
+                v["events"].clone(),
+                v["has_more"].clone(),
+                v["next_cursor"].clone()
+            ),
+            (j!([5, 6]), j!(false), Value::Null)
+        );
     }
 }
