@@ -88,17 +88,8 @@ impl Payer {
                     match settlement.await {
                         Ok(s) => {
                             let kept = pay::kept(cost, min_quote, verified.amount);
-                            if let Err(e) = pay::refund_change(
-                                &state,
-                                verified.payer,
-                                verified.amount,
-                                kept,
-                                &s.transaction,
-                            )
-                            .await
-                            {
-                                tracing::error!(%e, payer = %verified.payer, "x402 change was not credited");
-                            }
+                            pay::credit_change_logged(&state, &verified, kept, &s.transaction)
+                                .await;
                             Ok(Settled::X402 {
                                 kept,
                                 verified,
@@ -133,31 +124,11 @@ impl Payer {
                 hold.commit(kept, None);
             }
             Payer::X402(x) => {
-                let state = state.clone();
-                #[expect(
-                    clippy::disallowed_methods,
-                    reason = "the refund must survive the request that caused it"
-                )]
-                tokio::spawn(async move {
-                    let X402 {
-                        verified,
-                        settlement,
-                    } = *x;
-                    if let Ok(s) = settlement.await {
-                        let kept = kept.min(verified.amount);
-                        if let Err(e) = pay::refund_change(
-                            &state,
-                            verified.payer,
-                            verified.amount,
-                            kept,
-                            &s.transaction,
-                        )
-                        .await
-                        {
-                            tracing::error!(%e, payer = %verified.payer, "x402 change was not credited");
-                        }
-                    }
-                });
+                let X402 {
+                    verified,
+                    settlement,
+                } = *x;
+                pay::credit_change_after(state.clone(), verified, settlement, kept);
             }
         }
     }

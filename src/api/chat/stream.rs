@@ -222,23 +222,12 @@ impl ChatStream {
     ) {
         match &outcome {
             Ok(s) => {
-                let change_task = (
-                    a.verified.payer,
-                    a.verified.amount,
+                pay::credit_change_after(
+                    self.meter.state.clone(),
+                    a.verified.clone(),
+                    std::future::ready(Ok(s.clone())),
                     a.kept,
-                    s.transaction.clone(),
                 );
-                let state = self.meter.state.clone();
-                #[expect(
-                    clippy::disallowed_methods,
-                    reason = "the change must be credited even if the client is gone"
-                )]
-                tokio::spawn(async move {
-                    let (payer, paid, kept, tx) = change_task;
-                    if let Err(e) = pay::refund_change(&state, payer, paid, kept, &tx).await {
-                        tracing::error!(%e, %payer, "x402 change was not credited");
-                    }
-                });
                 let receipt = serde_json::json!({
                     "object": "chat.completion.chunk", "choices": [],
                     "transaction": s.transaction, "network": a.verified.network_name(),
@@ -342,21 +331,7 @@ impl Drop for ChatStream {
             self.meter.record(CLIENT_CLOSED, kept, usage.as_ref());
         } else if let Some(a) = self.awaiting.take() {
             // Gone while the settlement was pending: it still runs; credit the change after it.
-            let state = self.meter.state.clone();
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "the change must be credited even if the client is gone"
-            )]
-            tokio::spawn(async move {
-                if let Ok(s) = a.settlement.await {
-                    let v = &a.verified;
-                    if let Err(e) =
-                        pay::refund_change(&state, v.payer, v.amount, a.kept, &s.transaction).await
-                    {
-                        tracing::error!(%e, payer = %v.payer, "x402 change was not credited");
-                    }
-                }
-            });
+            pay::credit_change_after(self.meter.state.clone(), a.verified, a.settlement, a.kept);
         }
     }
 }
