@@ -235,7 +235,8 @@ async fn serve(
         stamp_quota(&mut res, q);
     }
     if let Some(p) = who
-        && route.id != RouteId::Chat
+        // Chat records its own events, and so do successful embeddings (with tokens and cost).
+        && !(route.id == RouteId::Chat || route.id == RouteId::Embeddings && res.status().is_success())
     {
         record_call(
             state,
@@ -263,7 +264,21 @@ fn stamp_quota(res: &mut Response<Body>, q: Quota) {
     }
 }
 
-/// Journals a non-chat call in the caller's usage history (chat records its own, with tokens).
+/// Journals one usage event for `wallet` (its sequence number and time are set here). Every
+/// usage record of the API goes through this one function.
+pub fn journal_usage(state: &State, wallet: crate::wallet::Wallet, mut ev: UsageEvent) {
+    match state.store.next_seq() {
+        Ok(seq) => ev.seq = seq,
+        Err(e) => return tracing::error!(%e, "usage event lost: no sequence number"),
+    }
+    ev.ts_ms = now_ms();
+    state
+        .billing
+        .journal()
+        .push(JournalOp::Usage(wallet, Box::new(ev)));
+}
+
+/// Journals a call in the caller's usage history, for routes that do not record their own.
 fn record_call(
     state: &State,
     p: &Principal,
@@ -273,12 +288,7 @@ fn record_call(
     started: Instant,
     request_id: &str,
 ) {
-    let Ok(seq) = state.store.next_seq() else {
-        return;
-    };
     let ev = UsageEvent {
-        seq,
-        ts_ms: now_ms(),
         method: method.to_string(),
         path: path.to_string(),
         status,
@@ -288,10 +298,7 @@ fn record_call(
         request_id: request_id.to_string(),
         ..UsageEvent::default()
     };
-    state
-        .billing
-        .journal()
-        .push(JournalOp::Usage(p.wallet, Box::new(ev)));
+    journal_usage(state, p.wallet, ev);
 }
 
 fn status_class(status: u16) -> &'static str {

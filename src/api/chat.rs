@@ -27,13 +27,12 @@ use serde::Serialize;
 
 use super::memory::{self, Remember};
 use super::types::{ChatRequest, parse_chat};
-use super::{Ctx, ReqBody, State, pay};
+use super::{Ctx, ReqBody, State, journal_usage, pay};
 use crate::auth::{AuthError, AuthMode};
 use crate::billing::pricing::ModelPrice;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, EVENT_STREAM, json, read_body};
 use crate::ratelimit::RateClass;
-use crate::storage::journal::JournalOp;
 use crate::storage::{UsageEvent, now_ms};
 use crate::upstream::{Completion, GeminiStream, TokenUsage, UpstreamError};
 use crate::wallet::Wallet;
@@ -77,13 +76,7 @@ impl Meter {
     /// Journals the event (group commit; never blocks the answer). `credits` is what the call
     /// kept: credits on the API-key path, atomic USDC on x402.
     pub fn record(&self, status: u16, credits: u64, usage: Option<&TokenUsage>) {
-        let seq = match self.state.store.next_seq() {
-            Ok(s) => s,
-            Err(e) => return tracing::error!(%e, "usage event lost: no sequence number"),
-        };
         let ev = UsageEvent {
-            seq,
-            ts_ms: now_ms(),
             method: "POST".into(),
             path: "/v1/chat/completions".into(),
             status,
@@ -99,16 +92,14 @@ impl Meter {
             key_id: self.key_id.clone(),
             auth_mode: self.mode.as_str().into(),
             request_id: self.request_id.clone(),
+            ..UsageEvent::default()
         };
         if let Some(u) = usage {
             metrics::counter!("vectorway_tokens_total", "kind" => "prompt").increment(u.prompt);
             metrics::counter!("vectorway_tokens_total", "kind" => "completion")
                 .increment(u.completion);
         }
-        self.state
-            .billing
-            .journal()
-            .push(JournalOp::Usage(self.wallet, Box::new(ev)));
+        journal_usage(&self.state, self.wallet, ev);
     }
 }
 

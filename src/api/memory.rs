@@ -12,11 +12,10 @@ use serde::Deserialize;
 use serde_json::json as j;
 
 use super::types::{ChatRequest, MemoryWriteMode, MessageRole};
-use super::{Ctx, ReqBody, State, parse_json};
+use super::{Ctx, ReqBody, State, journal_usage, parse_json};
 use crate::error::{Error, RequestError};
 use crate::http::{Body, json, query_pairs, read_body};
-use crate::storage::journal::JournalOp;
-use crate::storage::{UsageEvent, now_ms};
+use crate::storage::UsageEvent;
 use crate::upstream::{ChatCall, Role, Turn};
 use crate::wallet::Wallet;
 
@@ -163,7 +162,6 @@ pub async fn embeddings(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
         state,
         p.wallet,
         p.key_id.clone(),
-        "/v1/embeddings",
         charged,
         tokens,
         &ctx.request_id,
@@ -212,19 +210,13 @@ fn record(
     state: &State,
     wallet: Wallet,
     key_id: Option<String>,
-    path: &str,
     credits: u64,
     tokens: u64,
     request_id: &str,
 ) {
-    let Ok(seq) = state.store.next_seq() else {
-        return;
-    };
     let ev = UsageEvent {
-        seq,
-        ts_ms: now_ms(),
         method: "POST".into(),
-        path: path.into(),
+        path: "/v1/embeddings".into(),
         status: 200,
         credits,
         prompt_tokens: tokens,
@@ -233,10 +225,7 @@ fn record(
         request_id: request_id.to_string(),
         ..UsageEvent::default()
     };
-    state
-        .billing
-        .journal()
-        .push(JournalOp::Usage(wallet, Box::new(ev)));
+    journal_usage(state, wallet, ev);
 }
 
 /// The last user turn, which memory is searched with and stored from.
@@ -407,10 +396,8 @@ impl Remember {
             price.cost(c.usage.prompt, c.usage.completion),
             Some("memory summary".into()),
         );
-        if let Ok(seq) = state.store.next_seq() {
+        {
             let ev = UsageEvent {
-                seq,
-                ts_ms: now_ms(),
                 method: "POST".into(),
                 path: "/v1/chat/completions#memory-summary".into(),
                 status: 200,
@@ -422,10 +409,7 @@ impl Remember {
                 auth_mode: "memory_summary".into(),
                 ..UsageEvent::default()
             };
-            state
-                .billing
-                .journal()
-                .push(JournalOp::Usage(self.wallet, Box::new(ev)));
+            journal_usage(state, self.wallet, ev);
         }
         Some(trim_chars(&c.text, self.max_chars))
     }

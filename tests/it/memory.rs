@@ -303,6 +303,7 @@ async fn embeddings_float_and_base64_are_billed() {
         .collect();
     assert!((floats.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-3);
     assert!(env.balance(W1).balance < 1_000_000, "embeddings are billed");
+    // One usage event per call: two billed successes with their tokens, one 422 below.
     let res = env
         .send(
             Method::POST,
@@ -312,6 +313,24 @@ async fn embeddings_float_and_base64_are_billed() {
         )
         .await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    env.gw().state.billing.journal().sync().await;
+    let events: Vec<_> = env
+        .gw()
+        .state
+        .store
+        .usage_of(&W1.parse().unwrap())
+        .map(|e| e.unwrap())
+        .filter(|e| e.path == "/v1/embeddings")
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.status == 200 && e.prompt_tokens > 0 && e.credits > 0)
+            .count(),
+        2
+    );
+    assert_eq!(events[0].status, 422, "newest first: the refused call");
     env.stop().await;
 }
 
