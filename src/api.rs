@@ -11,6 +11,7 @@ pub mod chat;
 pub mod discovery;
 pub mod health;
 pub mod idempotency;
+pub mod mcp;
 pub mod memory;
 pub mod models;
 pub mod money;
@@ -346,7 +347,8 @@ fn authorize(
             .map(Some)
     };
     match route.access {
-        Access::Public | Access::Siwe => Ok(None),
+        // MCP tool calls are authorized when they re-enter their REST route (`mcp::forward`).
+        Access::Public | Access::Siwe | Access::Mcp => Ok(None),
         // A payer uses an API key or an x402 payment header, never both; with neither, the
         // handler answers with the price (402).
         Access::Payer => match auth::api_key_from(headers)? {
@@ -391,6 +393,7 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::Metrics => Ok(health::metrics(&ctx.state)),
         RouteId::Models => Ok(models::list(&ctx.state)),
         RouteId::Chat => chat::completions(ctx, req).await,
+        RouteId::Mcp => mcp::handle(&ctx, req).await,
         RouteId::SiweChallenge => signin::challenge(&ctx, req).await,
         RouteId::SiweVerify => signin::verify(&ctx, req).await,
         RouteId::Refresh => signin::refresh(&ctx, req).await,

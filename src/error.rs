@@ -42,6 +42,10 @@ pub enum RequestError {
     BodyRead(String),
     #[error("{0}")]
     IdempotencyConflict(&'static str),
+    #[error("origin '{0}' may not call this endpoint")]
+    OriginNotAllowed(String),
+    #[error("MCP protocol version '{0}' is not supported")]
+    UnsupportedProtocolVersion(String),
 }
 
 impl RequestError {
@@ -93,6 +97,8 @@ impl Error {
                 }
                 RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 RequestError::IdempotencyConflict(_) => StatusCode::CONFLICT,
+                RequestError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+                RequestError::UnsupportedProtocolVersion(_) => StatusCode::BAD_REQUEST,
             },
             Error::Auth(e) => match e {
                 AuthError::MissingCredentials
@@ -161,6 +167,8 @@ impl Error {
                 RequestError::NotFound { .. } => "not_found",
                 RequestError::MethodNotAllowed { .. } => "method_not_allowed",
                 RequestError::IdempotencyConflict(_) => "idempotency_conflict",
+                RequestError::OriginNotAllowed(_) => "origin_not_allowed",
+                RequestError::UnsupportedProtocolVersion(_) => "unsupported_protocol_version",
             },
             Error::Auth(e) => match e {
                 AuthError::MissingCredentials => "missing_credentials",

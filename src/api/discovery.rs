@@ -44,7 +44,7 @@ fn doc(body: String, content_type: &'static str) -> Doc {
 /// The group a route is documented under, and whether agents see it at all.
 fn group(id: RouteId) -> Option<&'static str> {
     Some(match id {
-        RouteId::Chat => "Inference",
+        RouteId::Chat | RouteId::Mcp => "Inference",
         RouteId::AgentOnboard
         | RouteId::SiweChallenge
         | RouteId::SiweVerify
@@ -107,12 +107,16 @@ fn auth_text(a: Access) -> &'static str {
             "`x-api-key`, a JWT, or a SIWE `message` and `signature` in the query."
         }
         Access::Admin => "Operator secret (`X-Admin-Secret`).",
+        Access::Mcp => {
+            "`initialize` and `tools/list` are open. `tools/call` authenticates as the REST route the tool stands for: `x-api-key` or `Authorization: Bearer vw_…`; `chat` may instead be paid with x402 in `params._meta[\"x402/payment\"]`."
+        }
     }
 }
 
 fn security(a: Access) -> Value {
     match a {
         Access::Public | Access::Siwe => json!([]),
+        Access::Mcp => json!([{}, {"apiKey": []}, {"apiKeyBearer": []}, {"jwt": []}]),
         Access::Payer => {
             json!([{"x402": []}, {"x402v1": []}, {"apiKey": []}, {"apiKeyBearer": []}])
         }
@@ -126,7 +130,7 @@ fn security(a: Access) -> Value {
     }
 }
 
-fn base_url(c: &Config) -> String {
+pub(crate) fn base_url(c: &Config) -> String {
     c.public_base_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", c.auth.siwe_domain))

@@ -26,6 +26,9 @@ pub enum Access {
     KeyJwtOrSiwe,
     /// The operator, with `X-Admin-Secret` (or `Authorization: Bearer <secret>`).
     Admin,
+    /// MCP: the handshake is open; each tool call re-enters the REST route it stands for, which
+    /// authenticates it as that route does.
+    Mcp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,7 @@ pub enum RouteId {
     Metrics,
     Models,
     Chat,
+    Mcp,
     SiweChallenge,
     SiweVerify,
     Refresh,
@@ -124,6 +128,7 @@ pub const ROUTES: &[Route] = &[
     r(R::Metrics, "GET", "/metrics", Admin, RateClass::None, "metrics", "Prometheus metrics (operator)."),
     r(R::Models, "GET", "/v1/models", Public, RateClass::None, "models", "Models with per-1M-token prices."),
     r(R::Chat, "POST", "/v1/chat/completions", Payer, Runtime, "chat", "OpenAI-compatible chat completions, billed per token."),
+    r(R::Mcp, "POST", "/mcp", Mcp, RateClass::None, "mcp", "MCP Streamable HTTP (stateless, JSON responses): tools chat, memory_search, memory_delete, credits_balance, usage_recent."),
     r(R::SiweChallenge, "POST", "/v1/auth/siwe/challenge", Public, RateClass::None, "siwe_challenge", "Generate a SIWE challenge message."),
     r(R::SiweVerify, "POST", "/v1/auth/siwe/verify", Public, RateClass::None, "siwe_verify", "Verify a signed SIWE message; returns JWTs."),
     r(R::Refresh, "POST", "/v1/auth/refresh", Public, RateClass::None, "refresh", "Rotate a refresh token."),

@@ -19,6 +19,7 @@ mod discovery;
 mod fallback;
 mod faults;
 mod harness;
+mod mcp;
 mod memory;
 mod money;
 mod ops;
