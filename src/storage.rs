@@ -339,6 +339,24 @@ impl Store {
         })
     }
 
+    /// A wallet's usage events, newest first, still encoded: a page that skips or counts most
+    /// of the history decodes only the events it shows (`decode_usage`).
+    pub fn usage_raw_of(
+        &self,
+        wallet: &Wallet,
+    ) -> impl Iterator<Item = Result<sled::IVec, StorageError>> + '_ {
+        self.usage
+            .scan_prefix(wallet.as_bytes())
+            .values()
+            .rev()
+            .map(|r| r.map_err(StorageError::from))
+    }
+
+    /// Decodes one event of `usage_raw_of`.
+    pub fn decode_usage(raw: &[u8]) -> Result<UsageEvent, StorageError> {
+        Ok(serde_json::from_slice(raw)?)
+    }
+
     /// A wallet's usage events, newest first.
     pub fn usage_of(
         &self,
