@@ -7,6 +7,11 @@
 //! own (wallet, namespace) key and fetches texts under its own wallet's prefix, so one wallet
 //! can never see another's rows.
 //!
+//! Durability: a record is acknowledged when a search can return it, so `write` fsyncs the record
+//! before indexing it, and a load fsyncs what its scan read before publishing the index. A chat's
+//! memory write runs after the answer; a crash before that fsync loses the record, never one that
+//! a search has shown.
+//!
 //! Concurrency of the lazy load: a slot is `Loading` while a blocking task scans sled; writes
 //! and deletes that land meanwhile are queued on the slot (after they reached sled) and replayed
 //! once the scan is done. Inserts are idempotent, so a record both scanned and queued is indexed
@@ -386,6 +391,11 @@ fn load_index(
         view.append_vector(&mut vector);
         index.insert(MemoryId(id), &vector);
     }
+    if index.rows() > 0 {
+        // The scan may have read a record whose writer is still waiting for its fsync: make
+        // what this index will show durable before anyone searches it.
+        store.flush_blocking()?;
+    }
     if foreign + corrupt > 0 {
         tracing::warn!(
             %wallet, namespace, foreign, corrupt, fingerprint,
@@ -469,6 +479,8 @@ impl Memory {
             vector,
         };
         self.store.put_memory(&wallet, &id.0, &record.encode())?;
+        // A record is acknowledged when a search can return it: on disk before it is indexed.
+        self.store.flush().await?;
         if let Some(slot) = self.existing_slot(wallet, namespace)
             && let Some(ix) = slot.apply(Pending::Insert(id, record.vector))
         {

@@ -107,6 +107,8 @@ impl ApiKeys {
         };
         self.store.ensure_account(&wallet, now)?;
         self.store.put_key(&record)?;
+        // The raw key is shown once: it must not be shown before it would survive a crash.
+        self.store.flush().await?;
         self.cache
             .insert(id.clone(), Arc::new(Entry::new(record.clone(), hash)));
         Ok((format!("vw_{id}_{secret}"), record))

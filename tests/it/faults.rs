@@ -238,3 +238,192 @@ async fn client_disconnect_mid_stream_settles_the_hold() {
     );
     env.stop().await;
 }
+
+/// The prompt of `ask` in simulator tokens: one per content block, one per 4 bytes.
+const ASK_PROMPT_TOKENS: u64 = 1 + 23_u64.div_ceil(4);
+
+/// What `tokens` completion tokens of `ask` cost on the model a response names.
+fn cost_of(env: &Env, res_model: &str, completion: u64) -> u64 {
+    env.gw()
+        .state
+        .config
+        .prices
+        .get(res_model)
+        .unwrap()
+        .cost(ASK_PROMPT_TOKENS, completion)
+}
+
+/// Debits written since `before` (ledger entries newest first).
+async fn new_debits(env: &Env, before: usize) -> Vec<i64> {
+    let ledger = env.ledger(W1).await;
+    ledger[..ledger.len() - before]
+        .iter()
+        .filter(|e| e.kind == vectorway::storage::LedgerKind::Debit)
+        .map(|e| -e.credits)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_stall_mid_stream_times_out_and_charges_what_was_sent() {
+    let env = Env::with_knobs(fast_knobs(), |c| {
+        c.upstream.idle_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let key = env.funded_key(W1, 1_000_000).await;
+    let entries = env.ledger(W1).await.len();
+    env.sim.set_faults(FaultPlan {
+        stall_after_chunks: Some(2),
+        stall_ms: Some(30_000),
+        times: Some(1),
+        ..Default::default()
+    });
+    let res = env.chat(&key, ask(true)).await;
+    assert_eq!(res.status, StatusCode::OK, "headers were already sent");
+    let events = sse_data(&res.body);
+    assert!(!events.contains(&"[DONE]".to_string()), "no fake success");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout");
+    let content = events.iter().filter(|e| e.contains("\"content\"")).count();
+    assert_eq!(
+        content, 2,
+        "the two events before the stall reached the client"
+    );
+    // Charged once, for the usage of what was sent: the prompt and 2 chunks of 4 words.
+    let model = res.headers["x-model-used"].to_str().unwrap().to_string();
+    assert!(eventually(Duration::from_secs(5), || env.balance(W1).held == 0).await);
+    assert_eq!(
+        new_debits(&env, entries).await,
+        [cost_of(&env, &model, 8) as i64]
+    );
+    assert_eq!(
+        env.balance(W1).balance,
+        1_000_000 - cost_of(&env, &model, 8)
+    );
+    assert_eq!(env.usage(W1).await[0].status, 504);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_after_the_first_frame_end_with_an_error_event() {
+    let env = Env::start().await;
+    let key = env.funded_key(W1, 1_000_000).await;
+    for (status, code, recorded) in [
+        (429, "upstream_rate_limited", 429),
+        (500, "upstream_error", 502),
+        (503, "upstream_error", 502),
+    ] {
+        let entries = env.ledger(W1).await.len();
+        let before = env.balance(W1).balance;
+        env.sim.set_faults(FaultPlan {
+            error_after_chunks: Some(2),
+            error_status: Some(status),
+            times: Some(1),
+            ..Default::default()
+        });
+        let res = env.chat(&key, ask(true)).await;
+        assert_eq!(
+            res.status,
+            StatusCode::OK,
+            "{status}: headers were already sent"
+        );
+        let events = sse_data(&res.body);
+        assert!(!events.contains(&"[DONE]".to_string()), "{status}");
+        assert!(
+            events
+                .iter()
+                .all(|e| !e.contains("\"finish_reason\":\"stop\"")),
+            "{status}: no fake stop"
+        );
+        let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+        assert_eq!(last["error"]["code"], code, "{status}");
+        let content = events.iter().filter(|e| e.contains("\"content\"")).count();
+        assert_eq!(content, 2, "{status}");
+        let model = res.headers["x-model-used"].to_str().unwrap().to_string();
+        let want = cost_of(&env, &model, 8);
+        assert!(eventually(Duration::from_secs(5), || env.balance(W1).held == 0).await);
+        assert_eq!(
+            new_debits(&env, entries).await,
+            [want as i64],
+            "{status}: one charge"
+        );
+        assert_eq!(before - env.balance(W1).balance, want, "{status}");
+        assert_eq!(env.usage(W1).await[0].status, recorded, "{status}");
+    }
+    assert_eq!(env.gw().state.billing.open_holds(), 0);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnects_before_headers_and_after_the_last_frame() {
+    let env = Env::start().await;
+    let key = env.funded_key(W1, 1_000_000).await;
+    // Before headers, unary: the client gives up while the upstream is still thinking.
+    env.sim.set_faults(FaultPlan {
+        stall_before_headers_ms: Some(1_000),
+        times: Some(1),
+        ..Default::default()
+    });
+    let entries = env.ledger(W1).await.len();
+    let (client, url, k) = (
+        env.client.clone(),
+        env.url("/v1/chat/completions"),
+        key.clone(),
+    );
+    let call = tokio::spawn(async move {
+        let req = http::Request::post(url)
+            .header("x-api-key", k)
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                ask(false).to_string(),
+            )))
+            .unwrap();
+        let _ = client.request(req).await;
+    });
+    assert!(eventually(Duration::from_secs(5), || env.balance(W1).held > 0).await);
+    call.abort();
+    assert!(
+        eventually(Duration::from_secs(5), || env.balance(W1).held == 0).await,
+        "hold leaked"
+    );
+    // Past the stall: a gateway still waiting on the upstream would charge now.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert_eq!(
+        env.balance(W1).balance,
+        1_000_000,
+        "no answer reached the client: no charge"
+    );
+    assert!(new_debits(&env, entries).await.is_empty());
+    assert_eq!(env.usage(W1).await[0].status, 499);
+
+    // After the last frame: the client reads to `[DONE]` and drops the connection at once.
+    let res = env
+        .open(
+            Method::POST,
+            "/v1/chat/completions",
+            &[("x-api-key", key.as_str())],
+            ask(true).to_string(),
+        )
+        .await;
+    let mut body = res.into_body();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("data: [DONE]") {
+        let frame = body.frame().await.unwrap().unwrap();
+        seen.extend_from_slice(frame.data_ref().unwrap());
+    }
+    drop(body);
+    let usage: Value = serde_json::from_str(&sse_data(&seen)[sse_data(&seen).len() - 2]).unwrap();
+    let cost = usage["usage"]["credit_cost"].as_u64().unwrap();
+    assert!(cost > 0);
+    assert!(eventually(Duration::from_secs(5), || env.balance(W1).held == 0).await);
+    assert_eq!(
+        new_debits(&env, entries).await,
+        [cost as i64],
+        "charged once, what the usage chunk said"
+    );
+    assert_eq!(env.balance(W1).balance, 1_000_000 - cost);
+    assert_eq!(
+        env.usage(W1).await[0].status,
+        200,
+        "a complete answer, not a 499"
+    );
+    env.stop().await;
+}

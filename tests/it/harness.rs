@@ -109,6 +109,28 @@ impl Env {
         self.gw().state.billing.balance(&wallet.parse().unwrap())
     }
 
+    /// A wallet's ledger, newest first, once the journal has written everything pushed so far.
+    pub async fn ledger(&self, wallet: &str) -> Vec<vectorway::storage::LedgerEntry> {
+        let state = &self.gw().state;
+        state.billing.journal().sync().await;
+        state
+            .store
+            .ledger_of(&wallet.parse().unwrap())
+            .map(|e| e.unwrap())
+            .collect()
+    }
+
+    /// A wallet's usage events, newest first, once the journal has written them.
+    pub async fn usage(&self, wallet: &str) -> Vec<vectorway::storage::UsageEvent> {
+        let state = &self.gw().state;
+        state.billing.journal().sync().await;
+        state
+            .store
+            .usage_of(&wallet.parse().unwrap())
+            .map(|e| e.unwrap())
+            .collect()
+    }
+
     pub async fn send(
         &self,
         method: Method,
@@ -184,6 +206,90 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     f()
+}
+
+/// The real binary (`vectorway serve`) on a data directory, for crash and resource tests.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub base: String,
+    pub secret: String,
+}
+
+impl Binary {
+    /// Starts the binary against `upstream` (Gemini and, under `/facilitator`, x402) with extra
+    /// `VECTORWAY_*` variables, and waits for its `server.json`.
+    pub fn start(dir: &std::path::Path, upstream: &str, env: &[(&str, &str)]) -> Self {
+        let _ = std::fs::remove_file(dir.join("server.json")); // a SIGKILL leaves it behind
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vectorway"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("VECTORWAY_SERVER__LISTEN", "127.0.0.1:0")
+            .env("VECTORWAY_STORE__DATA_DIR", dir)
+            .env("VECTORWAY_UPSTREAM__BASE_URL", upstream)
+            .env(
+                "VECTORWAY_X402__FACILITATOR_URL",
+                format!("{upstream}/facilitator"),
+            )
+            .env("GEMINI_API_KEY", "test")
+            .env("VECTORWAY_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(dir.join("server.json"))
+                && let Ok(v) = serde_json::from_str::<Value>(&s)
+            {
+                let secret = std::fs::read_to_string(dir.join("admin.secret")).unwrap();
+                return Self {
+                    child,
+                    base: format!("http://{}", v["addr"].as_str().unwrap()),
+                    secret: secret.trim().into(),
+                };
+            }
+            assert!(std::time::Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP exchange with any server; `None` when the connection failed or broke.
+pub async fn call(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Option<Resp> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client()
+        .request(req.body(Full::new(body.into())).ok()?)
+        .await
+        .ok()?;
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 pub const W1: &str = "0x1111111111111111111111111111111111111111";
