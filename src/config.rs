@@ -344,6 +344,8 @@ pub struct MemoryConfig {
     pub dims: usize,
     pub exact_threshold: usize,
     pub score_floor: f32,
+    /// Records kept per wallet and namespace (oldest forgotten first); 0: no limit.
+    pub max_records: usize,
 }
 
 /// Where Gemini is and how patient to be with it.

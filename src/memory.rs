@@ -154,12 +154,14 @@ impl MemoryId {
         &self.0
     }
 
-    /// A fresh id from the system's secure random source.
+    /// A fresh, time-ordered id (UUID version 7: 48 bits of Unix milliseconds, then 74 bits from
+    /// the system's secure random source), so a wallet's records sort oldest first in sled.
     pub fn random() -> Result<Self, MemoryError> {
         let mut b = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
             .map_err(|_| MemoryError::Internal("the system random source failed".into()))?;
-        b[6] = (b[6] & 0x0f) | 0x40;
+        b[..6].copy_from_slice(&now_ms().to_be_bytes()[2..]);
+        b[6] = (b[6] & 0x0f) | 0x70;
         b[8] = (b[8] & 0x3f) | 0x80;
         Ok(Self(b))
     }
@@ -365,8 +367,7 @@ fn load_index(
     wallet: &Wallet,
     namespace: Option<&str>,
     fingerprint: &str,
-    dims: usize,
-    params: IndexParams,
+    (dims, params, cap): (usize, IndexParams, usize),
 ) -> Result<Index, MemoryError> {
     let mut index = Index::new(dims, params);
     let (mut foreign, mut corrupt) = (0usize, 0usize);
@@ -403,7 +404,28 @@ fn load_index(
         );
     }
     metrics::counter!("vectorway_memory_index_loads_total").increment(1);
+    // Written while unloaded (a write only counts against a loaded index): trim it now.
+    forget_oldest(store, wallet, &mut index, cap)?;
     Ok(index)
+}
+
+/// Forgets the oldest records of a (wallet, namespace) index until at most `cap` are left
+/// (0: no limit): gone from sled, then from the index.
+fn forget_oldest(
+    store: &Store,
+    wallet: &Wallet,
+    index: &mut Index,
+    cap: usize,
+) -> Result<(), MemoryError> {
+    while cap > 0 && index.live() > cap {
+        let Some(id) = index.oldest() else {
+            break;
+        };
+        store.delete_memory(wallet, &id.0)?;
+        index.delete(&id);
+        metrics::counter!("vectorway_memory_forgotten_total").increment(1);
+    }
+    Ok(())
 }
 
 // === Memory ===
@@ -415,6 +437,8 @@ pub struct Memory {
     fingerprint: String,
     params: IndexParams,
     slots: Arc<DashMap<SlotKey, Arc<Slot>>>,
+    /// Records kept per (wallet, namespace); past it the oldest are forgotten. 0: no limit.
+    cap: usize,
 }
 
 impl fmt::Debug for Memory {
@@ -434,7 +458,14 @@ impl Memory {
             embedder,
             params,
             slots: Arc::new(DashMap::new()),
+            cap: 0,
         }
+    }
+
+    /// Keeps at most `cap` records per (wallet, namespace), forgetting the oldest (0: no limit).
+    pub fn with_cap(mut self, cap: usize) -> Self {
+        self.cap = cap;
+        self
     }
 
     /// The embedder and exact-scan threshold from config; graph settings are the defaults.
@@ -443,7 +474,7 @@ impl Memory {
             exact_threshold: cfg.exact_threshold,
             ..IndexParams::default()
         };
-        Self::new(store, Embedder::from_config(cfg, gemini), params)
+        Self::new(store, Embedder::from_config(cfg, gemini), params).with_cap(cfg.max_records)
     }
 
     /// Values per vector.
@@ -484,6 +515,7 @@ impl Memory {
         if let Some(slot) = self.existing_slot(wallet, namespace)
             && let Some(ix) = slot.apply(Pending::Insert(id, record.vector))
         {
+            forget_oldest(&self.store, &wallet, &mut write(&ix), self.cap)?;
             maintain(&ix);
         }
         metrics::counter!("vectorway_memory_writes_total").increment(1);
@@ -662,13 +694,13 @@ impl Memory {
         let store = self.store.clone();
         let slots = self.slots.clone();
         let fingerprint = self.fingerprint.clone();
-        let (dims, params) = (self.dims(), self.params);
+        let (dims, params, cap) = (self.dims(), self.params, self.cap);
         // Detached on purpose: the load must finish and publish even if every waiter is gone,
         // or later waiters would find the slot stuck in `Loading`.
         drop(tokio::task::spawn_blocking(move || {
             let (wallet, namespace) = (&key.0, key.1.as_deref());
             let loaded = catch_unwind(AssertUnwindSafe(|| {
-                load_index(&store, wallet, namespace, &fingerprint, dims, params)
+                load_index(&store, wallet, namespace, &fingerprint, (dims, params, cap))
             }))
             .unwrap_or_else(|_| {
                 Err(MemoryError::Internal(

@@ -416,6 +416,12 @@ impl Store {
         Ok(cas.is_ok())
     }
 
+    /// Drops the claim of `key` (a payment that certainly moved no money and served nothing);
+    /// `Ok(false)` when it was not claimed.
+    pub fn release_x402_nonce(&self, key: &[u8; 80]) -> Result<bool, StorageError> {
+        Ok(self.x402_nonces.remove(&key[..])?.is_some())
+    }
+
     /// Forgets claims whose authorization expired before `now_s` (they can no longer be replayed).
     pub fn prune_x402_nonces(&self, now_s: u64) -> Result<usize, StorageError> {
         let mut n = 0;

@@ -71,6 +71,8 @@ pub struct RawMemory {
     pub exact_threshold: usize,
     /// Chat injects only memories scoring at least this (cosine).
     pub score_floor: f32,
+    /// Records kept per wallet and namespace; past it the oldest are forgotten (0: no limit).
+    pub max_records: usize,
 }
 
 impl Default for RawAuth {
@@ -122,6 +124,7 @@ impl Default for RawMemory {
             dims: 768,
             exact_threshold: 2_000,
             score_floor: 0.35,
+            max_records: 10_000,
         }
     }
 }
@@ -323,6 +326,7 @@ impl RawMemory {
             dims: self.dims,
             exact_threshold: self.exact_threshold,
             score_floor: self.score_floor,
+            max_records: self.max_records,
         })
     }
 }

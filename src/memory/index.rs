@@ -333,6 +333,12 @@ impl Index {
         self.params.ef_search = ef.max(1);
     }
 
+    /// The oldest live vector: rows keep insertion order through compactions and rebuilds, and
+    /// a load inserts in id order, which is creation order (`MemoryId::new` is time-ordered).
+    pub fn oldest(&self) -> Option<MemoryId> {
+        self.dead.iter().position(|d| !d).map(|r| self.ids[r])
+    }
+
     pub fn contains(&self, id: &MemoryId) -> bool {
         self.row_of.contains_key(id)
     }

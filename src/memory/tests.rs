@@ -337,12 +337,60 @@ async fn validation_errors_and_their_mapping() {
     }
 }
 
+#[tokio::test]
+async fn past_the_cap_the_oldest_records_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = (0..6)
+        .map(|i| format!("note number {i} about herons"))
+        .collect();
+    {
+        // Unloaded while written: the first search loads all six and trims to four.
+        let m = memory(dir.path(), 2_000).with_cap(4);
+        for t in &texts {
+            m.write(ALICE, None, t).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        m.write(BOB, None, &texts[0]).await.unwrap();
+        let got = m.search(ALICE, None, "herons", 10).await.unwrap();
+        let mut got = texts_of(&got);
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            texts[2..].iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        // Loaded: every further write forgets the oldest one.
+        m.write(ALICE, None, "the newest note about herons")
+            .await
+            .unwrap();
+        let got = m.search(ALICE, None, "herons", 10).await.unwrap();
+        assert_eq!(got.len(), 4);
+        assert!(
+            !texts_of(&got).contains(&texts[2].as_str()),
+            "the oldest went first"
+        );
+        assert!(texts_of(&got).contains(&"the newest note about herons"));
+        assert_eq!(
+            m.search(BOB, None, "herons", 10).await.unwrap().len(),
+            1,
+            "per wallet"
+        );
+    }
+    // Forgotten records are gone from sled too.
+    let m = memory(dir.path(), 2_000);
+    assert_eq!(m.search(ALICE, None, "herons", 10).await.unwrap().len(), 4);
+}
+
 #[test]
 fn memory_ids_print_and_parse_as_uuids() {
     let id = MemoryId::random().unwrap();
     let s = id.to_string();
     assert_eq!(s.len(), 36);
-    assert_eq!(&s[14..15], "4", "version 4");
+    assert_eq!(&s[14..15], "7", "version 7: time-ordered");
+    std::thread::sleep(Duration::from_millis(2));
+    assert!(
+        MemoryId::random().unwrap().0 > id.0,
+        "later ids sort after earlier ones"
+    );
     assert_eq!(s.parse::<MemoryId>().unwrap(), id);
     assert_eq!(s.to_uppercase().parse::<MemoryId>().unwrap(), id);
     assert_eq!(s.replace('-', "").parse::<MemoryId>().unwrap(), id);
