@@ -15,6 +15,8 @@ pub mod mcp;
 pub mod memory;
 pub mod models;
 pub mod money;
+pub mod num;
+pub mod openapi;
 pub mod pay;
 pub mod routes;
 pub mod signin;
@@ -160,7 +162,7 @@ pub async fn handle(
     let started = Instant::now();
     let request_id = state.next_request_id();
     let (route_name, mut res) = match find_route(req.method(), req.uri().path()) {
-        Err(e) => ("unmatched", error_response(&Error::from(e))),
+        Err(e) => ("unmatched", unmatched(&e, req.uri().path())),
         Ok((route, params)) => {
             let params = params.into_iter().map(str::to_string).collect();
             (
@@ -193,6 +195,22 @@ pub async fn handle(
         elapsed_us = started.elapsed().as_micros() as u64,
         "request"
     );
+    res
+}
+
+/// A 404, or a 405 with the `Allow` header RFC 9110 requires: the methods served on `path`.
+fn unmatched(e: &crate::error::RequestError, path: &str) -> Response<Body> {
+    let mut res = error_response(&Error::from(e.clone()));
+    if matches!(e, crate::error::RequestError::MethodNotAllowed { .. }) {
+        let allowed: Vec<&str> = ROUTES
+            .iter()
+            .filter(|r| match_path(r.path, path).is_some())
+            .map(|r| r.method)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+            res.headers_mut().insert(http::header::ALLOW, v);
+        }
+    }
     res
 }
 

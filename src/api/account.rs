@@ -199,7 +199,7 @@ pub async fn create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
     let p = ctx.caller()?.clone();
     let b: CreateKeyBody = json_body(ctx, req).await?;
     same_wallet(&p, &b.wallet_address)?;
-    if b.key_name.is_empty() || b.key_name.len() > 128 {
+    if b.key_name.is_empty() || b.key_name.chars().count() > 128 {
         return Err(
             RequestError::validation("key_name", "key_name must be 1 to 128 characters").into(),
         );

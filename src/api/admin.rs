@@ -5,6 +5,7 @@ use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json as j;
 
+use super::num::Int;
 use super::{Ctx, ReqBody};
 use crate::auth::AuthError;
 use crate::error::{Error, RequestError};
@@ -16,7 +17,7 @@ use crate::wallet::Wallet;
 #[serde(deny_unknown_fields)]
 struct GrantBody {
     wallet: String,
-    credits: u64,
+    credits: Int<u64>,
     #[serde(default)]
     note: Option<String>,
 }
@@ -50,13 +51,14 @@ async fn body<T: for<'de> Deserialize<'de>>(ctx: &Ctx, req: Request<ReqBody>) ->
 pub async fn grant(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: GrantBody = body(ctx, req).await?;
     let w = wallet(&b.wallet)?;
+    let credits = b.credits.0;
     let note = b.note.unwrap_or_else(|| "operator grant".into());
     let balance = ctx
         .state
         .billing
         .credit(
             w,
-            b.credits,
+            credits,
             LedgerKind::Grant,
             Some(ctx.request_id.clone()),
             Some(note),
@@ -64,7 +66,7 @@ pub async fn grant(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
         .await?;
     Ok(json(
         StatusCode::OK,
-        &j!({"wallet": w, "granted": b.credits, "credits": balance}),
+        &j!({"wallet": w, "granted": credits, "credits": balance}),
     ))
 }
 

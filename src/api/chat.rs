@@ -311,7 +311,7 @@ fn resolve(state: &State, req: &ChatRequest) -> Result<Vec<ModelPrice>, Error> {
             }
             None => return Err(RequestError::ModelNotFound(id.clone()).into()),
         };
-        if let Some(max) = req.max_tokens
+        if let Some(max) = req.max_tokens_asked
             && max > model.max_output_tokens
         {
             return Err(RequestError::validation(

@@ -7,7 +7,7 @@
 
 use http::header::{CACHE_CONTROL, ETAG, HeaderValue, IF_NONE_MATCH};
 use http::{HeaderMap, Response, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::routes::{Access, ROUTES, Route, RouteId};
 use crate::billing::pricing::format_usd_micros;
@@ -42,7 +42,7 @@ fn doc(body: String, content_type: &'static str) -> Doc {
 }
 
 /// The group a route is documented under, and whether agents see it at all.
-fn group(id: RouteId) -> Option<&'static str> {
+pub(super) fn group(id: RouteId) -> Option<&'static str> {
     Some(match id {
         RouteId::Chat | RouteId::Mcp => "Inference",
         RouteId::AgentOnboard
@@ -88,7 +88,7 @@ const GROUPS: &[&str] = &[
     "Discovery",
 ];
 
-fn auth_text(a: Access) -> &'static str {
+pub(super) fn auth_text(a: Access) -> &'static str {
     match a {
         Access::Public => "No authentication.",
         Access::Payer => {
@@ -113,7 +113,7 @@ fn auth_text(a: Access) -> &'static str {
     }
 }
 
-fn security(a: Access) -> Value {
+pub(super) fn security(a: Access) -> Value {
     match a {
         Access::Public | Access::Siwe => json!([]),
         Access::Mcp => json!([{}, {"apiKey": []}, {"apiKeyBearer": []}, {"jwt": []}]),
@@ -252,7 +252,7 @@ fn llms_full(c: &Config) -> String {
     s
 }
 
-fn example(id: RouteId) -> Option<&'static str> {
+pub(super) fn example(id: RouteId) -> Option<&'static str> {
     Some(match id {
         RouteId::Chat => {
             r#"{"messages":[{"role":"user","content":"Summarize our last run"}],"model":"gemini-2.5-flash","memory_read":true,"memory_write":true,"memory_write_mode":"auto","memory_max_chars":1200,"k":5,"temperature":0.3,"stream":false}"#
@@ -290,62 +290,6 @@ fn skill_md(c: &Config) -> String {
     )
 }
 
-fn openapi(c: &Config) -> String {
-    let mut paths = Map::new();
-    for r in ROUTES {
-        let mut op = json!({
-            "operationId": r.name,
-            "summary": r.summary,
-            "description": auth_text(r.access),
-            "tags": [group(r.id).unwrap_or("Operator")],
-            "security": security(r.access),
-            "responses": {
-                "200": {"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}},
-                "default": {"description": "Error (OpenAI shape)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            },
-        });
-        let params: Vec<Value> = r
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        if !params.is_empty() {
-            op["parameters"] = Value::Array(params);
-        }
-        if let Some(ex) = example(r.id) {
-            let example: Value = serde_json::from_str(ex).unwrap_or(Value::Null);
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}, "example": example}}});
-        }
-        if matches!(r.access, Access::Payer | Access::X402) {
-            op["responses"]["402"] = json!({"description": "Payment required: x402 requirements (v1 body, v2 PAYMENT-REQUIRED header)", "content": {"application/json": {"schema": {"type": "object"}}}});
-        }
-        let path = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
-        path[r.method.to_ascii_lowercase()] = op;
-    }
-    let spec = json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Vectorway", "version": env!("CARGO_PKG_VERSION"), "description": "OpenAI-compatible Gemini gateway with x402, credits and wallet memory."},
-        "servers": [{"url": base_url(c)}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "x402": {"type": "apiKey", "in": "header", "name": "PAYMENT-SIGNATURE", "description": "x402 v2 payment (base64 JSON)"},
-                "x402v1": {"type": "apiKey", "in": "header", "name": "X-PAYMENT", "description": "x402 v1 payment (base64 JSON)"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-                "apiKeyBearer": {"type": "http", "scheme": "bearer", "description": "vw_… API key as a bearer token (OpenAI SDKs)"},
-                "jwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "admin": {"type": "apiKey", "in": "header", "name": "X-Admin-Secret"},
-            },
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "properties": {
-                    "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]}, "code": {"type": "string"}}}}},
-            },
-        },
-    });
-    serde_json::to_string_pretty(&spec).unwrap_or_default()
-}
-
 fn html(full_md: &str) -> String {
     let escaped = full_md
         .replace('&', "&amp;")
@@ -364,7 +308,7 @@ impl Docs {
             html: doc(html(&full), "text/html; charset=utf-8"),
             full: doc(full, "text/markdown; charset=utf-8"),
             skill: doc(skill_md(c), "text/markdown; charset=utf-8"),
-            openapi: doc(openapi(c), "application/json"),
+            openapi: doc(super::openapi::document(c), "application/json"),
         }
     }
 }

@@ -1,7 +1,11 @@
 //! `Idempotency-Key` on POSTs that create or move money: the same key and body replay the first
-//! answer; the same key with another body is 409 `idempotency_conflict`, as is a key whose first
-//! request is still running. Keys are scoped to the route and the caller; 5xx answers are not
-//! stored, so a failed request can be retried with the same key.
+//! successful answer; the same key with another body is 409 `idempotency_conflict`, as is a key
+//! whose first request is still running. Keys are scoped to the route and the caller.
+//!
+//! Only 2xx answers are stored: a refused request had no effect, so retrying it with the same key
+//! runs it again. That is what x402 needs: the unpaid call is answered 402 with the price, and
+//! the client repeats it, same key and body, with the payment; a stored 402 (or a 429, or a 404
+//! "onboard first") would be replayed forever.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -103,7 +107,7 @@ async fn guarded(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Resp
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_else(|_| Bytes::new());
-    let record = (head.status.as_u16() < 500).then(|| IdemRecord {
+    let record = head.status.is_success().then(|| IdemRecord {
         body_sha256: body_hash,
         status: head.status.as_u16(),
         body: String::from_utf8_lossy(&collected).into_owned(),

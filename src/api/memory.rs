@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json as j;
 
+use super::num::Int;
 use super::types::{ChatRequest, MemoryWriteMode, MessageRole};
 use super::{Ctx, ReqBody, State, journal_usage, parse_json};
 use crate::error::{Error, RequestError};
@@ -101,7 +102,7 @@ struct EmbeddingsBody {
     #[serde(default)]
     encoding_format: Option<String>,
     #[serde(default)]
-    dimensions: Option<usize>,
+    dimensions: Option<Int<usize>>,
 }
 
 /// Input tokens as this gateway bills them for embeddings (Gemini reports none): one per 4 bytes,
@@ -144,7 +145,7 @@ pub async fn embeddings(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
     };
     let state = &ctx.state;
     let dims = state.memory.dims();
-    let want = b.dimensions.unwrap_or(dims);
+    let want = b.dimensions.map_or(dims, |d| d.0);
     if want == 0 || want > dims {
         return Err(RequestError::validation(
             "dimensions",

@@ -8,6 +8,7 @@ use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json as j;
 
+use super::num::Int;
 use super::{Ctx, ReqBody, parse_json, pay};
 use crate::auth::{AuthError, SiweError};
 use crate::billing::pricing::{format_usd_micros, parse_usd_micros};
@@ -113,7 +114,7 @@ fn paid_response(
 #[derive(Deserialize)]
 struct OnboardBody {
     wallet_address: String,
-    credits: u64,
+    credits: Int<u64>,
     #[serde(default)]
     key_name: Option<String>,
 }
@@ -124,9 +125,9 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
     let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
     let b: OnboardBody = parse_json(&bytes)?;
     let named = wallet(&b.wallet_address)?;
-    credits_in_range(b.credits)?;
+    credits_in_range(b.credits.0)?;
     let key_name = b.key_name.unwrap_or_else(|| "agent".into());
-    if key_name.is_empty() || key_name.len() > 128 {
+    if key_name.is_empty() || key_name.chars().count() > 128 {
         return Err(
             RequestError::validation("key_name", "key_name must be 1 to 128 characters").into(),
         );
@@ -137,7 +138,7 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
     let (v, s, balance) = match take_payment(
         ctx,
         &parts.headers,
-        b.credits,
+        b.credits.0,
         path,
         "vectorway agent onboarding: credits, session and API key",
         "x402 agent-onboard",
@@ -163,7 +164,7 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
 #[derive(Deserialize)]
 struct PurchaseBody {
     wallet_address: String,
-    credits: u64,
+    credits: Int<u64>,
 }
 
 /// `POST /v1/credits/purchase`: the wallet must have an account and be the payer.
@@ -172,7 +173,7 @@ pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>
     let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
     let b: PurchaseBody = parse_json(&bytes)?;
     let named = wallet(&b.wallet_address)?;
-    credits_in_range(b.credits)?;
+    credits_in_range(b.credits.0)?;
     if ctx.state.store.account(&named)?.is_none() {
         return Err(RequestError::NotFound {
             method: "POST".into(),
@@ -188,7 +189,7 @@ pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>
     let (v, s, balance) = match take_payment(
         ctx,
         &parts.headers,
-        b.credits,
+        b.credits.0,
         path,
         "vectorway credits",
         "x402 credits purchase",

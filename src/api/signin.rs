@@ -7,6 +7,7 @@ use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json as j;
 
+use super::num::Int;
 use super::{Ctx, ReqBody, json_body, same_wallet, siwe_principal};
 use crate::auth::{AuthError, SiweError};
 use crate::crypto::to_checksum;
@@ -33,7 +34,7 @@ fn iso(secs: u64) -> String {
 struct ChallengeBody {
     wallet_address: String,
     #[serde(default)]
-    chain_id: Option<u64>,
+    chain_id: Option<Int<u64>>,
 }
 
 /// `POST /v1/auth/siwe/challenge`
@@ -44,7 +45,7 @@ pub async fn challenge(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body
     let c = ctx
         .state
         .siwe
-        .challenge(wallet, b.chain_id.unwrap_or(1), now_s())?;
+        .challenge(wallet, b.chain_id.map_or(1, |c| c.0), now_s())?;
     Ok(json(
         StatusCode::OK,
         &j!({"wallet_address": to_checksum(&wallet), "message": c.message, "nonce": c.nonce,
@@ -140,7 +141,7 @@ pub async fn router_create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Respo
     let b: RouterKeyBody = json_body(ctx, req).await?;
     let wallet = verify_siwe(ctx, &b.message, &b.signature, None)?;
     let label = b.label.unwrap_or_else(|| "default".into());
-    if label.len() > 128 {
+    if label.chars().count() > 128 {
         return Err(RequestError::validation("label", "at most 128 characters").into());
     }
     let (raw, rec) = ctx.state.keys.create(wallet, &label).await?;

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use super::num::Int;
 use crate::billing::pricing::ModelPrice;
 use crate::error::RequestError;
 use crate::upstream::{ChatCall, GenParams, Role, Thinking, Turn};
@@ -20,13 +21,13 @@ struct RawChat {
     messages: Option<Vec<RawMessage>>,
     stream: Option<bool>,
     stream_options: Option<RawStreamOptions>,
-    max_tokens: Option<i64>,
-    max_completion_tokens: Option<i64>,
+    max_tokens: Option<Int<i64>>,
+    max_completion_tokens: Option<Int<i64>>,
     temperature: Option<f64>,
     top_p: Option<f64>,
     stop: Option<StopField>,
-    n: Option<i64>,
-    seed: Option<i64>,
+    n: Option<Int<i64>>,
+    seed: Option<Int<i64>>,
     presence_penalty: Option<f64>,
     frequency_penalty: Option<f64>,
     response_format: Option<RawResponseFormat>,
@@ -35,8 +36,8 @@ struct RawChat {
     memory_read: Option<bool>,
     memory_write: Option<bool>,
     memory_write_mode: Option<String>,
-    memory_max_chars: Option<i64>,
-    k: Option<i64>,
+    memory_max_chars: Option<Int<i64>>,
+    k: Option<Int<i64>>,
     /// A namespace within the wallet's memory (one wallet, many agents).
     memory_namespace: Option<String>,
 }
@@ -119,6 +120,8 @@ pub struct ChatRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub max_tokens: Option<u32>,
+    /// The larger of `max_tokens` and `max_completion_tokens`: both must fit the model.
+    pub max_tokens_asked: Option<u32>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub stop: Vec<String>,
@@ -256,21 +259,22 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
             "tool calling is not supported by this gateway yet",
         ));
     }
-    if raw.n.is_some_and(|n| n != 1) {
+    if raw.n.is_some_and(|n| n.0 != 1) {
         return Err(invalid("n", "only n = 1 is supported"));
     }
-    let max_tokens = match (raw.max_completion_tokens, raw.max_tokens) {
-        (Some(v), _) | (None, Some(v)) => {
-            if !(1..=1_000_000).contains(&v) {
-                return Err(invalid(
-                    "max_tokens",
-                    "max_tokens must be between 1 and 1000000",
-                ));
-            }
-            Some(u32::try_from(v).unwrap_or(u32::MAX))
-        }
-        (None, None) => None,
+    // Both spellings are validated; `max_completion_tokens` is the one used when both are sent.
+    let tokens = |param: &'static str, v: Option<Int<i64>>| match v {
+        None => Ok(None),
+        Some(Int(v)) if (1..=1_000_000).contains(&v) => Ok(u32::try_from(v).ok()),
+        Some(_) => Err(invalid(
+            param,
+            format!("{param} must be between 1 and 1000000"),
+        )),
     };
+    let completion = tokens("max_completion_tokens", raw.max_completion_tokens)?;
+    let legacy = tokens("max_tokens", raw.max_tokens)?;
+    let max_tokens = completion.or(legacy);
+    let max_tokens_asked = completion.max(legacy);
     let stop = match raw.stop {
         None => Vec::new(),
         Some(StopField::One(s)) => vec![s],
@@ -314,7 +318,7 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
             ));
         }
     };
-    let max_chars = match raw.memory_max_chars {
+    let max_chars = match raw.memory_max_chars.map(|v| v.0) {
         None => 1200,
         Some(v) if (1..=100_000).contains(&v) => u32::try_from(v).unwrap_or(1200),
         Some(_) => {
@@ -324,7 +328,7 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
             ));
         }
     };
-    let k = match raw.k {
+    let k = match raw.k.map(|v| v.0) {
         None => 5,
         Some(v) if (1..=50).contains(&v) => u32::try_from(v).unwrap_or(5),
         Some(_) => return Err(invalid("k", "k must be between 1 and 50")),
@@ -339,10 +343,11 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         max_tokens,
+        max_tokens_asked,
         temperature: range("temperature", raw.temperature, 0.0, 2.0)?,
         top_p: range("top_p", raw.top_p, 0.0, 1.0)?,
         stop,
-        seed: raw.seed,
+        seed: raw.seed.map(|s| s.0),
         presence_penalty: range("presence_penalty", raw.presence_penalty, -2.0, 2.0)?,
         frequency_penalty: range("frequency_penalty", raw.frequency_penalty, -2.0, 2.0)?,
         json_mode,
@@ -511,6 +516,19 @@ mod tests {
                 "reasoning_effort",
             ),
             (r#"{"messages":[{"role":"user","content":"x"}],"k":0}"#, "k"),
+            // An invalid `max_tokens` is refused even when `max_completion_tokens` wins.
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"max_completion_tokens":5,"max_tokens":0}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"max_completion_tokens":-1,"max_tokens":5}"#,
+                "max_completion_tokens",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":2.5}"#,
+                "body",
+            ),
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"model":""}"#,
                 "model",
@@ -521,6 +539,16 @@ mod tests {
                 other => panic!("{body}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn whole_floats_are_integers_and_both_token_caps_count() {
+        let r = parse(
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":9.0,"max_completion_tokens":7e0,"k":3.0,"n":1.0,"seed":-2.0,"memory_max_chars":10.0}"#,
+        )
+        .unwrap();
+        assert_eq!((r.max_tokens, r.max_tokens_asked), (Some(7), Some(9)));
+        assert_eq!((r.memory.k, r.memory.max_chars, r.seed), (3, 10, Some(-2)));
     }
 
     #[test]
@@ -551,6 +579,24 @@ mod tests {
 #[cfg(test)]
 mod hostile_tests {
     use super::*;
+
+    #[test]
+    fn integers_beyond_64_bits_are_json_not_syntax_errors() {
+        // Valid JSON: ignored where unknown, a range error (not `invalid_json`) where known.
+        let r = parse_chat(
+            br#"{"messages":[{"role":"user","content":"x","meta":{"n":-120330217546217521152}}],"extra":99999999999999999999999}"#,
+        );
+        assert!(r.is_ok(), "{r:?}");
+        let r = parse_chat(
+            br#"{"messages":[{"role":"user","content":"x"}],"max_tokens":100000000000000000000}"#,
+        );
+        assert!(matches!(r, Err(RequestError::Validation { .. })), "{r:?}");
+        // Parsed as a float, this literal rounds to i64::MIN: it must be refused, not clamped.
+        let r = parse_chat(
+            br#"{"messages":[{"role":"user","content":"x"}],"seed":-9223372036854775809}"#,
+        );
+        assert!(matches!(r, Err(RequestError::Validation { .. })), "{r:?}");
+    }
 
     #[test]
     fn deeply_nested_json_is_refused_without_overflowing_the_stack() {

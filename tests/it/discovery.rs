@@ -7,7 +7,8 @@ use vectorway::api::ROUTES;
 
 use crate::harness::{Env, fast_knobs};
 
-/// Every endpoint of the Vectorway reference (seeds/002).
+/// Every endpoint of the Vectorway reference (seeds 000, the llms.txt, and 002, the full
+/// reference, list the same sixteen).
 const REFERENCE: &[(&str, &str)] = &[
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/auth/agent-onboard"),
@@ -26,6 +27,64 @@ const REFERENCE: &[(&str, &str)] = &[
     ("GET", "/v1/memory"),
     ("DELETE", "/v1/memory/{memory_id}"),
 ];
+
+/// The documents the reference's llms.txt (seed 000) links, served by the gateway itself. Its
+/// one other link, `https://vectorway.io/sitemap.xml`, is a page of the marketing site, not of
+/// the API, and is not served here.
+const RESOURCES: &[&str] = &[
+    "/skill.md",
+    "/llms-full.txt",
+    "/docs.md",
+    "/openapi.json",
+    "/docs",
+    "/status",
+];
+
+/// The seed documents, beside the repository (`../shared/seeds`, there in CI).
+const SEEDS: &[&str] = &["000_f02bdd92edd74e49.txt", "002_7b50ecc814aad377.txt"];
+
+#[test]
+fn the_reference_lists_here_cover_the_seed_documents() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seeds");
+    for seed in SEEDS {
+        let Ok(text) = std::fs::read_to_string(dir.join(seed)) else {
+            eprintln!(
+                "note: {seed} not found under {}; checked the lists alone",
+                dir.display()
+            );
+            continue;
+        };
+        let mut endpoints = 0;
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            for (i, _) in text.match_indices(&format!("`{method} /")) {
+                let path: String = text[i + method.len() + 2..]
+                    .chars()
+                    .take_while(|c| *c != '`')
+                    .collect();
+                assert!(
+                    REFERENCE.contains(&(method, path.as_str())),
+                    "{seed}: `{method} {path}` is not in REFERENCE"
+                );
+                endpoints += 1;
+            }
+        }
+        assert!(
+            endpoints >= REFERENCE.len(),
+            "{seed}: only {endpoints} endpoints found"
+        );
+        for (i, _) in text.match_indices("https://vectorway.io/") {
+            let path: String = text[i + "https://vectorway.io".len()..]
+                .chars()
+                .take_while(|c| !matches!(c, ')' | ' ' | '`' | '"' | '\n'))
+                .collect();
+            let path = path.trim_end_matches(['.', ',']);
+            assert!(
+                RESOURCES.contains(&path) || path == "/sitemap.xml",
+                "{seed}: link {path} is not in RESOURCES"
+            );
+        }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_are_served_with_types_and_etags() {
@@ -109,7 +168,8 @@ async fn the_spec_matches_the_router_and_covers_the_reference() {
             .to_vec(),
     )
     .unwrap();
-    for (method, path) in REFERENCE {
+    let resources = RESOURCES.iter().map(|p| ("GET", *p));
+    for (method, path) in REFERENCE.iter().copied().chain(resources) {
         assert!(
             in_spec.contains(&(method.to_string(), path.to_string())),
             "{method} {path} missing from openapi.json"

@@ -14,8 +14,11 @@
 
 mod account;
 mod chat;
+mod conformance;
 mod crash;
 mod discovery;
+mod edge;
+mod facilitator;
 mod fallback;
 mod faults;
 mod harness;

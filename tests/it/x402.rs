@@ -611,3 +611,46 @@ async fn money_in_onboard_purchase_and_topup() {
     assert_eq!(env.balance(&w.to_string()).balance, 7_500_000);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unpaid_402_is_not_replayed_to_the_paid_retry_with_the_same_key() {
+    // Found by schemathesis: the 402 challenge was stored under the Idempotency-Key, so the
+    // paid retry (same key, same body, as x402 clients send it) got the 402 back forever.
+    let env = Env::start().await;
+    let s = payer();
+    let body = json!({"amount": 2}).to_string();
+    let key = ("idempotency-key", "topup-1");
+    let unpaid = env
+        .send(Method::POST, "/v1/topup", &[key], body.clone())
+        .await;
+    assert_eq!(unpaid.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(unpaid.headers.contains_key("payment-required"));
+    let again = env
+        .send(Method::POST, "/v1/topup", &[key], body.clone())
+        .await;
+    assert_eq!(again.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(
+        again.headers.contains_key("payment-required")
+            && !again.headers.contains_key("idempotent-replayed"),
+        "a fresh challenge, not a replay"
+    );
+    let pay = x_payment(&s, 2_000_000).1;
+    let paid = env
+        .send(
+            Method::POST,
+            "/v1/topup",
+            &[key, ("x-payment", &pay)],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::OK, "{:?}", paid.body);
+    assert_eq!(paid.json()["credited_usdc"], 2_000_000);
+    // Now the success is what the key replays: credited once.
+    let replay = env
+        .send(Method::POST, "/v1/topup", &[key, ("x-payment", &pay)], body)
+        .await;
+    assert_eq!(replay.status, StatusCode::OK);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(env.balance(&s.address().to_string()).balance, 2_000_000);
+    env.stop().await;
+}
