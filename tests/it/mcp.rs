@@ -214,28 +214,29 @@ async fn every_tool_with_an_api_key_is_charged_as_on_rest() {
         "charged exactly the reported cost, no hold left"
     );
     // Memory written by the chat tool is searchable through the memory tool, by its owner only.
-    let mut found = Value::Null;
-    assert!(
-        eventually(std::time::Duration::from_secs(5), || {
-            let env = &env;
-            let key = key.clone();
-            found = futures_lite(async move {
-                call(
-                    env,
-                    Some(&key),
-                    "memory_search",
-                    json!({"q": "blue heron", "k": 3}),
-                    None,
-                )
-                .await
-            });
-            found["structuredContent"]["matches"]
-                .as_array()
-                .is_some_and(|m| !m.is_empty())
-        })
-        .await,
-        "{found}"
-    );
+    // The write runs after the answer (embed, fsync, index): wait for it, bounded generously.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let found = loop {
+        let r = call(
+            &env,
+            Some(&key),
+            "memory_search",
+            json!({"q": "blue heron", "k": 3}),
+            None,
+        )
+        .await;
+        if r["structuredContent"]["matches"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+        {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chat's memory never appeared: {r}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let id = found["structuredContent"]["matches"][0]["id"]
         .as_str()
         .unwrap()
@@ -279,17 +280,26 @@ async fn every_tool_with_an_api_key_is_charged_as_on_rest() {
         Some(env.balance(W1).balance),
         "{credits}"
     );
-    let usage = call(&env, Some(&key), "usage_recent", json!({"limit": 50}), None).await;
-    let events = usage["structuredContent"]["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        events
+    // Usage events are group-committed: poll until the chat's event is visible.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let usage = call(&env, Some(&key), "usage_recent", json!({"limit": 50}), None).await;
+        let events = usage["structuredContent"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if events
             .iter()
-            .any(|e| e["path"] == "/v1/chat/completions" && e["status"] == 200),
-        "{usage}"
-    );
+            .any(|e| e["path"] == "/v1/chat/completions" && e["status"] == 200)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chat in the usage history: {usage}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Free tools need an API key; bad arguments are tool errors the model can read.
     let anon = call(&env, None, "credits_balance", json!({}), None).await;
     assert_eq!(
@@ -318,11 +328,6 @@ async fn every_tool_with_an_api_key_is_charged_as_on_rest() {
     assert_eq!(bad["isError"], true, "the REST validation applies");
     assert_eq!(env.balance(W1).held, 0);
     env.stop().await;
-}
-
-/// Runs a future to completion from a sync closure (for `eventually`).
-fn futures_lite<F: std::future::Future<Output = Value> + Send>(f: F) -> Value {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 fn pay_for(s: &Signer, required: &Value) -> Value {
@@ -392,7 +397,7 @@ async fn x402_over_mcp_pays_replays_and_withholds() {
     )
     .unwrap();
     assert!(
-        eventually(std::time::Duration::from_secs(3), || env
+        eventually(std::time::Duration::from_secs(30), || env
             .balance(&s.address().to_string())
             .balance
             == quote - kept)
