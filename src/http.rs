@@ -59,8 +59,17 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Bo
     }
 }
 
-/// Reads a whole request body, refusing anything larger than `limit` bytes. A declared
-/// `Content-Length` over the limit is refused before a byte is read.
+/// How much of a refused body is read and dropped before answering. Closing a connection with
+/// unread request bytes makes the kernel reset it, and a client still sending (most SDKs send the
+/// whole body first) then loses the 413 to the reset; draining lets it read the answer.
+const DRAIN_BYTES: u64 = 8 << 20;
+/// The longest a refused body is drained.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads a whole request body, refusing anything larger than `limit` bytes with 413. A declared
+/// `Content-Length` over the limit is refused without buffering a byte; what the client sends of
+/// a refused body is read and dropped, up to `DRAIN_BYTES` and `DRAIN_TIME`, so that the client
+/// sees the answer instead of a reset.
 pub async fn read_body<B>(
     headers: &http::HeaderMap,
     body: B,
@@ -70,20 +79,43 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Display + Into<BodyError>,
 {
+    let mut body = std::pin::pin!(body);
     if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
         match len.parse::<u64>() {
-            Ok(n) if n > limit as u64 => return Err(RequestError::BodyTooLarge { limit }),
+            Ok(n) if n > limit as u64 => {
+                if n <= DRAIN_BYTES {
+                    drain(body.as_mut()).await;
+                }
+                return Err(RequestError::BodyTooLarge { limit });
+            }
             Ok(_) => {}
             Err(_) => return Err(RequestError::BodyRead("invalid Content-Length".into())),
         }
     }
-    match Limited::new(body, limit).collect().await {
+    match Limited::new(body.as_mut(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            drain(body).await;
             Err(RequestError::BodyTooLarge { limit })
         }
         Err(e) => Err(RequestError::BodyRead(e.to_string())),
     }
+}
+
+/// Reads and drops the rest of a refused body, within `DRAIN_BYTES` and `DRAIN_TIME`.
+async fn drain<B: http_body::Body<Data = Bytes>>(mut body: std::pin::Pin<&mut B>) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0u64;
+        while read < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Parses a query string into decoded `(key, value)` pairs (`+` is a space, `%XX` escapes).
@@ -144,5 +176,45 @@ mod tests {
         assert!(query_pairs(None).is_empty());
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("%4"), "%4");
+    }
+
+    /// A body of `chunks` 64 KiB frames that counts how many were pulled.
+    fn counted(
+        chunks: usize,
+        pulled: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> impl http_body::Body<Data = Bytes, Error = BodyError> {
+        let pulled = pulled.clone();
+        let frames = (0..chunks).map(move |_| {
+            pulled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, BodyError>(http_body::Frame::data(Bytes::from(vec![b'a'; 64 << 10])))
+        });
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn refused_bodies_are_drained_within_bounds() {
+        let limit = 1 << 20;
+        let with_length = |n: usize| {
+            let mut h = http::HeaderMap::new();
+            h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            h
+        };
+        for (headers, chunks, drained) in [
+            // Declared too large: refused unbuffered, and the 2 MiB the client sends are read.
+            (with_length(2 << 20), 32, 32),
+            // Declared far too large: refused before a byte is read.
+            (with_length(1 << 30), 32, 0),
+            // Undeclared: cut at the limit, then the rest (3 MiB in all) is read and dropped.
+            (http::HeaderMap::new(), 48, 48),
+        ] {
+            let pulled = std::sync::Arc::default();
+            let r = read_body(&headers, counted(chunks, &pulled), limit).await;
+            assert!(matches!(r, Err(RequestError::BodyTooLarge { .. })), "{r:?}");
+            assert_eq!(pulled.load(std::sync::atomic::Ordering::Relaxed), drained);
+        }
+        // Within the limit: read whole.
+        let pulled = std::sync::Arc::default();
+        let r = read_body(&http::HeaderMap::new(), counted(16, &pulled), limit).await;
+        assert_eq!(r.map(|b| b.len()).ok(), Some(1 << 20));
     }
 }

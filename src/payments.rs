@@ -15,9 +15,10 @@
 //!    overlaps generation. The task is detached: dropping the `SettlementHandle` (the client went
 //!    away) does not cancel it.
 //! 5. The API awaits the handle before releasing a non-streaming answer (a refused settlement
-//!    is a 402, not the answer), or after `[DONE]` for a stream. `Verified::receipt_header` gives
-//!    the `PAYMENT-RESPONSE` / `X-PAYMENT-RESPONSE` header; the API credits `amount − kept` to
-//!    the payer as change.
+//!    is a 402, not the answer; when it certainly moved no money the nonce is released, so the
+//!    same payment can be sent again), or after `[DONE]` for a stream. `Verified::receipt_header`
+//!    gives the `PAYMENT-RESPONSE` / `X-PAYMENT-RESPONSE` header; the API credits
+//!    `amount − kept` to the payer as change.
 
 pub mod facilitator;
 pub mod header;
@@ -83,6 +84,9 @@ pub enum PaymentError {
     },
     #[error("the payment facilitator failed: {0}")]
     Facilitator(String),
+    /// No attempt could connect: the facilitator never saw the payment.
+    #[error("the payment facilitator could not be reached; nothing was settled: {0}")]
+    FacilitatorUnreachable(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("internal payment error: {0}")]
@@ -130,7 +134,7 @@ impl PaymentError {
             | PaymentError::SettlementRefused { .. } => 402,
             PaymentError::NonceReused => 409,
             PaymentError::Storage(_) | PaymentError::Internal(_) => 500,
-            PaymentError::Facilitator(_) => 502,
+            PaymentError::Facilitator(_) | PaymentError::FacilitatorUnreachable(_) => 502,
             PaymentError::Busy | PaymentError::Unavailable => 503,
         }
     }
@@ -149,7 +153,9 @@ impl PaymentError {
             PaymentError::Busy => "x402_verifier_busy",
             PaymentError::Unavailable => "x402_verifier_unavailable",
             PaymentError::SettlementRefused { .. } => "x402_settlement_failed",
-            PaymentError::Facilitator(_) => "x402_facilitator_error",
+            PaymentError::Facilitator(_) | PaymentError::FacilitatorUnreachable(_) => {
+                "x402_facilitator_error"
+            }
             PaymentError::Storage(_) | PaymentError::Internal(_) => "internal_error",
         }
     }
@@ -176,7 +182,9 @@ impl PaymentError {
                     .copied()
                     .unwrap_or("unexpected_settle_error"),
             ),
-            PaymentError::Facilitator(_) => Some("unexpected_settle_error"),
+            PaymentError::Facilitator(_) | PaymentError::FacilitatorUnreachable(_) => {
+                Some("unexpected_settle_error")
+            }
             PaymentError::AmbiguousPayment
             | PaymentError::Busy
             | PaymentError::Unavailable
@@ -190,6 +198,26 @@ impl PaymentError {
         match self {
             PaymentError::Busy => Some(1),
             _ => None,
+        }
+    }
+
+    /// True when a failed settlement certainly moved no money: the facilitator was never
+    /// reached, or it refused for a reason that rules a transfer out. A timeout, a 5xx, a pending
+    /// or unknown outcome, or a nonce the facilitator already saw used are not certain.
+    pub fn nothing_settled(&self) -> bool {
+        match self {
+            PaymentError::FacilitatorUnreachable(_) => true,
+            PaymentError::SettlementRefused { reason, .. } => {
+                let r = reason.as_str();
+                (r.starts_with("invalid_")
+                    && r != "invalid_exact_evm_nonce_already_used"
+                    && r != "invalid_transaction_state")
+                    || matches!(
+                        r,
+                        "insufficient_funds" | "unsupported_scheme" | "transaction_failed"
+                    )
+            }
+            _ => false,
         }
     }
 
@@ -381,6 +409,7 @@ impl Drop for InFlight {
 /// The payments domain as the API uses it.
 pub struct Payments {
     cfg: Arc<X402Config>,
+    store: Store,
     pipeline: Pipeline,
     facilitator: Arc<FacilitatorClient>,
     settling: Arc<AtomicUsize>,
@@ -408,7 +437,8 @@ impl Payments {
             cfg.settle_retries,
         ));
         Self {
-            pipeline: Pipeline::start(cfg.clone(), store, pipeline::DEFAULT_CAPACITY),
+            pipeline: Pipeline::start(cfg.clone(), store.clone(), pipeline::DEFAULT_CAPACITY),
+            store,
             cfg,
             facilitator,
             settling: Arc::new(AtomicUsize::new(0)),
@@ -499,6 +529,17 @@ impl Payments {
         let task = tokio::spawn(settle);
         SettlementHandle {
             inner: HandleInner::Task(task),
+        }
+    }
+
+    /// Gives a verified payment's nonce back after a settlement that certainly moved no money
+    /// (`PaymentError::nothing_settled`) for a call whose answer was withheld: the same signed
+    /// payment may be sent again. Never after a client was served, or when money may have moved.
+    pub fn release_nonce(&self, verified: &Verified) {
+        let key = verify::replay_key(&verified.network, &verified.payer, &verified.nonce);
+        match self.store.release_x402_nonce(&key) {
+            Ok(_) => metrics::counter!("vectorway_x402_nonces_released_total").increment(1),
+            Err(e) => tracing::error!(%e, payer = %verified.payer, "x402 nonce not released"),
         }
     }
 

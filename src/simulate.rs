@@ -3,7 +3,7 @@
 //! It speaks the native REST surface (`generateContent`, `streamGenerateContent?alt=sse` with CRLF
 //! framing and running usage, `batchEmbedContents`, `models`), answers with Gemini error bodies,
 //! and has knobs (time to first token, tokens per second, chunk size, reply length) and a fault
-//! plan (status codes with `RetryInfo`, stalls, mid-stream cuts, raw error tails). Control
+//! plan (status codes with `RetryInfo`, stalls, mid-stream cuts, raw error tails, padded events). Control
 //! endpoints under `/_sim/` set knobs and faults and expose the log of requests received.
 //! It shares the product's HTTP plumbing but none of its domain code: token counts, embeddings
 //! and errors are produced here independently, so a gateway bug cannot agree with itself.
@@ -49,6 +49,9 @@ pub struct FaultPlan {
     /// Streams: after this many events, pause for `stall_ms`.
     pub stall_after_chunks: Option<u32>,
     pub stall_ms: Option<u64>,
+    /// Streams: add this many bytes of filler words to each text event (a very long answer at
+    /// the same token count, for backpressure and memory tests).
+    pub pad_event_bytes: Option<u32>,
     /// How many generation requests the plan applies to; `None` = every one until replaced.
     pub times: Option<u32>,
 }
@@ -79,6 +82,9 @@ pub(crate) struct SimState {
     log: Mutex<VecDeque<Recorded>>,
     api_key: Option<String>,
     served: AtomicU64,
+    /// Stream events handed to the connection (each waits for room: this is what the reader
+    /// pulled, plus buffers).
+    stream_events: AtomicU64,
     facilitator: facilitator::Ledger,
 }
 
@@ -132,6 +138,7 @@ impl Simulator {
             log: Mutex::new(VecDeque::new()),
             api_key,
             served: AtomicU64::new(0),
+            stream_events: AtomicU64::new(0),
             facilitator: facilitator::Ledger::default(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -194,6 +201,11 @@ impl Simulator {
     /// Number of generation requests answered (any outcome).
     pub fn generation_count(&self) -> u64 {
         self.state.served.load(Ordering::Relaxed)
+    }
+
+    /// Stream events sent so far, over all streams (an event counts once the connection took it).
+    pub fn stream_events(&self) -> u64 {
+        self.state.stream_events.load(Ordering::Relaxed)
     }
 
     /// The base URL of the built-in x402 facilitator (`…/facilitator`).
@@ -377,7 +389,8 @@ async fn control(
         }
         ("GET", "stats") => json(
             StatusCode::OK,
-            &serde_json::json!({"generations": st.served.load(Ordering::Relaxed)}),
+            &serde_json::json!({"generations": st.served.load(Ordering::Relaxed),
+                                "stream_events": st.stream_events.load(Ordering::Relaxed)}),
         ),
         _ => json(
             StatusCode::NOT_FOUND,

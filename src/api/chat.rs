@@ -233,6 +233,7 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
             // The payment is verified but not settled: a limited caller is not charged.
             if let Err(e) = state.limiter.check(verified.payer, RateClass::Runtime) {
                 meter.record(429, 0, None);
+                state.payments.release_nonce(&verified); // it may be sent again later
                 return Err(e.into());
             }
             let settlement = state.payments.start_settlement(&verified);

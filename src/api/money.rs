@@ -73,12 +73,17 @@ async fn take_payment(
         Err(refused) => return Err(refused),
     };
     if let Err(e) = state.limiter.check(verified.payer, RateClass::Control) {
+        // Nothing was settled: the same payment may be sent again once the limit allows.
+        state.payments.release_nonce(&verified);
         return Err(super::error_response(&e.into()));
     }
     let outcome = state.payments.start_settlement(&verified).await;
     let settlement = match outcome {
         Ok(s) => s,
         Err(e) => {
+            if e.nothing_settled() {
+                state.payments.release_nonce(&verified);
+            }
             let failed = Err(e.clone());
             let mut res = pay::refusal(state, quote, path, description, e);
             pay::stamp_receipt(&mut res, &verified, &failed);

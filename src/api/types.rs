@@ -142,7 +142,9 @@ fn invalid(param: &'static str, msg: impl Into<String>) -> RequestError {
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, RequestError> {
     let mut buf = body.to_vec();
     let raw: RawChat = simd_json::serde::from_slice(&mut buf).map_err(|e| {
-        if e.is_data() {
+        // simd-json counts "nested too deep" (past 1024 levels) as a data error; it is a
+        // property of the JSON text, not of the chat schema.
+        if e.is_data() && *e.error() != simd_json::ErrorType::DepthLimitExceeded {
             invalid(
                 "body",
                 format!("request body does not match the chat schema: {e}"),
@@ -609,5 +611,41 @@ mod hostile_tests {
             // Either outcome is fine; what matters is that this returns.
             let _ = parse_chat(body.as_bytes());
         }
+    }
+
+    #[test]
+    fn nesting_past_the_depth_limit_is_invalid_json() {
+        let parse = |s: &str| parse_chat(s.as_bytes());
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        for field in ["metadata", "tools", "stop"] {
+            let body = format!(
+                r#"{{"messages":[{{"role":"user","content":"hi"}}],"{field}":{}}}"#,
+                deep(100_000)
+            );
+            let r = parse(&body);
+            assert!(
+                matches!(r, Err(RequestError::InvalidJson(_))),
+                "{field}: {r:?}"
+            );
+        }
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":{}}}]}}"#,
+            deep(100_000)
+        );
+        assert!(matches!(parse(&body), Err(RequestError::InvalidJson(_))));
+        // Within the limit, nesting is only a shape question.
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":{}}}]}}"#,
+            deep(1_000)
+        );
+        assert!(matches!(parse(&body), Err(RequestError::Validation { .. })));
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":"hi"}}],"metadata":{}}}"#,
+            deep(1_000)
+        );
+        assert!(
+            parse(&body).is_ok(),
+            "unknown fields are ignored at any legal depth"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //!   `success:false` or `isValid:false` is an answer, not a fault.
 //! - A retried `/settle` that is told the nonce is already used may have been settled by its own
 //!   earlier, timed-out attempt; that is `Facilitator` (outcome unknown), not a refusal.
+//! - A call none of whose attempts could connect is `FacilitatorUnreachable`: the request never
+//!   arrived, so nothing was settled. Any other failure may have had its effect.
 //! - Paid means HTTP 2xx, a JSON body with `success: true` and a non-empty `transaction`. A
 //!   `success:false` (at any status) is `SettlementRefused` with its `errorReason`; HTML,
 //!   truncated JSON, a missing `success`, or a 5xx that outlives the retries is `Facilitator`
@@ -54,8 +56,11 @@ impl std::fmt::Debug for FacilitatorClient {
 enum Attempt {
     /// A status and a body: the facilitator answered.
     Answered(u16, Bytes),
-    /// No usable answer (connect error, timeout, broken body): worth retrying.
+    /// No usable answer (timeout, broken body) from a request that may have arrived: worth
+    /// retrying, but the call may have had its effect.
     Transport(String),
+    /// No connection was made, so the request never arrived: worth retrying.
+    Unreached(String),
 }
 
 impl FacilitatorClient {
@@ -149,6 +154,8 @@ impl FacilitatorClient {
         let url = format!("{}/{path}", self.base);
         let body = Bytes::from(body.unwrap_or_default());
         let mut last = String::new();
+        // Whether any attempt may have reached the facilitator (so a settlement may have run).
+        let mut reached = false;
         for attempt in 0..=self.retries {
             if attempt > 0 {
                 let backoff = BACKOFF.saturating_mul(2u32.saturating_pow(attempt - 1));
@@ -168,12 +175,23 @@ impl FacilitatorClient {
                 Attempt::Answered(status, bytes) if status < 500 => {
                     return Ok((status, bytes, attempt));
                 }
-                Attempt::Answered(status, _) => last = format!("{url} answered {status}"),
-                Attempt::Transport(e) => last = format!("{url}: {e}"),
+                Attempt::Answered(status, _) => {
+                    reached = true;
+                    last = format!("{url} answered {status}");
+                }
+                Attempt::Transport(e) => {
+                    reached = true;
+                    last = format!("{url}: {e}");
+                }
+                Attempt::Unreached(e) => last = format!("{url}: {e}"),
             }
             tracing::warn!(attempt, error = %last, "facilitator call failed");
         }
-        Err(PaymentError::Facilitator(last))
+        Err(if reached {
+            PaymentError::Facilitator(last)
+        } else {
+            PaymentError::FacilitatorUnreachable(last)
+        })
     }
 
     /// One attempt under the per-attempt timeout.
@@ -194,25 +212,36 @@ impl FacilitatorClient {
             .body(Full::new(body))
             .map_err(|e| PaymentError::Internal(format!("facilitator request: {e}")))?;
         let exchange = async {
-            let res = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| format!("request failed: {e}"))?;
+            let res = match self.http.request(req).await {
+                Ok(res) => res,
+                Err(e) if e.is_connect() => {
+                    return Attempt::Unreached(format!("could not connect: {}", error_chain(&e)));
+                }
+                Err(e) => return Attempt::Transport(format!("request failed: {e}")),
+            };
             let status = res.status().as_u16();
-            let bytes = Limited::new(res.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the answer failed: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((status, bytes))
+            match Limited::new(res.into_body(), MAX_BODY).collect().await {
+                Ok(body) => Attempt::Answered(status, body.to_bytes()),
+                Err(e) => Attempt::Transport(format!("reading the answer failed: {e}")),
+            }
         };
-        Ok(match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => Attempt::Transport(format!("no answer within {:?}", self.timeout)),
-            Ok(Err(e)) => Attempt::Transport(e),
-            Ok(Ok((status, bytes))) => Attempt::Answered(status, bytes),
-        })
+        // A timeout may have cut a request the facilitator received: that is `Transport`.
+        Ok(tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Attempt::Transport(format!("no answer within {:?}", self.timeout))))
     }
+}
+
+/// An error and its sources, one line (hyper's connect errors hide the cause in `source`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }
 
 fn endpoint_label(path: &str) -> &'static str {

@@ -181,6 +181,58 @@ async fn a_refused_settlement_is_a_402_with_a_failed_receipt() {
 }
 
 #[tokio::test]
+async fn only_certain_failures_say_nothing_was_settled() {
+    let r = rig(1).await;
+    let v = r
+        .payments
+        .verify(decoded_v2(&signed(1_000)), 1_000, RESOURCE)
+        .await
+        .unwrap();
+    // A facilitator nobody listens for: no attempt connects, so the payment never arrived.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = FacilitatorClient::new(
+        build(Duration::from_secs(2), 8),
+        &format!("http://{dead}"),
+        4,
+        Duration::from_millis(500),
+        1,
+    );
+    let e = down.settle(&v.facilitator_request()).await.unwrap_err();
+    assert!(matches!(e, PaymentError::FacilitatorUnreachable(_)), "{e}");
+    assert!(e.nothing_settled());
+    assert_eq!((e.status(), e.code()), (502, "x402_facilitator_error"));
+    // An answer that is not a payment (here a 503, every attempt) may follow a transfer.
+    r.sim.set_facilitator_faults(FacilitatorFaults {
+        endpoint: Some("settle".into()),
+        status: Some(503),
+        body: None,
+        delay_ms: None,
+        times: Some(3),
+    });
+    let e = r.payments.start_settlement(&v).await.unwrap_err();
+    assert!(matches!(e, PaymentError::Facilitator(_)) && !e.nothing_settled());
+    for (reason, certain) in [
+        ("insufficient_funds", true),
+        ("transaction_failed", true),
+        ("invalid_exact_evm_payload_signature", true),
+        ("invalid_exact_evm_insufficient_balance", true),
+        ("invalid_exact_evm_nonce_already_used", false),
+        ("invalid_transaction_state", false),
+        ("settlement_pending", false),
+        ("unexpected_settle_error", false),
+    ] {
+        let e = PaymentError::SettlementRefused {
+            reason: reason.into(),
+            message: None,
+        };
+        assert_eq!(e.nothing_settled(), certain, "{reason}");
+    }
+}
+
+#[tokio::test]
 async fn settlement_survives_a_dropped_handle() {
     let r = rig(1).await;
     let v = r

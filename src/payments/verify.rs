@@ -76,13 +76,19 @@ pub struct Checked {
 impl Checked {
     /// The replay key: chain id (8, big-endian) ‖ asset (20) ‖ from (20) ‖ nonce (32).
     pub fn nonce_key(&self) -> [u8; 80] {
-        let mut k = [0u8; 80];
-        k[..8].copy_from_slice(&self.network.chain_id.to_be_bytes());
-        k[8..28].copy_from_slice(self.network.asset.as_bytes());
-        k[28..48].copy_from_slice(self.payer.as_bytes());
-        k[48..].copy_from_slice(&self.nonce);
-        k
+        replay_key(&self.network, &self.payer, &self.nonce)
     }
+}
+
+/// The replay key of an authorization: chain id (8, big-endian) ‖ asset (20) ‖ from (20) ‖
+/// nonce (32).
+pub fn replay_key(network: &Network, from: &Wallet, nonce: &[u8; 32]) -> [u8; 80] {
+    let mut k = [0u8; 80];
+    k[..8].copy_from_slice(&network.chain_id.to_be_bytes());
+    k[8..28].copy_from_slice(network.asset.as_bytes());
+    k[28..48].copy_from_slice(from.as_bytes());
+    k[48..].copy_from_slice(nonce);
+    k
 }
 
 /// The EIP-712 digest of a `TransferWithAuthorization` under `net`'s USDC domain.

@@ -1,5 +1,6 @@
 //! The simulator's Gemini endpoints: generation (unary and SSE), embeddings, models, errors.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -277,7 +278,7 @@ fn response_id(st: &SimState) -> String {
 }
 
 pub(super) async fn generate(
-    st: &SimState,
+    st: &Arc<SimState>,
     model: &str,
     body: &Value,
     stream: bool,
@@ -335,6 +336,7 @@ pub(super) async fn generate(
         reason = "the simulator writes each stream from its own task"
     )]
     tokio::spawn(write_stream(
+        st.clone(),
         tx,
         plan,
         fault,
@@ -358,6 +360,7 @@ pub(super) async fn generate(
 
 #[expect(clippy::too_many_arguments, reason = "one stream's whole script")]
 async fn write_stream(
+    st: Arc<SimState>,
     tx: mpsc::Sender<Result<Frame<Bytes>, BodyError>>,
     plan: Plan,
     fault: FaultPlan,
@@ -400,6 +403,10 @@ async fn write_stream(
         if !last && !text.is_empty() {
             text.push(' ');
         }
+        if let Some(pad) = fault.pad_event_bytes {
+            let filler = "fleet ";
+            text.push_str(&filler.repeat(pad as usize / filler.len()));
+        }
         let event = json!({
             "candidates": [candidate((!text.is_empty()).then_some(text), last.then_some(plan.finish))],
             "usageMetadata": usage(plan.prompt, sent_words, if last { plan.thoughts } else { 0 }, i == 0 && !last),
@@ -412,6 +419,7 @@ async fn write_stream(
         if send(bytes).await.is_err() {
             return; // the client went away
         }
+        st.stream_events.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -260,6 +260,15 @@ impl Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Resident set size in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
 }
 
 impl Drop for Binary {

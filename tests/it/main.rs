@@ -17,6 +17,8 @@ mod chat;
 mod conformance;
 mod crash;
 mod discovery;
+mod edge;
+mod facilitator;
 mod fallback;
 mod faults;
 mod harness;

@@ -4,7 +4,8 @@
 //! verified and its settlement started before generation; when the cost is known the call keeps
 //! `max(cost, min_quote)` (never more than paid) and the change is credited to the payer as a
 //! `refund`, durably, once the settlement has succeeded. A call that fails after settlement
-//! started keeps nothing: the whole payment comes back as credits.
+//! started keeps nothing: the whole payment comes back as credits. A unary answer whose
+//! settlement certainly moved no money is withheld and its nonce released.
 
 use std::sync::Arc;
 
@@ -96,7 +97,14 @@ impl Payer {
                                 outcome: Ok(s),
                             })
                         }
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            // The answer is withheld: a payment that certainly moved no money
+                            // may be sent again.
+                            if e.nothing_settled() {
+                                state.payments.release_nonce(&verified);
+                            }
+                            Err(e)
+                        }
                     }
                 });
                 match task.await {

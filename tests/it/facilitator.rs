@@ -1,0 +1,310 @@
+//! x402 when the facilitator is slow, down or failing: the client never gets an unpaid unary
+//! answer (a stream ends with an error event instead of `[DONE]`), the payer's credits are not
+//! touched, and the gateway keeps a payment's nonce only when money may have moved: a payment
+//! the facilitator certainly did not settle can be sent again as it is.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use vectorway::config::{SimulatorKnobs, known_network};
+use vectorway::payments::sign::Signer;
+use vectorway::payments::unix_now;
+use vectorway::simulate::Simulator;
+use vectorway::simulate::facilitator::FacilitatorFaults;
+use vectorway::storage::LedgerKind;
+use vectorway::wallet::Wallet;
+
+use crate::harness::{Env, Resp, eventually, fast_knobs, sse_data};
+
+const PAY_TO: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+fn ask(stream: bool) -> Value {
+    json!({"messages": [{"role": "user", "content": "pay per call"}], "max_tokens": 2000, "stream": stream,
+           "stream_options": {"include_usage": true}})
+}
+
+async fn quote(env: &Env) -> u64 {
+    let res = env
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            &[],
+            ask(false).to_string(),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::PAYMENT_REQUIRED);
+    res.json()["accepts"][0]["maxAmountRequired"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A fresh `X-PAYMENT` for `value` atomic USDC.
+fn payment(s: &Signer, value: u64) -> String {
+    let net = known_network("base-sepolia").unwrap();
+    let p = s
+        .pay(&net, PAY_TO.parse().unwrap(), value, unix_now(), 300)
+        .unwrap();
+    p.x_payment().unwrap().to_str().unwrap().to_string()
+}
+
+async fn paid(env: &Env, header: &str, body: &Value) -> Resp {
+    env.send(
+        Method::POST,
+        "/v1/chat/completions",
+        &[("x-payment", header)],
+        body.to_string(),
+    )
+    .await
+}
+
+/// The payer's credits were never touched: no ledger entry, nothing held.
+async fn untouched(env: &Env, payer: &Wallet) {
+    assert!(
+        env.ledger(&payer.to_string()).await.is_empty(),
+        "no credits moved"
+    );
+    let b = env.balance(&payer.to_string());
+    assert_eq!((b.balance, b.held), (0, 0));
+}
+
+/// A unary answer that was withheld: the status and code, and no choices.
+fn withheld(res: &Resp, status: StatusCode, code: &str) {
+    assert_eq!(res.status, status, "{}", String::from_utf8_lossy(&res.body));
+    let v = res.json();
+    assert!(v.get("choices").is_none(), "no answer without payment");
+    let got = v["error"]["code"].as_str().or(v["error"].as_str());
+    assert_eq!(got, Some(code), "{v}");
+}
+
+/// A stream whose settlement failed: content flowed, then an error event and no `[DONE]`.
+fn cut_with(res: &Resp, code: &str) {
+    assert_eq!(res.status, StatusCode::OK);
+    let events = sse_data(&res.body);
+    assert!(events.iter().any(|e| e.contains("\"content\"")));
+    assert!(
+        !events.iter().any(|e| e == "[DONE]"),
+        "no [DONE] without payment"
+    );
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], code);
+}
+
+fn settle_fault(
+    status: Option<u16>,
+    body: Option<&str>,
+    delay_ms: Option<u64>,
+) -> FacilitatorFaults {
+    FacilitatorFaults {
+        endpoint: Some("settle".into()),
+        status,
+        body: body.map(str::to_string),
+        delay_ms,
+        times: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_facilitator_delays_the_answer_and_settles_once() {
+    let env = Env::start().await;
+    let q = quote(&env).await;
+    let s = Signer::random().unwrap();
+    let usdc = env.sim.balance(&s.address());
+    env.sim
+        .set_facilitator_faults(settle_fault(None, None, Some(400)));
+    let res = paid(&env, &payment(&s, q), &ask(false)).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    assert!(res.headers.contains_key("x-payment-response"));
+    let res = paid(&env, &payment(&s, q), &ask(true)).await;
+    let events = sse_data(&res.body);
+    assert!(events.iter().any(|e| e == "[DONE]"));
+    let stats = env.sim.facilitator_stats();
+    assert_eq!(
+        (stats.settle, stats.settled),
+        (2, 2),
+        "one settlement per call"
+    );
+    assert_eq!(usdc - env.sim.balance(&s.address()), 2 * q);
+    let payer = s.address().to_string();
+    assert!(
+        eventually(Duration::from_secs(5), || env.balance(&payer).balance > 0).await,
+        "the stream's change is credited in the background"
+    );
+    let refunds = env
+        .ledger(&payer)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == LedgerKind::Refund)
+        .count();
+    assert_eq!(refunds, 2, "change credited once per call");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_facilitator_past_its_timeout_withholds_the_answer_and_keeps_the_nonce() {
+    let env = Env::with_knobs(fast_knobs(), |c| {
+        c.x402.settle_timeout = Duration::from_millis(200);
+        c.x402.settle_retries = 1;
+    })
+    .await;
+    let q = quote(&env).await;
+    let s = Signer::random().unwrap();
+    let usdc = env.sim.balance(&s.address());
+    // Every attempt outlives the timeout (and then fails, so no money moves behind our back).
+    env.sim
+        .set_facilitator_faults(settle_fault(Some(503), None, Some(1_000)));
+    let header = payment(&s, q);
+    let res = paid(&env, &header, &ask(false)).await;
+    withheld(&res, StatusCode::BAD_GATEWAY, "x402_facilitator_error");
+    // The gateway cannot know whether the payment went through: the nonce stays spent.
+    let res = paid(&env, &header, &ask(false)).await;
+    withheld(&res, StatusCode::CONFLICT, "x402_nonce_reused");
+    let res = paid(&env, &payment(&s, q), &ask(true)).await;
+    cut_with(&res, "x402_facilitator_error");
+    tokio::time::sleep(Duration::from_millis(1_200)).await; // the simulator's delayed answers
+    assert_eq!(env.sim.facilitator_stats().settled, 0);
+    assert_eq!(env.sim.balance(&s.address()), usdc, "no USDC moved");
+    untouched(&env, &s.address()).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_facilitator_that_is_down_withholds_the_answer_and_burns_no_nonce() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env = Env::with_knobs(fast_knobs(), |c| {
+        c.x402.facilitator_url = Some(format!("http://{dead}/facilitator"));
+    })
+    .await;
+    let q = quote(&env).await;
+    let s = Signer::random().unwrap();
+    let header = payment(&s, q);
+    let res = paid(&env, &header, &ask(false)).await;
+    withheld(&res, StatusCode::BAD_GATEWAY, "x402_facilitator_error");
+    // Nothing reached the facilitator: the same signed payment is still good.
+    let res = paid(&env, &header, &ask(false)).await;
+    withheld(&res, StatusCode::BAD_GATEWAY, "x402_facilitator_error");
+    // A stream was served while the payment failed: that payment's nonce stays spent.
+    let streamed = payment(&s, q);
+    cut_with(
+        &paid(&env, &streamed, &ask(true)).await,
+        "x402_facilitator_error",
+    );
+    untouched(&env, &s.address()).await;
+    // The facilitator comes back (on the same address): the first payment goes through, once.
+    let knobs = SimulatorKnobs {
+        ttft: Duration::ZERO,
+        tokens_per_sec: 1_000,
+        chunk_tokens: 4,
+        reply_tokens: 8,
+    };
+    let back = Simulator::start(dead, knobs, None)
+        .await
+        .expect("the facilitator's port was taken meanwhile");
+    let res = paid(&env, &header, &ask(false)).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    assert_eq!(
+        paid(&env, &header, &ask(false)).await.status,
+        StatusCode::CONFLICT
+    );
+    let res = paid(&env, &streamed, &ask(false)).await;
+    withheld(&res, StatusCode::CONFLICT, "x402_nonce_reused");
+    assert_eq!(back.facilitator_stats().settled, 1);
+    back.stop().await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_settlement_withholds_the_answer_and_keeps_nothing() {
+    let env = Env::start().await;
+    let q = quote(&env).await;
+    let s = Signer::random().unwrap();
+    let usdc = env.sim.balance(&s.address());
+    // 500 on every attempt: the outcome is unknown, so the nonce stays spent.
+    env.sim
+        .set_facilitator_faults(settle_fault(Some(500), None, None));
+    let header = payment(&s, q);
+    withheld(
+        &paid(&env, &header, &ask(false)).await,
+        StatusCode::BAD_GATEWAY,
+        "x402_facilitator_error",
+    );
+    withheld(
+        &paid(&env, &header, &ask(false)).await,
+        StatusCode::CONFLICT,
+        "x402_nonce_reused",
+    );
+    cut_with(
+        &paid(&env, &payment(&s, q), &ask(true)).await,
+        "x402_facilitator_error",
+    );
+    // An explicit refusal that rules a transfer out: a fresh 402, and the payment stays usable.
+    let failed = r#"{"success":false,"errorReason":"transaction_failed","transaction":"","network":"base-sepolia"}"#;
+    env.sim
+        .set_facilitator_faults(settle_fault(Some(200), Some(failed), None));
+    let header = payment(&s, q);
+    let res = paid(&env, &header, &ask(false)).await;
+    withheld(&res, StatusCode::PAYMENT_REQUIRED, "transaction_failed");
+    assert!(
+        res.headers.contains_key("payment-required"),
+        "fresh requirements"
+    );
+    cut_with(
+        &paid(&env, &payment(&s, q), &ask(true)).await,
+        "x402_settlement_failed",
+    );
+    assert_eq!(env.sim.facilitator_stats().settled, 0);
+    assert_eq!(env.sim.balance(&s.address()), usdc);
+    untouched(&env, &s.address()).await;
+    // Once the facilitator settles again, the refused payment is served, and paid once.
+    env.sim.set_facilitator_faults(FacilitatorFaults::default());
+    let res = paid(&env, &header, &ask(false)).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    assert_eq!(env.sim.facilitator_stats().settled, 1);
+    assert_eq!(usdc - env.sim.balance(&s.address()), q);
+    // Insufficient funds on a top-up: refused, then the same payment works once funded.
+    let t = Signer::random().unwrap();
+    env.sim.set_balance(&t.address(), 0);
+    let topup = payment(&t, 1_000_000);
+    let body = json!({"amount": 1}).to_string();
+    let headers = [("x-payment", topup.as_str())];
+    let send = || env.send(Method::POST, "/v1/topup", &headers, body.clone());
+    let res = send().await;
+    assert_eq!(res.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(res.json()["error"], "insufficient_funds");
+    untouched(&env, &t.address()).await;
+    env.sim.set_balance(&t.address(), 5_000_000);
+    let res = send().await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    assert_eq!(res.json()["credited_usdc"], 1_000_000);
+    assert_eq!(
+        send().await.status,
+        StatusCode::CONFLICT,
+        "paid once, served once"
+    );
+    env.stop().await;
+}
