@@ -308,3 +308,54 @@ async fn a_failing_settlement_withholds_the_answer_and_keeps_nothing() {
     );
     env.stop().await;
 }
+
+async fn topup(env: &Env, header: &str) -> Resp {
+    let body = json!({"amount": 1}).to_string();
+    env.send(Method::POST, "/v1/topup", &[("x-payment", header)], body)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_payment_is_refused_before_settling_and_not_burned() {
+    let env = Env::with_knobs(fast_knobs(), |c| {
+        c.limits.runtime_per_min = 1;
+        c.limits.control_per_min = 1;
+    })
+    .await;
+    let q = quote(&env).await;
+    let s = Signer::random().unwrap();
+    let res = paid(&env, &payment(&s, q), &ask(false)).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "the first call takes the minute's one token"
+    );
+    assert_eq!(
+        topup(&env, &payment(&s, 1_000_000)).await.status,
+        StatusCode::OK
+    );
+    let settled = env.sim.facilitator_stats().settle;
+    // Over the limit: refused before settlement, and the same payment stays good for later.
+    let header = payment(&s, q);
+    for _ in 0..2 {
+        let res = paid(&env, &header, &ask(false)).await;
+        assert_eq!(
+            res.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "not 409: the nonce was given back"
+        );
+    }
+    let header = payment(&s, 1_000_000);
+    for _ in 0..2 {
+        assert_eq!(
+            topup(&env, &header).await.status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    assert_eq!(
+        env.sim.facilitator_stats().settle,
+        settled,
+        "nothing was settled"
+    );
+    env.stop().await;
+}
