@@ -80,6 +80,12 @@ def die(msg):
 
 # ---------------------------------------------------------------- processes
 
+def clean_environ():
+    """os.environ without VECTORWAY_* tool knobs (the gateway refuses unknown config variables)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("VECTORWAY_") or "__" in k or k in ("VECTORWAY_LOG", "VECTORWAY_LOG_FORMAT")}
+
+
 def spawn(name, argv, env=None, **kw):
     logf = open(os.path.join(TMP, name + ".log"), "wb")
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=logf, env=env,
@@ -278,7 +284,7 @@ def probe(addr, path, body, headers, conns, repeat, frames=0, gap_ms=0, ramp_ms=
 
 def start_sim():
     p = spawn("simulate", [BIN, "simulate", "--listen", "127.0.0.1:0", "--ttft-ms", "0",
-                           "--tokens-per-sec", "1000000"], env=dict(os.environ, NO_COLOR="1"))
+                           "--tokens-per-sec", "1000000"], env=dict(clean_environ(), NO_COLOR="1"))
     return p, wait_listening(p)
 
 
@@ -291,7 +297,7 @@ def knobs(sim_url, **k):
 def start_gateway(name, upstream):
     data = os.path.join(TMP, "data-" + name)
     os.makedirs(data)
-    env = dict(os.environ, NO_COLOR="1",
+    env = dict(clean_environ(), NO_COLOR="1",
                VECTORWAY_SERVER__LISTEN="127.0.0.1:0",
                VECTORWAY_STORE__DATA_DIR=data,
                VECTORWAY_UPSTREAM__BASE_URL=upstream,

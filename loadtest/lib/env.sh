@@ -11,6 +11,20 @@ K6_VENV="${K6_VENV:-${TMPDIR:-/tmp}/vectorway-k6-venv}"
 VW_PIDS=()
 VW_TMP=""
 
+# The gateway maps every VECTORWAY_* variable onto its strict configuration and refuses unknown
+# ones, so children get only the configuration overrides (VECTORWAY_<SECTION>__<KEY>) and the log
+# settings, never a tool knob such as .ci/run's VECTORWAY_CI_VENV (tests/py and tests/node scrub
+# the same way). vw_env prints the `env -u` arguments that drop the rest.
+vw_env() {
+    local v
+    for v in $(compgen -e); do
+        case "$v" in
+            VECTORWAY_*__* | VECTORWAY_LOG | VECTORWAY_LOG_FORMAT) ;;
+            VECTORWAY_*) printf -- '-u %s ' "$v" ;;
+        esac
+    done
+}
+
 vw_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 vw_die() { vw_log "error: $*"; exit 1; }
 
@@ -59,7 +73,8 @@ vw_wait_url() {
 # vw_start_sim [simulate flags…] → sets SIM_URL, SIM_PID.
 vw_start_sim() {
     local log="$VW_TMP/simulate.log"
-    NO_COLOR=1 "$VW_BIN" simulate --listen 127.0.0.1:0 "$@" 2>"$log" >/dev/null &
+    # shellcheck disable=SC2046 # vw_env prints separate words on purpose
+    env $(vw_env) NO_COLOR=1 "$VW_BIN" simulate --listen 127.0.0.1:0 "$@" 2>"$log" >/dev/null &
     SIM_PID=$!
     VW_PIDS+=("$SIM_PID")
     SIM_URL="$(vw_wait_url "$log" "$SIM_PID")"
@@ -71,7 +86,8 @@ vw_start_sim() {
 vw_start_gateway() {
     GW_DATA="$(mktemp -d "$VW_TMP/data.XXXXXX")"
     local log="$VW_TMP/serve.log"
-    NO_COLOR=1 \
+    # shellcheck disable=SC2046 # vw_env prints separate words on purpose
+    env $(vw_env) NO_COLOR=1 \
     VECTORWAY_SERVER__LISTEN=127.0.0.1:0 \
     VECTORWAY_STORE__DATA_DIR="$GW_DATA" \
     VECTORWAY_UPSTREAM__BASE_URL="$SIM_URL" \
@@ -89,8 +105,8 @@ vw_start_gateway() {
 
 # vw_fund → grants VW_CREDITS to VW_WALLET through the running server; sets API_KEY, ADMIN_SECRET.
 vw_fund() {
-    "$VW_BIN" admin --data-dir "$GW_DATA" grant --wallet "$VW_WALLET" --credits "$VW_CREDITS" >/dev/null
-    API_KEY="$("$VW_BIN" admin --data-dir "$GW_DATA" create-key --wallet "$VW_WALLET" --name loadtest \
+    env $(vw_env) "$VW_BIN" admin --data-dir "$GW_DATA" grant --wallet "$VW_WALLET" --credits "$VW_CREDITS" >/dev/null
+    API_KEY="$(env $(vw_env) "$VW_BIN" admin --data-dir "$GW_DATA" create-key --wallet "$VW_WALLET" --name loadtest \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')"
     [[ "$API_KEY" == vw_* ]] || vw_die "admin create-key printed no key"
     ADMIN_SECRET="$(tr -d '[:space:]' <"$GW_DATA/admin.secret")"
