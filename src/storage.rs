@@ -3,15 +3,19 @@
 //! Trees and their keys (all integers big-endian so that sled's order is numeric order):
 //! - `accounts`: wallet (20 bytes) → `AccountRecord`
 //! - `keys`: key id (12 ASCII bytes) → `KeyRecord`
-//! - `ledger`: wallet (20) ++ seq (8) → `LedgerEntry`; balances are the fold of this tree
-//! - `usage`: wallet (20) ++ seq (8) → `UsageEvent`
+//! - `ledger`, `usage`: emptied at open: their records move into the history log (below)
 //! - `x402_nonces`: chain id (8) ++ asset (20) ++ from (20) ++ nonce (32) → validBefore (8)
 //! - `memory`: wallet (20) ++ record id (16) → an opaque record encoded by `memory`
 //! - `refresh`: refresh-token id → `RefreshRecord`; `families`: token family → revoked-at
 //! - `idempotency`: scope ‖ key → `IdemRecord`
 //!
 //! Values are JSON: small, self-describing, and easy to inspect with `vectorway admin`.
+//!
+//! Ledger entries and usage events, one or two per call and kept forever, are not in sled: they
+//! live in `history.log` (`history`), a checksummed append-only log whose resident cost is one
+//! head per wallet. Balances are the fold of its ledger records.
 
+pub mod history;
 pub mod journal;
 
 use std::collections::HashMap;
@@ -21,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use self::history::{History, Stream};
 use crate::wallet::Wallet;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -127,10 +132,9 @@ struct FlushGate {
 pub struct Store {
     db: sled::Db,
     flushes: Arc<FlushGate>,
+    history: Arc<History>,
     accounts: sled::Tree,
     keys: sled::Tree,
-    ledger: sled::Tree,
-    usage: sled::Tree,
     x402_nonces: sled::Tree,
     memory: sled::Tree,
     refresh: sled::Tree,
@@ -169,13 +173,6 @@ pub enum IdemBegin {
     InProgress,
 }
 
-fn wallet_seq_key(wallet: &Wallet, seq: u64) -> [u8; 28] {
-    let mut k = [0u8; 28];
-    k[..20].copy_from_slice(wallet.as_bytes());
-    k[20..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
 impl Store {
     /// Opens (or creates) the store. A directory held by another process is `Locked`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
@@ -195,12 +192,12 @@ impl Store {
                 }
                 other => StorageError::from(other),
             })?;
+        let history = Arc::new(open_history(dir, &db)?);
         Ok(Self {
             flushes: Arc::default(),
+            history,
             accounts: db.open_tree("accounts")?,
             keys: db.open_tree("keys")?,
-            ledger: db.open_tree("ledger")?,
-            usage: db.open_tree("usage")?,
             x402_nonces: db.open_tree("x402_nonces")?,
             memory: db.open_tree("memory")?,
             refresh: db.open_tree("refresh")?,
@@ -307,80 +304,90 @@ impl Store {
 
     // === ledger ===
 
-    /// Appends ledger entries and usage events in one batch per tree (not flushed).
+    /// Appends ledger entries and usage events to the history log in one write, and stores key
+    /// touches. Not durable yet: returns the log offset to pass to `sync_history`.
     pub fn append(
         &self,
         ledger: &[LedgerEntry],
         usage: &[(Wallet, UsageEvent)],
         keys: &[KeyRecord],
-    ) -> Result<(), StorageError> {
-        if !ledger.is_empty() {
-            let mut batch = sled::Batch::default();
-            for e in ledger {
-                batch.insert(
-                    &wallet_seq_key(&e.wallet, e.seq)[..],
-                    serde_json::to_vec(e)?,
-                );
-            }
-            self.ledger.apply_batch(batch)?;
+    ) -> Result<u64, StorageError> {
+        let mut records = Vec::with_capacity(ledger.len() + usage.len());
+        for e in ledger {
+            records.push((Stream::Ledger, &e.wallet, serde_json::to_vec(e)?));
         }
-        if !usage.is_empty() {
-            let mut batch = sled::Batch::default();
-            for (w, e) in usage {
-                batch.insert(&wallet_seq_key(w, e.seq)[..], serde_json::to_vec(e)?);
-            }
-            self.usage.apply_batch(batch)?;
+        for (w, e) in usage {
+            records.push((Stream::Usage, w, serde_json::to_vec(e)?));
         }
+        let end = self.history.append(records)?;
         for k in keys {
             self.touch_key(k)?;
         }
-        Ok(())
+        Ok(end)
+    }
+
+    /// Waits until the history log is on disk up to `upto` (an offset `append` returned).
+    pub async fn sync_history(&self, upto: u64) -> Result<(), StorageError> {
+        let history = Arc::clone(&self.history);
+        tokio::task::spawn_blocking(move || history.sync(upto))
+            .await
+            .map_err(|e| StorageError::Sled(format!("history sync task: {e}")))?
     }
 
     /// Appends one entry and waits until it is on disk (money in).
     pub async fn append_durable(&self, entry: &LedgerEntry) -> Result<(), StorageError> {
-        self.ledger.insert(
-            &wallet_seq_key(&entry.wallet, entry.seq)[..],
-            serde_json::to_vec(entry)?,
-        )?;
-        self.flush().await
+        let end =
+            self.history
+                .append([(Stream::Ledger, &entry.wallet, serde_json::to_vec(entry)?)])?;
+        self.sync_history(end).await
     }
 
-    /// Every wallet's balance: the signed sum of its ledger entries.
+    /// Every wallet's balance: the signed sum of its ledger entries (a scan of the whole log:
+    /// start-up and checks only).
     pub fn balances(&self) -> Result<HashMap<Wallet, i128>, StorageError> {
         let mut out: HashMap<Wallet, i128> = HashMap::new();
-        for item in self.ledger.iter() {
-            let (k, v) = item?;
-            let wallet = Wallet::from_slice(&k[..20])
-                .ok_or_else(|| StorageError::Codec("ledger key".into()))?;
-            let e: LedgerEntry = serde_json::from_slice(&v)?;
-            *out.entry(wallet).or_default() += i128::from(e.credits);
+        let mut bad = None;
+        self.history.scan_all(|rec| {
+            if rec.stream != Stream::Ledger {
+                return;
+            }
+            match serde_json::from_slice::<LedgerEntry>(&rec.payload) {
+                Ok(e) => *out.entry(rec.wallet).or_default() += i128::from(e.credits),
+                Err(e) => bad = Some(e),
+            }
+        })?;
+        match bad {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
         }
-        Ok(out)
+    }
+
+    /// How many ledger entries / usage events a wallet has (no reads).
+    pub fn ledger_count(&self, wallet: &Wallet) -> u64 {
+        self.history.count(wallet, Stream::Ledger)
+    }
+
+    pub fn usage_count(&self, wallet: &Wallet) -> u64 {
+        self.history.count(wallet, Stream::Usage)
     }
 
     /// A wallet's ledger, newest first.
     pub fn ledger_of(
         &self,
         wallet: &Wallet,
-    ) -> impl Iterator<Item = Result<LedgerEntry, StorageError>> + '_ {
-        self.ledger.scan_prefix(wallet.as_bytes()).rev().map(|r| {
-            r.map_err(StorageError::from)
-                .and_then(|(_, v)| Ok(serde_json::from_slice(&v)?))
-        })
+    ) -> impl Iterator<Item = Result<LedgerEntry, StorageError>> + use<> {
+        self.history
+            .chain(wallet, Stream::Ledger)
+            .map(|r| r.and_then(|v| Ok(serde_json::from_slice(&v)?)))
     }
 
-    /// A wallet's usage events, newest first, still encoded: a page that skips or counts most
-    /// of the history decodes only the events it shows (`decode_usage`).
+    /// A wallet's usage events, newest first, still encoded: a page decodes only the events it
+    /// shows (`decode_usage`).
     pub fn usage_raw_of(
         &self,
         wallet: &Wallet,
-    ) -> impl Iterator<Item = Result<sled::IVec, StorageError>> + '_ {
-        self.usage
-            .scan_prefix(wallet.as_bytes())
-            .values()
-            .rev()
-            .map(|r| r.map_err(StorageError::from))
+    ) -> impl Iterator<Item = Result<Vec<u8>, StorageError>> + use<> {
+        self.history.chain(wallet, Stream::Usage)
     }
 
     /// Decodes one event of `usage_raw_of`.
@@ -392,11 +399,10 @@ impl Store {
     pub fn usage_of(
         &self,
         wallet: &Wallet,
-    ) -> impl Iterator<Item = Result<UsageEvent, StorageError>> + '_ {
-        self.usage.scan_prefix(wallet.as_bytes()).rev().map(|r| {
-            r.map_err(StorageError::from)
-                .and_then(|(_, v)| Ok(serde_json::from_slice(&v)?))
-        })
+    ) -> impl Iterator<Item = Result<UsageEvent, StorageError>> + use<> {
+        self.history
+            .chain(wallet, Stream::Usage)
+            .map(|r| r.and_then(|v| Self::decode_usage(&v)))
     }
 
     // === x402 nonces ===
@@ -578,6 +584,48 @@ impl Store {
     }
 }
 
+/// Opens `<dir>/history.log`. A store written before the log existed keeps its ledger and usage
+/// in sled trees: they are copied, in key order, into `history.log.tmp`, which is synced and
+/// renamed into place before the trees are emptied, so a crash at any point either redoes the
+/// copy from scratch or finds it complete (never applies it twice).
+fn open_history(dir: &Path, db: &sled::Db) -> Result<History, StorageError> {
+    let path = dir.join("history.log");
+    let old_ledger = db.open_tree("ledger")?;
+    let old_usage = db.open_tree("usage")?;
+    if old_ledger.is_empty() && old_usage.is_empty() {
+        return History::open(&path);
+    }
+    if !path.exists() {
+        let tmp = dir.join("history.log.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let staged = History::open(&tmp)?;
+        let (mut copied, mut end) = (0usize, 0u64);
+        for (tree, stream) in [(&old_ledger, Stream::Ledger), (&old_usage, Stream::Usage)] {
+            for item in tree.iter() {
+                let (k, v) = item?;
+                let wallet = Wallet::from_slice(&k[..20.min(k.len())])
+                    .ok_or_else(|| StorageError::Codec("ledger key".into()))?;
+                end = staged.append([(stream, &wallet, v.to_vec())])?;
+                copied += 1;
+            }
+        }
+        staged.sync(end)?;
+        drop(staged);
+        std::fs::rename(&tmp, &path).map_err(|e| StorageError::Sled(e.to_string()))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::Sled(e.to_string()))?;
+        tracing::info!(
+            records = copied,
+            "moved the ledger and usage history out of sled"
+        );
+    }
+    old_ledger.clear()?;
+    old_usage.clear()?;
+    db.flush()?;
+    History::open(&path)
+}
+
 /// sled's page cache, in bytes. sled's resident memory runs well past this figure (its nodes
 /// are larger in memory than on disk): 8 MiB keeps the soak's RSS within ~40 MB of idle, where
 /// 32 MiB let it climb with the data for minutes (`loadtest/README.md`).
@@ -676,5 +724,54 @@ mod tests {
             [LedgerKind::Topup, LedgerKind::Debit, LedgerKind::Grant],
             "newest first"
         );
+    }
+
+    #[tokio::test]
+    async fn a_store_with_history_in_sled_moves_it_to_the_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let w: Wallet = "0x1111111111111111111111111111111111111111"
+            .parse()
+            .unwrap();
+        {
+            // The layout before the history log: wallet ‖ seq (big-endian) → JSON.
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let (ledger, usage) = (
+                db.open_tree("ledger").unwrap(),
+                db.open_tree("usage").unwrap(),
+            );
+            for (seq, kind, credits) in
+                [(1u64, LedgerKind::Grant, 500), (2, LedgerKind::Debit, -20)]
+            {
+                let e = LedgerEntry {
+                    seq,
+                    ts_ms: 1,
+                    wallet: w,
+                    kind,
+                    credits,
+                    reference: None,
+                    note: None,
+                };
+                let key = [&w.as_bytes()[..], &seq.to_be_bytes()].concat();
+                ledger.insert(key, serde_json::to_vec(&e).unwrap()).unwrap();
+            }
+            let ev = UsageEvent {
+                seq: 3,
+                path: "/v1/chat/completions".into(),
+                ..UsageEvent::default()
+            };
+            let key = [&w.as_bytes()[..], &3u64.to_be_bytes()].concat();
+            usage.insert(key, serde_json::to_vec(&ev).unwrap()).unwrap();
+            db.flush().unwrap();
+        }
+        for _ in 0..2 {
+            // Opening twice must not copy twice.
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.balances().unwrap()[&w], 480);
+            let kinds: Vec<_> = s.ledger_of(&w).map(|e| e.unwrap().kind).collect();
+            assert_eq!(kinds, [LedgerKind::Debit, LedgerKind::Grant]);
+            assert_eq!((s.ledger_count(&w), s.usage_count(&w)), (2, 1));
+            assert_eq!(s.usage_of(&w).next().unwrap().unwrap().seq, 3);
+        }
+        assert!(!dir.path().join("history.log.tmp").exists());
     }
 }

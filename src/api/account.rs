@@ -78,6 +78,18 @@ impl Pager {
         self.total += 1;
     }
 
+    /// True when the page is complete: with a known total nothing more needs reading.
+    fn full(&self) -> bool {
+        self.events.len() >= self.limit
+    }
+
+    /// The seeds' envelope with the total counted elsewhere (an unfiltered history's length),
+    /// after reading only up to the end of the page.
+    fn finish_counted(mut self, wallet: &str, total: u64) -> Value {
+        self.total = usize::try_from(total).unwrap_or(usize::MAX).max(self.total);
+        self.finish(wallet)
+    }
+
     /// The seeds' envelope.
     fn finish(self, wallet: &str) -> Value {
         let has_more = self.cursor + self.events.len() < self.total;
@@ -136,8 +148,18 @@ pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error
         }
         page.offer(|| j!({"ts": format_rfc3339((e.ts_ms / 1000) as i64), "kind": e.kind, "credits": e.credits,
                        "usd": format_usd_micros(e.credits.unsigned_abs()), "ref": e.reference, "note": e.note}));
+        if kind.is_none() && page.full() {
+            break;
+        }
     }
-    Ok(json(StatusCode::OK, &page.finish(&to_checksum(&p.wallet))))
+    let wallet = to_checksum(&p.wallet);
+    Ok(json(
+        StatusCode::OK,
+        &match kind {
+            None => page.finish_counted(&wallet, ctx.state.store.ledger_count(&p.wallet)),
+            Some(_) => page.finish(&wallet),
+        },
+    ))
 }
 
 /// `GET /v1/usage?limit=&cursor=&filter=all|errors|<exact path>`
@@ -156,8 +178,8 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
     let mut page = Pager::new(limit, cursor);
     for raw in ctx.state.store.usage_raw_of(&p.wallet) {
         let raw = raw?;
-        // Unfiltered, an event off the page is only counted, never decoded: a read costs a key
-        // walk of the history plus the page, not a JSON parse of every call ever made.
+        // Unfiltered, the history's length is known without reading it: the walk stops at the end
+        // of the page, and events before the cursor are stepped over, never decoded.
         let ev = if filter == "all" && !page.wants_next() {
             page.skip();
             continue;
@@ -180,8 +202,19 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
             "memory_read": ev.memory_read, "memory_write": ev.memory_write, "memories_used": ev.memories_used,
             "key_id": ev.key_id, "auth_mode": ev.auth_mode, "request_id": ev.request_id,
         }));
+        if filter == "all" && page.full() {
+            break;
+        }
     }
-    Ok(json(StatusCode::OK, &page.finish(&to_checksum(&p.wallet))))
+    let wallet = to_checksum(&p.wallet);
+    Ok(json(
+        StatusCode::OK,
+        &if filter == "all" {
+            page.finish_counted(&wallet, ctx.state.store.usage_count(&p.wallet))
+        } else {
+            page.finish(&wallet)
+        },
+    ))
 }
 
 #[derive(Deserialize)]

@@ -70,14 +70,23 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval:
                 Ok(None) | Err(_) => break,
             }
         }
-        // Write the window; on failure keep everything and retry, so nothing is acknowledged
-        // (no barrier answered) until it is really on disk.
+        // Write the window; on failure keep what is not yet written and retry, so nothing is
+        // acknowledged (no barrier answered) until it is really on disk. A record is appended
+        // once: after a failed sync only the sync is retried (with whatever arrived meanwhile).
+        let records = (ledger.len() + usage.len()) as u64;
+        let mut end = 0u64;
+        let mut touched = false;
         loop {
             let started = std::time::Instant::now();
-            let result = match store.append(&ledger, &usage, &keys) {
-                Ok(()) => store.flush().await,
-                Err(e) => Err(e),
-            };
+            let result = write_window(
+                &store,
+                &mut ledger,
+                &mut usage,
+                &mut keys,
+                &mut end,
+                &mut touched,
+            )
+            .await;
             metrics::histogram!("vectorway_journal_flush_seconds")
                 .record(started.elapsed().as_secs_f64());
             match result {
@@ -98,13 +107,36 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval:
                 }
             }
         }
-        metrics::counter!("vectorway_journal_records_total")
-            .increment((ledger.len() + usage.len()) as u64);
-        ledger.clear();
-        usage.clear();
-        keys.clear();
+        metrics::counter!("vectorway_journal_records_total").increment(records);
         for b in barriers.drain(..) {
             let _ = b.send(());
         }
     }
+}
+
+/// Appends what is pending (clearing it once written), then makes everything up to `end` durable.
+async fn write_window(
+    store: &Store,
+    ledger: &mut Vec<LedgerEntry>,
+    usage: &mut Vec<(Wallet, UsageEvent)>,
+    keys: &mut Vec<KeyRecord>,
+    end: &mut u64,
+    touched: &mut bool,
+) -> Result<(), crate::storage::StorageError> {
+    if !ledger.is_empty() || !usage.is_empty() {
+        *end = store.append(ledger, usage, &[])?;
+        ledger.clear();
+        usage.clear();
+    }
+    if !keys.is_empty() {
+        store.append(&[], &[], keys)?;
+        keys.clear();
+        *touched = true;
+    }
+    store.sync_history(*end).await?;
+    // Key touches (last_used_at) are in sled.
+    if *touched {
+        store.flush().await?;
+    }
+    Ok(())
 }

@@ -1,0 +1,501 @@
+//! The per-call history: ledger entries and usage events in one append-only, checksummed log.
+//!
+//! Why not sled: sled's resident memory grows with the data it holds, whatever its cache
+//! setting, and every call adds a debit and a usage event that are kept forever; the soak
+//! measured that growth at the rate the history was written. Here the history lives in a file
+//! and memory holds one `Head` per wallet and stream, however many calls a wallet has made.
+//!
+//! Each record names the previous record of the same wallet and stream, so a wallet's history
+//! is a chain that is read newest first with one positioned read per step, and a page costs the
+//! page, not the history. Layout of a record (integers little-endian):
+//!
+//! ```text
+//! magic 0xA7 | stream u8 | len u32 | crc32 u32 | wallet [20] | prev u64 | payload [len]
+//! ```
+//!
+//! `crc32` covers everything after it. Writers append under one lock and publish a record's
+//! offset only after it is written, so readers never see a half-written record. On open the
+//! file is scanned once: a torn or corrupt tail (a crash in the middle of a write that was
+//! never acknowledged) is cut off at the last whole record.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+
+use super::StorageError;
+use crate::wallet::Wallet;
+
+const MAGIC: u8 = 0xA7;
+const HEADER: usize = 38;
+/// No offset: the first record of a chain.
+const NONE: u64 = u64::MAX;
+/// The largest payload accepted (a usage event or ledger entry is a few hundred bytes).
+const MAX_PAYLOAD: usize = 1 << 20;
+
+/// Which chain a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Ledger = 1,
+    Usage = 2,
+}
+
+impl Stream {
+    fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Ledger),
+            2 => Some(Self::Usage),
+            _ => None,
+        }
+    }
+}
+
+/// The newest record of one chain, and how many records the chain has.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    offset: u64,
+    count: u64,
+}
+
+struct Writer {
+    file: File,
+    end: u64,
+}
+
+/// The log. Cheap to share behind an `Arc`.
+pub struct History {
+    writer: Mutex<Writer>,
+    reader: File,
+    heads: DashMap<(Wallet, Stream), Head>,
+    /// Everything before this offset is on disk.
+    synced: AtomicU64,
+    sync_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("chains", &self.heads.len())
+            .field("synced", &self.synced.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn io(e: std::io::Error) -> StorageError {
+    StorageError::Sled(format!("history log: {e}"))
+}
+
+/// One record as found by a scan.
+pub struct Scanned {
+    pub stream: Stream,
+    pub wallet: Wallet,
+    pub payload: Vec<u8>,
+}
+
+fn checksum(stream: u8, wallet: &[u8; 20], prev: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[stream]);
+    h.update(wallet);
+    h.update(&prev.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+fn encode(out: &mut Vec<u8>, stream: Stream, wallet: &Wallet, prev: u64, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    out.push(MAGIC);
+    out.push(stream as u8);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&checksum(stream as u8, wallet.as_bytes(), prev, payload).to_le_bytes());
+    out.extend_from_slice(wallet.as_bytes());
+    out.extend_from_slice(&prev.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+struct RawHeader {
+    stream: u8,
+    len: usize,
+    crc: u32,
+    wallet: [u8; 20],
+    prev: u64,
+}
+
+fn parse_header(h: &[u8; HEADER]) -> Option<RawHeader> {
+    if h[0] != MAGIC {
+        return None;
+    }
+    let len = u32::from_le_bytes(h[2..6].try_into().ok()?) as usize;
+    if len > MAX_PAYLOAD {
+        return None;
+    }
+    Some(RawHeader {
+        stream: h[1],
+        len,
+        crc: u32::from_le_bytes(h[6..10].try_into().ok()?),
+        wallet: h[10..30].try_into().ok()?,
+        prev: u64::from_le_bytes(h[30..38].try_into().ok()?),
+    })
+}
+
+/// Positioned reads from the start of a file, leaving the descriptor's shared offset alone
+/// (writers append through a clone of the same descriptor).
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads whole, valid records from the start of `file`; calls `each` with every one and its
+/// offset, and returns the offset just past the last valid record.
+fn scan(file: &File, mut each: impl FnMut(u64, u64, Scanned)) -> Result<u64, StorageError> {
+    let mut r = BufReader::with_capacity(1 << 16, At { file, pos: 0 });
+    let mut at = 0u64;
+    let mut header = [0u8; HEADER];
+    loop {
+        match r.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(at),
+            Err(e) => return Err(io(e)),
+        }
+        let Some(h) = parse_header(&header) else {
+            return Ok(at);
+        };
+        let Some(stream) = Stream::from_u8(h.stream) else {
+            return Ok(at);
+        };
+        let mut payload = vec![0u8; h.len];
+        match r.read_exact(&mut payload) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(at),
+            Err(e) => return Err(io(e)),
+        }
+        if checksum(h.stream, &h.wallet, h.prev, &payload) != h.crc {
+            return Ok(at);
+        }
+        each(
+            at,
+            h.prev,
+            Scanned {
+                stream,
+                wallet: Wallet(h.wallet),
+                payload,
+            },
+        );
+        at += (HEADER + h.len) as u64;
+    }
+}
+
+impl History {
+    /// Opens or creates `path`, rebuilding the chains' heads; a torn tail is cut off.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let heads: DashMap<(Wallet, Stream), Head> = DashMap::new();
+        let end = scan(&file, |offset, _, rec| {
+            let mut head = heads
+                .entry((rec.wallet, rec.stream))
+                .or_insert(Head { offset, count: 0 });
+            head.offset = offset;
+            head.count += 1;
+        })?;
+        let len = file.metadata().map_err(io)?.len();
+        if len > end {
+            tracing::warn!(
+                path = %path.display(),
+                kept = end,
+                dropped = len - end,
+                "history log had a torn tail (a write interrupted by a crash); cut it off"
+            );
+            file.set_len(end).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        let reader = file.try_clone().map_err(io)?;
+        Ok(Self {
+            writer: Mutex::new(Writer { file, end }),
+            reader,
+            heads,
+            synced: AtomicU64::new(end),
+            sync_lock: Mutex::new(()),
+        })
+    }
+
+    /// Appends records in order (not yet durable: see `sync`). Returns the end offset.
+    pub fn append<'a>(
+        &self,
+        records: impl IntoIterator<Item = (Stream, &'a Wallet, Vec<u8>)>,
+    ) -> Result<u64, StorageError> {
+        let mut w = self.writer.lock().map_err(|_| poisoned())?;
+        let mut buf = Vec::with_capacity(4096);
+        // Heads move only after the bytes are written; until then chains end where they were.
+        let mut moved: HashMap<(Wallet, Stream), Head> = HashMap::new();
+        for (stream, wallet, payload) in records {
+            if payload.len() > MAX_PAYLOAD {
+                return Err(StorageError::Codec("history record too large".into()));
+            }
+            let key = (*wallet, stream);
+            let prev = moved
+                .get(&key)
+                .copied()
+                .or_else(|| self.heads.get(&key).map(|h| *h))
+                .unwrap_or(Head {
+                    offset: NONE,
+                    count: 0,
+                });
+            let offset = w.end + buf.len() as u64;
+            encode(&mut buf, stream, wallet, prev.offset, &payload);
+            moved.insert(
+                key,
+                Head {
+                    offset,
+                    count: prev.count + 1,
+                },
+            );
+        }
+        if buf.is_empty() {
+            return Ok(w.end);
+        }
+        if let Err(e) = w.file.write_all(&buf) {
+            // A partial write leaves bytes no chain points at; cut them so the next append
+            // starts on a record boundary.
+            let _ = w.file.set_len(w.end);
+            return Err(io(e));
+        }
+        w.end += buf.len() as u64;
+        for (key, head) in moved {
+            self.heads.insert(key, head);
+        }
+        Ok(w.end)
+    }
+
+    /// Waits (blocking) until everything up to `upto` is on disk. Concurrent callers share one
+    /// `fdatasync`.
+    pub fn sync(&self, upto: u64) -> Result<(), StorageError> {
+        if self.synced.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let _one = self.sync_lock.lock().map_err(|_| poisoned())?;
+        if self.synced.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let covers = self.writer.lock().map_err(|_| poisoned())?.end;
+        self.reader.sync_data().map_err(io)?;
+        self.synced.fetch_max(covers, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// How many records a wallet's chain has.
+    pub fn count(&self, wallet: &Wallet, stream: Stream) -> u64 {
+        self.heads.get(&(*wallet, stream)).map_or(0, |h| h.count)
+    }
+
+    /// A wallet's records of one stream, newest first, as payloads.
+    pub fn chain(self: &Arc<Self>, wallet: &Wallet, stream: Stream) -> Chain {
+        Chain {
+            log: Arc::clone(self),
+            wallet: *wallet,
+            stream,
+            next: self
+                .heads
+                .get(&(*wallet, stream))
+                .map_or(NONE, |h| h.offset),
+        }
+    }
+
+    /// Every record from the start, in order (start-up folds, migrations, tests).
+    pub fn scan_all(&self, mut each: impl FnMut(Scanned)) -> Result<(), StorageError> {
+        let end = self.writer.lock().map_err(|_| poisoned())?.end;
+        scan(&self.reader, |offset, _, rec| {
+            if offset < end {
+                each(rec);
+            }
+        })?;
+        Ok(())
+    }
+
+    fn read_at(&self, offset: u64) -> Result<(RawHeader, Vec<u8>), StorageError> {
+        let mut header = [0u8; HEADER];
+        self.reader.read_exact_at(&mut header, offset).map_err(io)?;
+        let h = parse_header(&header)
+            .ok_or_else(|| StorageError::Codec(format!("history record at {offset}")))?;
+        let mut payload = vec![0u8; h.len];
+        self.reader
+            .read_exact_at(&mut payload, offset + HEADER as u64)
+            .map_err(io)?;
+        Ok((h, payload))
+    }
+}
+
+fn poisoned() -> StorageError {
+    StorageError::Sled("history log lock poisoned".into())
+}
+
+/// Walks one chain newest first. Each step is one header read plus one payload read.
+pub struct Chain {
+    log: Arc<History>,
+    wallet: Wallet,
+    stream: Stream,
+    next: u64,
+}
+
+impl Iterator for Chain {
+    type Item = Result<Vec<u8>, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next == NONE {
+            return None;
+        }
+        let at = self.next;
+        match self.log.read_at(at) {
+            Ok((h, payload))
+                if h.wallet == self.wallet.0
+                    && h.stream == self.stream as u8
+                    && (h.prev == NONE || h.prev < at) =>
+            {
+                self.next = h.prev;
+                Some(Ok(payload))
+            }
+            Ok(_) => {
+                self.next = NONE;
+                Some(Err(StorageError::Codec(format!(
+                    "history chain broken at {at}"
+                ))))
+            }
+            Err(e) => {
+                self.next = NONE;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(b: u8) -> Wallet {
+        Wallet([b; 20])
+    }
+
+    fn chain(log: &Arc<History>, wallet: &Wallet, s: Stream) -> Vec<Vec<u8>> {
+        log.chain(wallet, s).map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn chains_are_per_wallet_and_stream_newest_first_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        {
+            let log = Arc::new(History::open(&path).unwrap());
+            let (a, b) = (w(1), w(2));
+            let end = log
+                .append([
+                    (Stream::Ledger, &a, b"a1".to_vec()),
+                    (Stream::Usage, &a, b"u1".to_vec()),
+                    (Stream::Ledger, &b, b"b1".to_vec()),
+                    (Stream::Ledger, &a, b"a2".to_vec()),
+                ])
+                .unwrap();
+            log.append([(Stream::Ledger, &a, b"a3".to_vec())]).unwrap();
+            log.sync(end).unwrap();
+            assert_eq!(chain(&log, &a, Stream::Ledger), [b"a3", b"a2", b"a1"]);
+            assert_eq!(chain(&log, &a, Stream::Usage), [b"u1"]);
+            assert_eq!(chain(&log, &b, Stream::Ledger), [b"b1"]);
+            assert_eq!(log.count(&a, Stream::Ledger), 3);
+            assert_eq!(log.count(&w(3), Stream::Ledger), 0);
+            assert!(chain(&log, &w(3), Stream::Usage).is_empty());
+        }
+        let log = Arc::new(History::open(&path).unwrap());
+        assert_eq!(chain(&log, &w(1), Stream::Ledger), [b"a3", b"a2", b"a1"]);
+        assert_eq!(log.count(&w(1), Stream::Ledger), 3);
+        log.append([(Stream::Ledger, &w(1), b"a4".to_vec())])
+            .unwrap();
+        assert_eq!(chain(&log, &w(1), Stream::Ledger)[..2], [b"a4", b"a3"]);
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_is_cut_at_the_last_whole_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        let whole;
+        {
+            let log = History::open(&path).unwrap();
+            log.append([(Stream::Ledger, &w(1), b"kept".to_vec())])
+                .unwrap();
+            whole = log
+                .append([(Stream::Ledger, &w(1), b"second".to_vec())])
+                .unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let first_len = (HEADER + 4) as u64;
+        // Every cut inside the second record, and a flipped payload byte, keep only the first.
+        for cut in first_len..whole {
+            std::fs::write(&path, &bytes[..cut as usize]).unwrap();
+            let log = Arc::new(History::open(&path).unwrap());
+            assert_eq!(
+                chain(&log, &w(1), Stream::Ledger),
+                [b"kept"],
+                "cut at {cut}"
+            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), first_len);
+        }
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let log = Arc::new(History::open(&path).unwrap());
+        assert_eq!(chain(&log, &w(1), Stream::Ledger), [b"kept"]);
+        // Appends after a cut chain onto the surviving record.
+        log.append([(Stream::Ledger, &w(1), b"after".to_vec())])
+            .unwrap();
+        assert_eq!(
+            chain(&log, &w(1), Stream::Ledger),
+            [b"after".to_vec(), b"kept".to_vec()]
+        );
+    }
+
+    #[test]
+    fn concurrent_appends_keep_every_chain_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(History::open(&dir.path().join("h.log")).unwrap());
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let log = Arc::clone(&log);
+                s.spawn(move || {
+                    for i in 0..200u32 {
+                        let end = log
+                            .append([(Stream::Usage, &w(t), i.to_le_bytes().to_vec())])
+                            .unwrap();
+                        if i % 50 == 0 {
+                            log.sync(end).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        for t in 0..4u8 {
+            let got: Vec<u32> = chain(&log, &w(t), Stream::Usage)
+                .iter()
+                .map(|p| u32::from_le_bytes(p[..4].try_into().unwrap()))
+                .collect();
+            assert_eq!(got, (0..200).rev().collect::<Vec<_>>());
+        }
+        let mut n = 0;
+        log.scan_all(|_| n += 1).unwrap();
+        assert_eq!(n, 800);
+    }
+}
