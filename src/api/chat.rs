@@ -297,7 +297,8 @@ impl Drop for PayGuard {
     }
 }
 
-/// The models to try, in order; every one must exist and accept `max_tokens`.
+/// The models to try, in order; every one must exist, be listed once (aliases resolved) and
+/// accept `max_tokens`.
 fn resolve(state: &State, req: &ChatRequest) -> Result<Vec<ModelPrice>, Error> {
     let mut out = Vec::with_capacity(req.models.len());
     for id in &req.models {
@@ -312,6 +313,14 @@ fn resolve(state: &State, req: &ChatRequest) -> Result<Vec<ModelPrice>, Error> {
             }
             None => return Err(RequestError::ModelNotFound(id.clone()).into()),
         };
+        // Ids are compared after alias resolution: `gemini/<id>` is the same model as `<id>`.
+        if out.iter().any(|m: &ModelPrice| m.id == model.id) {
+            return Err(RequestError::validation(
+                "models",
+                format!("'{id}' names {} again; list distinct models", model.id),
+            )
+            .into());
+        }
         if let Some(max) = req.max_tokens_asked
             && max > model.max_output_tokens
         {

@@ -5,6 +5,11 @@
 //! error status it can give with the exact `error.code`s: those implied by the route's access, its
 //! body and its flags (rate class, `Idempotency-Key`), plus those its shape adds. Response schemas
 //! are in `components`.
+//!
+//! The live terms are in the document too: the chat body's `model` field lists each model's
+//! price, the root extensions `x-vectorway-pricing`, `x-vectorway-x402` and `x-vectorway-limits`
+//! carry the prices, the payment networks, `payTo` and asset, and the body cap, and every request
+//! body states that cap.
 
 mod components;
 mod shapes;
@@ -15,7 +20,9 @@ use serde_json::{Map, Value, json};
 
 use super::discovery::{auth_text, base_url, example, group, security};
 use super::routes::{Access, ROUTES, Route};
+use crate::billing::pricing::{ModelPrice, format_usd_micros};
 use crate::config::Config;
+use crate::crypto::to_checksum;
 use crate::ratelimit::RateClass;
 pub use shapes::shape;
 use shapes::{Answer, Shape, r};
@@ -148,7 +155,7 @@ fn parameters(route: &Route, s: &Shape) -> Vec<Value> {
     params
 }
 
-fn operation(route: &Route, s: &Shape) -> Value {
+fn operation(route: &Route, s: &Shape, body_limit: usize) -> Value {
     let mut responses = Map::new();
     let (status, ok) = match &s.answer {
         Answer::Json(status, schema) => (
@@ -225,9 +232,78 @@ fn operation(route: &Route, s: &Shape) -> Value {
         if let Some(ex) = example(route.id).and_then(|e| serde_json::from_str::<Value>(e).ok()) {
             media["example"] = ex;
         }
-        op["requestBody"] = json!({"required": true, "content": {"application/json": media}});
+        op["requestBody"] = json!({"required": true, "content": {"application/json": media},
+            "description": format!("At most {body_limit} bytes; a larger body is 413 `body_too_large`.")});
     }
     op
+}
+
+/// One model's price in words: `id: input $a / output $b per 1M tokens`.
+fn price_text(m: &ModelPrice) -> String {
+    format!(
+        "`{}`: input ${} / output ${} per 1M tokens",
+        m.id,
+        format_usd_micros(m.input),
+        format_usd_micros(m.output)
+    )
+}
+
+/// `info.description`: what the gateway is and its live terms, for readers of the spec alone.
+fn summary(c: &Config) -> String {
+    let prices: Vec<String> = c.prices.all().iter().map(price_text).collect();
+    let networks: Vec<String> = c
+        .x402
+        .networks
+        .iter()
+        .map(|n| format!("`{}` (USDC `{}`)", n.caip2, to_checksum(&n.asset)))
+        .collect();
+    format!(
+        "OpenAI-compatible Gemini gateway with x402, credits and wallet memory.\n\nPrices (1 credit = 1 atomic USDC = $0.000001): {}.\n\nx402: pay `{}` on {}. Request bodies: at most {} bytes.",
+        prices.join("; "),
+        to_checksum(&c.x402.pay_to),
+        networks.join(", "),
+        c.body_limit
+    )
+}
+
+/// `x-vectorway-pricing`: every model with its marked-up price per 1M tokens, in USD and credits.
+fn pricing(c: &Config) -> Value {
+    let models: Vec<Value> = c
+        .prices
+        .all()
+        .iter()
+        .map(|m| {
+            let mut v = json!({
+                "id": m.id, "aliases": m.aliases,
+                "inputUsdPer1M": format_usd_micros(m.input), "outputUsdPer1M": format_usd_micros(m.output),
+                "inputCreditsPer1M": m.input, "outputCreditsPer1M": m.output,
+                "contextLength": m.context_length, "maxOutputTokens": m.max_output_tokens,
+            });
+            if let Some((above, input, output)) = m.long {
+                v["longContext"] = json!({"aboveTokens": above,
+                    "inputUsdPer1M": format_usd_micros(input), "outputUsdPer1M": format_usd_micros(output),
+                    "inputCreditsPer1M": input, "outputCreditsPer1M": output});
+            }
+            v
+        })
+        .collect();
+    json!({"unit": "1 credit = 1 atomic USDC = $0.000001; a call costs ceil((prompt·input + completion·output) / 1e6) credits",
+           "models": models})
+}
+
+/// `x-vectorway-x402`: where x402 payments go, on which networks, in which asset.
+fn x402_terms(c: &Config) -> Value {
+    let networks: Vec<Value> = c
+        .x402
+        .networks
+        .iter()
+        .map(|n| {
+            json!({"name": n.name, "network": n.caip2, "chainId": n.chain_id,
+                   "asset": to_checksum(&n.asset), "extra": {"name": n.eip712_name, "version": n.eip712_version}})
+        })
+        .collect();
+    json!({"scheme": "exact", "payTo": to_checksum(&c.x402.pay_to), "networks": networks,
+           "minQuoteAtomic": c.x402.min_quote.to_string()})
 }
 
 /// The document, pretty-printed.
@@ -238,12 +314,16 @@ pub fn document(c: &Config) -> String {
         let path = paths
             .entry(route.path.to_string())
             .or_insert_with(|| json!({}));
-        path[route.method.to_ascii_lowercase()] = operation(route, &s);
+        path[route.method.to_ascii_lowercase()] = operation(route, &s, c.body_limit);
     }
     let spec = json!({
         "openapi": "3.1.0",
-        "info": {"title": "Vectorway", "version": env!("CARGO_PKG_VERSION"), "description": "OpenAI-compatible Gemini gateway with x402, credits and wallet memory."},
+        "info": {"title": "Vectorway", "version": env!("CARGO_PKG_VERSION"), "description": summary(c)},
         "servers": [{"url": base_url(c)}],
+        "x-vectorway-pricing": pricing(c),
+        "x-vectorway-x402": x402_terms(c),
+        "x-vectorway-limits": {"bodyLimitBytes": c.body_limit, "runtimePerMin": c.limits.runtime_per_min,
+                               "controlPerMin": c.limits.control_per_min},
         "paths": paths,
         "components": {
             "securitySchemes": {
@@ -294,5 +374,36 @@ mod tests {
                 .collect();
             assert!(schemas.contains_key(&name), "unknown schema {name}");
         }
+    }
+
+    #[test]
+    fn the_spec_carries_the_live_prices_payment_terms_and_body_cap() {
+        let mut c = Config::for_tests(std::path::Path::new("/nonexistent"), "http://127.0.0.1:9");
+        c.body_limit = 424_242;
+        let spec: Value = serde_json::from_str(&document(&c)).unwrap();
+        let listed = spec["x-vectorway-pricing"]["models"].as_array().unwrap();
+        let chat = &spec["paths"]["/v1/chat/completions"]["post"]["requestBody"];
+        let model =
+            chat["content"]["application/json"]["schema"]["properties"]["model"]["description"]
+                .as_str()
+                .unwrap();
+        assert_eq!(listed.len(), c.prices.all().len());
+        for m in c.prices.all() {
+            let entry = listed.iter().find(|v| v["id"] == m.id.as_str()).unwrap();
+            assert_eq!(entry["inputCreditsPer1M"], m.input, "{}", m.id);
+            assert_eq!(entry["outputCreditsPer1M"], m.output, "{}", m.id);
+            assert_eq!(entry["inputUsdPer1M"], format_usd_micros(m.input).as_str());
+            assert!(model.contains(&price_text(m)), "{}", m.id);
+        }
+        let x402 = &spec["x-vectorway-x402"];
+        assert_eq!(x402["payTo"], to_checksum(&c.x402.pay_to).as_str());
+        let networks = x402["networks"].as_array().unwrap();
+        assert_eq!(networks.len(), c.x402.networks.len());
+        for (n, v) in c.x402.networks.iter().zip(networks) {
+            assert_eq!(v["network"], n.caip2);
+            assert_eq!(v["asset"], to_checksum(&n.asset).as_str());
+        }
+        assert_eq!(spec["x-vectorway-limits"]["bodyLimitBytes"], 424_242);
+        assert!(chat["description"].as_str().unwrap().contains("424242"));
     }
 }

@@ -182,29 +182,97 @@ async fn the_spec_matches_the_router_and_covers_the_reference() {
     env.stop().await;
 }
 
+/// The documents `documents_follow_the_live_config` reads, by path.
+const DOCUMENTS: &[&str] = &[
+    "/llms.txt",
+    "/llms-full.txt",
+    "/docs.md",
+    "/skill.md",
+    "/openapi.json",
+    "/docs",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_follow_the_live_config() {
+    const PAY_TO: &str = "0x1234567890AbcdEF1234567890aBcdef12345678";
+    const BASE: &str = "https://agents.vectorway.example";
     let env = Env::with_knobs(fast_knobs(), |c| {
         let mut raw = vectorway::config::RawConfig::default();
         raw.models.get_mut("gemini-2.5-flash").unwrap().input_per_m = "0.77".into();
         raw.limits.runtime_per_min = 4321;
+        raw.x402.pay_to = PAY_TO.into();
+        raw.x402.networks = vec!["base-sepolia".into(), "base".into()];
+        raw.x402.facilitator_url = "https://facilitator.vectorway.example".into();
+        raw.server.body_limit_bytes = 654_321;
+        raw.server.public_base_url = format!("{BASE}/");
         let other = raw.validate().unwrap();
         c.prices = other.prices;
         c.limits = other.limits;
+        c.x402.pay_to = other.x402.pay_to;
+        c.x402.networks = other.x402.networks;
+        c.body_limit = other.body_limit;
+        c.public_base_url = other.public_base_url;
     })
     .await;
-    // $0.77 × 1.2 = 924,000 credits per 1M tokens.
-    for path in ["/llms.txt", "/llms-full.txt", "/skill.md"] {
-        let text =
-            String::from_utf8(env.send(Method::GET, path, &[], "").await.body.to_vec()).unwrap();
+    let base_usdc = vectorway::config::known_network("base").unwrap().asset;
+    let base_usdc = vectorway::crypto::to_checksum(&base_usdc);
+    // Documents write addresses in their EIP-55 form.
+    let pay_to = vectorway::crypto::to_checksum(&PAY_TO.parse().unwrap());
+    for path in DOCUMENTS {
+        let res = env.send(Method::GET, path, &[], "").await;
+        assert_eq!(res.status, StatusCode::OK, "{path}");
+        let text = String::from_utf8(res.body.to_vec()).unwrap();
+        // $0.77 × 1.2 = $0.924 = 924,000 credits per 1M tokens.
         assert!(
-            text.contains("0.924000") || text.contains("924000"),
+            text.contains("0.924000"),
             "{path} shows the configured price"
         );
         assert!(
             text.contains("4321"),
             "{path} shows the configured rate limit"
         );
+        assert!(text.contains(&pay_to), "{path} shows the configured payTo");
+        assert!(
+            text.contains("eip155:8453") && text.contains(&base_usdc),
+            "{path} shows the configured network and its asset"
+        );
+        assert!(
+            text.contains("654321"),
+            "{path} shows the configured body cap"
+        );
+        assert!(
+            text.contains(BASE) && !text.contains("http://127.0.0.1"),
+            "{path} shows the configured public base URL and no other"
+        );
     }
+    // The spec carries the same terms in fields a client reads without parsing prose.
+    let spec: Value = env.send(Method::GET, "/openapi.json", &[], "").await.json();
+    assert_eq!(spec["servers"][0]["url"], BASE);
+    let flash = spec["x-vectorway-pricing"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "gemini-2.5-flash")
+        .unwrap();
+    assert_eq!(flash["inputUsdPer1M"], "0.924000");
+    assert_eq!(flash["inputCreditsPer1M"], 924_000);
+    assert_eq!(spec["x-vectorway-x402"]["payTo"], pay_to.as_str());
+    let networks: Vec<&str> = spec["x-vectorway-x402"]["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["network"].as_str().unwrap())
+        .collect();
+    assert_eq!(networks, ["eip155:84532", "eip155:8453"]);
+    assert_eq!(spec["x-vectorway-limits"]["bodyLimitBytes"], 654_321);
+    let model = &spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["properties"]["model"];
+    assert!(
+        model["description"]
+            .as_str()
+            .unwrap()
+            .contains("`gemini-2.5-flash`: input $0.924000"),
+        "the model field names each model's price: {model}"
+    );
     env.stop().await;
 }

@@ -222,7 +222,11 @@ fn chat_body(c: &Config) -> Value {
         .map(|m| m.max_output_tokens)
         .max()
         .unwrap_or(1);
-    let model = json!({"type": "string", "enum": models});
+    let prices: Vec<String> = c.prices.all().iter().map(super::price_text).collect();
+    let model = json!({"type": "string", "enum": models, "description": format!(
+        "A model id or one of its aliases. Prices: {}.",
+        prices.join("; ")
+    )});
     let tokens = int(1, i128::from(max_out));
     let stop = json!({"type": "string", "minLength": 1});
     let part = object(
