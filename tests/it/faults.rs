@@ -1,4 +1,5 @@
-//! Upstream faults and client disconnects: what the client sees, and that holds never leak.
+//! Upstream faults, client disconnects and header floods: what the client sees, that holds never
+//! leak, and that every call is charged once or not at all.
 
 use std::time::Duration;
 
@@ -59,6 +60,45 @@ async fn upstream_errors_before_the_first_frame_are_mapped_and_free() {
     env.stop().await;
 }
 
+/// Unary and streaming calls that fail before the upstream answered: the mapped status and code,
+/// and nothing charged, debited or held (the usage history records the error at 0 credits).
+async fn fails_before_headers_for_free(env: &Env, key: &str, want: (StatusCode, &str)) {
+    for stream in [false, true] {
+        let entries = env.ledger(W1).await.len();
+        let res = env.chat(key, ask(stream)).await;
+        assert_eq!(
+            (res.status, res.code().as_str()),
+            want,
+            "stream={stream}: {}",
+            String::from_utf8_lossy(&res.body)
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || env.balance(W1).held == 0).await,
+            "stream={stream}: hold leaked"
+        );
+        assert_eq!(
+            env.balance(W1),
+            vectorway::billing::Balance {
+                balance: 1_000_000,
+                held: 0,
+                available: 1_000_000
+            },
+            "stream={stream}: balance unchanged"
+        );
+        assert!(
+            new_debits(env, entries).await.is_empty(),
+            "stream={stream}: no debit"
+        );
+        assert_eq!(env.gw().state.billing.open_holds(), 0, "stream={stream}");
+        let event = &env.usage(W1).await[0];
+        assert_eq!(
+            (event.status, event.credits),
+            (want.0.as_u16(), 0),
+            "stream={stream}: the error is in the usage history, free"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_and_header_stall_map_to_502_and_504() {
     // A port with nothing listening.
@@ -66,40 +106,10 @@ async fn connection_refused_and_header_stall_map_to_502_and_504() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let gw = vectorway::app::start(vectorway::config::Config::for_tests(
-        dir.path(),
-        &format!("http://{dead}"),
-    ))
-    .await
-    .unwrap();
-    let w = W1.parse().unwrap();
-    gw.state
-        .billing
-        .credit(
-            w,
-            1_000_000,
-            vectorway::storage::LedgerKind::Grant,
-            None,
-            None,
-        )
-        .await
-        .unwrap();
-    let key = gw.state.keys.create(w, "t").await.unwrap().0;
-    let res = crate::harness::client()
-        .request(
-            http::Request::post(format!("{}/v1/chat/completions", gw.base_url()))
-                .header("x-api-key", &key)
-                .body(http_body_util::Full::new(bytes::Bytes::from(
-                    ask(false).to_string(),
-                )))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(gw.state.billing.balance(&w).held, 0);
-    gw.shutdown().await;
+    let env = Env::against(&format!("http://{dead}"), |_| {}).await;
+    let key = env.funded_key(W1, 1_000_000).await;
+    fails_before_headers_for_free(&env, &key, (StatusCode::BAD_GATEWAY, "upstream_error")).await;
+    env.stop().await;
 
     let env = Env::with_knobs(fast_knobs(), |c| {
         c.upstream.first_byte_timeout = Duration::from_millis(200)
@@ -108,22 +118,15 @@ async fn connection_refused_and_header_stall_map_to_502_and_504() {
     let key = env.funded_key(W1, 1_000_000).await;
     env.sim.set_faults(FaultPlan {
         stall_before_headers_ms: Some(2_000),
-        times: Some(1),
+        times: None, // both calls stall
         ..Default::default()
     });
-    let res = env.chat(&key, ask(false)).await;
-    assert_eq!(
-        (res.status, res.code().as_str()),
-        (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
-    );
-    assert_eq!(
-        env.balance(W1),
-        vectorway::billing::Balance {
-            balance: 1_000_000,
-            held: 0,
-            available: 1_000_000
-        }
-    );
+    fails_before_headers_for_free(
+        &env,
+        &key,
+        (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+    )
+    .await;
     env.stop().await;
 }
 
@@ -144,6 +147,7 @@ async fn mid_stream_failures_end_with_an_error_event_and_charge_what_was_sent() 
         },
     ] {
         let before = env.balance(W1).balance;
+        let entries = env.ledger(W1).await.len();
         env.sim.set_faults(plan.clone());
         let res = env.chat(&key, ask(true)).await;
         assert_eq!(res.status, StatusCode::OK, "headers were already sent");
@@ -170,7 +174,21 @@ async fn mid_stream_failures_end_with_an_error_event_and_charge_what_was_sent() 
         let charged = before - env.balance(W1).balance;
         assert!(charged > 0 && charged < 200, "{plan:?}: charged {charged}");
         assert_eq!(env.balance(W1).held, 0);
+        // One debit, for exactly what this call's usage event says it cost.
+        let event = &env.usage(W1).await[0];
+        assert_eq!(
+            event.request_id,
+            res.headers["x-request-id"].to_str().unwrap(),
+            "{plan:?}"
+        );
+        assert_eq!(event.credits, charged, "{plan:?}: the usage event's charge");
+        assert_eq!(
+            new_debits(&env, entries).await,
+            [charged as i64],
+            "{plan:?}: exactly one debit, of the usage's charge"
+        );
     }
+    assert_eq!(env.gw().state.billing.open_holds(), 0);
     env.stop().await;
 }
 
@@ -180,6 +198,7 @@ async fn client_disconnect_mid_stream_settles_the_hold() {
     knobs.tokens_per_sec = 40; // 4 words every 100 ms: the stream lasts seconds
     let env = Env::with_knobs(knobs, |_| {}).await;
     let key = env.funded_key(W1, 1_000_000).await;
+    let entries = env.ledger(W1).await.len();
     let res = env
         .open(
             Method::POST,
@@ -203,6 +222,15 @@ async fn client_disconnect_mid_stream_settles_the_hold() {
         "a frame reached the client, so the usage seen is charged"
     );
     assert_eq!(env.gw().state.billing.open_holds(), 0);
+    // Charged once: one debit, equal to the balance's drop and to the 499's usage event.
+    let charged = 1_000_000 - b.balance;
+    assert_eq!(
+        new_debits(&env, entries).await,
+        [charged as i64],
+        "no double charge"
+    );
+    let event = &env.usage(W1).await[0];
+    assert_eq!((event.status, event.credits), (499, charged));
 
     // Disconnect before the first frame: nothing charged.
     let before = env.balance(W1).balance;
@@ -235,6 +263,16 @@ async fn client_disconnect_mid_stream_settles_the_hold() {
         env.balance(W1).balance,
         before,
         "no frame reached the client: no charge"
+    );
+    assert_eq!(
+        env.balance(W1).held,
+        0,
+        "nothing held once the stall is over"
+    );
+    assert_eq!(
+        new_debits(&env, entries).await,
+        [charged as i64],
+        "still the first call's one debit: none for the second, none twice for the first"
     );
     env.stop().await;
 }
@@ -425,5 +463,119 @@ async fn client_disconnects_before_headers_and_after_the_last_frame() {
         200,
         "a complete answer, not a 499"
     );
+    env.stop().await;
+}
+
+/// Writes `request` on a fresh connection while reading until the server closes it (10 s at
+/// most); returns what came back. Write errors (the server hung up mid-request) are not failures.
+async fn raw_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        wr // the write half stays open until the answer is read
+    });
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(read.is_ok(), "the server neither answered nor closed");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 answer, if there was one.
+fn status_line(answer: &str) -> Option<u16> {
+    answer.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Header floods and broken heads get a status, never silence: hyper refuses more than 100
+/// headers or a head past its ~400 KiB read buffer with 431, and a malformed header line with
+/// 400, and writes that answer before it closes. (`edge.rs` also accepts a bare close; this test
+/// does not. A single header of a few hundred KiB under that buffer is served normally.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_floods_get_a_status_not_silence() {
+    let env = Env::start().await;
+    let key = env.funded_key(W1, 1_000_000).await;
+    let addr = env.gw().addr;
+    let head = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+    let many: String = (0..500).map(|i| format!("x-flood-{i}: y\r\n")).collect();
+    for (what, request, want) in [
+        ("500 headers", format!("{head}{many}\r\n"), 431),
+        (
+            "a 1 MiB header",
+            format!("{head}x-big: {}\r\n\r\n", "a".repeat(1 << 20)),
+            431,
+        ),
+        (
+            "a head that never ends",
+            format!("{head}{}", "x-more: y\r\n".repeat(100_000)),
+            431,
+        ),
+        (
+            "a header line without a colon",
+            format!("{head}x-bad\r\n\r\n"),
+            400,
+        ),
+        (
+            "a space in a header name",
+            format!("{head}x bad: y\r\n\r\n"),
+            400,
+        ),
+    ] {
+        let answer = raw_exchange(addr, request.into_bytes()).await;
+        assert_eq!(
+            status_line(&answer),
+            Some(want),
+            "{what}: the server must answer, not just close: {answer:.200}"
+        );
+    }
+    // The control: a well-formed head of the same shape is served.
+    let answer = raw_exchange(addr, format!("{head}\r\n").into_bytes()).await;
+    assert_eq!(status_line(&answer), Some(200));
+
+    // h2: a header list just over the 16 KiB limit gets 431 on its stream; one far over it is
+    // refused for the whole connection (GOAWAY, ENHANCE_YOUR_CALM): an error, never a hang.
+    let h2 = || {
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<http_body_util::Full<bytes::Bytes>>()
+    };
+    let get = |size: usize| {
+        http::Request::get(env.url("/health"))
+            .header("x-big", "a".repeat(size))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let res = tokio::time::timeout(Duration::from_secs(10), h2().request(get(17 << 10)))
+        .await
+        .expect("h2: no answer to a 17 KiB header list")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let far = tokio::time::timeout(Duration::from_secs(10), h2().request(get(256 << 10)))
+        .await
+        .expect("h2: no answer to a 256 KiB header list");
+    if let Ok(res) = far {
+        assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    let res = h2().request(get(0)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "h2 still serves");
+
+    let res = env
+        .chat(
+            &key,
+            json!({"messages": [{"role": "user", "content": "still there?"}], "max_tokens": 8}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(env.balance(W1).held, 0);
     env.stop().await;
 }

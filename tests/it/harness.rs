@@ -83,6 +83,24 @@ impl Env {
         }
     }
 
+    /// A gateway whose upstream is `upstream_base_url` (a dead port, say) rather than the
+    /// simulator, which still runs but receives nothing.
+    pub async fn against(upstream_base_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), fast_knobs(), None)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(dir.path(), upstream_base_url);
+        tweak(&mut config);
+        let gw = app::start(config).await.unwrap();
+        Self {
+            sim,
+            gw: Some(gw),
+            _dir: dir,
+            client: client(),
+        }
+    }
+
     pub fn gw(&self) -> &Running {
         self.gw.as_ref().unwrap()
     }

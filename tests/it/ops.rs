@@ -1,5 +1,6 @@
-//! Operations: TLS with ALPN, h2 prior knowledge, health and metrics, timeouts, graceful shutdown,
-//! start-up refusal on bad config, and the admin CLI without a server.
+//! Operations: TLS with ALPN, h2 prior knowledge, health and metrics, timeouts, graceful shutdown
+//! (in-process and by SIGTERM to the binary), start-up refusal on bad config, and the admin CLI
+//! without a server.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -13,9 +14,11 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vectorway::app;
-use vectorway::config::Config;
+use vectorway::config::{Config, SimulatorKnobs};
+use vectorway::simulate::{FaultPlan, Simulator};
+use vectorway::storage::{LedgerKind, Store};
 
-use crate::harness::{Env, W1, fast_knobs, sse_data};
+use crate::harness::{Binary, Env, W1, call, fast_knobs, sse_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_h2_and_http1_by_alpn() {
@@ -181,6 +184,215 @@ async fn shutdown_lets_open_streams_finish_and_refuses_new_connections() {
         "the open stream ran to its end"
     );
     stopping.await.unwrap();
+}
+
+/// An SSE body read frame by frame: the `data:` payloads of small events, and a count of the big
+/// (padded) ones, which are not kept.
+#[derive(Default)]
+struct Events {
+    pending: Vec<u8>,
+    /// How much of `pending` is known to hold no event boundary.
+    scanned: usize,
+    small: Vec<String>,
+    big: usize,
+}
+
+impl Events {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        loop {
+            let from = self.scanned.saturating_sub(1);
+            let Some(at) = self.pending[from..]
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| from + i)
+            else {
+                self.scanned = self.pending.len();
+                return;
+            };
+            let event: Vec<u8> = self.pending.drain(..at + 2).collect();
+            self.scanned = 0;
+            if event.len() > 4 << 10 {
+                self.big += 1;
+            } else {
+                self.small.extend(sse_data(&event));
+            }
+        }
+    }
+}
+
+/// SIGTERM on the real binary with a stream open: the process stops taking connections, lets the
+/// stream run to `[DONE]`, exits 0, and the restarted server shows one debit for the stream and
+/// nothing held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_open_stream_and_exits_0() {
+    // 200 events of 512 KiB, paced over about 2 s: far more than all the socket buffers between
+    // the simulator and this client hold, so the stream cannot end (nor the process exit) while
+    // the test is not reading it.
+    const EVENTS: u32 = 200;
+    let knobs = SimulatorKnobs {
+        ttft: Duration::from_millis(5),
+        tokens_per_sec: 400,
+        chunk_tokens: 4,
+        reply_tokens: 4 * EVENTS,
+    };
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), knobs, None)
+        .await
+        .unwrap();
+    sim.set_faults(FaultPlan {
+        pad_event_bytes: Some(512 << 10),
+        times: Some(1),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let grace = [("VECTORWAY_SERVER__SHUTDOWN_GRACE_MS", "120000")];
+    let mut server = Binary::start(dir.path(), &sim.base_url(), &grace);
+    let admin = [
+        ("x-admin-secret", server.secret.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let grant = json!({"wallet": W1, "credits": 10_000_000}).to_string();
+    let res = call(
+        Method::POST,
+        &format!("{}/admin/grant", server.base),
+        &admin,
+        grant,
+    )
+    .await;
+    assert_eq!(res.unwrap().status, StatusCode::OK);
+    let keys = json!({"wallet": W1}).to_string();
+    let key = call(
+        Method::POST,
+        &format!("{}/admin/keys", server.base),
+        &admin,
+        keys,
+    )
+    .await
+    .unwrap()
+    .json()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let ask = json!({"messages": [{"role": "user", "content": "a long one"}], "max_tokens": 1000,
+                     "stream": true, "stream_options": {"include_usage": true},
+                     "memory_read": false, "memory_write": false});
+    let req = http::Request::post(format!("{}/v1/chat/completions", server.base))
+        .header("x-api-key", &key)
+        .body(Full::new(Bytes::from(ask.to_string())))
+        .unwrap();
+    let res = crate::harness::client().request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let mut body = res.into_body();
+    let mut events = Events::default();
+    while events.big == 0 {
+        let frame = body.frame().await.unwrap().unwrap();
+        events.feed(frame.data_ref().unwrap());
+    }
+
+    let pid = server.child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Until the signal is handled the server may still answer; after it, a new connection is
+    // refused (the listener is closed) or dropped unanswered.
+    let health = format!("{}/health", server.base);
+    let mut refused = false;
+    for _ in 0..1_000 {
+        match tokio::time::timeout(Duration::from_secs(5), call(Method::GET, &health, &[], ""))
+            .await
+        {
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(None) | Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "new connections are still served after SIGTERM");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the refusal comes from a server draining its open stream, not from a dead one"
+    );
+
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.unwrap().data_ref() {
+            events.feed(data);
+        }
+    }
+    assert_eq!(
+        events.small.last().map(String::as_str),
+        Some("[DONE]"),
+        "the open stream ran to its end"
+    );
+    assert_eq!(events.big, EVENTS as usize, "every content event arrived");
+    let usage: serde_json::Value =
+        serde_json::from_str(&events.small[events.small.len() - 2]).unwrap();
+    let cost = usage["usage"]["credit_cost"].as_u64().unwrap();
+    assert!(cost > 0);
+
+    let mut exited = None;
+    for _ in 0..1_200 {
+        exited = server.child.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("the process did not exit within 60 s of its stream ending");
+    assert_eq!(status.code(), Some(0), "a clean exit");
+    drop(server);
+
+    // On disk: exactly one debit, for this stream, of what its usage chunk said.
+    let wallet: vectorway::wallet::Wallet = W1.parse().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let debits: Vec<_> = store
+            .ledger_of(&wallet)
+            .map(|e| e.unwrap())
+            .filter(|e| e.kind == LedgerKind::Debit)
+            .collect();
+        assert_eq!(debits.len(), 1, "one debit: {debits:?}");
+        assert_eq!(debits[0].credits, -(cost as i64));
+        assert_eq!(debits[0].reference.as_deref(), Some(request_id.as_str()));
+        let event = store.usage_of(&wallet).next().unwrap().unwrap();
+        assert_eq!(
+            (event.status, event.credits, event.request_id.as_str()),
+            (200, cost, request_id.as_str())
+        );
+    }
+
+    // Restarted on the same directory: the balance is the ledger's, nothing is held.
+    let server = Binary::start(dir.path(), &sim.base_url(), &[]);
+    let admin = [("x-admin-secret", server.secret.as_str())];
+    let balance = call(
+        Method::GET,
+        &format!("{}/admin/balance?wallet={W1}", server.base),
+        &admin,
+        "",
+    )
+    .await
+    .unwrap()
+    .json();
+    assert_eq!(balance["credits"], 10_000_000 - cost);
+    assert_eq!(balance["held"], 0, "no credits held after the restart");
+    let ledger = call(
+        Method::GET,
+        &format!("{}/v1/credits/ledger?kind=debit", server.base),
+        &[("x-api-key", key.as_str())],
+        "",
+    )
+    .await
+    .unwrap()
+    .json();
+    let debits = ledger["events"].as_array().unwrap();
+    assert_eq!(debits.len(), 1, "{ledger}");
+    assert_eq!(debits[0]["credits"], -(cost as i64));
+    drop(server);
+    sim.stop().await;
 }
 
 #[test]
