@@ -113,8 +113,20 @@ def test_the_mcp_sdk_lists_and_calls_every_tool(gateway_url: str, funded_account
         deleted = await s.call_tool("memory_delete", {"id": matches[0]["id"]})
         assert not deleted.isError, deleted
 
-        usage = structured(await s.call_tool("usage_recent", {"limit": 20}))
-        assert any(e["path"] == "/v1/chat/completions" for e in usage["events"]), usage
+        # Usage events are group-committed by a background journal a few ms after the call, so
+        # poll until the chat shows up rather than reading the history once.
+        usage: dict[str, Any] = {}
+        logged = False
+        deadline = time.monotonic() + 20
+        while True:
+            recent = await s.call_tool("usage_recent", {"limit": 20})
+            assert not recent.isError, recent
+            usage = structured(recent)
+            logged = any(e["path"] == "/v1/chat/completions" for e in usage["events"])
+            if logged or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert logged, f"the chat never appeared in usage_recent within 20 s: {usage}"
 
         bad = await s.call_tool("memory_search", {})
         assert bad.isError and structured(bad)["error"]["code"] == "validation_error"
