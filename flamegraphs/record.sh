@@ -77,12 +77,14 @@ cats = collections.Counter()
 def category(f):
     if f.endswith("_[k]"):
         return "kernel (TCP, syscalls, scheduler)"
-    if re.search(r"malloc|free|tcache|unlink_chunk|consolidate|realloc|alloc::alloc|__rdl_|__rust_(de)?alloc", f):
-        return "allocator (glibc malloc/free)"
+    if re.search(r"malloc|free|tcache|unlink_chunk|consolidate|realloc|alloc::alloc|__rdl_|__rust_(de)?alloc|^_?mi_", f):
+        return "allocator (mimalloc)"
     if "memcpy" in f or "memmove" in f or "memset" in f:
         return "memcpy/memset"
     if f.startswith("sled::") or "<sled::" in f or "crossbeam_epoch" in f:
-        return "sled (journal writes)"
+        return "sled"
+    if "storage::history" in f or "storage::journal" in f or "crc32fast" in f:
+        return "history log (journal writes)"
     if "serde" in f or "simd_json" in f or "ryu::" in f or "itoa::" in f:
         return "serde / JSON"
     if "hyper" in f or "httparse" in f or "http::header" in f or "h2::" in f:

@@ -309,7 +309,7 @@ pub(super) async fn generate(
     let id = response_id(st);
     let per_token = Duration::from_secs_f64(1.0 / f64::from(knobs.tokens_per_sec.max(1)));
     if !stream {
-        tokio::time::sleep(knobs.ttft + per_token * plan.words.len() as u32).await;
+        pause(knobs.ttft + per_token * plan.words.len() as u32).await;
         let text = (!plan.words.is_empty()).then(|| plan.words.join(" "));
         let n = plan.words.len() as u64;
         let resp = json!({"candidates": [candidate(text, Some(plan.finish))],
@@ -378,7 +378,7 @@ async fn write_stream(
     };
     let total = chunks.len();
     let mut sent_words = 0u64;
-    tokio::time::sleep(ttft).await;
+    pause(ttft).await;
     for (i, words) in chunks.into_iter().enumerate() {
         let n = i as u32;
         if fault.cut_after_chunks == Some(n) {
@@ -395,7 +395,7 @@ async fn write_stream(
             tokio::time::sleep(Duration::from_millis(fault.stall_ms.unwrap_or(60_000))).await;
         }
         if i > 0 {
-            tokio::time::sleep(per_token * words.len() as u32).await;
+            pause(per_token * words.len() as u32).await;
         }
         sent_words += words.len() as u64;
         let last = i + 1 == total;
@@ -522,6 +522,17 @@ pub(super) fn embed_one(model: &str, body: &Value) -> Response<Body> {
         StatusCode::OK,
         &json!({ "embedding": { "values": embed_text(&text, dims_of(body)) } }),
     )
+}
+
+/// Waits `d` as the simulated model would. tokio's timer has 1 ms ticks, so a shorter wait (the
+/// `--ttft-ms 0 --tokens-per-sec 1000000` benchmark setting) would become a whole millisecond
+/// and phase-lock every client to the tick; it yields instead.
+async fn pause(d: Duration) {
+    if d >= Duration::from_millis(1) {
+        tokio::time::sleep(d).await;
+    } else {
+        tokio::task::yield_now().await;
+    }
 }
 
 #[cfg(test)]
