@@ -141,7 +141,10 @@ pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error
         }),
     };
     let mut page = Pager::new(limit, cursor);
-    for e in ctx.state.store.ledger_of(&p.wallet) {
+    let (entries, count) = ctx.state.store.ledger_counted(&p.wallet);
+    // Unfiltered, a cursor at or past the end shows nothing: no walk.
+    let past_end = kind.is_none() && cursor as u64 >= count;
+    for e in entries.take(if past_end { 0 } else { usize::MAX }) {
         let e = e?;
         if kind.is_some_and(|k| k != e.kind) {
             continue;
@@ -156,7 +159,7 @@ pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error
     Ok(json(
         StatusCode::OK,
         &match kind {
-            None => page.finish_counted(&wallet, ctx.state.store.ledger_count(&p.wallet)),
+            None => page.finish_counted(&wallet, count),
             Some(_) => page.finish(&wallet),
         },
     ))
@@ -176,7 +179,9 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
         .into());
     }
     let mut page = Pager::new(limit, cursor);
-    for raw in ctx.state.store.usage_raw_of(&p.wallet) {
+    let (events, count) = ctx.state.store.usage_raw_counted(&p.wallet);
+    let past_end = filter == "all" && cursor as u64 >= count;
+    for raw in events.take(if past_end { 0 } else { usize::MAX }) {
         let raw = raw?;
         // Unfiltered, the history's length is known without reading it: the walk stops at the end
         // of the page, and events before the cursor are stepped over, never decoded.
@@ -210,7 +215,7 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
     Ok(json(
         StatusCode::OK,
         &if filter == "all" {
-            page.finish_counted(&wallet, ctx.state.store.usage_count(&p.wallet))
+            page.finish_counted(&wallet, count)
         } else {
             page.finish(&wallet)
         },

@@ -20,10 +20,10 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -74,6 +74,9 @@ pub struct History {
     heads: DashMap<(Wallet, Stream), Head>,
     /// Everything before this offset is on disk.
     synced: AtomicU64,
+    /// A write could not be undone or an fsync failed: what is on disk is unknown, so nothing
+    /// more is written (and nothing more acknowledged) until a restart re-reads the file.
+    broken: AtomicBool,
     sync_lock: Mutex<()>,
 }
 
@@ -157,6 +160,32 @@ impl Read for At<'_> {
     }
 }
 
+/// The first offset in `from..len` where a whole, checksummed record starts, if any.
+fn next_valid_record(file: &File, from: u64, len: u64) -> Result<Option<u64>, StorageError> {
+    let mut rest = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut rest, from).map_err(io)?;
+    for i in memchr::memchr_iter(MAGIC, &rest) {
+        let Some(header) = rest
+            .get(i..i + HEADER)
+            .and_then(|h| <&[u8; HEADER]>::try_from(h).ok())
+        else {
+            break;
+        };
+        let Some(h) = parse_header(header) else {
+            continue;
+        };
+        if Stream::from_u8(h.stream).is_none() {
+            continue;
+        }
+        if let Some(payload) = rest.get(i + HEADER..i + HEADER + h.len)
+            && checksum(h.stream, &h.wallet, h.prev, payload) == h.crc
+        {
+            return Ok(Some(from + i as u64));
+        }
+    }
+    Ok(None)
+}
+
 /// Reads whole, valid records from the start of `file`; calls `each` with every one and its
 /// offset, and returns the offset just past the last valid record.
 fn scan(file: &File, mut each: impl FnMut(u64, u64, Scanned)) -> Result<u64, StorageError> {
@@ -202,8 +231,9 @@ impl History {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(path)
             .map_err(io)?;
         let heads: DashMap<(Wallet, Stream), Head> = DashMap::new();
@@ -215,6 +245,17 @@ impl History {
             head.count += 1;
         })?;
         let len = file.metadata().map_err(io)?.len();
+        if len > end
+            && let Some(at) = next_valid_record(&file, end, len)?
+        {
+            // A crash tears only the unsynced tail; whole records after a bad one mean the
+            // damage is elsewhere, and cutting would drop acknowledged (synced) records.
+            return Err(StorageError::Codec(format!(
+                "{}: unreadable bytes at offset {end} are followed by valid records (at {at}); \
+                 refusing to cut the log (restore it from a backup or cut it by hand)",
+                path.display()
+            )));
+        }
         if len > end {
             tracing::warn!(
                 path = %path.display(),
@@ -231,6 +272,7 @@ impl History {
             reader,
             heads,
             synced: AtomicU64::new(end),
+            broken: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
         })
     }
@@ -241,6 +283,7 @@ impl History {
         records: impl IntoIterator<Item = (Stream, &'a Wallet, Vec<u8>)>,
     ) -> Result<u64, StorageError> {
         let mut w = self.writer.lock().map_err(|_| poisoned())?;
+        self.usable()?;
         let mut buf = Vec::with_capacity(4096);
         // Heads move only after the bytes are written; until then chains end where they were.
         let mut moved: HashMap<(Wallet, Stream), Head> = HashMap::new();
@@ -270,10 +313,14 @@ impl History {
         if buf.is_empty() {
             return Ok(w.end);
         }
-        if let Err(e) = w.file.write_all(&buf) {
-            // A partial write leaves bytes no chain points at; cut them so the next append
-            // starts on a record boundary.
-            let _ = w.file.set_len(w.end);
+        // Positioned at the published end, so a retry after a failed write lands where the
+        // chains expect it.
+        if let Err(e) = w.file.write_all_at(&buf, w.end) {
+            // A partial write leaves bytes no chain points at (possibly whole records that a
+            // restart would read): cut them, or stop writing if even that fails.
+            if w.file.set_len(w.end).is_err() {
+                self.broken.store(true, Ordering::Release);
+            }
             return Err(io(e));
         }
         w.end += buf.len() as u64;
@@ -293,9 +340,25 @@ impl History {
         if self.synced.load(Ordering::Acquire) >= upto {
             return Ok(());
         }
+        self.usable()?;
         let covers = self.writer.lock().map_err(|_| poisoned())?.end;
-        self.reader.sync_data().map_err(io)?;
+        if let Err(e) = self.reader.sync_data() {
+            // After a failed fdatasync Linux marks the pages clean and reports the error once:
+            // a retry would "succeed" without the data on disk. Stop here instead.
+            self.broken.store(true, Ordering::Release);
+            tracing::error!(%e, "history log fsync failed; refusing further writes until restart");
+            return Err(io(e));
+        }
         self.synced.fetch_max(covers, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn usable(&self) -> Result<(), StorageError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(StorageError::Sled(
+                "history log stopped after a failed write or fsync; restart to re-read it".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -306,15 +369,20 @@ impl History {
 
     /// A wallet's records of one stream, newest first, as payloads.
     pub fn chain(self: &Arc<Self>, wallet: &Wallet, stream: Stream) -> Chain {
-        Chain {
+        self.chain_counted(wallet, stream).0
+    }
+
+    /// `chain` and the number of records it walks, read from the same head (a page's `total`
+    /// then agrees with what it walked, whatever is appended meanwhile).
+    pub fn chain_counted(self: &Arc<Self>, wallet: &Wallet, stream: Stream) -> (Chain, u64) {
+        let head = self.heads.get(&(*wallet, stream)).map(|h| *h);
+        let chain = Chain {
             log: Arc::clone(self),
             wallet: *wallet,
             stream,
-            next: self
-                .heads
-                .get(&(*wallet, stream))
-                .map_or(NONE, |h| h.offset),
-        }
+            next: head.map_or(NONE, |h| h.offset),
+        };
+        (chain, head.map_or(0, |h| h.count))
     }
 
     /// Every record from the start, in order (start-up folds, migrations, tests).
@@ -465,6 +533,32 @@ mod tests {
         assert_eq!(
             chain(&log, &w(1), Stream::Ledger),
             [b"after".to_vec(), b"kept".to_vec()]
+        );
+    }
+
+    #[test]
+    fn damage_followed_by_whole_records_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        {
+            let log = History::open(&path).unwrap();
+            for p in [b"one", b"two", b"thr"] {
+                let end = log.append([(Stream::Ledger, &w(1), p.to_vec())]).unwrap();
+                log.sync(end).unwrap();
+            }
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER + 1] ^= 0xFF; // the first record's payload
+        std::fs::write(&path, &bytes).unwrap();
+        let err = History::open(&path).unwrap_err();
+        assert!(
+            err.to_string().contains("followed by valid records"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the file is left as it was"
         );
     }
 

@@ -1,0 +1,150 @@
+//! Store tests: durable writes, the ledger fold, reopen, and the move of old history out of sled.
+use super::*;
+
+#[test]
+fn many_concurrent_durable_writes_finish() {
+    // sled runs each flush on its small I/O pool and blocks that thread until log buffers are
+    // written by jobs queued on the same pool: eight flushes at once used to wait forever,
+    // and the runtime's workers then blocked in inserts. A watchdog thread turns a deadlock
+    // into a failure.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let w: Wallet = "0x1111111111111111111111111111111111111111"
+        .parse()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let store = s.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let writes = (0..64).map(|_| {
+            let s = store.clone();
+            async move {
+                let e = LedgerEntry {
+                    seq: s.next_seq()?,
+                    ts_ms: 1,
+                    wallet: w,
+                    kind: LedgerKind::Grant,
+                    credits: 1,
+                    reference: None,
+                    note: None,
+                };
+                s.append_durable(&e).await
+            }
+        });
+        let done = rt.block_on(futures_util::future::join_all(writes));
+        let _ = tx.send(done.iter().all(Result::is_ok));
+    });
+    let ok = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("concurrent fsyncs deadlocked");
+    assert!(ok);
+    assert_eq!(s.balances().unwrap()[&w], 64);
+}
+
+#[tokio::test]
+async fn ledger_folds_into_balances_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let w: Wallet = "0x1111111111111111111111111111111111111111"
+        .parse()
+        .unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        for (kind, credits) in [
+            (LedgerKind::Grant, 1000),
+            (LedgerKind::Debit, -300),
+            (LedgerKind::Topup, 50),
+        ] {
+            let e = LedgerEntry {
+                seq: s.next_seq().unwrap(),
+                ts_ms: 1,
+                wallet: w,
+                kind,
+                credits,
+                reference: None,
+                note: None,
+            };
+            s.append_durable(&e).await.unwrap();
+        }
+        let second = Store::open(dir.path());
+        assert!(
+            matches!(second, Err(StorageError::Locked(_))),
+            "{:?}",
+            second.err()
+        );
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.balances().unwrap()[&w], 750);
+    let kinds: Vec<_> = s.ledger_of(&w).map(|e| e.unwrap().kind).collect();
+    assert_eq!(
+        kinds,
+        [LedgerKind::Topup, LedgerKind::Debit, LedgerKind::Grant],
+        "newest first"
+    );
+}
+
+#[tokio::test]
+async fn a_store_with_history_in_sled_moves_it_to_the_log_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let w: Wallet = "0x1111111111111111111111111111111111111111"
+        .parse()
+        .unwrap();
+    {
+        // The layout before the history log: wallet ‖ seq (big-endian) → JSON.
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (ledger, usage) = (
+            db.open_tree("ledger").unwrap(),
+            db.open_tree("usage").unwrap(),
+        );
+        for (seq, kind, credits) in [(1u64, LedgerKind::Grant, 500), (2, LedgerKind::Debit, -20)] {
+            let e = LedgerEntry {
+                seq,
+                ts_ms: 1,
+                wallet: w,
+                kind,
+                credits,
+                reference: None,
+                note: None,
+            };
+            let key = [&w.as_bytes()[..], &seq.to_be_bytes()].concat();
+            ledger.insert(key, serde_json::to_vec(&e).unwrap()).unwrap();
+        }
+        let ev = UsageEvent {
+            seq: 3,
+            path: "/v1/chat/completions".into(),
+            ..UsageEvent::default()
+        };
+        let key = [&w.as_bytes()[..], &3u64.to_be_bytes()].concat();
+        usage.insert(key, serde_json::to_vec(&ev).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    for _ in 0..2 {
+        // Opening twice must not copy twice.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.balances().unwrap()[&w], 480);
+        let kinds: Vec<_> = s.ledger_of(&w).map(|e| e.unwrap().kind).collect();
+        assert_eq!(kinds, [LedgerKind::Debit, LedgerKind::Grant]);
+        assert_eq!((s.ledger_count(&w), s.usage_count(&w)), (2, 1));
+        assert_eq!(s.usage_of(&w).next().unwrap().unwrap().seq, 3);
+    }
+    assert!(!dir.path().join("history.log.tmp").exists());
+    // A downgraded binary writing history into sled again is refused, not cleared away.
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let key = [&w.as_bytes()[..], &9u64.to_be_bytes()].concat();
+        db.open_tree("ledger")
+            .unwrap()
+            .insert(key, b"{}".to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let refused = Store::open(dir.path()).err().map(|e| e.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("refusing to start")),
+        "{refused:?}"
+    );
+}
