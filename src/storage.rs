@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use self::history::{History, Stream};
@@ -115,6 +116,28 @@ pub struct UsageEvent {
     pub request_id: String,
 }
 
+/// A key's chat totals: what the agent-router usage view reports per key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyTotals {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub credits: u64,
+}
+
+/// Adds a chat call made with an API key to its key's totals.
+fn count_key_usage(map: &DashMap<(Wallet, String), KeyTotals>, wallet: Wallet, ev: &UsageEvent) {
+    if let Some(key) = &ev.key_id
+        && ev.path == "/v1/chat/completions"
+    {
+        let mut t = map.entry((wallet, key.clone())).or_default();
+        t.requests += 1;
+        t.prompt_tokens += ev.prompt_tokens;
+        t.completion_tokens += ev.completion_tokens;
+        t.credits += ev.credits;
+    }
+}
+
 /// Serializes and coalesces fsyncs. sled runs `flush_async` on its small I/O thread pool, and a
 /// flush blocks its thread until the log buffers are written by jobs queued on that same pool:
 /// eight flushes at once take every thread and wait forever (and inserts then block on the full
@@ -133,6 +156,8 @@ pub struct Store {
     db: sled::Db,
     flushes: Arc<FlushGate>,
     history: Arc<History>,
+    /// Chat totals per (wallet, API key): the agent-router usage view without a history walk.
+    key_totals: Arc<DashMap<(Wallet, String), KeyTotals>>,
     accounts: sled::Tree,
     keys: sled::Tree,
     x402_nonces: sled::Tree,
@@ -193,9 +218,18 @@ impl Store {
                 other => StorageError::from(other),
             })?;
         let history = Arc::new(open_history(dir, &db)?);
+        let key_totals = Arc::new(DashMap::new());
+        history.scan_all(|rec| {
+            if rec.stream == Stream::Usage
+                && let Ok(ev) = Self::decode_usage(&rec.payload)
+            {
+                count_key_usage(&key_totals, rec.wallet, &ev);
+            }
+        })?;
         Ok(Self {
             flushes: Arc::default(),
             history,
+            key_totals,
             accounts: db.open_tree("accounts")?,
             keys: db.open_tree("keys")?,
             x402_nonces: db.open_tree("x402_nonces")?,
@@ -320,6 +354,9 @@ impl Store {
             records.push((Stream::Usage, w, serde_json::to_vec(e)?));
         }
         let end = self.history.append(records)?;
+        for (w, e) in usage {
+            count_key_usage(&self.key_totals, *w, e);
+        }
         for k in keys {
             self.touch_key(k)?;
         }
@@ -360,6 +397,14 @@ impl Store {
             Some(e) => Err(e.into()),
             None => Ok(out),
         }
+    }
+
+    /// A key's chat totals (calls, tokens, credits) as recorded so far.
+    pub fn key_totals(&self, wallet: &Wallet, key_id: &str) -> KeyTotals {
+        self.key_totals
+            .get(&(*wallet, key_id.to_string()))
+            .map(|t| *t)
+            .unwrap_or_default()
     }
 
     /// How many ledger entries / usage events a wallet has (no reads).

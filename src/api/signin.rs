@@ -205,36 +205,16 @@ pub fn router_usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>,
     same_wallet(&caller, named)?;
     let wallet = caller.wallet;
     let b = ctx.state.billing.balance(&wallet);
-    #[derive(Default)]
-    struct Totals {
-        requests: u64,
-        prompt: u64,
-        completion: u64,
-        charged: u64,
-    }
-    let mut per_key: HashMap<String, Totals> = HashMap::new();
-    for ev in ctx.state.store.usage_of(&wallet) {
-        let ev = ev?;
-        if let Some(k) = ev.key_id
-            && ev.path == "/v1/chat/completions"
-        {
-            let t = per_key.entry(k).or_default();
-            t.requests += 1;
-            t.prompt += ev.prompt_tokens;
-            t.completion += ev.completion_tokens;
-            t.charged += ev.credits;
-        }
-    }
     let keys: Vec<_> = ctx
         .state
         .keys
         .list(&wallet)
         .into_iter()
         .map(|k| {
-            let t = per_key.remove(&k.key_id).unwrap_or_default();
+            let t = ctx.state.store.key_totals(&wallet, &k.key_id);
             j!({"api_key_id": k.key_id, "label": k.key_name, "request_count": t.requests,
-                "total_prompt_tokens": t.prompt, "total_completion_tokens": t.completion,
-                "total_charged_usdc": t.charged})
+                "total_prompt_tokens": t.prompt_tokens, "total_completion_tokens": t.completion_tokens,
+                "total_charged_usdc": t.credits})
         })
         .collect();
     Ok(json(

@@ -148,3 +148,40 @@ async fn a_store_with_history_in_sled_moves_it_to_the_log_once() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn key_totals_follow_appends_and_are_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let w: Wallet = "0x1111111111111111111111111111111111111111"
+        .parse()
+        .unwrap();
+    let event = |key: Option<&str>, path: &str, credits| UsageEvent {
+        path: path.into(),
+        key_id: key.map(str::to_string),
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        credits,
+        ..UsageEvent::default()
+    };
+    let want = KeyTotals {
+        requests: 2,
+        prompt_tokens: 20,
+        completion_tokens: 10,
+        credits: 7,
+    };
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let usage = [
+            (w, event(Some("k1"), "/v1/chat/completions", 3)),
+            (w, event(Some("k1"), "/v1/chat/completions", 4)),
+            (w, event(Some("k1"), "/v1/memory", 9)), // not a chat call
+            (w, event(None, "/v1/chat/completions", 9)), // not a key
+        ];
+        let end = s.append(&[], &usage, &[]).unwrap();
+        s.sync_history(end).await.unwrap();
+        assert_eq!(s.key_totals(&w, "k1"), want);
+        assert_eq!(s.key_totals(&w, "k2"), KeyTotals::default());
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.key_totals(&w, "k1"), want, "rebuilt from the log");
+}

@@ -455,3 +455,57 @@ async fn idempotency_keys_replay_or_conflict() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_usage_totals_each_key_from_its_chats() {
+    let env = Env::start().await;
+    let key = env.funded_key(crate::harness::W1, 1_000_000).await;
+    let other = env.funded_key(crate::harness::W1, 0).await;
+    let mut want = (0u64, 0u64, 0u64);
+    for _ in 0..3 {
+        let res = env
+            .chat(&key, json!({"messages": [{"role": "user", "content": "hi"}], "memory_read": false, "memory_write": false}))
+            .await;
+        assert_eq!(res.status, StatusCode::OK);
+        let u = &res.json()["usage"];
+        want.0 += u["prompt_tokens"].as_u64().unwrap();
+        want.1 += u["completion_tokens"].as_u64().unwrap();
+        want.2 += u["credit_cost"].as_u64().unwrap();
+    }
+    // The events are group-committed; the totals follow them.
+    let path = format!("/v1/usage/{}", crate::harness::W1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (mut last, mut counted) = (Value::Null, false);
+    while !counted && std::time::Instant::now() < deadline {
+        last = env
+            .send(Method::GET, &path, &[("x-api-key", &key)], "")
+            .await
+            .json();
+        counted = last["keys"]
+            .as_array()
+            .is_some_and(|ks| ks.iter().any(|k| k["request_count"] == 3));
+        if !counted {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    assert!(counted, "{last}");
+    let keys = last["keys"].as_array().unwrap();
+    let id_of = |raw: &str| raw.split('_').nth(1).unwrap().to_string();
+    let mine = keys
+        .iter()
+        .find(|k| k["api_key_id"] == id_of(&key).as_str())
+        .unwrap();
+    assert_eq!(
+        (
+            mine["total_prompt_tokens"].as_u64(),
+            mine["total_completion_tokens"].as_u64(),
+            mine["total_charged_usdc"].as_u64()
+        ),
+        (Some(want.0), Some(want.1), Some(want.2))
+    );
+    let idle = keys
+        .iter()
+        .find(|k| k["api_key_id"] == id_of(&other).as_str())
+        .unwrap();
+    assert_eq!(idle["request_count"], 0);
+}
