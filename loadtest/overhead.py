@@ -765,9 +765,9 @@ def render(r, json_path):
         L.append(f"**Warning:** {w}.")
         L.append("")
     L.append("What bounds the misses (profiles and details in `flamegraphs/README.md`): CPU per call. Through the "
-             "simulator at c=32 the gateway spends about 43 µs of CPU per call (utime + stime from /proc during wrk): "
-             "44 % of it in the kernel's two loopback TCP hops, with the same syscalls per call as nginx (strace: 2 "
-             "recvfrom + 2 writev, epoll_wait amortized), hyper's parsing and framing 8 %, the allocator (mimalloc) 8 %, "
+             "simulator at c=32 the gateway spends about 43 µs of CPU per call (`loadtest/cpu_per_call.sh`: utime + stime "
+             "from /proc per completed wrk call): 44 % of it in the kernel's two loopback TCP hops, with the same syscalls "
+             "per call as nginx (`STRACE=1` of that script: 2.00 recvfrom + 2.00 writev, epoll_wait 0.09), hyper's parsing and framing 8 %, the allocator (mimalloc) 8 %, "
              "JSON in and out 6 %, and the rest in what a translating, billing gateway does that a proxy does not: parse "
              "the OpenAI body, build the Gemini request, decode Gemini's answer, build the OpenAI one, hold and commit "
              "credits, record the debit and the usage event (the journal is 4.7 % since the history log replaced sled, 16 % before). "

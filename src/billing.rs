@@ -300,7 +300,7 @@ mod tests {
     use super::*;
 
     async fn billing(dir: &std::path::Path, max_age: Duration) -> Arc<Billing> {
-        let store = Store::open(dir).unwrap();
+        let store = Store::open_when_free(dir).unwrap();
         let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
         #[expect(clippy::disallowed_methods, reason = "the test owns its journal task")]
         tokio::spawn(run);
@@ -614,19 +614,7 @@ mod tests {
             // Recovery on the same directory, once this instance has let go of the store.
             drop(b);
             rt.block_on(journal_task).unwrap();
-            // sled lets go of its directory lock when its flusher thread notices the last
-            // handle is gone, which a loaded machine can delay: wait for it, boundedly.
-            let reopen_by = std::time::Instant::now() + Duration::from_secs(30);
-            let store = loop {
-                match Store::open(dir.path()) {
-                    Err(crate::storage::StorageError::Locked(_))
-                        if std::time::Instant::now() < reopen_by =>
-                    {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    other => break other.unwrap(),
-                }
-            };
+            let store = Store::open_when_free(dir.path()).unwrap();
             let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
             let journal_task = rt.spawn(run);
             let recovered = Billing::recover(store, journal, max_age).unwrap();

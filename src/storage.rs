@@ -241,6 +241,23 @@ impl Store {
         })
     }
 
+    /// `open` for tests that reopen a directory in the same process: sled lets go of its lock
+    /// only when its flusher thread notices the last handle is gone, which a loaded machine can
+    /// delay, so a reopen waits (boundedly) for `Locked` to clear. A second process gets
+    /// `Locked` from `open` at once (`vectorway admin` relies on that).
+    #[cfg(test)]
+    pub(crate) fn open_when_free(dir: &Path) -> Result<Self, StorageError> {
+        let by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match Self::open(dir) {
+                Err(StorageError::Locked(_)) if std::time::Instant::now() < by => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// A fresh, monotonically increasing sequence number.
     pub fn next_seq(&self) -> Result<u64, StorageError> {
         Ok(self.db.generate_id()?)
@@ -338,13 +355,12 @@ impl Store {
 
     // === ledger ===
 
-    /// Appends ledger entries and usage events to the history log in one write, and stores key
-    /// touches. Not durable yet: returns the log offset to pass to `sync_history`.
+    /// Appends ledger entries and usage events to the history log in one write. Not durable
+    /// yet: returns the log offset to pass to `sync_history`.
     pub fn append(
         &self,
         ledger: &[LedgerEntry],
         usage: &[(Wallet, UsageEvent)],
-        keys: &[KeyRecord],
     ) -> Result<u64, StorageError> {
         let mut records = Vec::with_capacity(ledger.len() + usage.len());
         for e in ledger {
@@ -356,9 +372,6 @@ impl Store {
         let end = self.history.append(records)?;
         for (w, e) in usage {
             count_key_usage(&self.key_totals, *w, e);
-        }
-        for k in keys {
-            self.touch_key(k)?;
         }
         Ok(end)
     }
@@ -407,23 +420,12 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// How many ledger entries / usage events a wallet has (no reads).
-    pub fn ledger_count(&self, wallet: &Wallet) -> u64 {
-        self.history.count(wallet, Stream::Ledger)
-    }
-
-    pub fn usage_count(&self, wallet: &Wallet) -> u64 {
-        self.history.count(wallet, Stream::Usage)
-    }
-
     /// A wallet's ledger, newest first.
     pub fn ledger_of(
         &self,
         wallet: &Wallet,
     ) -> impl Iterator<Item = Result<LedgerEntry, StorageError>> + use<> {
-        self.history
-            .chain(wallet, Stream::Ledger)
-            .map(|r| r.and_then(|v| Ok(serde_json::from_slice(&v)?)))
+        self.ledger_counted(wallet).0
     }
 
     /// `ledger_of` and how many entries it walks (the same snapshot: a page's total).
@@ -441,7 +443,8 @@ impl Store {
         )
     }
 
-    /// `usage_raw_of` and how many events it walks (the same snapshot: a page's total).
+    /// A wallet's usage events, newest first, still encoded (a page decodes only the events it
+    /// shows, with `decode_usage`), and how many it walks (the same snapshot: a page's total).
     pub fn usage_raw_counted(
         &self,
         wallet: &Wallet,
@@ -452,16 +455,7 @@ impl Store {
         self.history.chain_counted(wallet, Stream::Usage)
     }
 
-    /// A wallet's usage events, newest first, still encoded: a page decodes only the events it
-    /// shows (`decode_usage`).
-    pub fn usage_raw_of(
-        &self,
-        wallet: &Wallet,
-    ) -> impl Iterator<Item = Result<Vec<u8>, StorageError>> + use<> {
-        self.history.chain(wallet, Stream::Usage)
-    }
-
-    /// Decodes one event of `usage_raw_of`.
+    /// Decodes one event of `usage_raw_counted`.
     pub fn decode_usage(raw: &[u8]) -> Result<UsageEvent, StorageError> {
         Ok(serde_json::from_slice(raw)?)
     }

@@ -192,7 +192,7 @@ mod tests {
     use base64::Engine;
 
     fn sessions(dir: &std::path::Path) -> Sessions {
-        let store = Store::open(dir).unwrap();
+        let store = Store::open_when_free(dir).unwrap();
         Sessions::new(
             &[7u8; 32],
             store,

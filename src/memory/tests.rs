@@ -13,7 +13,7 @@ const ALICE: Wallet = Wallet([0xa1; 20]);
 const BOB: Wallet = Wallet([0xb0; 20]);
 
 fn memory(dir: &std::path::Path, exact_threshold: usize) -> Memory {
-    let store = Store::open(dir).unwrap();
+    let store = Store::open_when_free(dir).unwrap();
     let params = IndexParams {
         exact_threshold,
         max_connections: 16,

@@ -188,7 +188,7 @@ fn next_valid_record(file: &File, from: u64, len: u64) -> Result<Option<u64>, St
 
 /// Reads whole, valid records from the start of `file`; calls `each` with every one and its
 /// offset, and returns the offset just past the last valid record.
-fn scan(file: &File, mut each: impl FnMut(u64, u64, Scanned)) -> Result<u64, StorageError> {
+fn scan(file: &File, mut each: impl FnMut(u64, Scanned)) -> Result<u64, StorageError> {
     let mut r = BufReader::with_capacity(1 << 16, At { file, pos: 0 });
     let mut at = 0u64;
     let mut header = [0u8; HEADER];
@@ -215,7 +215,6 @@ fn scan(file: &File, mut each: impl FnMut(u64, u64, Scanned)) -> Result<u64, Sto
         }
         each(
             at,
-            h.prev,
             Scanned {
                 stream,
                 wallet: Wallet(h.wallet),
@@ -237,7 +236,7 @@ impl History {
             .open(path)
             .map_err(io)?;
         let heads: DashMap<(Wallet, Stream), Head> = DashMap::new();
-        let end = scan(&file, |offset, _, rec| {
+        let end = scan(&file, |offset, rec| {
             let mut head = heads
                 .entry((rec.wallet, rec.stream))
                 .or_insert(Head { offset, count: 0 });
@@ -362,11 +361,6 @@ impl History {
         Ok(())
     }
 
-    /// How many records a wallet's chain has.
-    pub fn count(&self, wallet: &Wallet, stream: Stream) -> u64 {
-        self.heads.get(&(*wallet, stream)).map_or(0, |h| h.count)
-    }
-
     /// A wallet's records of one stream, newest first, as payloads.
     pub fn chain(self: &Arc<Self>, wallet: &Wallet, stream: Stream) -> Chain {
         self.chain_counted(wallet, stream).0
@@ -388,7 +382,7 @@ impl History {
     /// Every record from the start, in order (start-up folds, migrations, tests).
     pub fn scan_all(&self, mut each: impl FnMut(Scanned)) -> Result<(), StorageError> {
         let end = self.writer.lock().map_err(|_| poisoned())?.end;
-        scan(&self.reader, |offset, _, rec| {
+        scan(&self.reader, |offset, rec| {
             if offset < end {
                 each(rec);
             }
@@ -484,13 +478,13 @@ mod tests {
             assert_eq!(chain(&log, &a, Stream::Ledger), [b"a3", b"a2", b"a1"]);
             assert_eq!(chain(&log, &a, Stream::Usage), [b"u1"]);
             assert_eq!(chain(&log, &b, Stream::Ledger), [b"b1"]);
-            assert_eq!(log.count(&a, Stream::Ledger), 3);
-            assert_eq!(log.count(&w(3), Stream::Ledger), 0);
+            assert_eq!(log.chain_counted(&a, Stream::Ledger).1, 3);
+            assert_eq!(log.chain_counted(&w(3), Stream::Ledger).1, 0);
             assert!(chain(&log, &w(3), Stream::Usage).is_empty());
         }
         let log = Arc::new(History::open(&path).unwrap());
         assert_eq!(chain(&log, &w(1), Stream::Ledger), [b"a3", b"a2", b"a1"]);
-        assert_eq!(log.count(&w(1), Stream::Ledger), 3);
+        assert_eq!(log.chain_counted(&w(1), Stream::Ledger).1, 3);
         log.append([(Stream::Ledger, &w(1), b"a4".to_vec())])
             .unwrap();
         assert_eq!(chain(&log, &w(1), Stream::Ledger)[..2], [b"a4", b"a3"]);

@@ -73,7 +73,6 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval:
         // Write the window; on failure keep what is not yet written and retry, so nothing is
         // acknowledged (no barrier answered) until it is really on disk. A record is appended
         // once: after a failed sync only the sync is retried (with whatever arrived meanwhile).
-        let records = (ledger.len() + usage.len()) as u64;
         let mut end = 0u64;
         let mut touched = false;
         loop {
@@ -107,14 +106,14 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval:
                 }
             }
         }
-        metrics::counter!("vectorway_journal_records_total").increment(records);
         for b in barriers.drain(..) {
             let _ = b.send(());
         }
     }
 }
 
-/// Appends what is pending (clearing it once written), then makes everything up to `end` durable.
+/// Appends what is pending (clearing it once written and counting it), stores key touches, then
+/// makes everything up to `end` durable.
 async fn write_window(
     store: &Store,
     ledger: &mut Vec<LedgerEntry>,
@@ -124,17 +123,19 @@ async fn write_window(
     touched: &mut bool,
 ) -> Result<(), crate::storage::StorageError> {
     if !ledger.is_empty() || !usage.is_empty() {
-        *end = store.append(ledger, usage, &[])?;
+        *end = store.append(ledger, usage)?;
+        metrics::counter!("vectorway_journal_records_total")
+            .increment((ledger.len() + usage.len()) as u64);
         ledger.clear();
         usage.clear();
     }
-    if !keys.is_empty() {
-        store.append(&[], &[], keys)?;
-        keys.clear();
+    // Key touches (last_used_at) are in sled: stored now, flushed after the log's sync.
+    while let Some(k) = keys.last() {
+        store.touch_key(k)?; // on failure the rest stay queued for the retry
+        keys.pop();
         *touched = true;
     }
     store.sync_history(*end).await?;
-    // Key touches (last_used_at) are in sled.
     if *touched {
         store.flush().await?;
     }

@@ -75,7 +75,7 @@ async fn ledger_folds_into_balances_and_survives_reopen() {
             second.err()
         );
     }
-    let s = Store::open(dir.path()).unwrap();
+    let s = Store::open_when_free(dir.path()).unwrap();
     assert_eq!(s.balances().unwrap()[&w], 750);
     let kinds: Vec<_> = s.ledger_of(&w).map(|e| e.unwrap().kind).collect();
     assert_eq!(
@@ -122,11 +122,11 @@ async fn a_store_with_history_in_sled_moves_it_to_the_log_once() {
     }
     for _ in 0..2 {
         // Opening twice must not copy twice.
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open_when_free(dir.path()).unwrap();
         assert_eq!(s.balances().unwrap()[&w], 480);
         let kinds: Vec<_> = s.ledger_of(&w).map(|e| e.unwrap().kind).collect();
         assert_eq!(kinds, [LedgerKind::Debit, LedgerKind::Grant]);
-        assert_eq!((s.ledger_count(&w), s.usage_count(&w)), (2, 1));
+        assert_eq!((s.ledger_counted(&w).1, s.usage_raw_counted(&w).1), (2, 1));
         assert_eq!(s.usage_of(&w).next().unwrap().unwrap().seq, 3);
     }
     assert!(!dir.path().join("history.log.tmp").exists());
@@ -140,7 +140,9 @@ async fn a_store_with_history_in_sled_moves_it_to_the_log_once() {
             .unwrap();
         db.flush().unwrap();
     }
-    let refused = Store::open(dir.path()).err().map(|e| e.to_string());
+    let refused = Store::open_when_free(dir.path())
+        .err()
+        .map(|e| e.to_string());
     assert!(
         refused
             .as_deref()
@@ -177,11 +179,11 @@ async fn key_totals_follow_appends_and_are_rebuilt_at_open() {
             (w, event(Some("k1"), "/v1/memory", 9)), // not a chat call
             (w, event(None, "/v1/chat/completions", 9)), // not a key
         ];
-        let end = s.append(&[], &usage, &[]).unwrap();
+        let end = s.append(&[], &usage).unwrap();
         s.sync_history(end).await.unwrap();
         assert_eq!(s.key_totals(&w, "k1"), want);
         assert_eq!(s.key_totals(&w, "k2"), KeyTotals::default());
     }
-    let s = Store::open(dir.path()).unwrap();
+    let s = Store::open_when_free(dir.path()).unwrap();
     assert_eq!(s.key_totals(&w, "k1"), want, "rebuilt from the log");
 }

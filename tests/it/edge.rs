@@ -15,7 +15,7 @@ use crate::harness::{Env, W1};
 
 /// Writes `request` on a fresh connection while reading until the server closes it (or 10 s
 /// pass). Returns what came back; write errors (the server hung up mid-request) are not failures.
-async fn raw(env: &Env, request: impl Into<Vec<u8>>) -> String {
+pub(crate) async fn raw(env: &Env, request: impl Into<Vec<u8>>) -> String {
     let sock = tokio::net::TcpStream::connect(env.gw().addr).await.unwrap();
     let (mut rd, mut wr) = sock.into_split();
     let request = request.into();
@@ -40,7 +40,7 @@ async fn raw(env: &Env, request: impl Into<Vec<u8>>) -> String {
 }
 
 /// The status code of a raw HTTP/1.1 answer, if there was one.
-fn status_of(answer: &str) -> Option<u16> {
+pub(crate) fn status_of(answer: &str) -> Option<u16> {
     answer.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 

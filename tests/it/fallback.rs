@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vectorway::simulate::FaultPlan;
 
-use crate::harness::{Env, W1, fast_knobs, sse_data};
+use crate::harness::{Env, Resp, W1, fast_knobs, sse_data};
 
 fn ask(models: Value, stream: bool) -> Value {
     json!({"models": models, "messages": [{"role": "user", "content": "fallback please"}], "max_tokens": 50, "stream": stream,
@@ -161,6 +161,18 @@ fn ask_plain(models: Value, stream: bool) -> Value {
     body
 }
 
+/// Arms `fault` (if any) for the next upstream call, then asks `[flash, pro]` without memory.
+async fn flash_then_pro(env: &Env, key: &str, fault: Option<FaultPlan>, stream: bool) -> Resp {
+    if let Some(f) = fault {
+        env.sim.set_faults(f);
+    }
+    env.chat(
+        key,
+        ask_plain(json!(["gemini-2.5-flash", "gemini-2.5-pro"]), stream),
+    )
+    .await
+}
+
 /// The generation requests the simulator received, as `model:action` paths, oldest first.
 fn generations(env: &Env) -> Vec<String> {
     env.sim
@@ -237,12 +249,7 @@ async fn falls_back_when_the_first_upstream_refuses_the_connection() {
     let key = env.funded_key(W1, 10_000_000).await;
     for stream in [false, true] {
         let refused = closed.load(Ordering::SeqCst);
-        let res = env
-            .chat(
-                &key,
-                ask_plain(json!(["gemini-2.5-flash", "gemini-2.5-pro"]), stream),
-            )
-            .await;
+        let res = flash_then_pro(&env, &key, None, stream).await;
         assert_eq!(res.status, StatusCode::OK, "stream {stream}");
         assert_eq!(res.headers["x-model-used"], "gemini-2.5-pro");
         assert!(
@@ -270,17 +277,17 @@ async fn falls_back_when_the_first_upstream_stalls_before_headers() {
     let key = env.funded_key(W1, 10_000_000).await;
     for stream in [false, true] {
         let before = generations(&env).len();
-        env.sim.set_faults(FaultPlan {
-            stall_before_headers_ms: Some(5_000),
-            times: Some(1),
-            ..Default::default()
-        });
-        let res = env
-            .chat(
-                &key,
-                ask_plain(json!(["gemini-2.5-flash", "gemini-2.5-pro"]), stream),
-            )
-            .await;
+        let res = flash_then_pro(
+            &env,
+            &key,
+            Some(FaultPlan {
+                stall_before_headers_ms: Some(5_000),
+                times: Some(1),
+                ..Default::default()
+            }),
+            stream,
+        )
+        .await;
         assert_eq!(res.status, StatusCode::OK, "stream {stream}");
         assert_eq!(res.headers["x-model-used"], "gemini-2.5-pro");
         let sent = generations(&env)[before..].to_vec();
@@ -321,17 +328,17 @@ async fn the_usage_event_names_the_model_that_answered() {
     let env = Env::start().await;
     let key = env.funded_key(W1, 10_000_000).await;
     for stream in [false, true] {
-        env.sim.set_faults(FaultPlan {
-            status: Some(503),
-            times: Some(1),
-            ..Default::default()
-        });
-        let res = env
-            .chat(
-                &key,
-                ask_plain(json!(["gemini-2.5-flash", "gemini-2.5-pro"]), stream),
-            )
-            .await;
+        let res = flash_then_pro(
+            &env,
+            &key,
+            Some(FaultPlan {
+                status: Some(503),
+                times: Some(1),
+                ..Default::default()
+            }),
+            stream,
+        )
+        .await;
         assert_eq!(res.status, StatusCode::OK, "stream {stream}");
         assert_eq!(res.headers["x-model-used"], "gemini-2.5-pro");
         let usage = if stream {
@@ -440,18 +447,18 @@ async fn no_fallback_once_a_stream_has_sent_a_frame() {
     // Both are retryable before the first byte (the fallback test above falls back on them).
     for (status, code) in [(503, "upstream_error"), (429, "upstream_rate_limited")] {
         let before = generations(&env).len();
-        env.sim.set_faults(FaultPlan {
-            error_after_chunks: Some(2),
-            error_status: Some(status),
-            times: Some(1),
-            ..Default::default()
-        });
-        let res = env
-            .chat(
-                &key,
-                ask_plain(json!(["gemini-2.5-flash", "gemini-2.5-pro"]), true),
-            )
-            .await;
+        let res = flash_then_pro(
+            &env,
+            &key,
+            Some(FaultPlan {
+                error_after_chunks: Some(2),
+                error_status: Some(status),
+                times: Some(1),
+                ..Default::default()
+            }),
+            true,
+        )
+        .await;
         assert_eq!(res.status, StatusCode::OK, "{status}: headers were sent");
         assert_eq!(res.headers["x-model-used"], "gemini-2.5-flash");
         let events = sse_data(&res.body);

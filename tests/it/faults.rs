@@ -466,46 +466,14 @@ async fn client_disconnects_before_headers_and_after_the_last_frame() {
     env.stop().await;
 }
 
-/// Writes `request` on a fresh connection while reading until the server closes it (10 s at
-/// most); returns what came back. Write errors (the server hung up mid-request) are not failures.
-async fn raw_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = sock.into_split();
-    let writer = tokio::spawn(async move {
-        let _ = wr.write_all(&request).await;
-        wr // the write half stays open until the answer is read
-    });
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut chunk = [0u8; 16 << 10];
-        loop {
-            match rd.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    writer.abort();
-    assert!(read.is_ok(), "the server neither answered nor closed");
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// The status code of a raw HTTP/1.1 answer, if there was one.
-fn status_line(answer: &str) -> Option<u16> {
-    answer.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
-}
-
 /// Header floods and broken heads get a status, never silence: hyper refuses more than 100
 /// headers or a head past its ~400 KiB read buffer with 431, and a malformed header line with
-/// 400, and writes that answer before it closes. (`edge.rs` also accepts a bare close; this test
-/// does not. A single header of a few hundred KiB under that buffer is served normally.)
+/// 400, and writes that answer before it closes; a bare close fails the test. (A single header of
+/// a few hundred KiB under that buffer is served normally.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_floods_get_a_status_not_silence() {
     let env = Env::start().await;
     let key = env.funded_key(W1, 1_000_000).await;
-    let addr = env.gw().addr;
     let head = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
     let many: String = (0..500).map(|i| format!("x-flood-{i}: y\r\n")).collect();
     for (what, request, want) in [
@@ -531,16 +499,16 @@ async fn header_floods_get_a_status_not_silence() {
             400,
         ),
     ] {
-        let answer = raw_exchange(addr, request.into_bytes()).await;
+        let answer = crate::edge::raw(&env, request).await;
         assert_eq!(
-            status_line(&answer),
+            crate::edge::status_of(&answer),
             Some(want),
             "{what}: the server must answer, not just close: {answer:.200}"
         );
     }
     // The control: a well-formed head of the same shape is served.
-    let answer = raw_exchange(addr, format!("{head}\r\n").into_bytes()).await;
-    assert_eq!(status_line(&answer), Some(200));
+    let answer = crate::edge::raw(&env, format!("{head}\r\n")).await;
+    assert_eq!(crate::edge::status_of(&answer), Some(200));
 
     // h2: a header list just over the 16 KiB limit gets 431 on its stream; one far over it is
     // refused for the whole connection (GOAWAY, ENHANCE_YOUR_CALM): an error, never a hang.
