@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# loadtest/soak.sh — a 10-minute mixed agent-fleet soak (k6 fleet.js) that records, every 10 s,
-# the gateway's resident memory (VmRSS from /proc/PID/status) and the wallet's held credits
-# (GET /admin/balance?wallet=… with x-admin-secret from <data_dir>/admin.secret), keeps recording
-# for 60 s after the load stops, and fails when RSS grows steadily under load or credits stay
-# held after the load has stopped. Writes loadtest/results/soak-<stamp>.{csv,md,json}.
+# loadtest/soak.sh — a 10-minute mixed agent-fleet soak (k6 fleet.js) that records the gateway's
+# resident memory (VmRSS from /proc/PID/status) every second and, every 10 s, the wallet's held
+# credits (GET /admin/balance?wallet=… with x-admin-secret from <data_dir>/admin.secret), keeps
+# recording for 60 s after the load stops, and fails when RSS grows steadily under load or
+# credits stay held after the load has stopped. Writes loadtest/results/soak-<stamp>.{csv,md,json}
+# and soak-<stamp>.rss.csv (the per-second RSS).
 #
 #   loadtest/soak.sh [DURATION]      (default 10m; e.g. 2m for a shorter check)
 #
-# Env: VUS (default 20), CHAT_MEMORY=off and FLEET_MEMORY=skip (leave wallet memory out), SOAK_MAX_GROWTH_KB_PER_MIN (default 512: the Theil-Sen RSS slope
-# over the second half of the load that counts as steady growth), SIM_ARGS.
+# Env: VUS (default 20), CHAT_MEMORY=off and FLEET_MEMORY=skip (leave wallet memory out),
+# SOAK_MAX_GROWTH_KB_PER_MIN (default 512: the RSS slope over the second half of the load that
+# counts as steady growth; Theil-Sen over per-minute medians of the per-second RSS), SIM_ARGS.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,6 +50,15 @@ sample() { # sample PHASE T0
 }
 
 T0="$(date +%s)"
+RSS_CSV="$OUT.rss.csv"
+echo "t_s,rss_kb" >"$RSS_CSV"
+# Every second: the memory index works in cycles of tens of seconds (rows grow, a rebuild gives
+# them back), and samples 10 s apart alias such a cycle into slow, spurious trends.
+(while kill -0 "$GW_PID" 2>/dev/null; do
+    echo "$(( $(date +%s) - T0 )),$(vw_rss_kb "$GW_PID")" >>"$RSS_CSV"
+    sleep 1
+done) &
+VW_PIDS+=("$!")
 sample idle "$T0"
 vw_log "fleet load for $DURATION with ${VUS:-20} VUs (memory: $fleet_memory)"
 "$K6" run --quiet --no-usage-report --summary-trend-stats "avg,min,med,max,p(90),p(95),p(99)" --summary-export "$OUT.json" \
@@ -62,32 +73,48 @@ while kill -0 "$K6_PID" 2>/dev/null && [[ $(date +%s) -lt $end ]]; do
 done
 k6_status=0
 wait "$K6_PID" || k6_status=$?
+LOAD_END=$(( $(date +%s) - T0 ))
 tail -n 30 "$VW_TMP/k6.out"
 for _ in 1 2 3 4 5 6; do
     sleep 10
     sample after "$T0"
 done
 
-python3 - "$CSV" "$OUT.md" "$k6_status" "${SOAK_MAX_GROWTH_KB_PER_MIN:-512}" "$DURATION" <<'PY'
-import csv, sys
+python3 - "$CSV" "$OUT.md" "$k6_status" "${SOAK_MAX_GROWTH_KB_PER_MIN:-512}" "$DURATION" "$RSS_CSV" "$LOAD_END" <<'PY'
+import csv, statistics, sys
 path, md, k6_status, max_growth, duration = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+rss_path, load_end = sys.argv[6], int(sys.argv[7])
 rows = list(csv.DictReader(open(path)))
 load = [r for r in rows if r["phase"] == "load"]
 after = [r for r in rows if r["phase"] == "after"]
-half = load[len(load) // 2:]
-slope = lsq = 0.0
-if len(half) >= 3:
-    xs = [int(r["t_s"]) / 60 for r in half]
-    ys = [int(r["rss_kb"]) for r in half]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    den = sum((x - mx) ** 2 for x in xs)
-    lsq = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
-    # Steady growth is judged by the Theil-Sen slope (the median of every pairwise slope): one
-    # transient spike (an index rebuild that gives its memory back 10 s later) moves a
-    # least-squares line by MB/min, but not the median. Both are reported.
+
+def theil_sen(xs, ys):
     pairs = sorted((ys[j] - ys[i]) / (xs[j] - xs[i])
                    for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i])
-    slope = (pairs[len(pairs) // 2] + pairs[(len(pairs) - 1) // 2]) / 2 if pairs else 0.0
+    return (pairs[len(pairs) // 2] + pairs[(len(pairs) - 1) // 2]) / 2 if pairs else 0.0
+
+def least_squares(xs, ys):
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
+
+# Steady growth is judged on the second half of the load, by the Theil-Sen slope (the median of
+# every pairwise slope) of per-minute medians of the per-second RSS: a minute spans a couple of
+# index rebuild cycles, so its median does not depend on where in a cycle it starts, and a
+# transient spike moves a median by nothing. The 10 s samples' least-squares slope is reported
+# beside it.
+per_s = [(int(r["t_s"]), int(r["rss_kb"])) for r in csv.DictReader(open(rss_path)) if r["rss_kb"] not in ("", "0")]
+start = load_end / 2
+minutes = []
+m = start
+while m + 60 <= load_end:
+    window = [v for t, v in per_s if m <= t < m + 60]
+    if window:
+        minutes.append(((m + 30) / 60, statistics.median(window)))
+    m += 60
+slope = theil_sen([x for x, _ in minutes], [y for _, y in minutes]) if len(minutes) >= 3 else 0.0
+half = load[len(load) // 2:]
+lsq = least_squares([int(r["t_s"]) / 60 for r in half], [int(r["rss_kb"]) for r in half]) if len(half) >= 3 else 0.0
 held_after = [int(r["held"]) for r in after[1:]]  # allow the first 10 s after load to settle
 failures = []
 if k6_status != 0:
@@ -101,10 +128,11 @@ lines = [f"# soak: fleet.js for {duration}", "",
          f"- verdict: {'PASS' if not failures else 'FAIL: ' + '; '.join(failures)}",
          f"- RSS: idle {rss[0] / 1024:.1f} MB, peak {max(rss) / 1024:.1f} MB, end of load "
          f"{int(load[-1]['rss_kb']) / 1024 if load else 0:.1f} MB, 60 s after {int(after[-1]['rss_kb']) / 1024 if after else 0:.1f} MB",
-         f"- RSS slope over the second half of the load: {slope:+.0f} kB/min Theil-Sen (limit {max_growth:.0f}); least squares {lsq:+.0f} kB/min",
+         f"- RSS slope over the second half of the load: {slope:+.0f} kB/min (Theil-Sen over {len(minutes)} per-minute medians; limit {max_growth:.0f}); least squares of the 10 s samples {lsq:+.0f} kB/min",
+         "- per-minute median RSS, second half: " + ", ".join(f"{y / 1024:.1f}" for _, y in minutes) + " MB",
          f"- held credits after the load: {held_after}",
          f"- credits spent: {int(rows[0]['credits']) - int(rows[-1]['credits']):,}",
-         f"- samples: `{path.split('/')[-1]}` (every 10 s)"]
+         f"- samples: `{path.split('/')[-1]}` (every 10 s), `{rss_path.split('/')[-1]}` (RSS every second)"]
 open(md, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 sys.exit(1 if failures else 0)

@@ -438,7 +438,7 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::OpenApi => Ok(discovery::serve(&ctx.state.docs.openapi, req.headers())),
         RouteId::DocsHtml => Ok(discovery::serve(&ctx.state.docs.html, req.headers())),
         RouteId::MemorySearch => memory::search(&ctx, &req).await,
-        RouteId::MemoryDelete => memory::delete(&ctx),
+        RouteId::MemoryDelete => memory::delete(&ctx).await,
         RouteId::Embeddings => memory::embeddings(&ctx, req).await,
         RouteId::AgentOnboard => money::onboard(&ctx, req).await,
         RouteId::CreditsPurchase => money::purchase(&ctx, req).await,

@@ -165,10 +165,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )?);
     let keys = ApiKeys::load(store.clone(), journal)?;
 
-    let http = client::build(
-        config.upstream.connect_timeout,
-        config.upstream.pool_max_idle_per_host,
-    );
+    let extra_roots = match &config.upstream.ca_file {
+        Some(path) => client::load_roots(path).map_err(StartError::Tls)?,
+        None => Vec::new(),
+    };
+    let http = client::build_with(&client::ClientOptions {
+        connect_timeout: config.upstream.connect_timeout,
+        max_idle_per_host: config.upstream.pool_max_idle_per_host,
+        connections: config.upstream.connections,
+        extra_roots,
+    });
     // The built-in simulator stands in for whatever is not configured: Gemini without a key,
     // the x402 facilitator without a URL.
     let needs_sim = config.upstream.base_url.is_none() || config.x402.facilitator_url.is_none();
@@ -238,6 +244,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         idle_timeout: config.idle_timeout,
         tls,
         grace: config.shutdown_grace,
+        max_concurrent_streams: 1024,
     };
     let hold_max_age = config.hold_max_age;
     let mut config = config;

@@ -93,6 +93,10 @@ pub struct RawUpstream {
     /// Longest silence allowed between two body reads (stall detection).
     pub idle_read_timeout_ms: u64,
     pub pool_max_idle_per_host: usize,
+    /// Connections (h2: each with the server's stream limit, ~100 at Google) per upstream host.
+    pub connections: usize,
+    /// A PEM file of CA certificates trusted besides the public roots (a private endpoint).
+    pub ca_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +175,8 @@ impl Default for RawUpstream {
             first_byte_timeout_ms: 60_000,
             idle_read_timeout_ms: 60_000,
             pool_max_idle_per_host: 256,
+            connections: 8,
+            ca_file: String::new(),
         }
     }
 }
@@ -358,6 +364,8 @@ pub struct UpstreamConfig {
     pub first_byte_timeout: Duration,
     pub idle_read_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    pub connections: usize,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Knobs of the Gemini simulator (used by `simulate` and by `serve` without a key).
@@ -497,6 +505,9 @@ impl RawConfig {
             self.upstream.idle_read_timeout_ms,
         )?;
         positive("billing.hold_max_age_ms", self.billing.hold_max_age_ms)?;
+        if !(1..=64).contains(&self.upstream.connections) {
+            return Err(invalid("upstream.connections", "must be 1 ..= 64".into()));
+        }
         if self.store.journal_interval_ms > 1_000 {
             return Err(invalid(
                 "store.journal_interval_ms",
@@ -632,6 +643,9 @@ impl RawConfig {
                 first_byte_timeout: Duration::from_millis(self.upstream.first_byte_timeout_ms),
                 idle_read_timeout: Duration::from_millis(self.upstream.idle_read_timeout_ms),
                 pool_max_idle_per_host: self.upstream.pool_max_idle_per_host,
+                connections: self.upstream.connections,
+                ca_file: (!self.upstream.ca_file.is_empty())
+                    .then(|| PathBuf::from(&self.upstream.ca_file)),
             },
             default_max_tokens: self.billing.default_max_tokens,
             hold_max_age: Duration::from_millis(self.billing.hold_max_age_ms),

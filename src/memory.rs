@@ -1,9 +1,9 @@
 //! Wallet-scoped vector memory: write, search and delete texts by meaning, and embed texts for
 //! `/v1/embeddings`.
 //!
-//! sled is the truth: every record lives in the store's `memory` tree under wallet ‖ id, in the
+//! The store's memory log is the truth: every record lives there under wallet ‖ id, in the
 //! layout of `record.rs`. The in-memory indexes are a cache, one per (wallet, namespace), built
-//! from sled on that pair's first search after start. A search only ever reads the index of its
+//! from the log on that pair's first search after start. A search only ever reads the index of its
 //! own (wallet, namespace) key and fetches texts under its own wallet's prefix, so one wallet
 //! can never see another's rows.
 //!
@@ -12,8 +12,8 @@
 //! memory write runs after the answer; a crash before that fsync loses the record, never one that
 //! a search has shown.
 //!
-//! Concurrency of the lazy load: a slot is `Loading` while a blocking task scans sled; writes
-//! and deletes that land meanwhile are queued on the slot (after they reached sled) and replayed
+//! Concurrency of the lazy load: a slot is `Loading` while a blocking task scans the log; writes
+//! and deletes that land meanwhile are queued on the slot (after they reached the log) and replayed
 //! once the scan is done. Inserts are idempotent, so a record both scanned and queued is indexed
 //! once, and a delete queued after the scan saw the record still removes it. Waiters share the
 //! result through a watch channel; the scan runs to the end even if every waiter goes away.
@@ -155,7 +155,7 @@ impl MemoryId {
     }
 
     /// A fresh, time-ordered id (UUID version 7: 48 bits of Unix milliseconds, then 74 bits from
-    /// the system's secure random source), so a wallet's records sort oldest first in sled.
+    /// the system's secure random source), so a wallet's records sort oldest first in the log.
     pub fn random() -> Result<Self, MemoryError> {
         let mut b = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
@@ -267,7 +267,7 @@ type Shared<T> = Arc<RwLock<T>>;
 /// What a load publishes to its waiters.
 type LoadResult = Option<Result<Shared<Index>, MemoryError>>;
 
-/// A change that reached sled while its slot was loading.
+/// A change that reached the log while its slot was loading.
 enum Pending {
     Insert(MemoryId, Vec<f32>),
     Delete(MemoryId),
@@ -275,7 +275,7 @@ enum Pending {
 
 enum SlotState {
     /// Not loaded (or detached from the map after a failed or empty load): changes are not
-    /// tracked, the next search loads from sled.
+    /// tracked, the next search loads from the log.
     Cold,
     Loading {
         pending: Vec<Pending>,
@@ -301,7 +301,7 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Slot {
-    /// Applies a change that already reached sled; returns the index when it changed, so the
+    /// Applies a change that already reached the log; returns the index when it changed, so the
     /// caller can plan graph work outside the slot lock.
     fn apply(&self, change: Pending) -> Option<Shared<Index>> {
         let mut st = lock(&self.state);
@@ -324,32 +324,62 @@ impl Slot {
     }
 }
 
-/// Hands the index's due graph work to the blocking pool; the job installs its own result.
+/// Hands the index's due graph work to the index worker; the job installs its own result.
 fn maintain(ix: &Shared<Index>) {
     let Some(job) = write(ix).plan() else {
         return;
     };
     let ix = ix.clone();
-    match tokio::runtime::Handle::try_current() {
-        // Detached on purpose: the job only touches this index, must finish even when the
-        // request that triggered it is gone, and clears the index's busy flag itself.
-        Ok(rt) => drop(rt.spawn_blocking(move || run_job(&ix, job))),
-        // Outside a runtime (a synchronous caller of `delete`), the work is done here.
-        Err(_) => run_job(&ix, job),
+    // Detached on purpose: the job only touches this index, must finish even when the request
+    // that triggered it is gone, and clears the index's busy flag itself.
+    on_index_worker(Box::new(move || run_job(&ix, job)));
+}
+
+type Work = Box<dyn FnOnce() + Send>;
+
+/// Runs `work` on the one long-lived thread that does every index's graph work, in order (or
+/// here, if that thread cannot be started). One thread rather than tokio's blocking pool: pool
+/// threads exit after 10 s idle, and graphs built on one thread and freed after it exited
+/// leave the allocator's pages stranded until another thread adopts them, which the soak
+/// measured as RSS drift. The graph build itself still runs in parallel on rayon's pool.
+fn on_index_worker(work: Work) {
+    static WORKER: std::sync::OnceLock<Option<Mutex<std::sync::mpsc::Sender<Work>>>> =
+        std::sync::OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Work>();
+        std::thread::Builder::new()
+            .name("vw-memory-index".into())
+            .spawn(move || {
+                while let Ok(work) = rx.recv() {
+                    work();
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let refused = match worker {
+        Some(tx) => lock(tx).send(work).err().map(|e| e.0),
+        None => Some(work),
+    };
+    if let Some(work) = refused {
+        work();
     }
 }
 
 /// Runs a job and installs it, then any job that became due meanwhile (writes and deletes
 /// made during a build cannot plan their own while it is out). A panic inside `hnsw_rs`
-/// leaves the exact scan in charge.
+/// leaves the exact scan in charge. What an install replaces is freed after the index lock is
+/// released, so searches never wait for a graph to be taken apart.
 fn run_job(ix: &Shared<Index>, job: index::Job) {
     let mut next = Some(job);
     while let Some(job) = next.take() {
         match catch_unwind(AssertUnwindSafe(|| job.run())) {
             Ok(done) => {
                 let mut w = write(ix);
-                w.install(done);
+                let replaced = w.install(done);
                 next = w.plan();
+                drop(w);
+                drop(replaced);
             }
             Err(_) => {
                 tracing::error!("memory index job panicked; the index stays on exact search");
@@ -359,7 +389,7 @@ fn run_job(ix: &Shared<Index>, job: index::Job) {
     }
 }
 
-/// Scans a wallet's records in sled into a fresh index of one namespace. Records of other
+/// Scans a wallet's records in the log into a fresh index of one namespace. Records of other
 /// namespaces are skipped after reading their header; records from another embedder (or of
 /// another size) and unreadable records are skipped with a warning.
 fn load_index(
@@ -395,7 +425,7 @@ fn load_index(
     if index.rows() > 0 {
         // The scan may have read a record whose writer is still waiting for its fsync: make
         // what this index will show durable before anyone searches it.
-        store.flush_blocking()?;
+        store.sync_memories_blocking()?;
     }
     if foreign + corrupt > 0 {
         tracing::warn!(
@@ -410,7 +440,7 @@ fn load_index(
 }
 
 /// Forgets the oldest records of a (wallet, namespace) index until at most `cap` are left
-/// (0: no limit): gone from sled, then from the index.
+/// (0: no limit): gone from the log, then from the index.
 fn forget_oldest(
     store: &Store,
     wallet: &Wallet,
@@ -511,7 +541,7 @@ impl Memory {
         };
         self.store.put_memory(&wallet, &id.0, &record.encode())?;
         // A record is acknowledged when a search can return it: on disk before it is indexed.
-        self.store.flush().await?;
+        self.store.sync_memories().await?;
         if let Some(slot) = self.existing_slot(wallet, namespace)
             && let Some(ix) = slot.apply(Pending::Insert(id, record.vector))
         {
@@ -546,7 +576,7 @@ impl Memory {
         let hits = read(&ix).search(&query, k);
         let mut out = Vec::with_capacity(hits.len());
         for (id, score) in hits {
-            // A record deleted since the index was read is gone from sled: skip it.
+            // A record deleted since the index was read is gone from the log: skip it.
             let Some(bytes) = self.store.get_memory(&wallet, &id.0)? else {
                 continue;
             };
@@ -564,18 +594,23 @@ impl Memory {
 
     /// Deletes one memory of `wallet`. `Ok(false)` when the wallet has no memory with that id
     /// (another wallet's id, an unknown id, or text that is not an id at all). Searches stop
-    /// returning it at once.
-    pub fn delete(&self, wallet: Wallet, id: &str) -> Result<bool, MemoryError> {
+    /// returning it at once, and the delete is on disk before this returns.
+    pub async fn delete(&self, wallet: Wallet, id: &str) -> Result<bool, MemoryError> {
         let Ok(id) = id.parse::<MemoryId>() else {
             return Ok(false);
         };
+        // Synced on every path: "not found" may be the answer because a delete that is not on
+        // disk yet (another request's, or the cap's) got there first.
         let Some(bytes) = self.store.get_memory(&wallet, &id.0)? else {
+            self.store.sync_memories().await?;
             return Ok(false);
         };
         let namespace = RecordView::parse(&bytes)
             .ok()
             .map(|v| v.namespace.map(str::to_string));
-        if !self.store.delete_memory(&wallet, &id.0)? {
+        let deleted = self.store.delete_memory(&wallet, &id.0)?;
+        self.store.sync_memories().await?;
+        if !deleted {
             return Ok(false);
         }
         // An unreadable record was never indexed: there is nothing to tombstone.
@@ -634,7 +669,7 @@ impl Memory {
             .map(|s| s.value().clone())
     }
 
-    /// The index of (wallet, namespace), loading it from sled on first use.
+    /// The index of (wallet, namespace), loading it from the log on first use.
     async fn index_for(
         &self,
         wallet: Wallet,
@@ -689,7 +724,7 @@ impl Memory {
         }
     }
 
-    /// Loads a slot on the blocking pool: scan sled, replay what was queued meanwhile, publish.
+    /// Loads a slot on the blocking pool: scan the log, replay what was queued meanwhile, publish.
     fn start_load(&self, key: SlotKey, slot: Arc<Slot>) {
         let store = self.store.clone();
         let slots = self.slots.clone();
@@ -738,15 +773,12 @@ impl Memory {
             drop(st);
             if empty {
                 // Nothing to cache: an empty wallet namespace costs no memory until it has rows
-                // (writes reach sled either way; the next search loads again).
+                // (writes reach the log either way; the next search loads again).
                 slots.remove_if(&key, |_, s| Arc::ptr_eq(s, &slot));
             }
             done.send_replace(Some(Ok(ix.clone())));
-            // A large wallet's graph is built here, after the waiters have their exact index.
-            let job = write(&ix).plan();
-            if let Some(job) = job {
-                run_job(&ix, job);
-            }
+            // A large wallet's graph is built after the waiters have their exact index.
+            maintain(&ix);
         }));
     }
 }

@@ -85,7 +85,27 @@ pub(crate) struct SimState {
     /// Stream events handed to the connection (each waits for room: this is what the reader
     /// pulled, plus buffers).
     stream_events: AtomicU64,
+    /// Generation requests between arrival and response head, now and at most.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
     facilitator: facilitator::Ledger,
+}
+
+/// Counts one generation request as in flight until dropped.
+struct InFlight<'a>(&'a SimState);
+
+impl<'a> InFlight<'a> {
+    fn enter(st: &'a SimState) -> Self {
+        let now = st.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        st.peak_in_flight.fetch_max(now, Ordering::AcqRel);
+        Self(st)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl SimState {
@@ -124,11 +144,28 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Binds `listen` (port 0 for any) and serves until `stop` or drop.
+    /// Binds `listen` (port 0 for any) and serves plain HTTP until `stop` or drop.
     pub async fn start(
         listen: SocketAddr,
         knobs: SimulatorKnobs,
         api_key: Option<String>,
+    ) -> std::io::Result<Self> {
+        Self::start_with(
+            listen,
+            knobs,
+            api_key,
+            ServeOptions::plain(Duration::from_secs(1)),
+        )
+        .await
+    }
+
+    /// `start` with connection settings of its own (TLS, h2 stream limit), as Google's
+    /// front ends have: h2 by ALPN and at most 100 streams per connection.
+    pub async fn start_with(
+        listen: SocketAddr,
+        knobs: SimulatorKnobs,
+        api_key: Option<String>,
+        opts: ServeOptions,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -139,6 +176,8 @@ impl Simulator {
             api_key,
             served: AtomicU64::new(0),
             stream_events: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
             facilitator: facilitator::Ledger::default(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -155,13 +194,7 @@ impl Simulator {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            serve(
-                listener,
-                ServeOptions::plain(Duration::from_secs(1)),
-                handler,
-                shutdown,
-            )
-            .await;
+            serve(listener, opts, handler, shutdown).await;
         });
         Ok(Self {
             addr,
@@ -201,6 +234,11 @@ impl Simulator {
     /// Number of generation requests answered (any outcome).
     pub fn generation_count(&self) -> u64 {
         self.state.served.load(Ordering::Relaxed)
+    }
+
+    /// The most generation requests that were in flight at once (arrived, no response head yet).
+    pub fn peak_in_flight(&self) -> u64 {
+        self.state.peak_in_flight.load(Ordering::Acquire)
     }
 
     /// Stream events sent so far, over all streams (an event counts once the connection took it).
@@ -315,6 +353,7 @@ async fn route(st: Arc<SimState>, req: Request<Incoming>) -> Response<Body> {
         body: body.clone(),
     });
     let model = model.to_string();
+    let _counted = InFlight::enter(&st);
     match action {
         "generateContent" => gemini::generate(&st, &model, &body, false, parts.uri.query()).await,
         "streamGenerateContent" => {
@@ -390,7 +429,8 @@ async fn control(
         ("GET", "stats") => json(
             StatusCode::OK,
             &serde_json::json!({"generations": st.served.load(Ordering::Relaxed),
-                                "stream_events": st.stream_events.load(Ordering::Relaxed)}),
+                                "stream_events": st.stream_events.load(Ordering::Relaxed),
+                                "peak_in_flight": st.peak_in_flight.load(Ordering::Relaxed)}),
         ),
         _ => json(
             StatusCode::NOT_FOUND,

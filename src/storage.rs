@@ -5,7 +5,7 @@
 //! - `keys`: key id (12 ASCII bytes) → `KeyRecord`
 //! - `ledger`, `usage`: emptied at open: their records move into the history log (below)
 //! - `x402_nonces`: chain id (8) ++ asset (20) ++ from (20) ++ nonce (32) → validBefore (8)
-//! - `memory`: wallet (20) ++ record id (16) → an opaque record encoded by `memory`
+//! - `memory`: emptied at open: memory records move into the memory log (below)
 //! - `refresh`: refresh-token id → `RefreshRecord`; `families`: token family → revoked-at
 //! - `idempotency`: scope ‖ key → `IdemRecord`
 //!
@@ -13,10 +13,13 @@
 //!
 //! Ledger entries and usage events, one or two per call and kept forever, are not in sled: they
 //! live in `history.log` (`history`), a checksummed append-only log whose resident cost is one
-//! head per wallet. Balances are the fold of its ledger records.
+//! head per wallet. Balances are the fold of its ledger records. Wallet memory records, written
+//! and forgotten as a queue at each namespace's cap, live in `memory.log` (`memlog`), whose
+//! resident cost is one location per record.
 
 pub mod history;
 pub mod journal;
+pub mod memlog;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,6 +30,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use self::history::{History, Stream};
+use self::memlog::MemoryLog;
 use crate::wallet::Wallet;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -161,7 +165,7 @@ pub struct Store {
     accounts: sled::Tree,
     keys: sled::Tree,
     x402_nonces: sled::Tree,
-    memory: sled::Tree,
+    memories: Arc<MemoryLog>,
     refresh: sled::Tree,
     families: sled::Tree,
     idempotency: sled::Tree,
@@ -218,6 +222,7 @@ impl Store {
                 other => StorageError::from(other),
             })?;
         let history = Arc::new(open_history(dir, &db)?);
+        let memories = Arc::new(open_memories(dir, &db)?);
         let key_totals = Arc::new(DashMap::new());
         history.scan_all(|rec| {
             if rec.stream == Stream::Usage
@@ -233,7 +238,7 @@ impl Store {
             accounts: db.open_tree("accounts")?,
             keys: db.open_tree("keys")?,
             x402_nonces: db.open_tree("x402_nonces")?,
-            memory: db.open_tree("memory")?,
+            memories,
             refresh: db.open_tree("refresh")?,
             families: db.open_tree("families")?,
             idempotency: db.open_tree("idempotency")?,
@@ -511,31 +516,20 @@ impl Store {
 
     // === memory ===
 
-    fn memory_key(wallet: &Wallet, id: &[u8; 16]) -> [u8; 36] {
-        let mut k = [0u8; 36];
-        k[..20].copy_from_slice(wallet.as_bytes());
-        k[20..].copy_from_slice(id);
-        k
-    }
-
-    /// Stores (or replaces) one memory record of a wallet.
+    /// Stores (or replaces) one memory record of a wallet; durable after `sync_memories`.
     pub fn put_memory(
         &self,
         wallet: &Wallet,
         id: &[u8; 16],
         value: &[u8],
     ) -> Result<(), StorageError> {
-        self.memory
-            .insert(&Self::memory_key(wallet, id)[..], value)?;
-        Ok(())
+        self.memories.put(wallet, id, value).map(drop)
     }
 
-    /// Deletes a wallet's record; `Ok(false)` when that wallet has no such record.
+    /// Deletes a wallet's record; `Ok(false)` when that wallet has no such record. Durable
+    /// after `sync_memories`.
     pub fn delete_memory(&self, wallet: &Wallet, id: &[u8; 16]) -> Result<bool, StorageError> {
-        Ok(self
-            .memory
-            .remove(&Self::memory_key(wallet, id)[..])?
-            .is_some())
+        self.memories.forget(wallet, id)
     }
 
     /// One record of a wallet.
@@ -544,23 +538,30 @@ impl Store {
         wallet: &Wallet,
         id: &[u8; 16],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .memory
-            .get(&Self::memory_key(wallet, id)[..])?
-            .map(|v| v.to_vec()))
+        self.memories.get(wallet, id)
     }
 
     /// Every record of one wallet, as `(id, value)`, in id order. Never another wallet's.
     pub fn memories_of(
         &self,
         wallet: &Wallet,
-    ) -> impl Iterator<Item = Result<([u8; 16], Vec<u8>), StorageError>> + '_ {
-        self.memory.scan_prefix(wallet.as_bytes()).map(|r| {
-            let (k, v) = r?;
-            let id = <[u8; 16]>::try_from(&k[20..])
-                .map_err(|_| StorageError::Codec("memory key".into()))?;
-            Ok((id, v.to_vec()))
-        })
+    ) -> impl Iterator<Item = Result<([u8; 16], Vec<u8>), StorageError>> + use<> {
+        self.memories.records_of(wallet)
+    }
+
+    /// Waits until every memory write and delete made so far is on disk (concurrent callers
+    /// share one fsync).
+    pub async fn sync_memories(&self) -> Result<(), StorageError> {
+        let log = Arc::clone(&self.memories);
+        let upto = log.mark();
+        tokio::task::spawn_blocking(move || log.sync(upto))
+            .await
+            .map_err(|e| StorageError::Sled(format!("memory log sync task: {e}")))?
+    }
+
+    /// `sync_memories` for blocking threads.
+    pub fn sync_memories_blocking(&self) -> Result<(), StorageError> {
+        self.memories.sync(self.memories.mark())
     }
 
     // === sessions ===
@@ -709,6 +710,38 @@ fn open_history(dir: &Path, db: &sled::Db) -> Result<History, StorageError> {
     db.insert(HISTORY_MARK, b"1")?;
     db.flush()?;
     History::open(&path)
+}
+
+/// Opens `<dir>/memory.log`, first moving any records still in sled's `memory` tree (a store
+/// from before the log, or one a downgraded binary wrote to) into it. The copy is synced before
+/// the tree is emptied, and putting a record twice only replaces it, so a crash anywhere in
+/// between is repaired by the next open.
+fn open_memories(dir: &Path, db: &sled::Db) -> Result<MemoryLog, StorageError> {
+    let log = MemoryLog::open(&dir.join("memory.log"), memlog::COMPACT_MIN)?;
+    let old = db.open_tree("memory")?;
+    if old.is_empty() {
+        return Ok(log);
+    }
+    let mut copied = 0usize;
+    for item in old.iter() {
+        let (k, v) = item?;
+        let (Some(wallet), Ok(id)) = (
+            Wallet::from_slice(&k[..20.min(k.len())]),
+            <[u8; 16]>::try_from(k.get(20..).unwrap_or_default()),
+        ) else {
+            return Err(StorageError::Codec("memory key".into()));
+        };
+        log.put(&wallet, &id, &v)?;
+        copied += 1;
+    }
+    log.sync(log.mark())?;
+    old.clear()?;
+    db.flush()?;
+    tracing::info!(
+        records = copied,
+        "moved the wallet memory records out of sled"
+    );
+    Ok(log)
 }
 
 /// sled's page cache, in bytes. sled's resident memory runs well past this figure (its nodes

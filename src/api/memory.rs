@@ -69,10 +69,10 @@ fn search_send(
 }
 
 /// `DELETE /v1/memory/{memory_id}`: another wallet's id (or an unknown one) is 404.
-pub fn delete(ctx: &Ctx) -> Result<Response<Body>, Error> {
+pub async fn delete(ctx: &Ctx) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
     let id = ctx.params.first().map(String::as_str).unwrap_or_default();
-    if ctx.state.memory.delete(p.wallet, id)? {
+    if ctx.state.memory.delete(p.wallet, id).await? {
         Ok(json(
             StatusCode::OK,
             &j!({"status": "deleted", "memory_id": id}),

@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long open connections may take to finish after shutdown begins.
     pub grace: Duration,
+    /// The h2 streams one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
 }
 
 impl ServeOptions {
@@ -40,6 +42,7 @@ impl ServeOptions {
             idle_timeout: Duration::from_secs(75),
             tls: None,
             grace,
+            max_concurrent_streams: 1024,
         }
     }
 }
@@ -84,7 +87,7 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .keep_alive_interval(opts.idle_timeout)
         .keep_alive_timeout(opts.idle_timeout)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(opts.max_concurrent_streams);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);

@@ -191,6 +191,14 @@ enum JobKind {
     },
 }
 
+/// What an `install` replaced (a stale result, the old graph, the old rows): big, and slow to
+/// free, so it is dropped after the index lock is released.
+pub struct Replaced {
+    _stale: Option<Finished>,
+    _graph: Option<Arc<Graph>>,
+    _rows: Vec<f32>,
+}
+
 /// A job's result.
 pub struct Finished {
     generation: u64,
@@ -551,11 +559,16 @@ impl Index {
     }
 
     /// Merges a finished job with the changes made since it was planned; a stale one (the
-    /// rows were renumbered meanwhile) is dropped.
-    pub fn install(&mut self, done: Finished) {
+    /// rows were renumbered meanwhile) is dropped. Returns what it replaced, for the caller to
+    /// free once it has let go of the index.
+    pub fn install(&mut self, done: Finished) -> Replaced {
         self.busy = false;
         if done.generation != self.generation {
-            return;
+            return Replaced {
+                _stale: Some(done),
+                _graph: None,
+                _rows: Vec::new(),
+            };
         }
         match done.kind {
             FinishedKind::Extended { to } => {
@@ -583,17 +596,27 @@ impl Index {
                 new_ids.extend_from_slice(&self.ids[base_rows..]);
                 dead.extend_from_slice(&self.dead[base_rows..]);
                 self.n_dead = dead.iter().filter(|x| **x).count();
-                self.rows = rows;
+                let old_rows = std::mem::replace(&mut self.rows, rows);
                 self.ids = new_ids;
                 self.dead = dead;
                 self.reindex();
-                self.graph = Some(GraphState {
+                let old_graph = self.graph.replace(GraphState {
                     hnsw,
                     covered,
                     dead: graph_dead,
                 });
                 self.generation += 1;
+                return Replaced {
+                    _stale: None,
+                    _graph: old_graph.map(|g| g.hnsw),
+                    _rows: old_rows,
+                };
             }
+        }
+        Replaced {
+            _stale: None,
+            _graph: None,
+            _rows: Vec::new(),
         }
     }
 
@@ -601,7 +624,7 @@ impl Index {
     pub fn maintain_now(&mut self) {
         while let Some(job) = self.plan() {
             let done = job.run();
-            self.install(done);
+            drop(self.install(done));
         }
     }
 }

@@ -93,8 +93,11 @@ async fn delete_is_immediate_and_durable() {
         let id = m.write(ALICE, None, text).await.unwrap();
         m.write(ALICE, None, "another note").await.unwrap();
         assert_eq!(m.search(ALICE, None, text, 5).await.unwrap().len(), 2);
-        assert!(m.delete(ALICE, &id.to_string()).unwrap());
-        assert!(!m.delete(ALICE, &id.to_string()).unwrap(), "already gone");
+        assert!(m.delete(ALICE, &id.to_string()).await.unwrap());
+        assert!(
+            !m.delete(ALICE, &id.to_string()).await.unwrap(),
+            "already gone"
+        );
         let left = m.search(ALICE, None, text, 5).await.unwrap();
         assert_eq!(texts_of(&left), ["another note"]);
         id
@@ -119,9 +122,9 @@ async fn wallets_never_see_each_other() {
     assert_eq!(for_bob.len(), 1);
     assert_eq!(for_bob[0].id, b.to_string());
     // Bob cannot delete Alice's memory, even knowing its id.
-    assert!(!m.delete(BOB, &a.to_string()).unwrap());
+    assert!(!m.delete(BOB, &a.to_string()).await.unwrap());
     assert_eq!(m.search(ALICE, None, text, 10).await.unwrap().len(), 1);
-    assert!(m.delete(BOB, &b.to_string()).unwrap());
+    assert!(m.delete(BOB, &b.to_string()).await.unwrap());
     assert_eq!(
         m.search(ALICE, None, text, 10).await.unwrap()[0].id,
         a.to_string()
@@ -160,7 +163,7 @@ async fn namespaces_are_separate() {
             .unwrap()
             .is_empty()
     );
-    assert!(m.delete(ALICE, &home.to_string()).unwrap());
+    assert!(m.delete(ALICE, &home.to_string()).await.unwrap());
     assert!(
         m.search(ALICE, Some("home"), "planning", 10)
             .await
@@ -257,7 +260,7 @@ async fn a_namespace_past_the_threshold_gets_a_graph() {
         .await
         .unwrap();
     assert_eq!(found[0].id, ids[42].to_string());
-    assert!(m.delete(ALICE, &ids[42].to_string()).unwrap());
+    assert!(m.delete(ALICE, &ids[42].to_string()).await.unwrap());
     let found = m
         .search(ALICE, None, "incident 42: disk 42 filled up", 3)
         .await
@@ -299,7 +302,7 @@ async fn validation_errors_and_their_mapping() {
     assert!(validate_namespace(Some(&"a".repeat(64))).is_ok());
     assert!(validate_namespace(Some("proj-1.v2_x")).is_ok());
     assert!(
-        !m.delete(ALICE, "not-a-uuid").unwrap(),
+        !m.delete(ALICE, "not-a-uuid").await.unwrap(),
         "an unknown id, not an error"
     );
 

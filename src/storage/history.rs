@@ -147,9 +147,9 @@ fn parse_header(h: &[u8; HEADER]) -> Option<RawHeader> {
 
 /// Positioned reads from the start of a file, leaving the descriptor's shared offset alone
 /// (writers append through a clone of the same descriptor).
-struct At<'a> {
-    file: &'a File,
-    pos: u64,
+pub(super) struct At<'a> {
+    pub(super) file: &'a File,
+    pub(super) pos: u64,
 }
 
 impl Read for At<'_> {
@@ -164,7 +164,18 @@ impl Read for At<'_> {
 fn next_valid_record(file: &File, from: u64, len: u64) -> Result<Option<u64>, StorageError> {
     let mut rest = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut rest, from).map_err(io)?;
-    for i in memchr::memchr_iter(MAGIC, &rest) {
+    // The unreadable record's own extent, if its header is whole: a record running past the
+    // end is a torn write, and "records" inside its payload are data, not the log's framing.
+    let first = rest
+        .get(..HEADER)
+        .and_then(|h| <&[u8; HEADER]>::try_from(h).ok())
+        .and_then(parse_header)
+        .map(|h| HEADER + h.len);
+    if first.is_some_and(|n| n > rest.len()) {
+        return Ok(None);
+    }
+    let skip = first.unwrap_or(0);
+    for i in memchr::memchr_iter(MAGIC, &rest).filter(|i| *i >= skip) {
         let Some(header) = rest
             .get(i..i + HEADER)
             .and_then(|h| <&[u8; HEADER]>::try_from(h).ok())
@@ -186,6 +197,47 @@ fn next_valid_record(file: &File, from: u64, len: u64) -> Result<Option<u64>, St
     Ok(None)
 }
 
+/// Fills `buf` from `r`; `Ok(false)` when the file ends first (a torn tail).
+pub(super) fn read_whole(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, StorageError> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Settles a log whose replay stopped at `end`: a torn tail (a crash in the middle of a write
+/// nobody was told about) is cut off; unreadable bytes followed by whole records are refused,
+/// because the damage is then elsewhere and cutting would drop synced records.
+/// `next_valid(file, from, len)` finds the first whole record in `from..len`.
+pub(super) fn cut_torn_tail(
+    file: &File,
+    path: &Path,
+    end: u64,
+    next_valid: impl FnOnce(&File, u64, u64) -> Result<Option<u64>, StorageError>,
+) -> Result<(), StorageError> {
+    let io = |e: std::io::Error| StorageError::Sled(format!("{}: {e}", path.display()));
+    let len = file.metadata().map_err(io)?.len();
+    if len <= end {
+        return Ok(());
+    }
+    if let Some(at) = next_valid(file, end, len)? {
+        return Err(StorageError::Codec(format!(
+            "{}: unreadable bytes at offset {end} are followed by valid records (at {at}); \
+             refusing to cut the log (restore it from a backup or cut it by hand)",
+            path.display()
+        )));
+    }
+    tracing::warn!(
+        path = %path.display(),
+        kept = end,
+        dropped = len - end,
+        "log had a torn tail (a write interrupted by a crash); cut it off"
+    );
+    file.set_len(end).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
 /// Reads whole, valid records from the start of `file`; calls `each` with every one and its
 /// offset, and returns the offset just past the last valid record.
 fn scan(file: &File, mut each: impl FnMut(u64, Scanned)) -> Result<u64, StorageError> {
@@ -193,10 +245,8 @@ fn scan(file: &File, mut each: impl FnMut(u64, Scanned)) -> Result<u64, StorageE
     let mut at = 0u64;
     let mut header = [0u8; HEADER];
     loop {
-        match r.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(at),
-            Err(e) => return Err(io(e)),
+        if !read_whole(&mut r, &mut header)? {
+            return Ok(at);
         }
         let Some(h) = parse_header(&header) else {
             return Ok(at);
@@ -205,10 +255,8 @@ fn scan(file: &File, mut each: impl FnMut(u64, Scanned)) -> Result<u64, StorageE
             return Ok(at);
         };
         let mut payload = vec![0u8; h.len];
-        match r.read_exact(&mut payload) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(at),
-            Err(e) => return Err(io(e)),
+        if !read_whole(&mut r, &mut payload)? {
+            return Ok(at);
         }
         if checksum(h.stream, &h.wallet, h.prev, &payload) != h.crc {
             return Ok(at);
@@ -243,28 +291,7 @@ impl History {
             head.offset = offset;
             head.count += 1;
         })?;
-        let len = file.metadata().map_err(io)?.len();
-        if len > end
-            && let Some(at) = next_valid_record(&file, end, len)?
-        {
-            // A crash tears only the unsynced tail; whole records after a bad one mean the
-            // damage is elsewhere, and cutting would drop acknowledged (synced) records.
-            return Err(StorageError::Codec(format!(
-                "{}: unreadable bytes at offset {end} are followed by valid records (at {at}); \
-                 refusing to cut the log (restore it from a backup or cut it by hand)",
-                path.display()
-            )));
-        }
-        if len > end {
-            tracing::warn!(
-                path = %path.display(),
-                kept = end,
-                dropped = len - end,
-                "history log had a torn tail (a write interrupted by a crash); cut it off"
-            );
-            file.set_len(end).map_err(io)?;
-            file.sync_all().map_err(io)?;
-        }
+        cut_torn_tail(&file, path, end, next_valid_record)?;
         let reader = file.try_clone().map_err(io)?;
         Ok(Self {
             writer: Mutex::new(Writer { file, end }),

@@ -187,3 +187,43 @@ async fn key_totals_follow_appends_and_are_rebuilt_at_open() {
     let s = Store::open_when_free(dir.path()).unwrap();
     assert_eq!(s.key_totals(&w, "k1"), want, "rebuilt from the log");
 }
+
+#[test]
+fn memory_records_in_sled_move_to_the_memory_log_and_sled_keeps_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Wallet([0xA1; 20]), Wallet([0xB2; 20]));
+    let put_in_sled = |records: &[(Wallet, u8, &[u8])]| {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let tree = db.open_tree("memory").unwrap();
+        for (wallet, n, value) in records {
+            let key = [&wallet.as_bytes()[..], &[*n; 16][..]].concat();
+            tree.insert(key, *value).unwrap();
+        }
+        db.flush().unwrap();
+    };
+    // A store from before the memory log.
+    put_in_sled(&[(a, 1, b"a one"), (a, 2, b"a two"), (b, 1, b"b one")]);
+    let mine = |s: &Store, w: &Wallet| -> Vec<([u8; 16], Vec<u8>)> {
+        s.memories_of(w).map(Result::unwrap).collect()
+    };
+    {
+        let s = Store::open_when_free(dir.path()).unwrap();
+        assert_eq!(
+            mine(&s, &a),
+            [([1; 16], b"a one".to_vec()), ([2; 16], b"a two".to_vec())]
+        );
+        assert_eq!(mine(&s, &b), [([1; 16], b"b one".to_vec())]);
+        assert!(s.delete_memory(&a, &[1; 16]).unwrap());
+        s.sync_memories_blocking().unwrap();
+    }
+    // A downgraded binary wrote one more record into sled: it is moved too, and the
+    // delete made in the log stays made.
+    put_in_sled(&[(b, 3, b"b three")]);
+    let s = Store::open_when_free(dir.path()).unwrap();
+    assert_eq!(mine(&s, &a), [([2; 16], b"a two".to_vec())]);
+    assert_eq!(
+        mine(&s, &b),
+        [([1; 16], b"b one".to_vec()), ([3; 16], b"b three".to_vec())]
+    );
+    assert!(s.db.open_tree("memory").unwrap().is_empty());
+}

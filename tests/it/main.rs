@@ -27,4 +27,5 @@ mod memory;
 mod money;
 mod ops;
 mod tidy;
+mod upstream;
 mod x402;
