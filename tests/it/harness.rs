@@ -19,6 +19,22 @@ use vectorway::wallet::Wallet;
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
+/// A self-signed certificate for `localhost`, also written into `dir` as `cert.pem` and
+/// `key.pem`; returns it with the two paths.
+pub fn localhost_cert(
+    dir: &std::path::Path,
+) -> (
+    rcgen::CertifiedKey<rcgen::KeyPair>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert, cert_path, key_path)
+}
+
 pub fn client() -> TestClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)

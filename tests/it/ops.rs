@@ -18,15 +18,12 @@ use vectorway::config::{Config, SimulatorKnobs};
 use vectorway::simulate::{FaultPlan, Simulator};
 use vectorway::storage::{LedgerKind, Store};
 
-use crate::harness::{Binary, Env, W1, call, fast_knobs, sse_data};
+use crate::harness::{Binary, Env, W1, call, fast_knobs, localhost_cert, sse_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_h2_and_http1_by_alpn() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert, cert_path, key_path) = localhost_cert(dir.path());
     let mut config = Config::for_tests(&dir.path().join("data"), "http://127.0.0.1:9");
     config.tls = Some((cert_path, key_path));
     let gw = app::start(config).await.unwrap();

@@ -11,15 +11,12 @@ use vectorway::config::SimulatorKnobs;
 use vectorway::http::server::{ServeOptions, load_tls};
 use vectorway::simulate::Simulator;
 
-use crate::harness::{Env, W1, fast_knobs};
+use crate::harness::{Env, W1, fast_knobs, localhost_cert};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_are_not_capped_by_one_h2_connections_stream_limit() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (_, cert_path, key_path) = localhost_cert(dir.path());
     let tls = load_tls(&cert_path, &key_path).unwrap();
     // Two streams per connection; six calls at once.
     for (connections, in_flight) in [(1, 2), (3, 6)] {
