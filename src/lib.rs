@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod locks;
 pub mod memory;
 pub mod payments;
 pub mod ratelimit;

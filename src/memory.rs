@@ -30,7 +30,7 @@ mod tests;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -38,6 +38,8 @@ use tokio::sync::watch;
 
 pub use embedder::{Embedder, GeminiEmbedder, LocalEmbedder};
 pub use index::{Index, IndexParams};
+
+use crate::locks::{lock, read, write};
 use record::{MemoryRecord, RecordView};
 
 use crate::config::MemoryConfig;
@@ -288,18 +290,6 @@ struct Slot {
     state: Mutex<SlotState>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Slot {
     /// Applies a change that already reached the log; returns the index when it changed, so the
     /// caller can plan graph work outside the slot lock.
@@ -343,7 +333,7 @@ type Work = Box<dyn FnOnce() + Send>;
 /// leave the allocator's pages stranded until another thread adopts them, which the soak
 /// measured as RSS drift. The graph build itself still runs in parallel on rayon's pool.
 fn on_index_worker(work: Work) {
-    static WORKER: std::sync::OnceLock<Option<Mutex<std::sync::mpsc::Sender<Work>>>> =
+    static WORKER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Work>>> =
         std::sync::OnceLock::new();
     let worker = WORKER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Work>();
@@ -355,10 +345,10 @@ fn on_index_worker(work: Work) {
                 }
             })
             .ok()
-            .map(|_| Mutex::new(tx))
+            .map(|_| tx)
     });
     let refused = match worker {
-        Some(tx) => lock(tx).send(work).err().map(|e| e.0),
+        Some(tx) => tx.send(work).err().map(|e| e.0),
         None => Some(work),
     };
     if let Some(work) = refused {

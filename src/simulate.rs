@@ -85,13 +85,14 @@ pub(crate) struct SimState {
     /// Stream events handed to the connection (each waits for room: this is what the reader
     /// pulled, plus buffers).
     stream_events: AtomicU64,
-    /// Generation requests between arrival and response head, now and at most.
+    /// Model requests (generate, stream, embed) between arrival and response head, now and at
+    /// most.
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     facilitator: facilitator::Ledger,
 }
 
-/// Counts one generation request as in flight until dropped.
+/// Counts one model request as in flight until dropped.
 struct InFlight<'a>(&'a SimState);
 
 impl<'a> InFlight<'a> {
@@ -236,7 +237,7 @@ impl Simulator {
         self.state.served.load(Ordering::Relaxed)
     }
 
-    /// The most generation requests that were in flight at once (arrived, no response head yet).
+    /// The most model requests that were in flight at once (arrived, no response head yet).
     pub fn peak_in_flight(&self) -> u64 {
         self.state.peak_in_flight.load(Ordering::Acquire)
     }

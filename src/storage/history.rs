@@ -160,41 +160,15 @@ impl Read for At<'_> {
     }
 }
 
-/// The first offset in `from..len` where a whole, checksummed record starts, if any.
-fn next_valid_record(file: &File, from: u64, len: u64) -> Result<Option<u64>, StorageError> {
-    let mut rest = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX)];
-    file.read_exact_at(&mut rest, from).map_err(io)?;
-    // The unreadable record's own extent, if its header is whole: a record running past the
-    // end is a torn write, and "records" inside its payload are data, not the log's framing.
-    let first = rest
-        .get(..HEADER)
-        .and_then(|h| <&[u8; HEADER]>::try_from(h).ok())
-        .and_then(parse_header)
-        .map(|h| HEADER + h.len);
-    if first.is_some_and(|n| n > rest.len()) {
-        return Ok(None);
-    }
-    let skip = first.unwrap_or(0);
-    for i in memchr::memchr_iter(MAGIC, &rest).filter(|i| *i >= skip) {
-        let Some(header) = rest
-            .get(i..i + HEADER)
-            .and_then(|h| <&[u8; HEADER]>::try_from(h).ok())
-        else {
-            break;
-        };
-        let Some(h) = parse_header(header) else {
-            continue;
-        };
-        if Stream::from_u8(h.stream).is_none() {
-            continue;
-        }
-        if let Some(payload) = rest.get(i + HEADER..i + HEADER + h.len)
-            && checksum(h.stream, &h.wallet, h.prev, payload) == h.crc
-        {
-            return Ok(Some(from + i as u64));
-        }
-    }
-    Ok(None)
+/// How the history log reads a record at the start of `b`: its whole length and whether its
+/// checksum holds, or `None` where no header parses (see `cut_torn_tail`).
+fn probe_record(b: &[u8]) -> Option<(usize, bool)> {
+    let h = parse_header(b.get(..HEADER)?.try_into().ok()?)?;
+    Stream::from_u8(h.stream)?;
+    let whole = b
+        .get(HEADER..HEADER + h.len)
+        .is_some_and(|p| checksum(h.stream, &h.wallet, h.prev, p) == h.crc);
+    Some((HEADER + h.len, whole))
 }
 
 /// Fills `buf` from `r`; `Ok(false)` when the file ends first (a torn tail).
@@ -208,20 +182,39 @@ pub(super) fn read_whole(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, Stor
 
 /// Settles a log whose replay stopped at `end`: a torn tail (a crash in the middle of a write
 /// nobody was told about) is cut off; unreadable bytes followed by whole records are refused,
-/// because the damage is then elsewhere and cutting would drop synced records.
-/// `next_valid(file, from, len)` finds the first whole record in `from..len`.
+/// because the damage is then elsewhere and cutting would drop synced records. `probe(b)` reads
+/// the record at the start of `b` as the log's format has it: `None` where no header parses,
+/// else its whole length and whether it is there in full with a holding checksum; `magic` is the
+/// byte every record starts with.
+///
+/// The unreadable record's own extent counts when its header parses: a record running past the
+/// end is a torn write, and "records" inside its payload are data (a user's text can hold a
+/// whole, checksummed frame), not the log's framing.
 pub(super) fn cut_torn_tail(
     file: &File,
     path: &Path,
     end: u64,
-    next_valid: impl FnOnce(&File, u64, u64) -> Result<Option<u64>, StorageError>,
+    magic: u8,
+    probe: impl Fn(&[u8]) -> Option<(usize, bool)>,
 ) -> Result<(), StorageError> {
     let io = |e: std::io::Error| StorageError::Sled(format!("{}: {e}", path.display()));
     let len = file.metadata().map_err(io)?.len();
     if len <= end {
         return Ok(());
     }
-    if let Some(at) = next_valid(file, end, len)? {
+    let mut rest = vec![0u8; usize::try_from(len - end).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut rest, end).map_err(io)?;
+    let first = probe(&rest).map(|(n, _)| n);
+    let skip = match first {
+        Some(n) if n > rest.len() => rest.len(),
+        Some(n) => n,
+        None => 0,
+    };
+    let next_whole = memchr::memchr_iter(magic, &rest)
+        .filter(|i| *i >= skip)
+        .find(|i| matches!(probe(&rest[*i..]), Some((_, true))));
+    if let Some(i) = next_whole {
+        let at = end + i as u64;
         return Err(StorageError::Codec(format!(
             "{}: unreadable bytes at offset {end} are followed by valid records (at {at}); \
              refusing to cut the log (restore it from a backup or cut it by hand)",
@@ -291,7 +284,7 @@ impl History {
             head.offset = offset;
             head.count += 1;
         })?;
-        cut_torn_tail(&file, path, end, next_valid_record)?;
+        cut_torn_tail(&file, path, end, MAGIC, probe_record)?;
         let reader = file.try_clone().map_err(io)?;
         Ok(Self {
             writer: Mutex::new(Writer { file, end }),

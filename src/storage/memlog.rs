@@ -39,10 +39,11 @@ use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::StorageError;
 use super::history::{At, cut_torn_tail, read_whole};
+use crate::locks::{lock, read, write};
 use crate::wallet::Wallet;
 
 const MAGIC: u8 = 0xB3;
@@ -113,18 +114,6 @@ impl std::fmt::Debug for MemoryLog {
 
 fn io(e: std::io::Error) -> StorageError {
     StorageError::Sled(format!("memory log: {e}"))
-}
-
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn checksum(kind: u8, wallet: &[u8; 20], id: &[u8; 16], payload: &[u8]) -> u32 {
@@ -204,26 +193,12 @@ fn scan(file: &File, mut each: impl FnMut(u64, &Header)) -> Result<u64, StorageE
     }
 }
 
-/// The first offset in `from..len` where a whole, checksummed frame starts, if any.
-fn next_valid_frame(file: &File, from: u64, len: u64) -> Result<Option<u64>, StorageError> {
-    let mut rest = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX)];
-    file.read_exact_at(&mut rest, from).map_err(io)?;
-    // The unreadable frame's own extent, if its header is whole: a frame running past the end
-    // is a torn write, and "frames" inside its payload are a user's bytes, not the log's.
-    let first = Header::parse(&rest).map(|h| HEADER + h.len);
-    if first.is_some_and(|n| n > rest.len()) {
-        return Ok(None);
-    }
-    let skip = first.unwrap_or(0);
-    for i in memchr::memchr_iter(MAGIC, &rest).filter(|i| *i >= skip) {
-        if let Some(h) = Header::parse(&rest[i..])
-            && let Some(payload) = rest.get(i + HEADER..i + HEADER + h.len)
-            && h.valid(payload)
-        {
-            return Ok(Some(from + i as u64));
-        }
-    }
-    Ok(None)
+/// How the memory log reads a frame at the start of `b`: its whole length and whether its
+/// checksum holds, or `None` where no header parses (see `history::cut_torn_tail`).
+fn probe_frame(b: &[u8]) -> Option<(usize, bool)> {
+    let h = Header::parse(b)?;
+    let whole = b.get(HEADER..HEADER + h.len).is_some_and(|p| h.valid(p));
+    Some((HEADER + h.len, whole))
 }
 
 /// Copies `len` bytes from `src` at `from` to `dst` at `to`, a MiB at a time.
@@ -299,7 +274,7 @@ impl MemoryLog {
             sync_parent(path).map_err(io)?;
         }
         wallets.retain(|_, records| !records.is_empty());
-        cut_torn_tail(&file, path, end, next_valid_frame)?;
+        cut_torn_tail(&file, path, end, MAGIC, probe_frame)?;
         let live_bytes = wallets
             .values()
             .flat_map(|r| r.values())

@@ -1,6 +1,8 @@
 //! Store tests: durable writes, the ledger fold, reopen, and the move of old history out of sled.
 use super::*;
 
+const W: Wallet = Wallet([0x11; 20]);
+
 #[test]
 fn many_concurrent_durable_writes_finish() {
     // sled runs each flush on its small I/O pool and blocks that thread until log buffers are
@@ -9,9 +11,7 @@ fn many_concurrent_durable_writes_finish() {
     // into a failure.
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    let w: Wallet = "0x1111111111111111111111111111111111111111"
-        .parse()
-        .unwrap();
+    let w = W;
     let (tx, rx) = std::sync::mpsc::channel();
     let store = s.clone();
     std::thread::spawn(move || {
@@ -47,9 +47,7 @@ fn many_concurrent_durable_writes_finish() {
 #[tokio::test]
 async fn ledger_folds_into_balances_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let w: Wallet = "0x1111111111111111111111111111111111111111"
-        .parse()
-        .unwrap();
+    let w = W;
     {
         let s = Store::open(dir.path()).unwrap();
         for (kind, credits) in [
@@ -88,9 +86,7 @@ async fn ledger_folds_into_balances_and_survives_reopen() {
 #[tokio::test]
 async fn a_store_with_history_in_sled_moves_it_to_the_log_once() {
     let dir = tempfile::tempdir().unwrap();
-    let w: Wallet = "0x1111111111111111111111111111111111111111"
-        .parse()
-        .unwrap();
+    let w = W;
     {
         // The layout before the history log: wallet ‖ seq (big-endian) → JSON.
         let db = sled::open(dir.path().join("db")).unwrap();
@@ -154,9 +150,7 @@ async fn a_store_with_history_in_sled_moves_it_to_the_log_once() {
 #[tokio::test]
 async fn key_totals_follow_appends_and_are_rebuilt_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let w: Wallet = "0x1111111111111111111111111111111111111111"
-        .parse()
-        .unwrap();
+    let w = W;
     let event = |key: Option<&str>, path: &str, credits| UsageEvent {
         path: path.into(),
         key_id: key.map(str::to_string),
