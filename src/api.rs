@@ -19,6 +19,7 @@ pub mod num;
 pub mod openapi;
 pub mod pay;
 pub mod routes;
+pub mod settle;
 pub mod signin;
 pub mod types;
 
@@ -60,6 +61,10 @@ pub struct State {
     pub siwe: Siwe,
     pub limiter: RateLimiter,
     pub payments: Payments,
+    /// Side effects that must finish whatever happens to their request (`crate::effects`).
+    pub effects: crate::effects::Effects,
+    /// Paid-stream blocks after failed settlements (`settle`).
+    pub settler: settle::Settler,
     pub memory: Memory,
     /// The discovery documents, built from the route table and this config at start-up.
     pub docs: discovery::Docs,
@@ -83,6 +88,7 @@ pub struct Parts {
     pub keys: ApiKeys,
     pub sessions: Sessions,
     pub payments: Payments,
+    pub effects: crate::effects::Effects,
     pub gemini: Gemini,
     pub metrics: PrometheusHandle,
     pub simulated: bool,
@@ -111,6 +117,8 @@ impl State {
             siwe,
             limiter,
             payments: p.payments,
+            effects: p.effects,
+            settler: settle::Settler::default(),
             memory,
             gemini: p.gemini,
             metrics: p.metrics,

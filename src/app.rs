@@ -79,15 +79,16 @@ impl Running {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
-        // Settlements already started run to their end (their change is credited) before the
-        // journal's final flush.
+        // Side effects already started (settlements, credits, stored idempotent answers) run
+        // to their end before the journal's final flush. What is still running after the grace
+        // period is completed from its intent at the next start.
         let pending = self
             .state
-            .payments
-            .drain_settlements(self.state.config.shutdown_grace)
+            .effects
+            .drain(self.state.config.shutdown_grace)
             .await;
         if pending > 0 {
-            tracing::warn!(pending, "x402 settlements still running at shutdown");
+            tracing::warn!(pending, "side effects still running at shutdown");
         }
         self.state.billing.journal().sync().await;
         let _ = std::fs::remove_file(self.state.config.data_dir.join("server.json"));
@@ -217,7 +218,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let gemini_simulated = config.upstream.base_url.is_none();
     let gemini = Gemini::new(http.clone(), base_url, &upstream_cfg);
-    let payments = Payments::new(&config.x402, store.clone(), http, facilitator_base);
+    let effects = crate::effects::Effects::new();
+    let payments = Payments::new(
+        &config.x402,
+        store.clone(),
+        http,
+        facilitator_base,
+        effects.clone(),
+    );
 
     let tls = match &config.tls {
         Some((cert, key)) => Some(load_tls(cert, key).map_err(StartError::Tls)?),
@@ -269,10 +277,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         keys,
         sessions,
         payments,
+        effects,
         gemini,
         metrics: telemetry::metrics_handle(),
         simulated: gemini_simulated,
         admin_secret: secret,
+    }));
+    // No request survives a restart: idempotency claims left by the last run are forgotten, and
+    // settlements it left are completed from their intents (in the background: the facilitator
+    // may be slow, and a payment's intent is keyed by its nonce, which a new request cannot
+    // claim again).
+    match state
+        .store
+        .idem_sweep(api::idempotency::expired_before(), u64::MAX)
+    {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "idempotency records cleared at start"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%e, "idempotency sweep failed"),
+    }
+    let recovering = state.clone();
+    drop(state.effects.spawn("settlement recovery", async move {
+        api::settle::recover(&recovering).await
     }));
     let (stop, stopped) = oneshot::channel::<()>();
     let handler_state = state.clone();
@@ -292,6 +317,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             loop {
                 tick.tick().await;
                 sweep_state.billing.sweep();
+                api::idempotency::sweep(&sweep_state);
                 // Spent x402 nonces can be forgotten once their authorization has expired.
                 if last_prune.elapsed() > Duration::from_secs(600) {
                     last_prune = std::time::Instant::now();

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod billing;
 pub mod config;
 pub mod crypto;
+pub mod effects;
 pub mod error;
 pub mod http;
 pub mod locks;

@@ -39,6 +39,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::config::{Network, X402Config};
+use crate::effects::{Effects, Finishing};
 use crate::storage::{StorageError, Store};
 use crate::upstream::client::HttpClient;
 use crate::wallet::Wallet;
@@ -376,7 +377,7 @@ pub struct SettlementHandle {
 
 #[derive(Debug)]
 enum HandleInner {
-    Task(tokio::task::JoinHandle<Result<Settlement, PaymentError>>),
+    Task(Finishing<Result<Settlement, PaymentError>>),
     Failed(Option<PaymentError>),
 }
 
@@ -413,6 +414,7 @@ pub struct Payments {
     pipeline: Pipeline,
     facilitator: Arc<FacilitatorClient>,
     settling: Arc<AtomicUsize>,
+    effects: Effects,
 }
 
 impl std::fmt::Debug for Payments {
@@ -427,7 +429,14 @@ impl std::fmt::Debug for Payments {
 impl Payments {
     /// Starts the verifier threads. `facilitator_base` is the facilitator URL (the configured one,
     /// or the simulator's `…/facilitator`).
-    pub fn new(cfg: &X402Config, store: Store, http: HttpClient, facilitator_base: String) -> Self {
+    /// Settlements run as `effects`, so they finish whatever happens to their request.
+    pub fn new(
+        cfg: &X402Config,
+        store: Store,
+        http: HttpClient,
+        facilitator_base: String,
+        effects: Effects,
+    ) -> Self {
         let cfg = Arc::new(cfg.clone());
         let facilitator = Arc::new(FacilitatorClient::new(
             http,
@@ -442,6 +451,7 @@ impl Payments {
             cfg,
             facilitator,
             settling: Arc::new(AtomicUsize::new(0)),
+            effects,
         }
     }
 
@@ -521,14 +531,9 @@ impl Payments {
             result
         };
         // Settlement must finish even when the request that started it is cancelled (the client
-        // disconnected), so it runs on its own task; the handle only observes it.
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "a settlement outlives its request; dropping the handle detaches it"
-        )]
-        let task = tokio::spawn(settle);
+        // disconnected): it is an effect; the handle only observes it.
         SettlementHandle {
-            inner: HandleInner::Task(task),
+            inner: HandleInner::Task(self.effects.spawn("x402 settlement", settle)),
         }
     }
 

@@ -8,6 +8,7 @@
 //! - `memory`: emptied at open: memory records move into the memory log (below)
 //! - `refresh`: refresh-token id → `RefreshRecord`; `families`: token family → revoked-at
 //! - `idempotency`: scope ‖ key → `IdemRecord`
+//! - `intents`: payment id → `IntentRecord` (settlements not yet credited; see `intents`)
 //!
 //! Values are JSON: small, self-describing, and easy to inspect with `vectorway admin`.
 //!
@@ -18,6 +19,7 @@
 //! resident cost is one location per record.
 
 pub mod history;
+pub mod intents;
 pub mod journal;
 pub mod memlog;
 
@@ -169,6 +171,7 @@ pub struct Store {
     refresh: sled::Tree,
     families: sled::Tree,
     idempotency: sled::Tree,
+    intents: sled::Tree,
 }
 
 /// One issued refresh token (the JWT carries its id).
@@ -242,6 +245,7 @@ impl Store {
             refresh: db.open_tree("refresh")?,
             families: db.open_tree("families")?,
             idempotency: db.open_tree("idempotency")?,
+            intents: db.open_tree("intents")?,
             db,
         })
     }
@@ -599,38 +603,54 @@ impl Store {
 
     // === idempotency ===
 
-    /// Claims `key` for a request whose body hashes to `body_sha256`.
+    /// Claims `key` for a request whose body hashes to `body_sha256`. An answer stored before
+    /// `expire_before`, or a claim made before `claims_before` (Unix seconds), no longer counts:
+    /// it is replaced by the new claim.
     pub fn idem_begin(
         &self,
         key: &[u8],
         body_sha256: &str,
         now: u64,
+        expire_before: u64,
+        claims_before: u64,
     ) -> Result<IdemBegin, StorageError> {
-        let pending = IdemRecord {
+        let pending = serde_json::to_vec(&IdemRecord {
             body_sha256: body_sha256.to_string(),
             status: 0,
             body: String::new(),
             created_at: now,
-        };
-        match self.idempotency.compare_and_swap(
-            key,
-            None as Option<&[u8]>,
-            Some(serde_json::to_vec(&pending)?),
-        )? {
-            Ok(()) => Ok(IdemBegin::Fresh),
-            Err(cas) => {
-                let cur: IdemRecord = match cas.current {
-                    Some(v) => serde_json::from_slice(&v)?,
-                    None => return Ok(IdemBegin::InProgress),
-                };
-                Ok(if cur.body_sha256 != body_sha256 {
-                    IdemBegin::Conflict
-                } else if cur.status == 0 {
-                    IdemBegin::InProgress
-                } else {
-                    IdemBegin::Replay(cur)
-                })
+        })?;
+        let mut expected: Option<sled::IVec> = None;
+        loop {
+            let cas = self.idempotency.compare_and_swap(
+                key,
+                expected.as_ref(),
+                Some(pending.as_slice()),
+            )?;
+            let Err(cas) = cas else {
+                return Ok(IdemBegin::Fresh);
+            };
+            let Some(raw) = cas.current else {
+                expected = None;
+                continue;
+            };
+            let cur: IdemRecord = serde_json::from_slice(&raw)?;
+            let stale = if cur.status == 0 {
+                cur.created_at < claims_before
+            } else {
+                cur.created_at < expire_before
+            };
+            if stale {
+                expected = Some(raw);
+                continue;
             }
+            return Ok(if cur.body_sha256 != body_sha256 {
+                IdemBegin::Conflict
+            } else if cur.status == 0 {
+                IdemBegin::InProgress
+            } else {
+                IdemBegin::Replay(cur)
+            });
         }
     }
 

@@ -243,10 +243,13 @@ pub async fn create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
         );
     }
     let (raw, rec) = ctx.state.keys.create(p.wallet, &b.key_name).await?;
-    Ok(json(
+    let mut res = json(
         StatusCode::CREATED,
         &j!({"api_key": raw, "metadata": metadata(&rec)}),
-    ))
+    );
+    res.extensions_mut()
+        .insert(super::idempotency::Secrets(&["api_key"]));
+    Ok(res)
 }
 
 /// `GET /v1/api-keys`: a bare array of the caller's active keys.

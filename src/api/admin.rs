@@ -79,10 +79,13 @@ pub async fn create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
         .keys
         .create(w, b.name.as_deref().unwrap_or("admin"))
         .await?;
-    Ok(json(
+    let mut res = json(
         StatusCode::CREATED,
         &j!({"api_key": raw, "key_id": rec.key_id, "wallet": w, "key_name": rec.key_name, "created_at": rec.created_at}),
-    ))
+    );
+    res.extensions_mut()
+        .insert(super::idempotency::Secrets(&["api_key"]));
+    Ok(res)
 }
 
 /// `GET /admin/balance?wallet=0x…`

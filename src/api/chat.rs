@@ -27,12 +27,13 @@ use serde::Serialize;
 
 use super::memory::{self, Remember};
 use super::types::{ChatRequest, parse_chat};
-use super::{Ctx, ReqBody, State, journal_usage, pay};
+use super::{Ctx, ReqBody, State, journal_usage, pay, settle};
 use crate::auth::{AuthError, AuthMode};
 use crate::billing::pricing::ModelPrice;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, EVENT_STREAM, json, read_body};
 use crate::ratelimit::RateClass;
+use crate::storage::intents::IntentPurpose;
 use crate::storage::{UsageEvent, now_ms};
 use crate::upstream::{Completion, GeminiStream, TokenUsage, UpstreamError};
 use crate::wallet::Wallet;
@@ -236,7 +237,31 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
                 state.payments.release_nonce(&verified); // it may be sent again later
                 return Err(e.into());
             }
-            let settlement = state.payments.start_settlement(&verified);
+            // A paid stream is delivered before it settles: the facilitator must vouch for the
+            // payment (balance, authorization state) before its first byte, and a payer whose
+            // settlement failed streams nothing until a payment of theirs settles.
+            if chat.stream
+                && let Err(e) = settle::preflight_stream(&state, &verified).await
+            {
+                meter.record(e.status(), 0, None);
+                // `/verify` moves no money: the same payment may be sent again.
+                state.payments.release_nonce(&verified);
+                let failed = Err(e.clone());
+                let mut res = pay::refusal(&state, quote, PATH, DESCRIPTION, e);
+                pay::stamp_receipt(&mut res, &verified, &failed);
+                return Ok(res);
+            }
+            let purpose = IntentPurpose::Call {
+                request_id: ctx.request_id.clone(),
+                kept: None,
+            };
+            let settlement = match settle::start(&state, &verified, purpose).await {
+                Ok(s) => s,
+                Err(e) => {
+                    meter.record(e.status(), 0, None);
+                    return Err(e.into());
+                }
+            };
             (
                 Payer::X402(Box::new(X402 {
                     verified,

@@ -2,14 +2,17 @@
 //!
 //! Each is one paid call: no payment header → 402 with the price; a verified payment is settled
 //! (awaited: credits are only granted for money that moved), then the credits are written and
-//! fsynced, and only then is the answer sent, with the receipt header.
+//! fsynced, and only then is the answer sent, with the receipt header. Settlement and credit run
+//! through `settle::money_in`: a durable intent first, then one effect that the client's
+//! disconnect cannot stop and whose crash start-up completes.
 
 use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json as j;
 
+use super::idempotency::Secrets;
 use super::num::Int;
-use super::{Ctx, ReqBody, parse_json, pay};
+use super::{Ctx, ReqBody, parse_json, pay, settle};
 use crate::auth::{AuthError, SiweError};
 use crate::billing::pricing::{format_usd_micros, parse_usd_micros};
 use crate::crypto::to_checksum;
@@ -77,32 +80,24 @@ async fn take_payment(
         state.payments.release_nonce(&verified);
         return Err(super::error_response(&e.into()));
     }
-    let outcome = state.payments.start_settlement(&verified).await;
-    let settlement = match outcome {
-        Ok(s) => s,
+    // Intent, settlement and credit run as one effect: a client that disconnects now changes
+    // nothing, and a crash leaves an intent that start-up completes (`settle`).
+    match settle::money_in(
+        state,
+        &verified,
+        LedgerKind::Topup,
+        format!("{note} · {}", ctx.request_id),
+    )
+    .await
+    {
+        Ok((settlement, balance)) => Ok((verified, settlement, balance)),
         Err(e) => {
-            if e.nothing_settled() {
-                state.payments.release_nonce(&verified);
-            }
             let failed = Err(e.clone());
             let mut res = pay::refusal(state, quote, path, description, e);
             pay::stamp_receipt(&mut res, &verified, &failed);
-            return Err(res);
+            Err(res)
         }
-    };
-    // Credit what was authorized (and settled), durably, before answering.
-    let balance = state
-        .billing
-        .credit(
-            verified.payer,
-            verified.amount,
-            LedgerKind::Topup,
-            Some(settlement.transaction.clone()),
-            Some(format!("{note} · {} credits", verified.amount)),
-        )
-        .await
-        .map_err(|e| super::error_response(&e.into()))?;
-    Ok((verified, settlement, balance))
+    }
 }
 
 fn paid_response(
@@ -163,7 +158,9 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
         "tokens": tokens, "api_key": raw,
         "api_key_metadata": {"key_id": rec.key_id, "key_name": rec.key_name, "created_at": rec.created_at, "last_used_at": null},
     });
-    Ok(paid_response(StatusCode::OK, &body, &v, s))
+    let mut res = paid_response(StatusCode::OK, &body, &v, s);
+    res.extensions_mut().insert(Secrets(&["tokens", "api_key"]));
+    Ok(res)
 }
 
 #[derive(Deserialize)]

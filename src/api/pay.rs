@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 
-use super::{State, error_response};
+use super::{State, error_response, settle};
 use crate::billing::pricing::format_usd_micros;
 use crate::crypto::to_checksum;
 use crate::error::Error;
@@ -169,32 +169,12 @@ pub async fn refund_change(
     Ok(())
 }
 
-/// Credits the change of a settled payment, logging (not failing) when it cannot.
-pub async fn credit_change_logged(
-    state: &State,
-    verified: &Verified,
-    kept: u64,
-    transaction: &str,
-) {
-    let kept = kept.min(verified.amount);
-    if let Err(e) = refund_change(state, verified.payer, verified.amount, kept, transaction).await {
-        tracing::error!(%e, payer = %verified.payer, "x402 change was not credited");
-    }
-}
-
 /// Waits for a settlement in the background and then credits the change: for calls that end
-/// without waiting (a stream cut short, a client gone). It survives the request.
+/// without waiting (a stream cut short, a client gone). It survives the request, and a crash
+/// leaves the payment's intent for start-up to complete (`settle`).
 pub fn credit_change_after<F>(state: Arc<State>, verified: Verified, settlement: F, kept: u64)
 where
     F: std::future::Future<Output = Result<Settlement, PaymentError>> + Send + 'static,
 {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the change must be credited even if the client is gone"
-    )]
-    tokio::spawn(async move {
-        if let Ok(s) = settlement.await {
-            credit_change_logged(&state, &verified, kept, &s.transaction).await;
-        }
-    });
+    drop(settle::finish_call(state, verified, settlement, kept));
 }

@@ -145,10 +145,13 @@ pub async fn router_create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Respo
         return Err(RequestError::validation("label", "at most 128 characters").into());
     }
     let (raw, rec) = ctx.state.keys.create(wallet, &label).await?;
-    Ok(json(
+    let mut res = json(
         StatusCode::CREATED,
         &j!({"id": rec.key_id, "key": raw, "label": rec.key_name, "created_at": iso(rec.created_at)}),
-    ))
+    );
+    res.extensions_mut()
+        .insert(super::idempotency::Secrets(&["key"]));
+    Ok(res)
 }
 
 fn query_map(req: &Request<ReqBody>) -> HashMap<String, String> {

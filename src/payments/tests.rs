@@ -44,6 +44,7 @@ async fn rig(threads: usize) -> Rig {
         store,
         build(Duration::from_secs(2), 8),
         sim.facilitator_url(),
+        crate::effects::Effects::new(),
     );
     Rig {
         _dir: dir,
@@ -210,6 +211,7 @@ async fn only_certain_failures_say_nothing_was_settled() {
         status: Some(503),
         body: None,
         delay_ms: None,
+        after_ms: None,
         times: Some(3),
     });
     let e = r.payments.start_settlement(&v).await.unwrap_err();
@@ -256,6 +258,7 @@ async fn facilitator_faults_are_retried_or_not_paid() {
         status: Some(status),
         body: Some(body.into()),
         delay_ms: None,
+        after_ms: None,
         times: Some(times),
     };
     // Two 503s, then success: retried (settle_retries = 2).
@@ -320,6 +323,7 @@ async fn facilitator_faults_are_retried_or_not_paid() {
         status: None,
         body: None,
         delay_ms: Some(800),
+        after_ms: None,
         times: Some(3),
     });
     let v = r

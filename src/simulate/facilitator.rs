@@ -10,7 +10,8 @@
 //!
 //! Control endpoints: `POST _balance {address, amount}` sets a balance (atomic units);
 //! `GET _balance?address=0x…` reads one; `POST _default_balance {amount}`; `GET _stats` counts
-//! calls; `POST _faults {endpoint?, status?, body?, delay_ms?, times?}` makes the next calls fail;
+//! calls; `POST _faults {endpoint?, status?, body?, delay_ms?, after_ms?, times?}` makes the next
+//! calls fail or answer late (`after_ms`: after the work is done);
 //! `POST _reset` forgets balances, nonces, counts and faults.
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +54,9 @@ pub struct FacilitatorFaults {
     pub body: Option<String>,
     /// Wait this long first (then fail with `status`, or answer normally).
     pub delay_ms: Option<u64>,
+    /// Do the work (a settlement moves the money), then wait this long before answering: a
+    /// facilitator whose answer is late or lost after the transfer happened.
+    pub after_ms: Option<u64>,
     /// How many calls the faults apply to; `None` for all of them.
     pub times: Option<u32>,
 }
@@ -141,7 +145,7 @@ impl Ledger {
     /// The fault to apply to a call of `endpoint`, consuming one of its `times`.
     fn take_fault(&self, endpoint: &str) -> Option<FacilitatorFaults> {
         let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
-        if f.status.is_none() && f.delay_ms.is_none() {
+        if f.status.is_none() && f.delay_ms.is_none() && f.after_ms.is_none() {
             return None;
         }
         if f.endpoint.as_deref().is_some_and(|e| e != endpoint) || f.times == Some(0) {
@@ -202,6 +206,7 @@ pub async fn route(
                 &ledger.verify
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            let mut after = None;
             if let Some(f) = ledger.take_fault(what) {
                 if let Some(ms) = f.delay_ms {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -209,8 +214,13 @@ pub async fn route(
                 if let Some(status) = f.status {
                     return fault_response(status, f.body.as_deref());
                 }
+                after = f.after_ms;
             }
-            answer(ledger, &bytes, settle)
+            let res = answer(ledger, &bytes, settle);
+            if let Some(ms) = after {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            res
         }
         ("GET", "supported") => {
             ledger.supported.fetch_add(1, Ordering::Relaxed);

@@ -102,6 +102,7 @@ fn settle_fault(
         status,
         body: body.map(str::to_string),
         delay_ms,
+        after_ms: None,
         times: None,
     }
 }
@@ -193,12 +194,12 @@ async fn a_facilitator_that_is_down_withholds_the_answer_and_burns_no_nonce() {
     // Nothing reached the facilitator: the same signed payment is still good.
     let res = paid(&env, &header, &ask(false)).await;
     withheld(&res, StatusCode::BAD_GATEWAY, "x402_facilitator_error");
-    // A stream was served while the payment failed: that payment's nonce stays spent.
+    // A stream is not served at all while the facilitator cannot vouch for the payment.
     let streamed = payment(&s, q);
-    cut_with(
-        &paid(&env, &streamed, &ask(true)).await,
-        "x402_facilitator_error",
-    );
+    let res = paid(&env, &streamed, &ask(true)).await;
+    assert_eq!(res.status, StatusCode::BAD_GATEWAY);
+    assert!(sse_data(&res.body).is_empty(), "not one frame");
+    assert_eq!(res.code(), "x402_facilitator_error");
     untouched(&env, &s.address()).await;
     // The facilitator comes back (on the same address): the first payment goes through, once.
     let knobs = SimulatorKnobs {
@@ -221,9 +222,10 @@ async fn a_facilitator_that_is_down_withholds_the_answer_and_burns_no_nonce() {
         paid(&env, &header, &ask(false)).await.status,
         StatusCode::CONFLICT
     );
+    // The refused stream's payment was given back: it pays for a call now.
     let res = paid(&env, &streamed, &ask(false)).await;
-    withheld(&res, StatusCode::CONFLICT, "x402_nonce_reused");
-    assert_eq!(back.facilitator_stats().settled, 1);
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(back.facilitator_stats().settled, 2);
     back.stop().await;
     env.stop().await;
 }
@@ -263,8 +265,13 @@ async fn a_failing_settlement_withholds_the_answer_and_keeps_nothing() {
         res.headers.contains_key("payment-required"),
         "fresh requirements"
     );
+    // `s`'s settlement was refused above: `s` streams nothing more until a payment settles.
+    let blocked = paid(&env, &payment(&s, q), &ask(true)).await;
+    assert_eq!(blocked.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(sse_data(&blocked.body).is_empty());
+    let s2 = Signer::random().unwrap();
     cut_with(
-        &paid(&env, &payment(&s, q), &ask(true)).await,
+        &paid(&env, &payment(&s2, q), &ask(true)).await,
         "x402_settlement_failed",
     );
     assert_eq!(env.sim.facilitator_stats().settled, 0);

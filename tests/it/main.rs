@@ -26,6 +26,7 @@ mod mcp;
 mod memory;
 mod money;
 mod ops;
+mod settle;
 mod tidy;
 mod upstream;
 mod x402;

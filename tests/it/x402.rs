@@ -208,12 +208,16 @@ async fn a_refused_settlement_withholds_the_answer() {
     assert_eq!(v["error"], "insufficient_funds");
     assert!(v.get("choices").is_none(), "no answer without payment");
     assert_eq!(env.sim.facilitator_stats().settled, 0);
-    // Streaming: frames flow, then the stream is cut with an error instead of [DONE].
+    // Streaming: the facilitator's /verify refuses the unfunded payer before the first byte.
     let res = paid(&env, x_payment(&s, q), &ask(true)).await;
-    let events = sse_data(&res.body);
-    assert!(!events.iter().any(|e| e == "[DONE]"));
-    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
-    assert_eq!(last["error"]["code"], "x402_settlement_failed");
+    assert_eq!(res.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(sse_data(&res.body).is_empty(), "no frame flows unpaid");
+    assert_eq!(res.json()["error"], "insufficient_funds");
+    assert_eq!(
+        env.sim.facilitator_stats().settle,
+        1,
+        "only the unary call settled"
+    );
     env.stop().await;
 }
 

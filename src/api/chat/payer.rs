@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::super::State;
-use super::super::pay;
+use super::super::{pay, settle};
 use crate::billing::Hold;
 use crate::payments::{PaymentError, Settlement, SettlementHandle, Verified};
 
@@ -73,46 +73,30 @@ impl Payer {
                 charged: hold.commit(cost, Some(reference)),
             }),
             Payer::X402(x) => {
-                // Settlement and change run in their own task: if this request is dropped (the
-                // client went away), the change is still credited.
-                let state = state.clone();
-                let min_quote = state.config.x402.min_quote;
-                #[expect(
-                    clippy::disallowed_methods,
-                    reason = "the change must survive the request that caused it"
-                )]
-                let task = tokio::spawn(async move {
-                    let X402 {
+                // Settlement and change run as an effect (`settle::finish_call`): if this
+                // request is dropped (the client went away), the change is still credited.
+                let X402 {
+                    verified,
+                    settlement,
+                } = *x;
+                let kept = pay::kept(cost, state.config.x402.min_quote, verified.amount);
+                let finishing =
+                    settle::finish_call(state.clone(), verified.clone(), settlement, kept);
+                match finishing.await {
+                    Ok(Ok((s, _))) => Ok(Settled::X402 {
+                        kept,
                         verified,
-                        settlement,
-                    } = *x;
-                    match settlement.await {
-                        Ok(s) => {
-                            let kept = pay::kept(cost, min_quote, verified.amount);
-                            pay::credit_change_logged(&state, &verified, kept, &s.transaction)
-                                .await;
-                            Ok(Settled::X402 {
-                                kept,
-                                verified,
-                                outcome: Ok(s),
-                            })
+                        outcome: Ok(s),
+                    }),
+                    Ok(Err(e)) => {
+                        // The answer is withheld: a payment that certainly moved no money
+                        // may be sent again.
+                        if e.nothing_settled() {
+                            state.payments.release_nonce(&verified);
                         }
-                        Err(e) => {
-                            // The answer is withheld: a payment that certainly moved no money
-                            // may be sent again.
-                            if e.nothing_settled() {
-                                state.payments.release_nonce(&verified);
-                            }
-                            Err(e)
-                        }
+                        Err(e)
                     }
-                });
-                match task.await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(%e, "x402 settlement task failed");
-                        Err(PaymentError::Internal("settlement task failed".into()))
-                    }
+                    Err(e) => Err(PaymentError::Internal(e.to_string())),
                 }
             }
         }

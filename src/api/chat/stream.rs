@@ -246,6 +246,14 @@ impl ChatStream {
                 );
                 out.put_slice(b"\n\n");
                 self.meter.record(402, 0, self.usage.as_ref());
+                // Ends the payment's intent (forgotten, or recovered if money may have moved)
+                // and refuses this payer's streams until a payment of theirs settles.
+                pay::credit_change_after(
+                    self.meter.state.clone(),
+                    a.verified.clone(),
+                    std::future::ready(Err(e.clone())),
+                    a.kept,
+                );
             }
         }
         self.done = true;

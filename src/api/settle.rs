@@ -1,0 +1,461 @@
+//! x402 settlements that owe the payer something, made durable: intent → settle → credit.
+//!
+//! Before a verified payment goes to the facilitator, an `IntentRecord` saying what the payer is
+//! owed once it settles (all of it as credits for money in; the change for a paid call) is
+//! fsynced. The settlement and the credit then run as one effect (`crate::effects`), so a client
+//! that disconnects at any await point changes nothing, and a crash at any instant leaves the
+//! intent, which `recover` completes at start-up: it settles again (a facilitator that finds the
+//! authorization already used tells us the money moved), credits once (the ledger is checked for
+//! the credit's reference first), and forgets the intent. A credit that fails is retried.
+//!
+//! Paid streams are checked with the facilitator's `/verify` (balance and authorization state)
+//! before their first byte, and a payer one of whose stream settlements failed may not stream
+//! again until a payment of theirs settles (`Settler::blocked`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::State;
+use crate::payments::verify::replay_key;
+use crate::payments::{PaymentError, Settlement, SettlementHandle, Verified};
+use crate::storage::intents::{IntentPurpose, IntentRecord, IntentState};
+use crate::storage::{LedgerKind, now_ms};
+use crate::wallet::Wallet;
+
+/// Payers refused further streams at once, at most; past it the oldest entry is let go.
+const MAX_BLOCKED: usize = 65_536;
+/// Attempts at a credit before it is left to the next start-up's recovery.
+const CREDIT_ATTEMPTS: u32 = 6;
+
+/// The settlement state the API keeps in memory.
+#[derive(Debug, Default)]
+pub struct Settler {
+    /// Payers whose stream settlement failed → when (ms). Cleared by a settlement of theirs.
+    blocked: DashMap<Wallet, u64>,
+}
+
+impl Settler {
+    pub fn is_blocked(&self, payer: &Wallet) -> bool {
+        self.blocked.contains_key(payer)
+    }
+
+    fn block(&self, payer: Wallet) {
+        if self.blocked.len() >= MAX_BLOCKED
+            && let Some(oldest) = self
+                .blocked
+                .iter()
+                .min_by_key(|e| *e.value())
+                .map(|e| *e.key())
+        {
+            self.blocked.remove(&oldest);
+        }
+        self.blocked.insert(payer, now_ms());
+        metrics::counter!("vectorway_x402_payers_blocked_total").increment(1);
+    }
+
+    fn unblock(&self, payer: &Wallet) {
+        self.blocked.remove(payer);
+    }
+
+    pub fn blocked_count(&self) -> usize {
+        self.blocked.len()
+    }
+}
+
+/// The intent id of a payment: its replay key, hex (unique per payer, chain, asset and nonce).
+pub fn intent_id(v: &Verified) -> String {
+    hex::encode(replay_key(&v.network, &v.payer, &v.nonce))
+}
+
+/// Writes the payment's intent (fsynced) and starts its settlement. On a storage failure the
+/// nonce is given back (nothing was sent to the facilitator) and the call is refused.
+pub async fn start(
+    state: &Arc<State>,
+    v: &Verified,
+    purpose: IntentPurpose,
+) -> Result<SettlementHandle, PaymentError> {
+    let rec = IntentRecord {
+        id: intent_id(v),
+        payer: v.payer,
+        paid: v.amount,
+        valid_before: v.valid_before,
+        request: serde_json::to_value(v.facilitator_request())
+            .map_err(|e| PaymentError::Internal(e.to_string()))?,
+        network: v.network_name().to_string(),
+        purpose,
+        state: IntentState::Pending,
+        created_ms: now_ms(),
+    };
+    if let Err(e) = state.store.put_intent_durable(&rec).await {
+        state.payments.release_nonce(v);
+        return Err(e.into());
+    }
+    Ok(state.payments.start_settlement(v))
+}
+
+/// Money in: settles `v` and credits all of it as `kind`, as one effect that survives the
+/// request. Returns the settlement and the new balance.
+pub async fn money_in(
+    state: &Arc<State>,
+    v: &Verified,
+    kind: LedgerKind,
+    note: String,
+) -> Result<(Settlement, u64), PaymentError> {
+    // Intent, settlement and credit all run in the effect: from here on nothing the client does
+    // can stop them.
+    let (st, v) = (state.clone(), v.clone());
+    let run = async move {
+        let settlement = start(&st, &v, IntentPurpose::Credit { kind, note }).await?;
+        let outcome = settlement.await;
+        finish(&st, &v, outcome, None).await
+    };
+    match state.effects.spawn("x402 money in", run).await {
+        Ok(r) => r,
+        Err(e) => Err(PaymentError::Internal(e.to_string())),
+    }
+}
+
+/// A paid call ended keeping `kept`: waits for its settlement and credits the change, in the
+/// background (it survives the request). `Some` outcome on success.
+pub fn finish_call<F>(
+    state: Arc<State>,
+    v: Verified,
+    settlement: F,
+    kept: u64,
+) -> crate::effects::Finishing<Result<(Settlement, u64), PaymentError>>
+where
+    F: std::future::Future<Output = Result<Settlement, PaymentError>> + Send + 'static,
+{
+    let effects = state.effects.clone();
+    effects.spawn("x402 call change", async move {
+        let outcome = settlement.await;
+        finish(&state, &v, outcome, Some(kept)).await
+    })
+}
+
+/// Ends an intent once its settlement's outcome is known: credit what is owed, or forget it.
+/// `kept`: what a paid call keeps (`None` for money in).
+async fn finish(
+    state: &Arc<State>,
+    v: &Verified,
+    outcome: Result<Settlement, PaymentError>,
+    kept: Option<u64>,
+) -> Result<(Settlement, u64), PaymentError> {
+    let id = intent_id(v);
+    match outcome {
+        Ok(s) => {
+            state.settler.unblock(&v.payer);
+            let mut rec = match state.store.intent(&id) {
+                Ok(Some(r)) => r,
+                // Written by `start`; absent only if the store failed us: credit from `v`.
+                _ => fallback_record(v, &id, kept),
+            };
+            rec.state = IntentState::Settled {
+                transaction: s.transaction.clone(),
+            };
+            if let (IntentPurpose::Call { kept: k, .. }, Some(kept)) = (&mut rec.purpose, kept) {
+                *k = Some(kept);
+            }
+            // The transaction is on disk before any credit is: a crash after the credit then
+            // finds the credit by its reference instead of settling again and crediting twice.
+            let stored = if owed(&rec).0 > 0 {
+                state.store.put_intent_durable(&rec).await
+            } else {
+                state.store.update_intent(&rec)
+            };
+            if let Err(e) = stored {
+                tracing::error!(%e, intent = %id, "settled intent not stored; left for recovery");
+                return if kept.is_none() {
+                    Err(e.into())
+                } else {
+                    Ok((s, state.billing.balance(&v.payer).balance))
+                };
+            }
+            match credit_owed(state, &rec, &s.transaction).await {
+                Ok(balance) => Ok((s, balance)),
+                // Money in answers with the error (the intent stays for recovery); a paid call
+                // has its answer, whose settlement did succeed.
+                Err(e) if kept.is_none() => Err(e),
+                Err(_) => Ok((s, state.billing.balance(&v.payer).balance)),
+            }
+        }
+        Err(e) => {
+            if e.nothing_settled() {
+                // The money never moved: nothing is owed, and the payment may be sent again
+                // when its answer was withheld (money in; a unary call's `Payer::settle` does
+                // its own release).
+                if kept.is_none() {
+                    state.payments.release_nonce(v);
+                }
+                forget(state, &id);
+            } else {
+                // A time-out or a 5xx: the money may have moved. The intent stays, and is
+                // settled again in the background (and at the next start) until the
+                // facilitator's answer says what happened.
+                tracing::error!(payer = %v.payer, intent = %id, error = %e,
+                    "x402 settlement outcome unknown; recovering in the background");
+                recover_later(state, id);
+            }
+            // Refused for the payer's reasons (funds, authorization): no more streams until a
+            // payment of theirs settles. A facilitator that fails or is down blocks nobody.
+            if kept.is_some() && matches!(e, PaymentError::SettlementRefused { .. }) {
+                state.settler.block(v.payer);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn fallback_record(v: &Verified, id: &str, kept: Option<u64>) -> IntentRecord {
+    IntentRecord {
+        id: id.to_string(),
+        payer: v.payer,
+        paid: v.amount,
+        valid_before: v.valid_before,
+        request: serde_json::Value::Null,
+        network: v.network_name().to_string(),
+        purpose: match kept {
+            Some(k) => IntentPurpose::Call {
+                request_id: String::new(),
+                kept: Some(k),
+            },
+            None => IntentPurpose::Credit {
+                kind: LedgerKind::Topup,
+                note: "x402 payment".into(),
+            },
+        },
+        state: IntentState::Pending,
+        created_ms: now_ms(),
+    }
+}
+
+fn forget(state: &State, id: &str) {
+    if let Err(e) = state.store.remove_intent(id) {
+        tracing::warn!(%e, intent = %id, "finished intent not removed; recovery will skip it");
+    }
+}
+
+/// What a settled intent owes: (credits, kind, note).
+fn owed(rec: &IntentRecord) -> (u64, LedgerKind, String) {
+    match &rec.purpose {
+        IntentPurpose::Credit { kind, note } => {
+            (rec.paid, *kind, format!("{note} · {} credits", rec.paid))
+        }
+        IntentPurpose::Call { kept, request_id } => {
+            let kept = kept.unwrap_or(0).min(rec.paid);
+            let note = if request_id.is_empty() {
+                format!("x402 change: paid {}, kept {kept}", rec.paid)
+            } else {
+                format!("x402 change: paid {}, kept {kept} · {request_id}", rec.paid)
+            };
+            (rec.paid - kept, LedgerKind::Refund, note)
+        }
+    }
+}
+
+/// Credits what a settled intent owes (once: a credit with this reference already in the
+/// payer's ledger is not written again), retrying a failed write, then forgets the intent.
+/// Returns the payer's balance.
+async fn credit_owed(
+    state: &State,
+    rec: &IntentRecord,
+    reference: &str,
+) -> Result<u64, PaymentError> {
+    let (credits, kind, note) = owed(rec);
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = match state
+            .store
+            .ledger_has_reference(&rec.payer, reference, rec.created_ms)
+        {
+            Err(e) => Err(PaymentError::from(e)),
+            Ok(done) if credits == 0 || done => Ok(state.billing.balance(&rec.payer).balance),
+            Ok(_) => state
+                .billing
+                .credit(
+                    rec.payer,
+                    credits,
+                    kind,
+                    Some(reference.to_string()),
+                    Some(note.clone()),
+                )
+                .await
+                .map_err(|e| PaymentError::Internal(e.to_string())),
+        };
+        match result {
+            Ok(balance) => {
+                forget(state, &rec.id);
+                return Ok(balance);
+            }
+            Err(e) if attempt >= CREDIT_ATTEMPTS => {
+                metrics::counter!("vectorway_x402_credit_failures_total").increment(1);
+                tracing::error!(%e, payer = %rec.payer, intent = %rec.id,
+                    "x402 credit failed; kept for recovery at the next start");
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(%e, payer = %rec.payer, attempt, "x402 credit failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The outcome of one intent's recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovered {
+    /// Settled (now or before the crash) and what it owed is credited.
+    Credited,
+    /// The facilitator refused it for a reason that rules a transfer out: nothing owed.
+    NothingMoved,
+    /// The facilitator could not be asked, or the answer cannot tell: kept for the next start.
+    Kept,
+    /// Marked unresolved: the operator must check the chain.
+    Unresolved,
+}
+
+/// Completes every intent a previous run left (start-up: nothing else is settling). Returns
+/// the outcome of each, in the store's order.
+pub async fn recover(state: &State) -> Vec<(String, Recovered)> {
+    let intents = match state.store.intents() {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(%e, "settlement intents unreadable");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::with_capacity(intents.len());
+    for rec in intents {
+        let r = recover_one(state, rec.clone()).await;
+        tracing::info!(intent = %rec.id, payer = %rec.payer, outcome = ?r, "settlement intent recovered");
+        out.push((rec.id, r));
+    }
+    out
+}
+
+async fn recover_one(state: &State, mut rec: IntentRecord) -> Recovered {
+    let nonce_marker = format!("x402:{}", rec.id);
+    let transaction = match &rec.state {
+        IntentState::Unresolved { .. } => return Recovered::Unresolved,
+        IntentState::Settled { transaction } => transaction.clone(),
+        IntentState::Pending => {
+            let request = match serde_json::from_value(rec.request.clone()) {
+                Ok(r) => r,
+                Err(e) => return unresolved(state, &mut rec, &format!("unreadable request: {e}")),
+            };
+            match state.payments.facilitator().settle(&request).await {
+                Ok(s) => s.transaction,
+                Err(PaymentError::SettlementRefused { reason, .. })
+                    if reason == "invalid_exact_evm_nonce_already_used" =>
+                {
+                    // Our own earlier attempt settled it before the crash: the money moved.
+                    nonce_marker.clone()
+                }
+                Err(e @ PaymentError::SettlementRefused { .. })
+                    if e.nothing_settled() && !expiry(&e) =>
+                {
+                    forget(state, &rec.id);
+                    return Recovered::NothingMoved;
+                }
+                // An expired authorization may have been used before it expired: a chain
+                // checks expiry first and cannot say.
+                Err(e) if expiry(&e) => return unresolved(state, &mut rec, &e.to_string()),
+                Err(e) => {
+                    tracing::warn!(%e, intent = %rec.id, "recovery could not settle; kept");
+                    return Recovered::Kept;
+                }
+            }
+        }
+    };
+    // A credit written before the crash carries the transaction, or the marker.
+    if state
+        .store
+        .ledger_has_reference(&rec.payer, &nonce_marker, rec.created_ms)
+        .unwrap_or(false)
+    {
+        forget(state, &rec.id);
+        return Recovered::Credited;
+    }
+    match credit_owed(state, &rec, &transaction).await {
+        Ok(_) => Recovered::Credited,
+        Err(_) => Recovered::Kept,
+    }
+}
+
+/// Recovers one intent in the background: a few attempts with growing pauses while its
+/// authorization is valid; what is still open after that waits for the next start.
+fn recover_later(state: &Arc<State>, id: String) {
+    let store = state.store.clone();
+    let me = state.clone();
+    drop(state.effects.spawn("settlement retry", async move {
+        // A facilitator that just failed is given time; the authorization stays valid for
+        // minutes (x402's maxTimeoutSeconds), and the next start retries too.
+        let mut pause = Duration::from_secs(20);
+        for _ in 0..5 {
+            tokio::time::sleep(pause).await;
+            let Ok(Some(rec)) = store.intent(&id) else {
+                return;
+            };
+            match recover_one(&me, rec).await {
+                Recovered::Kept => pause = (pause * 3).min(Duration::from_secs(120)),
+                done => {
+                    tracing::info!(intent = %id, outcome = ?done, "settlement recovered");
+                    return;
+                }
+            }
+        }
+    }));
+}
+
+fn expiry(e: &PaymentError) -> bool {
+    matches!(e, PaymentError::SettlementRefused { reason, .. }
+        if reason.ends_with("valid_before") || reason.ends_with("valid_after"))
+}
+
+fn unresolved(state: &State, rec: &mut IntentRecord, reason: &str) -> Recovered {
+    rec.state = IntentState::Unresolved {
+        reason: reason.to_string(),
+    };
+    if let Err(e) = state.store.update_intent(rec) {
+        tracing::error!(%e, intent = %rec.id, "unresolved intent not stored");
+    }
+    metrics::counter!("vectorway_x402_intents_unresolved_total").increment(1);
+    tracing::error!(intent = %rec.id, payer = %rec.payer, reason,
+        "x402 settlement unresolved: check the chain and credit by hand");
+    Recovered::Unresolved
+}
+
+/// A paid stream's checks before its first byte: the payer is not blocked, and the
+/// facilitator's `/verify` (balance, authorization state) accepts the payment.
+pub async fn preflight_stream(state: &State, v: &Verified) -> Result<(), PaymentError> {
+    if state.settler.is_blocked(&v.payer) {
+        return Err(PaymentError::SettlementRefused {
+            reason: "insufficient_funds".into(),
+            message: Some(
+                "an earlier paid stream of this payer failed to settle; pay a unary call or a \
+                 top-up first"
+                    .into(),
+            ),
+        });
+    }
+    let answer = state
+        .payments
+        .facilitator()
+        .verify(&v.facilitator_request())
+        .await?;
+    if answer.is_valid {
+        Ok(())
+    } else {
+        Err(PaymentError::SettlementRefused {
+            reason: answer
+                .invalid_reason
+                .unwrap_or_else(|| "unexpected_verify_error".into()),
+            message: answer.invalid_message,
+        })
+    }
+}
