@@ -163,6 +163,10 @@ pub fn parse(msg: &str) -> Result<SiweMessage, SiweError> {
     Ok(m)
 }
 
+/// The first and last second RFC 3339 can write in UTC: 0000-01-01T00:00:00Z, 9999-12-31T23:59:59Z.
+const RFC3339_FIRST: i64 = -62_167_219_200;
+const RFC3339_LAST: i64 = 253_402_300_799;
+
 /// RFC 3339 `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` → Unix seconds (the `time` crate's parser; a
 /// leap second reads as the second before it).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -173,14 +177,14 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(time::OffsetDateTime::unix_timestamp)
+        // An offset can carry year 0000 or 9999 past what RFC 3339 can write back in UTC.
+        .filter(|t| (RFC3339_FIRST..=RFC3339_LAST).contains(t))
 }
 
 /// Formats Unix seconds as RFC 3339 UTC (`2026-01-01T00:00:00Z`); a time outside the years
 /// 0000–9999 that RFC 3339 can write is clamped to the nearest of them.
 pub fn format_rfc3339(t: i64) -> String {
-    const FIRST: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
-    const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-    time::OffsetDateTime::from_unix_timestamp(t.clamp(FIRST, LAST))
+    time::OffsetDateTime::from_unix_timestamp(t.clamp(RFC3339_FIRST, RFC3339_LAST))
         .ok()
         .and_then(|d| {
             d.format(&time::format_description::well_known::Rfc3339)

@@ -162,6 +162,19 @@ fn rfc3339_refuses_impossible_dates_and_offsets() {
         assert_eq!(parse_rfc3339(bad), None, "{bad}");
     }
     assert_eq!(parse_rfc3339("2026-01-01t00:00:00z"), Some(NOW), "any case");
+    // Whatever parses formats back to the same instant (the fuzz target's property), so an
+    // offset may not carry the instant out of the years RFC 3339 writes in UTC.
+    for edge in ["0000-01-01T00:00:00+01:00", "9999-12-31T23:59:59-00:01"] {
+        assert_eq!(parse_rfc3339(edge), None, "{edge}");
+    }
+    for s in [
+        "0000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59.9Z",
+    ] {
+        let t = parse_rfc3339(s).unwrap();
+        assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t), "{s}");
+    }
     assert_eq!(format_rfc3339(1_835_395_200), "2028-02-29T00:00:00Z");
     assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
     assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59Z", "clamped");
