@@ -302,6 +302,8 @@ def start_gateway(name, upstream):
                VECTORWAY_STORE__DATA_DIR=data,
                VECTORWAY_UPSTREAM__BASE_URL=upstream,
                VECTORWAY_UPSTREAM__API_KEY="overhead-key",
+               # The upstream is a simulator behind a placeholder key: no real calls to give away.
+               VECTORWAY_X402__ALLOW_SIMULATED_FACILITATOR_WITH_REAL_UPSTREAM="true",
                VECTORWAY_LIMITS__RUNTIME_PER_MIN="1000000000",
                VECTORWAY_LIMITS__CONTROL_PER_MIN="1000000000")
     p = spawn("serve-" + name, [BIN, "serve"], env=env)

@@ -8,6 +8,7 @@
 pub mod account;
 pub mod admin;
 pub mod chat;
+pub mod describe;
 pub mod discovery;
 pub mod health;
 pub mod idempotency;

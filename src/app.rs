@@ -212,6 +212,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 facilitator = %sim.facilitator_url(),
                 "NO x402 FACILITATOR SET: payments settle on the built-in facilitator SIMULATOR; no USDC moves."
             );
+            if config.upstream.api_key.is_some() {
+                // Config validation let this through only with the named opt-in.
+                tracing::warn!(
+                    "x402.allow_simulated_facilitator_with_real_upstream is ON: every address \
+                     starts with $1,000 of simulated USDC that buys REAL Gemini calls."
+                );
+            }
             sim.facilitator_url()
         }
         (None, None) => String::new(),

@@ -329,6 +329,8 @@ pub struct X402Config {
     pub pay_to: Wallet,
     /// `None`: the built-in facilitator simulator.
     pub facilitator_url: Option<String>,
+    /// The operator accepted the facilitator simulator beside a real Gemini key (free credits).
+    pub allow_simulated_facilitator_with_real_upstream: bool,
     pub min_quote: u64,
     pub max_timeout_s: u64,
     pub verifier_threads: usize,
@@ -617,7 +619,7 @@ impl RawConfig {
                 "must be greater than 0".into(),
             ));
         }
-        let x402 = self.x402.validate()?;
+        let x402 = self.x402.validate(api_key.is_some())?;
         let memory = self.memory.validate(api_key.is_some())?;
         if self.simulator.tokens_per_sec == 0 || self.simulator.chunk_tokens == 0 {
             return Err(invalid(

@@ -143,7 +143,8 @@ impl MemoryError {
     }
 }
 
-/// A memory's id: 16 random bytes (a version-4 UUID), shown as the hyphenated lower-case UUID.
+/// A memory's id: a version-7 UUID (48 bits of Unix milliseconds, then a counter and random
+/// bits), shown as the hyphenated lower-case UUID.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemoryId([u8; 16]);
 
@@ -156,31 +157,16 @@ impl MemoryId {
         &self.0
     }
 
-    /// A fresh, time-ordered id (UUID version 7: 48 bits of Unix milliseconds, then 74 bits from
-    /// the system's secure random source), so a wallet's records sort oldest first in the log.
-    pub fn random() -> Result<Self, MemoryError> {
-        let mut b = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-            .map_err(|_| MemoryError::Internal("the system random source failed".into()))?;
-        b[..6].copy_from_slice(&now_ms().to_be_bytes()[2..]);
-        b[6] = (b[6] & 0x0f) | 0x70;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        Ok(Self(b))
+    /// A fresh, time-ordered id (`uuid`'s `now_v7`: ids made in one process sort in the order
+    /// they were made, within a millisecond too), so a wallet's records sort oldest first.
+    pub fn now_v7() -> Self {
+        Self(uuid::Uuid::now_v7().into_bytes())
     }
 }
 
 impl fmt::Display for MemoryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = hex::encode(self.0);
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
+        fmt::Display::fmt(&uuid::Uuid::from_bytes(self.0).hyphenated(), f)
     }
 }
 
@@ -196,20 +182,13 @@ impl FromStr for MemoryId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || MemoryError::validation("memory_id", "a memory id is a UUID");
-        let hex: String = match s.len() {
-            36 => {
-                let dashes = [8, 13, 18, 23];
-                if dashes.iter().any(|i| s.as_bytes()[*i] != b'-') {
-                    return Err(bad());
-                }
-                s.chars().filter(|c| *c != '-').collect()
-            }
-            32 => s.to_string(),
-            _ => return Err(bad()),
-        };
-        let mut b = [0u8; 16];
-        hex::decode_to_slice(hex, &mut b).map_err(|_| bad())?;
-        Ok(Self(b))
+        // `uuid` also reads the braced and `urn:uuid:` forms; an id here is one of these two.
+        if !matches!(s.len(), 32 | 36) {
+            return Err(bad());
+        }
+        uuid::Uuid::try_parse(s)
+            .map(|u| Self(u.into_bytes()))
+            .map_err(|_| bad())
     }
 }
 
@@ -520,7 +499,7 @@ impl Memory {
         let namespace = validate_namespace(namespace)?;
         validate_text("text", text)?;
         let vector = self.embed_one(text).await?;
-        let id = MemoryId::random()?;
+        let id = MemoryId::now_v7();
         let record = MemoryRecord {
             id: id.0,
             created_at_ms: now_ms(),

@@ -83,6 +83,8 @@ vw_start_sim() {
 
 # vw_start_gateway → sets GW_URL, GW_PID, GW_DATA. Needs SIM_URL. Extra VECTORWAY_* variables
 # in the caller's environment pass through (they override nothing set here unless exported after).
+# The upstream is the simulator behind a placeholder key, so x402 settling on the gateway's own
+# facilitator simulator is opted into (a real key with no facilitator is refused otherwise).
 vw_start_gateway() {
     GW_DATA="$(mktemp -d "$VW_TMP/data.XXXXXX")"
     local log="$VW_TMP/serve.log"
@@ -92,6 +94,7 @@ vw_start_gateway() {
     VECTORWAY_STORE__DATA_DIR="$GW_DATA" \
     VECTORWAY_UPSTREAM__BASE_URL="$SIM_URL" \
     VECTORWAY_UPSTREAM__API_KEY="${VW_UPSTREAM_KEY:-loadtest-key}" \
+    VECTORWAY_X402__ALLOW_SIMULATED_FACILITATOR_WITH_REAL_UPSTREAM=true \
     VECTORWAY_LIMITS__RUNTIME_PER_MIN="${VECTORWAY_LIMITS__RUNTIME_PER_MIN:-100000000}" \
     VECTORWAY_LIMITS__CONTROL_PER_MIN="${VECTORWAY_LIMITS__CONTROL_PER_MIN:-100000000}" \
         "$VW_BIN" serve 2>"$log" >/dev/null &

@@ -7,9 +7,9 @@
 
 use http::header::{CACHE_CONTROL, ETAG, HeaderValue, IF_NONE_MATCH};
 use http::{HeaderMap, Response, StatusCode};
-use serde_json::{Value, json};
 
-use super::routes::{Access, ROUTES, Route, RouteId};
+use super::describe::{GROUPS, auth_text, base_url, example, group};
+use super::routes::{Access, ROUTES, Route};
 use crate::billing::pricing::format_usd_micros;
 use crate::config::Config;
 use crate::http::{Body, bytes_response, empty};
@@ -39,101 +39,6 @@ fn doc(body: String, content_type: &'static str) -> Doc {
         etag,
         content_type,
     }
-}
-
-/// The group a route is documented under, and whether agents see it at all.
-pub(super) fn group(id: RouteId) -> Option<&'static str> {
-    Some(match id {
-        RouteId::Chat | RouteId::Mcp => "Inference",
-        RouteId::AgentOnboard
-        | RouteId::SiweChallenge
-        | RouteId::SiweVerify
-        | RouteId::Refresh
-        | RouteId::Revoke => "Auth (SIWE + JWT, agent-first)",
-        RouteId::Me | RouteId::Usage => "Accounts",
-        RouteId::CreditsPurchase | RouteId::CreditsMe | RouteId::Ledger | RouteId::Topup => {
-            "Credits & Billing"
-        }
-        RouteId::ApiKeyCreate | RouteId::ApiKeyList | RouteId::ApiKeyRevoke => "API Key Management",
-        RouteId::MemorySearch | RouteId::MemoryDelete | RouteId::Embeddings => "Memory",
-        RouteId::Models => "Models",
-        RouteId::AuthKeysCreate
-        | RouteId::AuthKeysList
-        | RouteId::AuthKeysRevoke
-        | RouteId::UsageWallet => "Agent-router compatibility",
-        RouteId::Health | RouteId::Healthz | RouteId::Readyz | RouteId::Status => "Operations",
-        RouteId::LlmsTxt
-        | RouteId::LlmsFull
-        | RouteId::DocsMd
-        | RouteId::SkillMd
-        | RouteId::OpenApi
-        | RouteId::DocsHtml => "Discovery",
-        RouteId::Metrics
-        | RouteId::AdminGrant
-        | RouteId::AdminCreateKey
-        | RouteId::AdminBalance => return None,
-    })
-}
-
-const GROUPS: &[&str] = &[
-    "Inference",
-    "Auth (SIWE + JWT, agent-first)",
-    "Accounts",
-    "Credits & Billing",
-    "API Key Management",
-    "Memory",
-    "Models",
-    "Agent-router compatibility",
-    "Operations",
-    "Discovery",
-];
-
-pub(super) fn auth_text(a: Access) -> &'static str {
-    match a {
-        Access::Public => "No authentication.",
-        Access::Payer => {
-            "Dual-auth: an x402 payment (`PAYMENT-SIGNATURE` or `X-PAYMENT`) to pay per call, or `x-api-key` / `Authorization: Bearer vw_…` to debit credits. Never both. With neither, the answer is 402 with the price."
-        }
-        Access::X402 => {
-            "An x402 payment (`PAYMENT-SIGNATURE` or `X-PAYMENT`); without one, the answer is 402 with the price."
-        }
-        Access::ApiKey => "`x-api-key: vw_…` (or `Authorization: Bearer vw_…`).",
-        Access::Jwt => "`Authorization: Bearer <JWT>` from SIWE sign-in.",
-        Access::KeyOrJwt => {
-            "`x-api-key` or `Authorization: Bearer <JWT>`; the wallet comes from the credential."
-        }
-        Access::Siwe => "A SIWE `message` and `signature` in the body (or the query for GET).",
-        Access::KeyJwtOrSiwe => {
-            "`x-api-key`, a JWT, or a SIWE `message` and `signature` in the query."
-        }
-        Access::Admin => "Operator secret (`X-Admin-Secret`).",
-        Access::Mcp => {
-            "`initialize` and `tools/list` are open. `tools/call` authenticates as the REST route the tool stands for: `x-api-key` or `Authorization: Bearer vw_…`; `chat` may instead be paid with x402 in `params._meta[\"x402/payment\"]`."
-        }
-    }
-}
-
-pub(super) fn security(a: Access) -> Value {
-    match a {
-        Access::Public | Access::Siwe => json!([]),
-        Access::Mcp => json!([{}, {"apiKey": []}, {"apiKeyBearer": []}, {"jwt": []}]),
-        Access::Payer => {
-            json!([{"x402": []}, {"x402v1": []}, {"apiKey": []}, {"apiKeyBearer": []}])
-        }
-        Access::X402 => json!([{"x402": []}, {"x402v1": []}]),
-        Access::ApiKey => json!([{"apiKey": []}, {"apiKeyBearer": []}]),
-        Access::Jwt => json!([{"jwt": []}]),
-        Access::KeyOrJwt | Access::KeyJwtOrSiwe => {
-            json!([{"apiKey": []}, {"apiKeyBearer": []}, {"jwt": []}])
-        }
-        Access::Admin => json!([{"admin": []}]),
-    }
-}
-
-pub(crate) fn base_url(c: &Config) -> String {
-    c.public_base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", c.auth.siwe_domain))
 }
 
 fn price_lines(c: &Config) -> String {
@@ -178,6 +83,33 @@ fn documented() -> impl Iterator<Item = (&'static str, &'static Route)> {
     })
 }
 
+/// The documented routes whose access accepts a credential, as "`METHOD /path`, …".
+fn routes_taking(accepts: impl Fn(Access) -> bool) -> String {
+    let list: Vec<String> = documented()
+        .filter(|(_, r)| accepts(r.access))
+        .map(|(_, r)| format!("`{} {}`", r.method, r.path))
+        .collect();
+    list.join(", ")
+}
+
+/// The `## Authentication` section: every credential by header name, and where it is taken.
+fn authentication() -> String {
+    use Access::*;
+    format!(
+        "## Authentication\n\n\
+         - **x402 (pay per call, no account)**: header `PAYMENT-SIGNATURE` (x402 v2) or `X-PAYMENT` (x402 v1), carrying a base64 `PaymentPayload` that signs an EIP-3009 `TransferWithAuthorization` of USDC for the quoted amount; the wallet is the payment's signer. Unpaid, these routes answer 402 with the price: `accepts` in the JSON body (v1) and the `PAYMENT-REQUIRED` header (v2). The receipt comes back in `PAYMENT-RESPONSE` (v2) or `X-PAYMENT-RESPONSE` (v1). Taken by {x402}.\n\
+         - **API key (prepaid credits)**: header `x-api-key: vw_<id>_<secret>` or `Authorization: Bearer vw_<id>_<secret>`; debits the credits of the wallet that owns the key. Taken by {key}.\n\
+         - **JWT (SIWE session)**: header `Authorization: Bearer <JWT>`, from signing the message of `POST /v1/auth/siwe/challenge` and posting it to `POST /v1/auth/siwe/verify`; `POST /v1/auth/refresh` rotates it. Taken by {jwt}.\n\
+         - **SIWE message (agent-router)**: a signed SIWE `message` and `signature` in the body, or in the query for GET. Taken by {siwe}.\n\
+         - **MCP**: on `POST /mcp`, `initialize` and `tools/list` need nothing; `tools/call` needs the credentials of the REST route the tool stands for, and the `chat` tool may instead be paid with an x402 `PaymentPayload` in `params._meta[\"x402/payment\"]`.\n\
+         - One credential per request: an API key with an x402 payment, or two different keys, is 400 `ambiguous_payment`.\n\n",
+        x402 = routes_taking(|a| matches!(a, Payer | X402)),
+        key = routes_taking(|a| matches!(a, Payer | ApiKey | KeyOrJwt | KeyJwtOrSiwe)),
+        jwt = routes_taking(|a| matches!(a, Jwt | KeyOrJwt | KeyJwtOrSiwe)),
+        siwe = routes_taking(|a| matches!(a, Siwe | KeyJwtOrSiwe)),
+    )
+}
+
 fn conventions(c: &Config) -> String {
     format!(
         "- Base URL: `{base}`\n- `POST /v1/chat/completions` is dual-auth: an x402 payment pays per call in USDC with no account; an API key debits prepaid credits. Streaming works on both.\n- Credits: 1 credit = 1 atomic USDC = $0.000001. A call costs ceil((prompt·input + completion·output) / 1e6) credits, completion including thinking. x402 quotes the worst case (prompt ≤ UTF-8 bytes + 16 per message, completion ≤ `max_tokens`, default {max}), floored at {min} credits; the change is credited to the payer as a refund.\n- Errors: OpenAI shape `{{\"error\":{{\"message\",\"type\",\"param\",\"code\"}}}}` with stable codes; 400 bad input or both payment kinds, 401 auth, 402 payment required or credits exhausted, 403 wallet mismatch, 404 not found, 409 replay or idempotency conflict, 413 body over {body} bytes, 422 validation, 429 rate limits (`Retry-After`), 5xx upstream.\n- Rate limits per wallet: {rt} runtime requests/min (chat, memory, embeddings), {ct} control-plane requests/min.\n- `Idempotency-Key` on POSTs that create or move money.\n- x402 networks (payTo `{payto}`):\n{nets}",
@@ -195,7 +127,8 @@ fn conventions(c: &Config) -> String {
 fn llms_txt(c: &Config) -> String {
     let base = base_url(c);
     let mut s = format!(
-        "# Vectorway\n\n> Vectorway is the agentic memory LLM gateway: OpenAI-compatible chat completions over Gemini with built-in wallet-scoped vector memory. `POST /v1/chat/completions` is dual-auth — pay per call with an x402 payment (no account) or use an API key against prepaid credits.\n\n## Primary docs\n\n- [Agent Skill]({base}/skill.md): a one-page playbook with YAML frontmatter.\n- [API reference (markdown)]({base}/llms-full.txt): every endpoint with examples.\n- [API reference (markdown alias)]({base}/docs.md): the same as llms-full.txt.\n- [OpenAPI 3.1 spec]({base}/openapi.json): machine-readable schema.\n- [Human docs]({base}/docs): the reference as one HTML page.\n\n## Endpoints\n"
+        "# Vectorway\n\n> Vectorway is the agentic memory LLM gateway: OpenAI-compatible chat completions over Gemini with built-in wallet-scoped vector memory. `POST /v1/chat/completions` is dual-auth — pay per call with an x402 payment (no account) or use an API key against prepaid credits.\n\n## Primary docs\n\n- [Agent Skill]({base}/skill.md): a one-page playbook with YAML frontmatter.\n- [API reference (markdown)]({base}/llms-full.txt): every endpoint with examples.\n- [API reference (markdown alias)]({base}/docs.md): the same as llms-full.txt.\n- [OpenAPI 3.1 spec]({base}/openapi.json): machine-readable schema.\n- [Human docs]({base}/docs): the reference as one HTML page.\n\n{auth}## Endpoints\n",
+        auth = authentication()
     );
     let mut last = "";
     for (g, r) in documented() {
@@ -215,7 +148,8 @@ fn llms_txt(c: &Config) -> String {
 
 fn llms_full(c: &Config) -> String {
     let mut s = format!(
-        "# Vectorway API Reference\n\nGenerated from the running gateway's route table and configuration.\n\n## Conventions\n\n{}\n## Models and prices\n\n{}",
+        "# Vectorway API Reference\n\nGenerated from the running gateway's route table and configuration.\n\n{}## Conventions\n\n{}\n## Models and prices\n\n{}",
+        authentication(),
         conventions(c),
         price_lines(c)
     );
@@ -250,33 +184,6 @@ fn llms_full(c: &Config) -> String {
         ));
     }
     s
-}
-
-pub(super) fn example(id: RouteId) -> Option<&'static str> {
-    Some(match id {
-        RouteId::Chat => {
-            r#"{"messages":[{"role":"user","content":"Summarize our last run"}],"model":"gemini-2.5-flash","memory_read":true,"memory_write":true,"memory_write_mode":"auto","memory_max_chars":1200,"k":5,"temperature":0.3,"stream":false}"#
-        }
-        RouteId::AgentOnboard => {
-            r#"{"wallet_address":"0xabc...","credits":5000000,"key_name":"agent-prod"}"#
-        }
-        RouteId::SiweChallenge => r#"{"wallet_address":"0xabc...","chain_id":1}"#,
-        RouteId::SiweVerify => {
-            r#"{"wallet_address":"0xabc...","message":"<challenge message>","signature":"0x..."}"#
-        }
-        RouteId::Refresh | RouteId::Revoke => r#"{"refresh_token":"eyJ..."}"#,
-        RouteId::CreditsPurchase => r#"{"wallet_address":"0xabc...","credits":5000000}"#,
-        RouteId::Topup => r#"{"amount":5}"#,
-        RouteId::ApiKeyCreate => r#"{"wallet_address":"0xabc...","key_name":"my-agent"}"#,
-        RouteId::AuthKeysCreate => {
-            r#"{"message":"<siwe message>","signature":"0x...","label":"my-app"}"#
-        }
-        RouteId::AuthKeysRevoke => r#"{"message":"<siwe message>","signature":"0x..."}"#,
-        RouteId::Embeddings => {
-            r#"{"model":"gemini-embedding-001","input":["text one","text two"],"encoding_format":"float"}"#
-        }
-        _ => return None,
-    })
 }
 
 fn skill_md(c: &Config) -> String {

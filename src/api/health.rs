@@ -48,6 +48,39 @@ pub async fn ready(state: &State) -> Response<Body> {
     )
 }
 
+/// Which facilitator settles x402 payments: the built-in simulator, or a remote one named by its
+/// host (never the whole URL, which may carry a token).
+fn facilitator(state: &State) -> serde_json::Value {
+    let x = &state.config.x402;
+    let real_upstream = state.config.upstream.api_key.is_some();
+    match &x.facilitator_url {
+        None => j!({
+            "simulated": true,
+            "host": null,
+            // Only with the opt-in can a simulated facilitator stand beside a real Gemini key.
+            "free_credits_buy_real_calls": real_upstream,
+            "allow_simulated_facilitator_with_real_upstream":
+                x.allow_simulated_facilitator_with_real_upstream,
+        }),
+        Some(url) => {
+            let host = url.parse::<http::Uri>().ok().and_then(|u| {
+                let host = u.host()?.to_string();
+                Some(match u.port_u16() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            });
+            j!({
+                "simulated": false,
+                "host": host,
+                "free_credits_buy_real_calls": false,
+                "allow_simulated_facilitator_with_real_upstream":
+                    x.allow_simulated_facilitator_with_real_upstream,
+            })
+        }
+    }
+}
+
 pub fn status(state: &State) -> Response<Body> {
     let store = state.store.check();
     json(
@@ -62,6 +95,7 @@ pub fn status(state: &State) -> Response<Body> {
             "uptime_seconds": state.started.elapsed().as_secs(),
             "store": {"ok": store.is_ok()},
             "upstream": {"simulated": state.simulated},
+            "x402": {"facilitator": facilitator(state)},
         }),
     )
 }

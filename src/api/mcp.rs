@@ -19,12 +19,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use serde_json::{Map, Value, json};
 
+use super::describe::{PROTOCOL_VERSIONS, base_url};
 use super::{Ctx, ReqBody, find_route, serve};
 use crate::error::{Error, RequestError};
 use crate::http::{Body, JSON, bytes_response, empty, read_body};
-
-/// Protocol revisions this server speaks, newest first.
-pub const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
 /// The `_meta` keys of the x402 MCP binding.
 pub const PAYMENT_META: &str = "x402/payment";
@@ -129,7 +127,7 @@ fn check_origin(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Error> {
         return Ok(());
     };
     let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-    let own = super::discovery::base_url(&ctx.state.config);
+    let own = base_url(&ctx.state.config);
     let host = origin
         .split_once("://")
         .map_or("", |(_, rest)| rest)
@@ -153,7 +151,7 @@ fn initialize(ctx: &Ctx, params: &Value) -> Value {
     let version = asked
         .filter(|v| PROTOCOL_VERSIONS.contains(v))
         .unwrap_or(PROTOCOL_VERSIONS[0]);
-    let base = super::discovery::base_url(&ctx.state.config);
+    let base = base_url(&ctx.state.config);
     json!({
         "protocolVersion": version,
         "capabilities": {"tools": {"listChanged": false}},

@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::discovery::{auth_text, base_url, example, group, security};
+use super::describe::{auth_text, base_url, example, group, price_text, security};
 use super::routes::{Access, ROUTES, Route};
-use crate::billing::pricing::{ModelPrice, format_usd_micros};
+use crate::billing::pricing::format_usd_micros;
 use crate::config::Config;
 use crate::crypto::to_checksum;
 use crate::ratelimit::RateClass;
@@ -236,16 +236,6 @@ fn operation(route: &Route, s: &Shape, body_limit: usize) -> Value {
             "description": format!("At most {body_limit} bytes; a larger body is 413 `body_too_large`.")});
     }
     op
-}
-
-/// One model's price in words: `id: input $a / output $b per 1M tokens`.
-fn price_text(m: &ModelPrice) -> String {
-    format!(
-        "`{}`: input ${} / output ${} per 1M tokens",
-        m.id,
-        format_usd_micros(m.input),
-        format_usd_micros(m.output)
-    )
 }
 
 /// `info.description`: what the gateway is and its live terms, for readers of the spec alone.

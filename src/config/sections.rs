@@ -49,6 +49,10 @@ pub struct RawX402 {
     pub pay_to: String,
     /// Facilitator base URL; empty: the built-in facilitator simulator.
     pub facilitator_url: String,
+    /// Lets the built-in facilitator simulator run while a Gemini API key is set. The simulator
+    /// moves no USDC and starts every address with $1,000, so this turns real Gemini calls into
+    /// free ones: for a demo or a test of a real key, never for a public gateway.
+    pub allow_simulated_facilitator_with_real_upstream: bool,
     /// Smallest quote, credits (= atomic USDC).
     pub min_quote: u64,
     /// `maxTimeoutSeconds` offered in requirements.
@@ -106,6 +110,7 @@ impl Default for RawX402 {
             // Anvil/Hardhat dev account #1: a safe default for the simulator; set your own.
             pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
             facilitator_url: String::new(),
+            allow_simulated_facilitator_with_real_upstream: false,
             min_quote: 1_000,
             max_timeout_s: 300,
             verifier_threads: 1,
@@ -221,7 +226,8 @@ impl RawAuth {
 }
 
 impl RawX402 {
-    pub(super) fn validate(&self) -> Result<X402Config, ConfigError> {
+    /// `real_upstream`: a Gemini API key is configured, so calls cost real money upstream.
+    pub(super) fn validate(&self, real_upstream: bool) -> Result<X402Config, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             key: key.into(),
             message,
@@ -276,6 +282,21 @@ impl RawX402 {
             }
             _ => return Err(invalid("x402.facilitator_url", "want http(s)://…".into())),
         };
+        if facilitator_url.is_none()
+            && real_upstream
+            && !self.allow_simulated_facilitator_with_real_upstream
+        {
+            return Err(invalid(
+                "x402.facilitator_url",
+                "a Gemini API key is set but no facilitator is: the built-in facilitator \
+                 simulator moves no USDC and starts every address with $1,000, which would buy \
+                 real Gemini calls for free. Set x402.facilitator_url to a real facilitator, or \
+                 set x402.allow_simulated_facilitator_with_real_upstream = true \
+                 (VECTORWAY_X402__ALLOW_SIMULATED_FACILITATOR_WITH_REAL_UPSTREAM=true) to accept \
+                 that"
+                    .into(),
+            ));
+        }
         if self.verifier_threads == 0 || self.verifier_threads > 64 || self.settle_concurrency == 0
         {
             return Err(invalid(
@@ -293,6 +314,8 @@ impl RawX402 {
             networks,
             pay_to,
             facilitator_url,
+            allow_simulated_facilitator_with_real_upstream: self
+                .allow_simulated_facilitator_with_real_upstream,
             min_quote: self.min_quote,
             max_timeout_s: self.max_timeout_s,
             verifier_threads: self.verifier_threads,

@@ -42,6 +42,10 @@ fn file_then_env_layers() {
         env(&[
             ("VECTORWAY_SERVER__LISTEN", "127.0.0.1:9001"),
             ("GEMINI_API_KEY", "k"),
+            (
+                "VECTORWAY_X402__FACILITATOR_URL",
+                "https://facilitator.example",
+            ),
         ]),
     )
     .unwrap()
@@ -87,4 +91,56 @@ fn unknown_keys_and_bad_values_are_rejected() {
         let r = RawConfig::load(None, env(&[(k, v)])).and_then(RawConfig::validate);
         assert!(r.is_err(), "{k}={v} should be rejected");
     }
+}
+
+/// A Gemini key with the built-in facilitator simulator would sell real calls for the simulator's
+/// free $1,000 per address: refused unless the operator opts in by name.
+#[test]
+fn a_real_upstream_refuses_the_simulated_facilitator_without_the_opt_in() {
+    let load =
+        |pairs: &[(&str, &str)]| RawConfig::load(None, env(pairs)).and_then(RawConfig::validate);
+    const OPT_IN: &str = "VECTORWAY_X402__ALLOW_SIMULATED_FACILITATOR_WITH_REAL_UPSTREAM";
+    for key in [
+        ("GEMINI_API_KEY", "k"),
+        ("VECTORWAY_UPSTREAM__API_KEY", "k"),
+    ] {
+        match load(&[key]) {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert_eq!(key, "x402.facilitator_url");
+                assert!(
+                    message.contains("allow_simulated_facilitator_with_real_upstream"),
+                    "the message names the opt-in: {message}"
+                );
+            }
+            other => panic!("{key:?} without a facilitator must be refused: {other:?}"),
+        }
+        // `false` spelled out is still a refusal.
+        assert!(load(&[key, (OPT_IN, "false")]).is_err());
+        let c = load(&[key, (OPT_IN, "true")]).unwrap();
+        assert!(c.x402.facilitator_url.is_none(), "the simulator, as asked");
+        assert!(c.x402.allow_simulated_facilitator_with_real_upstream);
+        let c = load(&[
+            key,
+            ("VECTORWAY_X402__FACILITATOR_URL", "https://f.example/"),
+        ])
+        .unwrap();
+        assert_eq!(c.x402.facilitator_url.as_deref(), Some("https://f.example"));
+        assert!(!c.x402.allow_simulated_facilitator_with_real_upstream);
+    }
+    // No key: the Gemini simulator answers, so the facilitator simulator sells nothing real.
+    let c = load(&[]).unwrap();
+    assert!(c.upstream.api_key.is_none() && c.x402.facilitator_url.is_none());
+    // The setting lives in the file too.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[upstream]\napi_key = \"k\"\n[x402]\nallow_simulated_facilitator_with_real_upstream = true\n",
+    )
+    .unwrap();
+    let c = RawConfig::load(Some(&path), env(&[]))
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert!(c.x402.allow_simulated_facilitator_with_real_upstream);
 }

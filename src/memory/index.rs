@@ -342,7 +342,7 @@ impl Index {
     }
 
     /// The oldest live vector: rows keep insertion order through compactions and rebuilds, and
-    /// a load inserts in id order, which is creation order (`MemoryId::new` is time-ordered).
+    /// a load inserts in id order, which is creation order (`MemoryId::now_v7` is time-ordered).
     pub fn oldest(&self) -> Option<MemoryId> {
         self.dead.iter().position(|d| !d).map(|r| self.ids[r])
     }

@@ -385,13 +385,13 @@ async fn past_the_cap_the_oldest_records_are_forgotten() {
 
 #[test]
 fn memory_ids_print_and_parse_as_uuids() {
-    let id = MemoryId::random().unwrap();
+    let id = MemoryId::now_v7();
     let s = id.to_string();
     assert_eq!(s.len(), 36);
     assert_eq!(&s[14..15], "7", "version 7: time-ordered");
     std::thread::sleep(Duration::from_millis(2));
     assert!(
-        MemoryId::random().unwrap().0 > id.0,
+        MemoryId::now_v7().0 > id.0,
         "later ids sort after earlier ones"
     );
     assert_eq!(s.parse::<MemoryId>().unwrap(), id);
@@ -405,7 +405,7 @@ fn memory_ids_print_and_parse_as_uuids() {
     ] {
         assert!(bad.parse::<MemoryId>().is_err(), "{bad}");
     }
-    assert_ne!(MemoryId::random().unwrap(), id);
+    assert_ne!(MemoryId::now_v7(), id);
     assert_eq!(
         serde_json::to_value(Match {
             id: s.clone(),
@@ -493,4 +493,17 @@ fn the_futures_can_be_spawned() {
     let (ns, q) = (Some("ns".to_string()), "query".to_string());
     // Built (not run): the point is that this compiles, as `tokio::spawn` requires.
     drop(is_send(async move { nested(&m, ns.as_deref(), &q).await }));
+}
+
+/// Ids keep creation order within a millisecond too: a load inserts in id order and the cap
+/// forgets the lowest id first, so both must be the oldest.
+#[test]
+fn memory_ids_made_in_one_millisecond_keep_their_order() {
+    let ids: Vec<MemoryId> = (0..10_000).map(|_| MemoryId::now_v7()).collect();
+    for pair in ids.windows(2) {
+        assert!(pair[0] < pair[1], "{:?} then {:?}", pair[0], pair[1]);
+    }
+    // Far more ids than milliseconds: many share one.
+    let ms = |id: &MemoryId| id.as_bytes()[..6].to_vec();
+    assert!(ids.windows(2).any(|p| ms(&p[0]) == ms(&p[1])));
 }

@@ -131,6 +131,7 @@ pub(crate) mod tests {
                 .parse()
                 .unwrap(),
             facilitator_url: None,
+            allow_simulated_facilitator_with_real_upstream: false,
             min_quote: 1_000,
             max_timeout_s: 300,
             verifier_threads: 1,

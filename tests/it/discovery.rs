@@ -276,3 +276,73 @@ async fn documents_follow_the_live_config() {
     );
     env.stop().await;
 }
+
+/// `/llms.txt` (and the full reference) name every credential by its header, as the reference's
+/// own `llms.txt` does, and each mode lists exactly the routes that take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llms_txt_names_the_payment_headers_and_auth_modes() {
+    use vectorway::api::Access;
+    let env = Env::start().await;
+    for path in ["/llms.txt", "/llms-full.txt"] {
+        let text =
+            String::from_utf8(env.send(Method::GET, path, &[], "").await.body.to_vec()).unwrap();
+        assert!(text.contains("## Authentication"), "{path}");
+        let bullet = |mode: &str| -> String {
+            text.lines()
+                .find(|l| l.starts_with(&format!("- **{mode}")))
+                .unwrap_or_else(|| panic!("{path} has no {mode} bullet:\n{text}"))
+                .to_string()
+        };
+        let x402 = bullet("x402");
+        for header in [
+            "`PAYMENT-SIGNATURE`",
+            "`X-PAYMENT`",
+            "`PAYMENT-REQUIRED`",
+            "`PAYMENT-RESPONSE`",
+            "`X-PAYMENT-RESPONSE`",
+        ] {
+            assert!(x402.contains(header), "{path}: {header} in {x402}");
+        }
+        let key = bullet("API key");
+        assert!(key.contains("`x-api-key: vw_") && key.contains("`Authorization: Bearer vw_"));
+        let jwt = bullet("JWT");
+        assert!(jwt.contains("`Authorization: Bearer <JWT>`"), "{jwt}");
+        let siwe = bullet("SIWE message");
+        assert!(bullet("MCP").contains("x402/payment"));
+        assert!(text.contains("`ambiguous_payment`"), "{path}");
+        // Each mode's route list is the route table's, not a hand-kept copy.
+        for r in ROUTES.iter().filter(|r| r.path.starts_with("/v1/")) {
+            let named = format!("`{} {}`", r.method, r.path);
+            let takes = [
+                (&x402, matches!(r.access, Access::Payer | Access::X402)),
+                (
+                    &key,
+                    matches!(
+                        r.access,
+                        Access::Payer | Access::ApiKey | Access::KeyOrJwt | Access::KeyJwtOrSiwe
+                    ),
+                ),
+                (
+                    &jwt,
+                    matches!(
+                        r.access,
+                        Access::Jwt | Access::KeyOrJwt | Access::KeyJwtOrSiwe
+                    ),
+                ),
+                (
+                    &siwe,
+                    matches!(r.access, Access::Siwe | Access::KeyJwtOrSiwe),
+                ),
+            ];
+            for (line, expected) in takes {
+                assert_eq!(
+                    line.contains(&format!("{named},")) || line.ends_with(&format!("{named}.")),
+                    expected,
+                    "{path}: {named} ({:?}) in {line}",
+                    r.access
+                );
+            }
+        }
+    }
+    env.stop().await;
+}

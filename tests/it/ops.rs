@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vectorway::app;
 use vectorway::config::{Config, SimulatorKnobs};
@@ -98,6 +98,19 @@ async fn health_status_and_metrics() {
     let status = env.send(Method::GET, "/status", &[], "").await.json();
     assert_eq!(status["store"]["ok"], true);
     assert_eq!(status["upstream"]["simulated"], false);
+    // The facilitator is named by host only; the tests' is the simulator's `/facilitator`.
+    let facilitator = &status["x402"]["facilitator"];
+    assert_eq!(facilitator["simulated"], false, "{status}");
+    assert_eq!(
+        facilitator["host"],
+        env.sim.base_url().trim_start_matches("http://"),
+        "{status}"
+    );
+    assert_eq!(facilitator["free_credits_buy_real_calls"], false);
+    assert_eq!(
+        facilitator["allow_simulated_facilitator_with_real_upstream"],
+        false
+    );
     let key = env.funded_key(W1, 1_000_000).await;
     env.chat(
         &key,
@@ -409,6 +422,82 @@ fn bad_config_exits_64_before_binding() {
         err.contains("typo_key"),
         "the message names the bad key: {err}"
     );
+}
+
+const SIM_FACILITATOR_OPT_IN: &str =
+    "VECTORWAY_X402__ALLOW_SIMULATED_FACILITATOR_WITH_REAL_UPSTREAM";
+
+/// A Gemini key without a facilitator would sell real calls for the facilitator simulator's free
+/// $1,000 per address: `serve` refuses it as a bad config (64) and names the opt-in.
+#[test]
+fn a_real_key_with_the_simulated_facilitator_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vectorway"))
+        .arg("serve")
+        .env_clear()
+        .env("VECTORWAY_SERVER__LISTEN", "127.0.0.1:0")
+        .env("VECTORWAY_STORE__DATA_DIR", dir.path())
+        .env("GEMINI_API_KEY", "a-real-looking-key")
+        .env("VECTORWAY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started with a real key and the simulated facilitator");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("x402.facilitator_url")
+            && err.contains("allow_simulated_facilitator_with_real_upstream"),
+        "the message names the setting and the opt-in: {err}"
+    );
+    assert!(!dir.path().join("server.json").exists(), "it never bound");
+}
+
+/// With the opt-in, the same combination starts, and `/status` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opt_in_starts_and_status_says_the_facilitator_is_simulated() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), fast_knobs(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // `Binary::start` sets a Gemini key; an empty facilitator URL means the built-in simulator.
+    let server = Binary::start(
+        dir.path(),
+        &sim.base_url(),
+        &[
+            ("VECTORWAY_X402__FACILITATOR_URL", ""),
+            (SIM_FACILITATOR_OPT_IN, "true"),
+        ],
+    );
+    let status = call(Method::GET, &format!("{}/status", server.base), &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status.status, StatusCode::OK);
+    let status = status.json();
+    assert_eq!(status["upstream"]["simulated"], false, "{status}");
+    let facilitator = &status["x402"]["facilitator"];
+    assert_eq!(facilitator["simulated"], true, "{status}");
+    assert_eq!(facilitator["host"], Value::Null, "{status}");
+    assert_eq!(facilitator["free_credits_buy_real_calls"], true, "{status}");
+    assert_eq!(
+        facilitator["allow_simulated_facilitator_with_real_upstream"], true,
+        "{status}"
+    );
+    drop(server);
+    sim.stop().await;
 }
 
 #[test]

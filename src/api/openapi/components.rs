@@ -188,6 +188,11 @@ pub fn schemas() -> Map<String, Value> {
             all(json!({
                 "status": {"enum": ["ok", "degraded"]}, "version": string(), "uptime_seconds": uint(),
                 "store": all(json!({"ok": boolean()})), "upstream": all(json!({"simulated": boolean()})),
+                "x402": all(json!({"facilitator": all(json!({
+                    "simulated": boolean(), "host": opt(string()),
+                    "free_credits_buy_real_calls": boolean(),
+                    "allow_simulated_facilitator_with_real_upstream": boolean(),
+                }))})),
             })),
         ),
         (

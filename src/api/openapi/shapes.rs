@@ -8,7 +8,8 @@
 
 use serde_json::{Value, json};
 
-use crate::api::RouteId;
+use crate::api::describe::{PROTOCOL_VERSIONS, price_text};
+use crate::api::routes::RouteId;
 use crate::config::Config;
 
 /// An EVM address as `Wallet::from_str` reads it.
@@ -222,7 +223,7 @@ fn chat_body(c: &Config) -> Value {
         .map(|m| m.max_output_tokens)
         .max()
         .unwrap_or(1);
-    let prices: Vec<String> = c.prices.all().iter().map(super::price_text).collect();
+    let prices: Vec<String> = c.prices.all().iter().map(price_text).collect();
     let model = json!({"type": "string", "enum": models, "description": format!(
         "A model id or one of its aliases. Prices: {}.",
         prices.join("; ")
@@ -302,7 +303,7 @@ fn mcp() -> Shape {
     let mut s = Shape::new(Answer::Json(200, r("JsonRpcResponse")))
         .header(
             "Mcp-Protocol-Version",
-            json!({"enum": crate::api::mcp::PROTOCOL_VERSIONS}),
+            json!({"enum": PROTOCOL_VERSIONS}),
             "A protocol revision this server speaks; another is 400.",
         )
         .header(

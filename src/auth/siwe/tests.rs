@@ -138,3 +138,45 @@ fn challenge_then_verify_and_every_rejection() {
         Err(SiweError::NonceInvalid)
     );
 }
+
+/// The RFC 3339 helpers are the `time` crate's: impossible dates and offsets are refused, and any
+/// separator but `T` is too (the old hand-written parser took 31 days in every month).
+#[test]
+fn rfc3339_refuses_impossible_dates_and_offsets() {
+    assert_eq!(
+        parse_rfc3339("2028-02-29T00:00:00Z"),
+        Some(1_835_395_200),
+        "a leap day"
+    );
+    for bad in [
+        "2026-02-29T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-01-01T00:00:00+24:00",
+        "2026-01-01T00:00:00+01:60",
+        "2026-01-01 00:00:00Z",
+        "2026-01-01X00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T00:00:00Zjunk",
+    ] {
+        assert_eq!(parse_rfc3339(bad), None, "{bad}");
+    }
+    assert_eq!(parse_rfc3339("2026-01-01t00:00:00z"), Some(NOW), "any case");
+    // Whatever parses formats back to the same instant (the fuzz target's property), so an
+    // offset may not carry the instant out of the years RFC 3339 writes in UTC.
+    for edge in ["0000-01-01T00:00:00+01:00", "9999-12-31T23:59:59-00:01"] {
+        assert_eq!(parse_rfc3339(edge), None, "{edge}");
+    }
+    for s in [
+        "0000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59.9Z",
+    ] {
+        let t = parse_rfc3339(s).unwrap();
+        assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t), "{s}");
+    }
+    assert_eq!(format_rfc3339(1_835_395_200), "2028-02-29T00:00:00Z");
+    assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+    assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59Z", "clamped");
+    assert_eq!(format_rfc3339(i64::MIN), "0000-01-01T00:00:00Z", "clamped");
+}

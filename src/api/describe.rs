@@ -1,0 +1,147 @@
+//! What every self-description says alike: the base URL, the route groups, the auth texts and
+//! security requirements, the request examples, prices in words and the MCP protocol revisions.
+//!
+//! A leaf: it reads the route table, the config and the price table, and no other `api` module,
+//! so the discovery documents, the OpenAPI document and MCP share it without importing each other.
+
+use serde_json::{Value, json};
+
+use super::routes::{Access, RouteId};
+use crate::billing::pricing::{ModelPrice, format_usd_micros};
+use crate::config::Config;
+
+/// The MCP protocol revisions this server speaks, newest first (the default).
+pub const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// Where clients reach the gateway: `server.public_base_url`, else `http://<SIWE domain>`.
+pub(crate) fn base_url(c: &Config) -> String {
+    c.public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", c.auth.siwe_domain))
+}
+
+/// The group a route is documented under, and whether agents see it at all.
+pub(crate) fn group(id: RouteId) -> Option<&'static str> {
+    Some(match id {
+        RouteId::Chat | RouteId::Mcp => "Inference",
+        RouteId::AgentOnboard
+        | RouteId::SiweChallenge
+        | RouteId::SiweVerify
+        | RouteId::Refresh
+        | RouteId::Revoke => "Auth (SIWE + JWT, agent-first)",
+        RouteId::Me | RouteId::Usage => "Accounts",
+        RouteId::CreditsPurchase | RouteId::CreditsMe | RouteId::Ledger | RouteId::Topup => {
+            "Credits & Billing"
+        }
+        RouteId::ApiKeyCreate | RouteId::ApiKeyList | RouteId::ApiKeyRevoke => "API Key Management",
+        RouteId::MemorySearch | RouteId::MemoryDelete | RouteId::Embeddings => "Memory",
+        RouteId::Models => "Models",
+        RouteId::AuthKeysCreate
+        | RouteId::AuthKeysList
+        | RouteId::AuthKeysRevoke
+        | RouteId::UsageWallet => "Agent-router compatibility",
+        RouteId::Health | RouteId::Healthz | RouteId::Readyz | RouteId::Status => "Operations",
+        RouteId::LlmsTxt
+        | RouteId::LlmsFull
+        | RouteId::DocsMd
+        | RouteId::SkillMd
+        | RouteId::OpenApi
+        | RouteId::DocsHtml => "Discovery",
+        RouteId::Metrics
+        | RouteId::AdminGrant
+        | RouteId::AdminCreateKey
+        | RouteId::AdminBalance => return None,
+    })
+}
+
+pub(crate) const GROUPS: &[&str] = &[
+    "Inference",
+    "Auth (SIWE + JWT, agent-first)",
+    "Accounts",
+    "Credits & Billing",
+    "API Key Management",
+    "Memory",
+    "Models",
+    "Agent-router compatibility",
+    "Operations",
+    "Discovery",
+];
+
+pub(crate) fn auth_text(a: Access) -> &'static str {
+    match a {
+        Access::Public => "No authentication.",
+        Access::Payer => {
+            "Dual-auth: an x402 payment (`PAYMENT-SIGNATURE` or `X-PAYMENT`) to pay per call, or `x-api-key` / `Authorization: Bearer vw_…` to debit credits. Never both. With neither, the answer is 402 with the price."
+        }
+        Access::X402 => {
+            "An x402 payment (`PAYMENT-SIGNATURE` or `X-PAYMENT`); without one, the answer is 402 with the price."
+        }
+        Access::ApiKey => "`x-api-key: vw_…` (or `Authorization: Bearer vw_…`).",
+        Access::Jwt => "`Authorization: Bearer <JWT>` from SIWE sign-in.",
+        Access::KeyOrJwt => {
+            "`x-api-key` or `Authorization: Bearer <JWT>`; the wallet comes from the credential."
+        }
+        Access::Siwe => "A SIWE `message` and `signature` in the body (or the query for GET).",
+        Access::KeyJwtOrSiwe => {
+            "`x-api-key`, a JWT, or a SIWE `message` and `signature` in the query."
+        }
+        Access::Admin => "Operator secret (`X-Admin-Secret`).",
+        Access::Mcp => {
+            "`initialize` and `tools/list` are open. `tools/call` authenticates as the REST route the tool stands for: `x-api-key` or `Authorization: Bearer vw_…`; `chat` may instead be paid with x402 in `params._meta[\"x402/payment\"]`."
+        }
+    }
+}
+
+pub(crate) fn security(a: Access) -> Value {
+    match a {
+        Access::Public | Access::Siwe => json!([]),
+        Access::Mcp => json!([{}, {"apiKey": []}, {"apiKeyBearer": []}, {"jwt": []}]),
+        Access::Payer => {
+            json!([{"x402": []}, {"x402v1": []}, {"apiKey": []}, {"apiKeyBearer": []}])
+        }
+        Access::X402 => json!([{"x402": []}, {"x402v1": []}]),
+        Access::ApiKey => json!([{"apiKey": []}, {"apiKeyBearer": []}]),
+        Access::Jwt => json!([{"jwt": []}]),
+        Access::KeyOrJwt | Access::KeyJwtOrSiwe => {
+            json!([{"apiKey": []}, {"apiKeyBearer": []}, {"jwt": []}])
+        }
+        Access::Admin => json!([{"admin": []}]),
+    }
+}
+
+pub(crate) fn example(id: RouteId) -> Option<&'static str> {
+    Some(match id {
+        RouteId::Chat => {
+            r#"{"messages":[{"role":"user","content":"Summarize our last run"}],"model":"gemini-2.5-flash","memory_read":true,"memory_write":true,"memory_write_mode":"auto","memory_max_chars":1200,"k":5,"temperature":0.3,"stream":false}"#
+        }
+        RouteId::AgentOnboard => {
+            r#"{"wallet_address":"0xabc...","credits":5000000,"key_name":"agent-prod"}"#
+        }
+        RouteId::SiweChallenge => r#"{"wallet_address":"0xabc...","chain_id":1}"#,
+        RouteId::SiweVerify => {
+            r#"{"wallet_address":"0xabc...","message":"<challenge message>","signature":"0x..."}"#
+        }
+        RouteId::Refresh | RouteId::Revoke => r#"{"refresh_token":"eyJ..."}"#,
+        RouteId::CreditsPurchase => r#"{"wallet_address":"0xabc...","credits":5000000}"#,
+        RouteId::Topup => r#"{"amount":5}"#,
+        RouteId::ApiKeyCreate => r#"{"wallet_address":"0xabc...","key_name":"my-agent"}"#,
+        RouteId::AuthKeysCreate => {
+            r#"{"message":"<siwe message>","signature":"0x...","label":"my-app"}"#
+        }
+        RouteId::AuthKeysRevoke => r#"{"message":"<siwe message>","signature":"0x..."}"#,
+        RouteId::Embeddings => {
+            r#"{"model":"gemini-embedding-001","input":["text one","text two"],"encoding_format":"float"}"#
+        }
+        _ => return None,
+    })
+}
+
+/// One model's price in words: `id: input $a / output $b per 1M tokens`.
+pub(crate) fn price_text(m: &ModelPrice) -> String {
+    format!(
+        "`{}`: input ${} / output ${} per 1M tokens",
+        m.id,
+        format_usd_micros(m.input),
+        format_usd_micros(m.output)
+    )
+}
