@@ -207,6 +207,7 @@ fn check(rec: &Recording, reads: &[&[u8]], label: &str) {
                 last_usage = Some(u);
             }
             StreamEvent::Finish(f) => finishes.push(f),
+            StreamEvent::Thought(_) => panic!("{label}: the fixture has no thought parts"),
         }
     }
     assert_eq!(

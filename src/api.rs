@@ -263,8 +263,11 @@ async fn serve(
         stamp_quota(&mut res, q);
     }
     if let Some(p) = who
-        // Chat records its own events, and so do successful embeddings (with tokens and cost).
-        && !(route.id == RouteId::Chat || route.id == RouteId::Embeddings && res.status().is_success())
+        // Chat records its own events, and so do successful embeddings and memory searches
+        // (with tokens and cost).
+        && !(route.id == RouteId::Chat
+            || matches!(route.id, RouteId::Embeddings | RouteId::MemorySearch)
+                && res.status().is_success())
     {
         record_call(
             state,

@@ -4,7 +4,9 @@
 //! 1. Price the worst case (`pricing`): prompt ≤ UTF-8 bytes + 16 per message, completion ≤
 //!    `max_tokens`.
 //! 2. `Billing::reserve` moves that much from `available` to `held` with one CAS, or fails with
-//!    `insufficient_credits` before anything is sent upstream.
+//!    `insufficient_credits` before anything is sent upstream. A cost learned before the upstream
+//!    call (the memories recall adds to the prompt) grows the hold with `Hold::grow`, which can
+//!    fail the same way.
 //! 3. The call runs. Its `Hold` guard ends in exactly one of: `commit(actual)` (charge
 //!    `min(actual, held)`, return the rest), `release()` (charge nothing), or `Drop` (release:
 //!    client gone before an answer, upstream failure, panic). A sweeper releases holds that outlive
@@ -246,6 +248,41 @@ impl Hold {
         self.wallet
     }
 
+    /// Holds `extra` more credits for the same call (a cost learned after the hold was taken,
+    /// such as the memories recalled into the prompt), or fails with `insufficient_credits`
+    /// and leaves the hold as it was. A hold the sweeper already released cannot grow.
+    pub fn grow(&mut self, extra: u64) -> Result<(), BillingError> {
+        if extra == 0 {
+            return Ok(());
+        }
+        let needed = self.amount.saturating_add(extra);
+        self.slot
+            .try_hold(extra)
+            .map_err(|available| BillingError::InsufficientCredits {
+                needed,
+                available: available.saturating_add(self.amount),
+            })?;
+        // The registry's amount grows under its entry lock: the sweeper removes the entry before
+        // it releases a hold, so a present entry is still active and will release all of it.
+        match self.billing.holds.get_mut(&self.id) {
+            Some(mut info) => {
+                info.amount = needed;
+                drop(info);
+                self.amount = needed;
+                metrics::gauge!("vectorway_credits_held").increment(extra as f64);
+                Ok(())
+            }
+            None => {
+                self.slot.settle(extra, 0);
+                tracing::warn!(wallet = %self.wallet, "a swept hold cannot grow");
+                Err(BillingError::InsufficientCredits {
+                    needed,
+                    available: self.slot.read().available,
+                })
+            }
+        }
+    }
+
     /// Charges `actual` (capped at the hold), returns the rest, journals the debit; returns the
     /// credits charged. `reference` names the call in the ledger (the request id).
     pub fn commit(mut self, actual: u64, reference: Option<String>) -> u64 {
@@ -376,6 +413,52 @@ mod tests {
                 available: 80
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_hold_grows_only_with_available_credits_and_sweeps_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = billing(dir.path(), Duration::from_secs(60)).await;
+        b.credit(w(), 1000, LedgerKind::Grant, None, None)
+            .await
+            .unwrap();
+        let mut h = b.reserve(w(), 300).unwrap();
+        h.grow(500).unwrap();
+        assert_eq!(h.amount(), 800);
+        assert_eq!(b.balance(&w()).held, 800);
+        // Too much: refused, and the hold is as it was.
+        assert!(matches!(
+            h.grow(201),
+            Err(BillingError::InsufficientCredits {
+                needed: 1001,
+                available: 1000
+            })
+        ));
+        assert_eq!((h.amount(), b.balance(&w()).held), (800, 800));
+        // The grown hold covers a charge the first hold could not.
+        assert_eq!(h.commit(700, None), 700);
+        assert_eq!(
+            b.balance(&w()),
+            Balance {
+                balance: 300,
+                held: 0,
+                available: 300
+            }
+        );
+
+        // The sweeper releases the grown amount, and a swept hold cannot grow.
+        let dir = tempfile::tempdir().unwrap();
+        let b = billing(dir.path(), Duration::from_millis(0)).await;
+        b.credit(w(), 300, LedgerKind::Grant, None, None)
+            .await
+            .unwrap();
+        let mut h = b.reserve(w(), 100).unwrap();
+        h.grow(100).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(b.sweep(), 1);
+        assert_eq!(b.balance(&w()).held, 0);
+        assert!(h.grow(50).is_err());
+        assert_eq!(b.balance(&w()).available, 300, "the refused growth is back");
     }
 
     #[tokio::test]

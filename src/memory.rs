@@ -51,6 +51,18 @@ use crate::wallet::Wallet;
 pub const MAX_K: usize = 100;
 /// Longest text stored, searched for or embedded, in bytes.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+
+/// The line that opens the memory block of a chat call.
+pub const RECALL_HEADER: &str =
+    "Relevant memories from this wallet's earlier conversations (most relevant first):";
+/// What precedes each memory in the block.
+pub const RECALL_ITEM: &str = "\n- ";
+
+/// Most bytes the memory block of a call recalling up to `k` memories can have: the header and
+/// `k` items of at most a record's size.
+pub fn block_bound_bytes(k: u32) -> u64 {
+    RECALL_HEADER.len() as u64 + u64::from(k) * (RECALL_ITEM.len() + MAX_TEXT_BYTES) as u64
+}
 /// Most texts one `embed` call takes (OpenAI's limit for one embeddings request).
 pub const MAX_EMBED_INPUTS: usize = 2_048;
 /// Longest namespace, in characters (all ASCII).

@@ -3,8 +3,9 @@
 //! It speaks the native REST surface (`generateContent`, `streamGenerateContent?alt=sse` with CRLF
 //! framing and running usage, `batchEmbedContents`, `models`), answers with Gemini error bodies,
 //! and has knobs (time to first token, tokens per second, chunk size, reply length) and a fault
-//! plan (status codes with `RetryInfo`, stalls, mid-stream cuts, raw error tails, padded events). Control
-//! endpoints under `/_sim/` set knobs and faults and expose the log of requests received.
+//! plan (status codes with `RetryInfo`, stalls, mid-stream cuts, raw error tails, padded events,
+//! streamed thoughts, missing usage). Control endpoints under `/_sim/` set knobs and faults and
+//! expose the log of requests received.
 //! It shares the product's HTTP plumbing but none of its domain code: token counts, embeddings
 //! and errors are produced here independently, so a gateway bug cannot agree with itself.
 //! Under `/facilitator/` the same server is an x402 facilitator (`facilitator`): `/verify`,
@@ -52,6 +53,15 @@ pub struct FaultPlan {
     /// Streams: add this many bytes of filler words to each text event (a very long answer at
     /// the same token count, for backpressure and memory tests).
     pub pad_event_bytes: Option<u32>,
+    /// Streams: open with this many events of thought-summary parts (`"thought": true`, no
+    /// visible text) carrying running usage with `thoughtsTokenCount`, as Gemini streams the
+    /// thinking of a call that asked for `includeThoughts`. They count as events for the
+    /// `*_after_chunks` faults, so `cut_after_chunks` equal to this cuts a stream that thought but
+    /// never showed text.
+    pub thought_events: Option<u32>,
+    /// Send no `usageMetadata` at all (unary answers and every stream event), as Vertex AI's
+    /// intermediate chunks or a stripping proxy do: the gateway cannot read the counts.
+    pub omit_usage: bool,
     /// How many generation requests the plan applies to; `None` = every one until replaced.
     pub times: Option<u32>,
 }

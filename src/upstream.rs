@@ -102,6 +102,9 @@ pub struct Completion {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     Delta(String),
+    /// Bytes of thought-summary text (never shown): generated output a cut stream may have to
+    /// be billed for when no usage was reported.
+    Thought(u64),
     Finish(Finish),
     /// Running totals; the last one seen is the answer's usage.
     Usage(TokenUsage),

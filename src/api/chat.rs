@@ -104,6 +104,40 @@ impl Meter {
     }
 }
 
+/// What a call that reported no usage is billed at: the prompt's bound (what its hold or quote
+/// was priced at, recalled memories included) and at most the completion cap.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageBound {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// The usage a call that reached the model (Gemini answered 200) is billed at: the last usage
+/// Gemini reported, thinking included; when it reported none (a prompt is never 0 tokens), the
+/// prompt at its bound and the completion at one token per 4 bytes of text and thoughts
+/// received, at most the completion cap. Never 0, and never more than the hold.
+pub fn billed_usage(
+    reported: Option<TokenUsage>,
+    bound: &UsageBound,
+    text_bytes: u64,
+    thought_bytes: u64,
+) -> TokenUsage {
+    match reported {
+        Some(u) if u.prompt > 0 => u,
+        _ => {
+            let completion = (text_bytes + thought_bytes)
+                .div_ceil(4)
+                .min(bound.completion);
+            TokenUsage {
+                prompt: bound.prompt,
+                completion,
+                reasoning: thought_bytes.div_ceil(4).min(completion),
+                cached: 0,
+            }
+        }
+    }
+}
+
 /// The Vectorway `usage` object: OpenAI's fields plus memory and cost fields.
 #[derive(Debug, Serialize)]
 pub struct UsageOut<'a> {
@@ -203,18 +237,15 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
     let bytes = read_body(&parts.headers, body, state.config.body_limit).await?;
     let chat = parse_chat(&bytes)?;
     let models = resolve(&state, &chat)?;
-    let default_max = state.config.default_max_tokens;
-    // A fallback list is priced at its dearest model's worst case.
-    let worst = models
-        .iter()
-        .map(|m| chat.worst_case(m, default_max))
-        .max()
-        .unwrap_or(0);
     let first = models.first().map(|m| m.id.clone()).unwrap_or_default();
     let (payer, meter) = match ctx.principal.clone() {
         Some(p) => {
             let meter = Meter::new(&ctx, p.wallet, p.key_id, p.mode, &first);
-            match state.billing.reserve(p.wallet, worst) {
+            // Held without memories; `run` grows the hold by the block recall returns.
+            match state
+                .billing
+                .reserve(p.wallet, cost_bound(&state, &chat, &models, 0))
+            {
                 Ok(hold) => (Payer::Credits(hold), meter),
                 Err(e) => {
                     meter.record(402, 0, None);
@@ -223,6 +254,9 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
             }
         }
         None => {
+            // Asked before the payer (and so its memories) is known: it covers the most recall
+            // can inject.
+            let worst = cost_bound(&state, &chat, &models, chat.recall_token_bound());
             let quote = state.payments.quote(worst);
             let verified = match pay::verify(&state, &parts.headers, quote, PATH, DESCRIPTION).await
             {
@@ -278,10 +312,7 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
         payer: Some(payer),
         state: state.clone(),
     };
-    let result = match guard.meter.as_mut() {
-        Some(meter) => run(&ctx, meter, pay, &chat, &models).await,
-        None => return Err(AuthError::MissingCredentials.into()),
-    };
+    let result = run(&ctx, &mut guard, pay, &chat, &models).await;
     if let (Err(e), Some(meter)) = (&result, guard.meter.as_ref()) {
         meter.record(e.status().as_u16(), 0, None);
     }
@@ -289,7 +320,19 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
     result
 }
 
-/// Records a call that never finished (the client disconnected mid-request) as status 499.
+/// The most a call can cost at the dearest model of its list, with `recalled` prompt tokens of
+/// memory.
+fn cost_bound(state: &State, chat: &ChatRequest, models: &[ModelPrice], recalled: u64) -> u64 {
+    let default_max = state.config.default_max_tokens;
+    models
+        .iter()
+        .map(|m| chat.cost_bound(m, default_max, recalled))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Records a call that never finished (the client disconnected mid-request) as status 499,
+/// unless something else owes its usage event by then (a unary x402 settlement, `payer::Owed`).
 struct Unfinished {
     meter: Option<Meter>,
 }
@@ -311,6 +354,14 @@ struct PayGuard {
 impl PayGuard {
     fn take(&mut self) -> Option<Payer> {
         self.payer.take()
+    }
+
+    /// Grows a credit hold to `needed`; an x402 payment was priced for it up front.
+    fn cover(&mut self, needed: u64) -> Result<(), Error> {
+        if let Some(Payer::Credits(hold)) = self.payer.as_mut() {
+            hold.grow(needed.saturating_sub(hold.amount()))?;
+        }
+        Ok(())
     }
 }
 
@@ -382,19 +433,29 @@ enum Answer {
 
 async fn run(
     ctx: &Ctx,
-    meter: &mut Meter,
+    guard: &mut Unfinished,
     mut pay: PayGuard,
     chat: &ChatRequest,
     models: &[ModelPrice],
 ) -> Result<Response<Body>, Error> {
     let state = &ctx.state;
     let default_max = state.config.default_max_tokens;
+    let Some(meter) = guard.meter.as_mut() else {
+        return Err(AuthError::MissingCredentials.into());
+    };
     // Memory read happens once, before the first model is called.
     let (memory_block, used) = memory::recall(state, meter.wallet, chat).await;
     meter.memory = MemoryUse {
         used,
         read: chat.memory.read,
         write: chat.memory.write,
+    };
+    // The memories join the prompt: the hold must cover them before any model sees them.
+    let recalled = memory_block.as_deref().map_or(0, memory::block_tokens);
+    pay.cover(cost_bound(state, chat, models, recalled))?;
+    let bound = UsageBound {
+        prompt: chat.prompt_token_bound() + recalled,
+        completion: u64::from(chat.completion_cap(default_max)),
     };
     for (i, model) in models.iter().enumerate() {
         meter.model = Some(model.id.clone());
@@ -431,6 +492,7 @@ async fn run(
                     id,
                     chat.include_usage,
                     remember,
+                    bound,
                 );
                 let mut res = Response::new(body.boxed_unsync());
                 res.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
@@ -454,21 +516,34 @@ async fn run(
             }
             Ok(Answer::Whole(completion)) => {
                 let Some(payer) = pay.take() else { break };
-                let cost = model.cost(completion.usage.prompt, completion.usage.completion);
+                let usage = billed_usage(
+                    Some(completion.usage),
+                    &bound,
+                    completion.text.len() as u64,
+                    0,
+                );
+                let cost = model.cost(usage.prompt, usage.completion);
                 // A refused settlement is answered with a fresh 402 for the same quote, and the
                 // failure receipt.
                 let paid_with = match &payer {
                     Payer::X402(x) => Some(x.verified.clone()),
                     Payer::Credits(_) => None,
                 };
-                return match payer.settle(state, cost, ctx.request_id.clone()).await {
+                // From here the settlement owes the call's usage event, whether or not the
+                // client stays for it.
+                let Some(meter) = guard.meter.take() else {
+                    break;
+                };
+                let mem = meter.memory;
+                let (owed, outcome) = payer.settle(state, cost, meter, usage).await;
+                return match outcome {
                     Ok(settled) => {
-                        meter.record(200, settled.amount(), Some(&completion.usage));
+                        owed.record(200);
                         if let Some(r) = remember {
                             r.spawn(completion.text.clone());
                         }
                         let mut res =
-                            unary_response(ctx, model, &completion, settled.costs(), meter.memory);
+                            unary_response(ctx, model, &completion, &usage, settled.costs(), mem);
                         if let payer::Settled::X402 {
                             verified, outcome, ..
                         } = &settled
@@ -480,7 +555,7 @@ async fn run(
                     }
                     Err(e) => {
                         // The settlement was refused: the answer is withheld.
-                        meter.record(402, 0, Some(&completion.usage));
+                        owed.record(402);
                         let quote = paid_with.as_ref().map_or(cost, |v| v.quote);
                         let failed = Err(e.clone());
                         let mut res = pay::refusal(state, quote, PATH, DESCRIPTION, e);
@@ -513,6 +588,7 @@ fn unary_response(
     ctx: &Ctx,
     model: &ModelPrice,
     c: &Completion,
+    usage: &TokenUsage,
     costs: (Option<u64>, Option<String>),
     mem: MemoryUse,
 ) -> Response<Body> {
@@ -533,7 +609,7 @@ fn unary_response(
             logprobs: None,
             finish_reason: c.finish.as_openai(),
         }],
-        usage: UsageOut::new(&c.usage, &model.id, costs, mem),
+        usage: UsageOut::new(usage, &model.id, costs, mem),
         output_text: &c.text,
         system_fingerprint: None,
     };

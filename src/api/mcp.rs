@@ -222,7 +222,7 @@ pub fn tools(ctx: &Ctx) -> Value {
         {
             "name": "memory_search",
             "title": "Search memory",
-            "description": "Nearest memories of the caller's wallet to a query (GET /v1/memory). Free; needs an API key.",
+            "description": "Nearest memories of the caller's wallet to a query (GET /v1/memory; q at most 8 KiB). The query's embedding is billed per token like POST /v1/embeddings; needs an API key.",
             "inputSchema": {
                 "type": "object",
                 "properties": {

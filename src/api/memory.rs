@@ -14,36 +14,70 @@ use serde_json::json as j;
 use super::num::Int;
 use super::types::{ChatRequest, MemoryWriteMode, MessageRole};
 use super::{Ctx, ReqBody, State, journal_usage, parse_json};
+use crate::auth::Principal;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, json, query_pairs, read_body};
+use crate::memory::{MAX_TEXT_BYTES, RECALL_HEADER, RECALL_ITEM};
 use crate::storage::UsageEvent;
 use crate::upstream::{ChatCall, Role, Turn};
 use crate::wallet::Wallet;
 
+/// Longest `q` of a memory search, in bytes. Gemini's embedding model reads at most 2,048 tokens
+/// (about 8 KiB of text) and silently drops the rest, so a longer query buys nothing.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
 /// `GET /v1/memory?q=&k=&namespace=` → `{"matches":[{id,text,score}]}` (no score floor).
+///
+/// The query's embedding is paid like `POST /v1/embeddings` (whichever embedder is configured):
+/// its price is held before the embedder is called (402 `insufficient_credits` when the wallet
+/// cannot pay), charged once the search is answered, and recorded as a usage event with its
+/// tokens and cost.
 pub async fn search(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let p = ctx.caller()?;
+    let p = ctx.caller()?.clone();
     let q: HashMap<String, String> = query_pairs(req.uri().query()).into_iter().collect();
     let query = q
         .get("q")
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| RequestError::validation("q", "q (the query text) is required"))?;
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(RequestError::validation(
+            "q",
+            format!("q is longer than {MAX_QUERY_BYTES} bytes"),
+        )
+        .into());
+    }
     let k = match q.get("k") {
         None => 5,
         Some(v) => v
             .parse::<usize>()
             .map_err(|_| RequestError::validation("k", "k must be an integer"))?,
     };
-    let matches = search_send(
-        &ctx.state,
-        p.wallet,
-        q.get("namespace").cloned(),
-        query.clone(),
-        k,
-    )
-    .await?;
+    if !(1..=crate::memory::MAX_K).contains(&k) {
+        let max = crate::memory::MAX_K;
+        return Err(RequestError::validation("k", format!("k must be between 1 and {max}")).into());
+    }
+    let namespace = q.get("namespace").cloned();
+    crate::memory::validate_namespace(namespace.as_deref())?;
+    let state = &ctx.state;
+    let tokens = embed_tokens(std::slice::from_ref(query));
+    let cost = state.embedding_price().cost(tokens, 0);
+    let hold = state.billing.reserve(p.wallet, cost)?;
+    // On an error the hold is dropped, which releases it.
+    let matches = search_send(state, p.wallet, namespace, query.clone(), k).await?;
+    let charged = hold.commit(cost, Some(ctx.request_id.clone()));
+    record(
+        state,
+        &p,
+        ("GET", SEARCH_PATH),
+        charged,
+        tokens,
+        &ctx.request_id,
+    );
     Ok(json(StatusCode::OK, &j!({ "matches": matches })))
 }
+
+/// The search route's path, as usage events name it.
+const SEARCH_PATH: &str = "/v1/memory";
 
 /// `Memory::search` behind a boxed `Send` future with owned arguments: the borrowed-argument
 /// future trips rustc's "`Send` is not general enough" when it is nested in a spawned task.
@@ -161,8 +195,8 @@ pub async fn embeddings(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
     let charged = hold.commit(cost, Some(ctx.request_id.clone()));
     record(
         state,
-        p.wallet,
-        p.key_id.clone(),
+        &p,
+        ("POST", "/v1/embeddings"),
         charged,
         tokens,
         &ctx.request_id,
@@ -207,26 +241,27 @@ pub async fn embeddings(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
     ))
 }
 
+/// Journals a paid embedding call (embeddings or a search's query) with its tokens and cost.
 fn record(
     state: &State,
-    wallet: Wallet,
-    key_id: Option<String>,
+    p: &Principal,
+    (method, path): (&str, &str),
     credits: u64,
     tokens: u64,
     request_id: &str,
 ) {
     let ev = UsageEvent {
-        method: "POST".into(),
-        path: "/v1/embeddings".into(),
+        method: method.into(),
+        path: path.into(),
         status: 200,
         credits,
         prompt_tokens: tokens,
-        key_id,
-        auth_mode: "api_key".into(),
+        key_id: p.key_id.clone(),
+        auth_mode: p.mode.as_str().into(),
         request_id: request_id.to_string(),
         ..UsageEvent::default()
     };
-    journal_usage(state, wallet, ev);
+    journal_usage(state, p.wallet, ev);
 }
 
 /// The last user turn, which memory is searched with and stored from.
@@ -263,18 +298,32 @@ pub async fn recall(state: &State, wallet: Wallet, chat: &ChatRequest) -> (Optio
         }
     };
     let floor = state.config.memory.score_floor;
-    let used: Vec<_> = matches.into_iter().filter(|m| m.score >= floor).collect();
+    let used: Vec<_> = matches
+        .into_iter()
+        .filter(|m| m.score >= floor)
+        .take(chat.memory.k as usize)
+        .collect();
     if used.is_empty() {
         return (None, 0);
     }
-    let mut block = String::from(
-        "Relevant memories from this wallet's earlier conversations (most relevant first):",
-    );
+    let mut block = String::from(RECALL_HEADER);
     for m in &used {
-        block.push_str("\n- ");
-        block.push_str(&m.text);
+        block.push_str(RECALL_ITEM);
+        // Records are written at most `MAX_TEXT_BYTES` long; cutting here keeps the block inside
+        // `block_bound_bytes` whatever the log holds, so the price asked up front covers it.
+        let mut cut = m.text.len().min(MAX_TEXT_BYTES);
+        while !m.text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        block.push_str(&m.text[..cut]);
     }
     (Some(block), used.len() as u32)
+}
+
+/// The prompt-token bound of a recalled block, counted like one more message (DESIGN §10: bytes
+/// + 16), which also covers the separator `inject` adds.
+pub fn block_tokens(block: &str) -> u64 {
+    block.len() as u64 + 16
 }
 
 /// Adds the memory block to a call's system instruction.

@@ -150,7 +150,7 @@ pub const ROUTES: &[Route] = &[
     r(R::SkillMd, "GET", "/skill.md", Public, RateClass::None, "skill_md", "An Agent Skill: the one-page playbook."),
     r(R::OpenApi, "GET", "/openapi.json", Public, RateClass::None, "openapi", "OpenAPI 3.1 description of every route."),
     r(R::DocsHtml, "GET", "/docs", Public, RateClass::None, "docs_html", "The API reference as one HTML page."),
-    r(R::MemorySearch, "GET", "/v1/memory", ApiKey, Runtime, "memory_search", "Search the wallet's memories (no score floor)."),
+    r(R::MemorySearch, "GET", "/v1/memory", ApiKey, Runtime, "memory_search", "Search the wallet's memories (no score floor); the query's embedding is billed per token."),
     r(R::MemoryDelete, "DELETE", "/v1/memory/{memory_id}", ApiKey, Runtime, "memory_delete", "Delete a memory by id."),
     r(R::Embeddings, "POST", "/v1/embeddings", ApiKey, Runtime, "embeddings", "OpenAI-compatible embeddings (float or base64), billed per input token."),
     idem(r(R::AgentOnboard, "POST", "/v1/auth/agent-onboard", X402, RateClass::None, "agent_onboard", "Onboard with one x402 payment: account, credits, JWTs and an API key.")),

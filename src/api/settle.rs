@@ -135,6 +135,17 @@ where
     })
 }
 
+/// A paid call's settlement `outcome` is known and the call keeps `kept`: credit the change
+/// now (the caller runs this inside an effect).
+pub async fn finish_call_now(
+    state: &Arc<State>,
+    v: &Verified,
+    outcome: Result<Settlement, PaymentError>,
+    kept: u64,
+) -> Result<(Settlement, u64), PaymentError> {
+    finish(state, v, outcome, Some(kept)).await
+}
+
 /// Ends an intent once its settlement's outcome is known: credit what is owed, or forget it.
 /// `kept`: what a paid call keeps (`None` for money in).
 async fn finish(

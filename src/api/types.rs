@@ -378,12 +378,29 @@ impl ChatRequest {
         self.max_tokens.unwrap_or(default_max_tokens)
     }
 
-    /// The worst-case cost in credits: what a hold reserves and an x402 quote asks.
-    pub fn worst_case(&self, model: &ModelPrice, default_max_tokens: u32) -> u64 {
+    /// Upper bound of the prompt tokens memory recall can add: a block of `k` records of the
+    /// largest size, counted as one more message; 0 when the request does not read memory.
+    pub fn recall_token_bound(&self) -> u64 {
+        if self.memory.read {
+            crate::memory::block_bound_bytes(self.memory.k) + 16
+        } else {
+            0
+        }
+    }
+
+    /// The cost in credits of the largest answer with `recalled` more prompt tokens (the bound of
+    /// the memory block actually injected, or of the largest one recall could inject).
+    pub fn cost_bound(&self, model: &ModelPrice, default_max_tokens: u32, recalled: u64) -> u64 {
         model.cost(
-            self.prompt_token_bound(),
+            self.prompt_token_bound().saturating_add(recalled),
             u64::from(self.completion_cap(default_max_tokens)),
         )
+    }
+
+    /// The worst-case cost in credits, recall included: what an x402 quote asks. (The API-key
+    /// path holds `cost_bound(…, 0)` and grows the hold by the block recall actually returned.)
+    pub fn worst_case(&self, model: &ModelPrice, default_max_tokens: u32) -> u64 {
+        self.cost_bound(model, default_max_tokens, self.recall_token_bound())
     }
 
     /// The neutral upstream call for `model`.
@@ -470,6 +487,26 @@ mod tests {
         assert!(!r.stream && r.memory.read && r.memory.write);
         assert_eq!((r.memory.k, r.memory.max_chars), (5, 1200));
         assert_eq!(r.prompt_token_bound(), 2 + 16);
+    }
+
+    #[test]
+    fn recall_is_bounded_by_k_records_of_the_largest_size() {
+        let r = parse(r#"{"messages":[{"role":"user","content":"hi"}],"k":50}"#).unwrap();
+        let record = crate::memory::MAX_TEXT_BYTES as u64;
+        let bound = r.recall_token_bound();
+        assert!(bound >= 50 * record && bound < 51 * record, "{bound}");
+        assert_eq!(
+            bound,
+            crate::memory::block_bound_bytes(50) + 16,
+            "the block counts as one more message"
+        );
+        let off =
+            parse(r#"{"messages":[{"role":"user","content":"hi"}],"memory_read":false}"#).unwrap();
+        assert_eq!(
+            off.recall_token_bound(),
+            0,
+            "no memory read, nothing to add"
+        );
     }
 
     #[test]

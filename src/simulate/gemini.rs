@@ -312,9 +312,12 @@ pub(super) async fn generate(
         pause(knobs.ttft + per_token * plan.words.len() as u32).await;
         let text = (!plan.words.is_empty()).then(|| plan.words.join(" "));
         let n = plan.words.len() as u64;
-        let resp = json!({"candidates": [candidate(text, Some(plan.finish))],
+        let mut resp = json!({"candidates": [candidate(text, Some(plan.finish))],
                           "usageMetadata": usage(plan.prompt, n, plan.thoughts, false),
                           "modelVersion": model, "responseId": id});
+        if fault.omit_usage {
+            strip_usage(&mut resp);
+        }
         let body = serde_json::to_vec_pretty(&resp).unwrap_or_default();
         return bytes_response(
             StatusCode::OK,
@@ -376,10 +379,57 @@ async fn write_stream(
     } else {
         plan.words.chunks(chunk_tokens as usize).collect()
     };
+    let thought_events = fault.thought_events.unwrap_or(0);
     let total = chunks.len();
+    // Thinking happens before any visible text: optional thought-summary events, then the text.
+    let mut events: Vec<(Value, usize)> = Vec::with_capacity(thought_events as usize + total);
+    for j in 0..u64::from(thought_events) {
+        let upto = plan.thoughts * (j + 1) / u64::from(thought_events);
+        let before = plan.thoughts * j / u64::from(thought_events);
+        let words: Vec<&str> = (before..upto)
+            .map(|i| WORDS[(i as usize * 7 + 3) % WORDS.len()])
+            .collect();
+        let mut event = json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": format!("**Thinking** {}", words.join(" ")), "thought": true}]}, "index": 0}],
+            "usageMetadata": {"promptTokenCount": plan.prompt, "thoughtsTokenCount": upto,
+                              "totalTokenCount": plan.prompt + upto,
+                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": plan.prompt}]},
+            "modelVersion": model,
+            "responseId": id,
+        });
+        if fault.omit_usage {
+            strip_usage(&mut event);
+        }
+        events.push((event, words.len()));
+    }
     let mut sent_words = 0u64;
-    pause(ttft).await;
     for (i, words) in chunks.into_iter().enumerate() {
+        sent_words += words.len() as u64;
+        let last = i + 1 == total;
+        let mut text = words.join(" ");
+        if !last && !text.is_empty() {
+            text.push(' ');
+        }
+        if let Some(pad) = fault.pad_event_bytes {
+            let filler = "fleet ";
+            text.push_str(&filler.repeat(pad as usize / filler.len()));
+        }
+        // The first event carries the prompt count only (as Gemini's does), unless thoughts came
+        // first; later ones the running totals, thinking included (it is over before any text).
+        let first = i == 0 && !last && thought_events == 0;
+        let mut event = json!({
+            "candidates": [candidate((!text.is_empty()).then_some(text), last.then_some(plan.finish))],
+            "usageMetadata": usage(plan.prompt, sent_words, plan.thoughts, first),
+            "modelVersion": model,
+            "responseId": id,
+        });
+        if fault.omit_usage {
+            strip_usage(&mut event);
+        }
+        events.push((event, words.len()));
+    }
+    pause(ttft).await;
+    for (i, (event, tokens)) in events.into_iter().enumerate() {
         let n = i as u32;
         if fault.cut_after_chunks == Some(n) {
             let _ = tx.send(Err("simulated connection cut".into())).await;
@@ -395,24 +445,8 @@ async fn write_stream(
             tokio::time::sleep(Duration::from_millis(fault.stall_ms.unwrap_or(60_000))).await;
         }
         if i > 0 {
-            pause(per_token * words.len() as u32).await;
+            pause(per_token * tokens as u32).await;
         }
-        sent_words += words.len() as u64;
-        let last = i + 1 == total;
-        let mut text = words.join(" ");
-        if !last && !text.is_empty() {
-            text.push(' ');
-        }
-        if let Some(pad) = fault.pad_event_bytes {
-            let filler = "fleet ";
-            text.push_str(&filler.repeat(pad as usize / filler.len()));
-        }
-        let event = json!({
-            "candidates": [candidate((!text.is_empty()).then_some(text), last.then_some(plan.finish))],
-            "usageMetadata": usage(plan.prompt, sent_words, if last { plan.thoughts } else { 0 }, i == 0 && !last),
-            "modelVersion": model,
-            "responseId": id,
-        });
         let mut bytes = b"data: ".to_vec();
         bytes.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
         bytes.extend_from_slice(b"\r\n\r\n");
@@ -420,6 +454,13 @@ async fn write_stream(
             return; // the client went away
         }
         st.stream_events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Removes `usageMetadata` from a response (the `omit_usage` fault).
+fn strip_usage(v: &mut Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("usageMetadata");
     }
 }
 

@@ -411,12 +411,18 @@ async fn idempotency_keys_replay_or_conflict() {
     let first = post(&env, "/v1/api-keys", &h, body.clone()).await;
     let second = post(&env, "/v1/api-keys", &h, body.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(second.status, first.status);
+    let (a, b) = (first.json(), second.json());
     assert_eq!(
-        (second.status, second.body.clone()),
-        (first.status, first.body.clone()),
+        a["metadata"], b["metadata"],
         "the same answer, not a second key"
     );
+    // The raw key was shown once: the replay says it is redacted.
+    assert!(a["api_key"].as_str().unwrap().starts_with("vw_"));
+    assert_eq!(b["api_key"], Value::Null);
+    assert_eq!(b["redacted"], json!(["api_key"]));
     assert_eq!(second.headers["idempotent-replayed"], "true");
+    assert_eq!(second.headers["idempotent-redacted"], "api_key");
     let other = post(
         &env,
         "/v1/api-keys",

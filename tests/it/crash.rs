@@ -227,7 +227,12 @@ fn load(
 
 /// With the server dead: everything acknowledged is in the store. Returns the ledger's sum and
 /// whether it holds a debit.
-fn check_store(dir: &std::path::Path, wallet: &Wallet, all: &Acks, round: u64) -> (i128, bool) {
+fn check_store(
+    dir: &std::path::Path,
+    wallet: &Wallet,
+    all: &Acks,
+    round: u64,
+) -> (i128, bool, i128) {
     let store = Store::open(dir).unwrap();
     let entries: Vec<_> = store.ledger_of(wallet).map(|e| e.unwrap()).collect();
     let present = |kind: LedgerKind, reference: &str, credits: i64| {
@@ -287,21 +292,51 @@ fn check_store(dir: &std::path::Path, wallet: &Wallet, all: &Acks, round: u64) -
         books >= 0,
         "round {round}: the ledger never goes below zero"
     );
-    (books, entries.iter().any(|e| e.kind == LedgerKind::Debit))
+    let topups = entries
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Topup)
+        .map(|e| i128::from(e.credits))
+        .sum();
+    (
+        books,
+        entries.iter().any(|e| e.kind == LedgerKind::Debit),
+        topups,
+    )
 }
 
 /// On the restarted server: the balance is the ledger's, nothing is held, the last round's keys
 /// authenticate and its memories are searchable.
-async fn check_server(server: &Binary, wallet: &Wallet, books: i128, last: &Acks, key: &str) {
+/// `books` is the ledger's sum before the restart; `pending` the USDC the facilitator moved for
+/// top-ups the ledger did not have yet (killed between transfer and credit), which start-up
+/// credits from their intents: the balance reaches `books + pending` and never passes it.
+async fn check_server(
+    server: &Binary,
+    wallet: &Wallet,
+    (books, pending): (i128, i128),
+    last: &Acks,
+    key: &str,
+) {
     let path = format!("/admin/balance?wallet={wallet}");
-    let v: Value = get(&server.base, &path, &[("x-admin-secret", &server.secret)])
-        .await
-        .unwrap()
-        .json();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v: Value = get(&server.base, &path, &[("x-admin-secret", &server.secret)])
+            .await
+            .unwrap()
+            .json();
+        let credits = i128::from(v["credits"].as_i64().unwrap());
+        assert!(
+            credits <= books + pending,
+            "never more than money in − charges + recovered top-ups"
+        );
+        if credits == books + pending || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         i128::from(v["credits"].as_i64().unwrap()),
-        books,
-        "balance = money in − recorded charges"
+        books + pending,
+        "balance = money in − recorded charges + top-ups recovered from their intents"
     );
     assert_eq!(v["held"], 0, "no hold survives a restart");
     for (id, raw) in &last.keys {
@@ -344,11 +379,13 @@ async fn sigkill_under_mixed_load_loses_nothing_acknowledged() {
         .unwrap();
     let signer = Arc::new(Signer::from_hex(DEV_KEY_2).unwrap());
     let wallet = signer.address();
-    sim.set_balance(&wallet, 1_000_000_000_000_000);
+    const FUNDS: u64 = 1_000_000_000_000_000;
+    sim.set_balance(&wallet, FUNDS);
     let dir = tempfile::tempdir().unwrap();
     let mut all = Acks::default();
     let mut last = Acks::default();
     let mut books: i128 = 0;
+    let mut pending: i128 = 0;
     let mut key = String::new();
     let mut debited = false;
     for round in 0..=ROUNDS {
@@ -377,7 +414,7 @@ async fn sigkill_under_mixed_load_loses_nothing_acknowledged() {
             .json();
             key = v["api_key"].as_str().unwrap().to_string();
         }
-        check_server(&server, &wallet, books, &last, &key).await;
+        check_server(&server, &wallet, (books, pending), &last, &key).await;
         if round == ROUNDS {
             break;
         }
@@ -412,8 +449,15 @@ async fn sigkill_under_mixed_load_loses_nothing_acknowledged() {
         all.keys.extend(last.keys.iter().cloned());
         all.memories.extend(last.memories.iter().cloned());
         all.chats += last.chats;
-        let (sum, any_debit) = check_store(dir.path(), &wallet, &all, round);
+        let (sum, any_debit, topups) = check_store(dir.path(), &wallet, &all, round);
         books = sum;
+        // Every transfer the facilitator made is credited: now, or by the next start.
+        let moved = i128::from(FUNDS - sim.balance(&wallet));
+        assert!(
+            moved >= topups,
+            "round {round}: credits for money that never moved"
+        );
+        pending = moved - topups;
         debited |= any_debit;
     }
     eprintln!(

@@ -148,6 +148,71 @@ async fn a_slow_facilitator_delays_the_answer_and_settles_once() {
     env.stop().await;
 }
 
+/// Issue 14 (10): a unary x402 call whose client leaves while the settlement runs keeps its
+/// payment; its usage event must say so (499 with what was kept), as the ledger's refund does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_during_settlement_is_recorded_with_what_was_kept() {
+    let env = Env::start().await;
+    let q = quote(&env).await;
+    let s = Signer::random().unwrap();
+    env.sim
+        .set_facilitator_faults(settle_fault(None, None, Some(1_000)));
+    let (client, url, header) = (
+        env.client.clone(),
+        env.url("/v1/chat/completions"),
+        payment(&s, q),
+    );
+    let call = tokio::spawn(async move {
+        let req = http::Request::post(url)
+            .header("x-payment", header)
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                ask(false).to_string(),
+            )))
+            .unwrap();
+        let _ = client.request(req).await;
+    });
+    // The answer takes milliseconds, the settlement a second: the client leaves in between.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.sim.generation_count(), 1, "the answer was generated");
+    call.abort();
+    let payer = s.address().to_string();
+    assert!(
+        eventually(Duration::from_secs(5), || env.balance(&payer).balance > 0).await,
+        "the settlement finished and the change was credited"
+    );
+    let refund: i64 = env
+        .ledger(&payer)
+        .await
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Refund)
+        .map(|e| e.credits)
+        .sum();
+    let kept = q - u64::try_from(refund).unwrap();
+    assert!(kept >= 1_000, "kept {kept} of {q}");
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = env.usage(&payer).await;
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(events.len(), 1, "one usage event: {events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.status, e.credits),
+        (499, kept),
+        "usage agrees with the ledger"
+    );
+    let usd = e.usd_cost.as_deref().unwrap();
+    assert_eq!(
+        vectorway::billing::pricing::parse_usd_micros(usd).unwrap(),
+        kept
+    );
+    assert!(e.prompt_tokens > 0 && e.completion_tokens > 0);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_facilitator_past_its_timeout_withholds_the_answer_and_keeps_the_nonce() {
     let env = Env::with_knobs(fast_knobs(), |c| {

@@ -187,6 +187,11 @@ async fn mid_stream_failures_end_with_an_error_event_and_charge_what_was_sent() 
             [charged as i64],
             "{plan:?}: exactly one debit, of the usage's charge"
         );
+        assert_eq!(
+            new_debit_references(&env, entries).await,
+            [Some(event.request_id.clone())],
+            "{plan:?}: the debit names the call"
+        );
     }
     assert_eq!(env.gw().state.billing.open_holds(), 0);
     env.stop().await;
@@ -231,6 +236,11 @@ async fn client_disconnect_mid_stream_settles_the_hold() {
     );
     let event = &env.usage(W1).await[0];
     assert_eq!((event.status, event.credits), (499, charged));
+    assert_eq!(
+        new_debit_references(&env, entries).await,
+        [Some(event.request_id.clone())],
+        "the debit of a stream the client left names the call"
+    );
 
     // Disconnect before the first frame: nothing charged.
     let before = env.balance(W1).balance;
@@ -298,6 +308,16 @@ async fn new_debits(env: &Env, before: usize) -> Vec<i64> {
         .iter()
         .filter(|e| e.kind == vectorway::storage::LedgerKind::Debit)
         .map(|e| -e.credits)
+        .collect()
+}
+
+/// The references (request ids) of the debits written since `before`.
+async fn new_debit_references(env: &Env, before: usize) -> Vec<Option<String>> {
+    let ledger = env.ledger(W1).await;
+    ledger[..ledger.len() - before]
+        .iter()
+        .filter(|e| e.kind == vectorway::storage::LedgerKind::Debit)
+        .map(|e| e.reference.clone())
         .collect()
 }
 

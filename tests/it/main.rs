@@ -13,6 +13,7 @@
 )]
 
 mod account;
+mod billing;
 mod chat;
 mod conformance;
 mod crash;

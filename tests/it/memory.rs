@@ -387,3 +387,93 @@ async fn namespaces_separate_agents_of_one_wallet() {
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     env.stop().await;
 }
+
+/// Embedding requests the simulator received so far.
+fn embed_calls(env: &Env) -> usize {
+    env.sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("embed"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_pays_for_its_query_embedding() {
+    let env = Env::start().await;
+    // A wallet with credits: the query's tokens are charged and recorded like an embedding.
+    let key = env.funded_key(W1, 1_000_000).await;
+    let q = "where did the orbital simulation end ".repeat(100);
+    let res = env
+        .send(
+            Method::GET,
+            &format!("/v1/memory?q={}", q.replace(' ', "+")),
+            &[("x-api-key", key.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let id = res.headers["x-request-id"].to_str().unwrap().to_string();
+    let tokens = (q.len() as u64).div_ceil(4);
+    let cost = env.gw().state.embedding_price().cost(tokens, 0);
+    assert!(cost > 0);
+    assert_eq!(env.balance(W1).balance, 1_000_000 - cost);
+    let events: Vec<_> = env
+        .usage(W1)
+        .await
+        .into_iter()
+        .filter(|e| e.request_id == id)
+        .collect();
+    assert_eq!(events.len(), 1, "one usage event per call");
+    let event = &events[0];
+    assert_eq!(
+        (
+            event.method.as_str(),
+            event.path.as_str(),
+            event.status,
+            event.prompt_tokens,
+            event.credits
+        ),
+        ("GET", "/v1/memory", 200, tokens, cost)
+    );
+    let debits: Vec<_> = env
+        .ledger(W1)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == LedgerKind::Debit)
+        .map(|e| (e.credits, e.reference))
+        .collect();
+    assert_eq!(debits, [(-(cost as i64), Some(id))]);
+
+    // A wallet with nothing: 402 before any embedding call, and nothing held.
+    let broke = env.funded_key(W2, 0).await;
+    let calls = embed_calls(&env);
+    let res = env
+        .send(
+            Method::GET,
+            "/v1/memory?q=anything+at+all",
+            &[("x-api-key", broke.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.code().as_str()),
+        (StatusCode::PAYMENT_REQUIRED, "insufficient_credits")
+    );
+    assert_eq!(embed_calls(&env), calls, "no upstream call for free");
+    assert_eq!(env.balance(W2).held, 0);
+
+    // A query past the cap is refused before anything else, naming `q`.
+    let long = "a".repeat(30_000);
+    let res = env
+        .send(
+            Method::GET,
+            &format!("/v1/memory?q={long}"),
+            &[("x-api-key", key.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.json()["error"]["param"], "q");
+    assert_eq!(embed_calls(&env), calls);
+    env.stop().await;
+}

@@ -6,13 +6,20 @@
 //! `refund`, durably, once the settlement has succeeded. A call that fails after settlement
 //! started keeps nothing: the whole payment comes back as credits. A unary answer whose
 //! settlement certainly moved no money is withheld and its nonce released.
+//!
+//! An x402 call's usage event is recorded once its settlement's outcome is known, so its
+//! credits are what the call kept: a client that leaves meanwhile does not turn a kept payment
+//! into a free call in the usage history.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::super::State;
 use super::super::{pay, settle};
+use super::{CLIENT_CLOSED, Meter};
 use crate::billing::Hold;
 use crate::payments::{PaymentError, Settlement, SettlementHandle, Verified};
+use crate::upstream::TokenUsage;
 
 /// An x402 payment being settled.
 pub struct X402 {
@@ -49,54 +56,102 @@ impl Settled {
             Settled::X402 { kept, .. } => (None, Some(pay::usd(*kept))),
         }
     }
+}
 
-    /// Credits (= atomic USDC) the call kept.
-    pub fn amount(&self) -> u64 {
-        match self {
-            Settled::Credits { charged } => *charged,
-            Settled::X402 { kept, .. } => *kept,
+/// The usage event a unary call owes once its payment is settled. The handler records it with
+/// the answer's status; if the request is gone by then (the client left while the settlement
+/// ran), dropping it records 499 with what the call kept, so the usage history agrees with the
+/// ledger either way.
+pub struct Owed {
+    meter: Option<Meter>,
+    credits: u64,
+    usage: TokenUsage,
+}
+
+impl Owed {
+    fn new(meter: Meter, credits: u64, usage: TokenUsage) -> Self {
+        Self {
+            meter: Some(meter),
+            credits,
+            usage,
+        }
+    }
+
+    /// Records the call with `status` and the credits it kept.
+    pub fn record(mut self, status: u16) {
+        if let Some(m) = self.meter.take() {
+            m.record(status, self.credits, Some(&self.usage));
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if let Some(m) = self.meter.take() {
+            m.record(CLIENT_CLOSED, self.credits, Some(&self.usage));
         }
     }
 }
 
 impl Payer {
-    /// A whole answer costing `cost`: commit the hold, or wait for the settlement and credit the
-    /// change. A refused settlement is returned as the error (the answer is withheld).
+    /// A whole answer billed at `usage` (costing `cost`): commit the hold, or wait for the
+    /// settlement and credit the change. A refused settlement is returned as the error (the
+    /// answer is withheld). Either way the call's usage event comes back as `Owed`.
     pub async fn settle(
         self,
         state: &Arc<State>,
         cost: u64,
-        reference: String,
-    ) -> Result<Settled, PaymentError> {
+        meter: Meter,
+        usage: TokenUsage,
+    ) -> (Owed, Result<Settled, PaymentError>) {
         match self {
-            Payer::Credits(hold) => Ok(Settled::Credits {
-                charged: hold.commit(cost, Some(reference)),
-            }),
+            Payer::Credits(hold) => {
+                let charged = hold.commit(cost, Some(meter.request_id.clone()));
+                (
+                    Owed::new(meter, charged, usage),
+                    Ok(Settled::Credits { charged }),
+                )
+            }
             Payer::X402(x) => {
-                // Settlement and change run as an effect (`settle::finish_call`): if this
-                // request is dropped (the client went away), the change is still credited.
-                let X402 {
-                    verified,
-                    settlement,
-                } = *x;
-                let kept = pay::kept(cost, state.config.x402.min_quote, verified.amount);
-                let finishing =
-                    settle::finish_call(state.clone(), verified.clone(), settlement, kept);
-                match finishing.await {
-                    Ok(Ok((s, _))) => Ok(Settled::X402 {
-                        kept,
+                // Settlement, change and the usage event run as one effect: if this request is
+                // dropped (the client went away), the change is still credited (through the
+                // payment's intent, `settle`) and the event still names what was kept.
+                let effects = state.effects.clone();
+                let state = state.clone();
+                let min_quote = state.config.x402.min_quote;
+                let fallback = meter.clone();
+                let run = async move {
+                    let X402 {
                         verified,
-                        outcome: Ok(s),
-                    }),
-                    Ok(Err(e)) => {
-                        // The answer is withheld: a payment that certainly moved no money
-                        // may be sent again.
-                        if e.nothing_settled() {
-                            state.payments.release_nonce(&verified);
+                        settlement,
+                    } = *x;
+                    let kept = pay::kept(cost, min_quote, verified.amount);
+                    let outcome = settlement.await;
+                    match settle::finish_call_now(&state, &verified, outcome, kept).await {
+                        Ok((s, _)) => (
+                            Owed::new(meter, kept, usage),
+                            Ok(Settled::X402 {
+                                kept,
+                                verified,
+                                outcome: Ok(s),
+                            }),
+                        ),
+                        Err(e) => {
+                            // The answer is withheld: a payment that certainly moved no money
+                            // may be sent again.
+                            if e.nothing_settled() {
+                                state.payments.release_nonce(&verified);
+                            }
+                            (Owed::new(meter, 0, usage), Err(e))
                         }
-                        Err(e)
                     }
-                    Err(e) => Err(PaymentError::Internal(e.to_string())),
+                };
+                match effects.spawn("x402 call settlement", run).await {
+                    Ok(r) => r,
+                    Err(e) => (
+                        Owed::new(fallback, 0, usage),
+                        Err(PaymentError::Internal(e.to_string())),
+                    ),
                 }
             }
         }
@@ -104,24 +159,62 @@ impl Payer {
 
     /// The call produced nothing the client received: release the hold, or give the whole
     /// payment back as credits once it settles (in the background; it survives the request).
+    /// The caller records the call.
     pub fn abandon(self, state: &Arc<State>) {
-        self.finish_detached(state, 0);
+        match self {
+            Payer::Credits(hold) => hold.release(),
+            Payer::X402(x) => {
+                let X402 {
+                    verified,
+                    settlement,
+                } = *x;
+                pay::credit_change_after(state.clone(), verified, settlement, 0);
+            }
+        }
     }
 
-    /// Ends the payment in the background keeping `kept` (a stream cut short or disconnected).
-    pub fn finish_detached(self, state: &Arc<State>, kept: u64) {
+    /// Ends the payment of a stream cut short or disconnected, billed at `usage` (costing
+    /// `cost`), and records the call with `status`. Credits are charged at once, under the
+    /// request id. An x402 call keeps `max(cost, min_quote)` (at most what was paid) once its
+    /// settlement succeeds, in the background; its usage event is recorded then, with what was
+    /// kept, or with nothing when the payment did not go through.
+    pub fn finish_detached(self, meter: &Meter, status: u16, cost: u64, usage: TokenUsage) {
         match self {
-            Payer::Credits(hold) if kept == 0 => hold.release(),
             Payer::Credits(hold) => {
-                hold.commit(kept, None);
+                let charged = hold.commit(cost, Some(meter.request_id.clone()));
+                meter.record(status, charged, Some(&usage));
             }
             Payer::X402(x) => {
                 let X402 {
                     verified,
                     settlement,
                 } = *x;
-                pay::credit_change_after(state.clone(), verified, settlement, kept);
+                let kept = if cost == 0 {
+                    0
+                } else {
+                    pay::kept(cost, meter.state.config.x402.min_quote, verified.amount)
+                };
+                let settlement = recorded(settlement, meter.clone(), status, kept, usage);
+                pay::credit_change_after(meter.state.clone(), verified, settlement, kept);
             }
         }
     }
+}
+
+/// `settlement`, which records the call once its outcome is known: `status` with the credits
+/// kept if the payment settled, with none if it did not.
+pub async fn recorded<F>(
+    settlement: F,
+    meter: Meter,
+    status: u16,
+    kept: u64,
+    usage: TokenUsage,
+) -> Result<Settlement, PaymentError>
+where
+    F: Future<Output = Result<Settlement, PaymentError>>,
+{
+    let outcome = settlement.await;
+    let credits = if outcome.is_ok() { kept } else { 0 };
+    meter.record(status, credits, Some(&usage));
+    outcome
 }

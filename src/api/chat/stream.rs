@@ -1,7 +1,9 @@
 //! The streaming answer body: Gemini events in, OpenAI `chat.completion.chunk` frames out, no
 //! buffering beyond the events of one upstream read. It owns the payment and ends it exactly once:
-//! at the clean end (actual usage), on an upstream error (usage seen so far, or nothing if no
-//! frame reached the client), or in `Drop` when the client goes away mid-stream.
+//! at the clean end, on an upstream error, or in `Drop` when the client goes away mid-stream.
+//! Gemini answered 200 before this body exists, so the prompt was processed: every ending is
+//! billed at the last usage Gemini reported (thinking included), or, when it reported none, at
+//! the prompt's bound and the text and thoughts seen so far (`chat::billed_usage`).
 //!
 //! On x402 the clean end waits for the settlement: success sends `data: [DONE]` and then the
 //! receipt as `event: x402-receipt`; a refused settlement ends the stream with an error event.
@@ -14,8 +16,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 
 use super::super::memory::Remember;
-use super::payer::{Payer, X402};
-use super::{CLIENT_CLOSED, Meter, UsageOut, pay};
+use super::payer::{self, Payer, X402};
+use super::{CLIENT_CLOSED, Meter, UsageBound, UsageOut, billed_usage, pay};
 use crate::billing::pricing::ModelPrice;
 use crate::crypto::to_checksum;
 use crate::error::Error;
@@ -29,6 +31,7 @@ struct Awaiting {
     verified: Verified,
     settlement: Pin<Box<SettlementHandle>>,
     kept: u64,
+    usage: TokenUsage,
 }
 
 pub struct ChatStream {
@@ -44,6 +47,11 @@ pub struct ChatStream {
     events: Vec<StreamEvent>,
     sent_first: bool,
     usage: Option<TokenUsage>,
+    /// What the call is billed at when Gemini reports no usage.
+    bound: UsageBound,
+    /// Bytes of visible text and of thoughts received.
+    text_bytes: u64,
+    thought_bytes: u64,
     finish: Option<Finish>,
     done: bool,
     /// The memory write after a clean end, with the answer text collected so far (bounded).
@@ -52,6 +60,10 @@ pub struct ChatStream {
 }
 
 impl ChatStream {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one stream's whole setup, built in one place"
+    )]
     pub fn new(
         upstream: GeminiStream,
         payer: Payer,
@@ -60,6 +72,7 @@ impl ChatStream {
         id: String,
         include_usage: bool,
         remember: Option<Remember>,
+        bound: UsageBound,
     ) -> Self {
         let head = serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": now_ms() / 1000, "model": model.id});
         // `{"id":…,"model":…}` → `data: {"id":…,"model":…,"choices":`
@@ -78,6 +91,9 @@ impl ChatStream {
             events: Vec::with_capacity(4),
             sent_first: false,
             usage: None,
+            bound,
+            text_bytes: 0,
+            thought_bytes: 0,
             finish: None,
             done: false,
             remember,
@@ -106,6 +122,7 @@ impl ChatStream {
     }
 
     fn text_delta(&mut self, out: &mut BytesMut, text: &str) {
+        self.text_bytes += text.len() as u64;
         let escaped = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into());
         let delta = if self.sent_first {
             format!("{{\"content\":{escaped}}}")
@@ -125,38 +142,18 @@ impl ChatStream {
         }
     }
 
-    /// The cost of the usage seen so far (0 when no frame reached the client).
-    fn cost_so_far(&self) -> u64 {
-        match (self.sent_first, self.usage) {
-            (true, Some(u)) => self.model.cost(u.prompt, u.completion),
-            _ => 0,
-        }
+    /// What the call is billed at now.
+    fn billed(&self) -> TokenUsage {
+        billed_usage(self.usage, &self.bound, self.text_bytes, self.thought_bytes)
     }
 
-    /// What an x402 payment keeps for `cost`.
-    fn x402_kept(&self, cost: u64, paid: u64) -> u64 {
-        if cost == 0 {
-            0
-        } else {
-            pay::kept(cost, self.meter.state.config.x402.min_quote, paid)
-        }
-    }
-
-    /// Ends the payment in the background for a stream that did not finish cleanly; returns what
-    /// it keeps.
-    fn settle_partial(&mut self) -> u64 {
-        let cost = self.cost_so_far();
-        match self.payer.take() {
-            Some(p @ Payer::Credits(_)) => {
-                p.finish_detached(&self.meter.state, cost);
-                cost
-            }
-            Some(Payer::X402(x)) => {
-                let kept = self.x402_kept(cost, x.verified.amount);
-                Payer::X402(x).finish_detached(&self.meter.state, kept);
-                kept
-            }
-            None => 0,
+    /// Ends the payment of a stream that did not finish cleanly, billed at what was generated so
+    /// far, and records the call with `status` (see `Payer::finish_detached`).
+    fn settle_partial(&mut self, status: u16) {
+        let usage = self.billed();
+        let cost = self.model.cost(usage.prompt, usage.completion);
+        if let Some(p) = self.payer.take() {
+            p.finish_detached(&self.meter, status, cost, usage);
         }
     }
 
@@ -169,12 +166,13 @@ impl ChatStream {
             self.chunk(out, "{\"role\":\"assistant\",\"content\":\"\"}", None);
             self.sent_first = true;
         }
-        let usage = self.usage.unwrap_or_default();
+        let usage = self.billed();
         let cost = self.model.cost(usage.prompt, usage.completion);
-        let (costs, kept) = match self.payer.take() {
+        let costs = match self.payer.take() {
             Some(Payer::Credits(hold)) => {
                 let charged = hold.commit(cost, Some(self.meter.request_id.clone()));
-                ((Some(charged), None), charged)
+                self.meter.record(200, charged, Some(&usage));
+                (Some(charged), None)
             }
             Some(Payer::X402(x)) => {
                 let X402 {
@@ -186,14 +184,16 @@ impl ChatStream {
                     self.meter.state.config.x402.min_quote,
                     verified.amount,
                 );
+                // The usage event waits for the settlement's outcome (`settled_frames`).
                 self.awaiting = Some(Awaiting {
                     verified,
                     settlement: Box::pin(settlement),
                     kept,
+                    usage,
                 });
-                ((None, Some(pay::usd(kept))), kept)
+                (None, Some(pay::usd(kept)))
             }
-            None => ((None, None), 0),
+            None => (None, None),
         };
         self.chunk(out, "{}", Some(self.finish.unwrap_or(Finish::Stop)));
         if self.include_usage {
@@ -207,7 +207,6 @@ impl ChatStream {
             out.put_slice(b"data: [DONE]\n\n");
             self.done = true;
         }
-        self.meter.record(200, kept, Some(&usage));
         if let Some(r) = self.remember.take() {
             r.spawn(std::mem::take(&mut self.answer));
         }
@@ -237,6 +236,7 @@ impl ChatStream {
                 out.put_slice(b"data: [DONE]\n\nevent: x402-receipt\ndata: ");
                 out.put_slice(receipt.to_string().as_bytes());
                 out.put_slice(b"\n\n");
+                self.meter.record(200, a.kept, Some(&a.usage));
             }
             Err(e) => {
                 // The payment did not go through: cut the stream with an error, no `[DONE]`.
@@ -245,7 +245,7 @@ impl ChatStream {
                     &serde_json::to_vec(&Error::from(e.clone()).body()).unwrap_or_default(),
                 );
                 out.put_slice(b"\n\n");
-                self.meter.record(402, 0, self.usage.as_ref());
+                self.meter.record(402, 0, Some(&a.usage));
                 // Ends the payment's intent (forgotten, or recovered if money may have moved)
                 // and refuses this payer's streams until a payment of theirs settles.
                 pay::credit_change_after(
@@ -261,14 +261,11 @@ impl ChatStream {
 
     /// A mid-stream failure: an OpenAI error event, then the end (no fake `stop`, no `[DONE]`).
     fn error_frame(&mut self, out: &mut BytesMut, e: UpstreamError) {
-        let kept = self.settle_partial();
         let err = Error::from(e);
+        self.settle_partial(err.status().as_u16());
         out.put_slice(b"data: ");
         out.put_slice(&serde_json::to_vec(&err.body()).unwrap_or_default());
         out.put_slice(b"\n\n");
-        let usage = self.usage;
-        self.meter
-            .record(err.status().as_u16(), kept, usage.as_ref());
         self.done = true;
     }
 }
@@ -307,6 +304,7 @@ impl http_body::Body for ChatStream {
         for ev in events.drain(..) {
             match ev {
                 StreamEvent::Delta(text) => this.text_delta(&mut out, &text),
+                StreamEvent::Thought(bytes) => this.thought_bytes += bytes,
                 StreamEvent::Usage(u) => this.usage = Some(u),
                 StreamEvent::Finish(f) => this.finish = Some(f),
             }
@@ -333,13 +331,14 @@ impl http_body::Body for ChatStream {
 impl Drop for ChatStream {
     fn drop(&mut self) {
         if self.payer.is_some() {
-            // The client went away mid-stream: keep what it was sent (usage seen so far).
-            let kept = self.settle_partial();
-            let usage = self.usage;
-            self.meter.record(CLIENT_CLOSED, kept, usage.as_ref());
+            // The client went away mid-stream: it pays for what was generated so far.
+            self.settle_partial(CLIENT_CLOSED);
         } else if let Some(a) = self.awaiting.take() {
-            // Gone while the settlement was pending: it still runs; credit the change after it.
-            pay::credit_change_after(self.meter.state.clone(), a.verified, a.settlement, a.kept);
+            // Gone after the whole answer, while the settlement was pending: it still runs; the
+            // change is credited and the call recorded after it.
+            let settlement =
+                payer::recorded(a.settlement, self.meter.clone(), 200, a.kept, a.usage);
+            pay::credit_change_after(self.meter.state.clone(), a.verified, settlement, a.kept);
         }
     }
 }

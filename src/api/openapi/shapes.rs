@@ -469,10 +469,11 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
         )),
         RouteId::MemorySearch => upstream(
             ok(r("MemoryMatches"))
-                .query("q", true, text(), "The query text (not blank, at most 32 KiB).")
+                .query("q", true, text(), "The query text (not blank, at most 8 KiB); its embedding is billed per token like POST /v1/embeddings.")
                 .query("k", false, int(1, crate::memory::MAX_K as i128), "How many matches, 1 to 100 (default 5).")
                 .query("namespace", false, namespace(), "A namespace within the wallet's memory."),
         )
+        .errors(402, &["insufficient_credits"])
         .errors(422, &["validation_error"]),
         RouteId::MemoryDelete => ok(object(
             &["status", "memory_id"],

@@ -156,6 +156,22 @@ fn map_usage(u: &UsageMetadata) -> TokenUsage {
     }
 }
 
+/// Bytes of the first candidate's thought parts.
+fn thought_bytes(resp: &GenerateResponse<'_>) -> u64 {
+    resp.candidates
+        .first()
+        .and_then(|c| c.content.as_ref())
+        .map_or(0, |content| {
+            content
+                .parts
+                .iter()
+                .filter(|p| p.thought == Some(true))
+                .filter_map(|p| p.text.as_ref())
+                .map(|t| t.len() as u64)
+                .sum()
+        })
+}
+
 /// Visible text of the first candidate (thought parts excluded).
 fn visible_text(resp: &GenerateResponse<'_>, out: &mut String) {
     if let Some(content) = resp.candidates.first().and_then(|c| c.content.as_ref()) {
@@ -207,6 +223,10 @@ pub fn decode_chunk(data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), Upstr
         .map_err(|e| UpstreamError::Protocol(format!("stream chunk JSON: {e}")))?;
     if let Some(err) = resp.error {
         return Err(mid_stream_error(err));
+    }
+    let thought = thought_bytes(&resp);
+    if thought > 0 {
+        out.push(StreamEvent::Thought(thought));
     }
     let mut text = String::new();
     visible_text(&resp, &mut text);
@@ -465,6 +485,22 @@ mod tests {
                 StreamEvent::Usage(TokenUsage {
                     prompt: 11,
                     ..Default::default()
+                })
+            ]
+        );
+        out.clear();
+        // A thought-summary chunk: its bytes are counted, its text is never shown.
+        decode_chunk(br#"{"candidates":[{"content":{"parts":[{"text":"hmm, 15% of 240","thought":true},{"text":"36"}],"role":"model"}}],"usageMetadata":{"promptTokenCount":11,"thoughtsTokenCount":40}}"#, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                StreamEvent::Thought(15),
+                StreamEvent::Delta("36".into()),
+                StreamEvent::Usage(TokenUsage {
+                    prompt: 11,
+                    completion: 40,
+                    reasoning: 40,
+                    cached: 0
                 })
             ]
         );
