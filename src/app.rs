@@ -43,6 +43,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the system random number generator failed")]
+    Randomness,
 }
 
 /// A running gateway.
@@ -256,24 +258,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(s) => s.clone(),
         None => persisted_secret(&config.data_dir.join("jwt.secret"))?,
     };
+    // Tokens are bound to this deployment: `aud` its SIWE domain, `iss` its public base URL.
     let sessions = Sessions::new(
         jwt_secret.as_bytes(),
+        &config.auth.siwe_domain,
+        &api::discovery::base_url(&config),
         store.clone(),
         config.auth.access_ttl,
         config.auth.refresh_ttl,
     )?;
-    let state = Arc::new(State::new(Parts {
-        config,
-        store,
-        billing,
-        keys,
-        sessions,
-        payments,
-        gemini,
-        metrics: telemetry::metrics_handle(),
-        simulated: gemini_simulated,
-        admin_secret: secret,
-    }));
+    let state = Arc::new(
+        State::new(Parts {
+            config,
+            store,
+            billing,
+            keys,
+            sessions,
+            payments,
+            gemini,
+            metrics: telemetry::metrics_handle(),
+            simulated: gemini_simulated,
+            admin_secret: secret,
+        })
+        .map_err(|_| StartError::Randomness)?,
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let handler_state = state.clone();
     let sweeper_state = state.clone();

@@ -18,6 +18,7 @@ mod conformance;
 mod crash;
 mod discovery;
 mod edge;
+mod exhaustion;
 mod facilitator;
 mod fallback;
 mod faults;
