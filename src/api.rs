@@ -2,7 +2,8 @@
 //!
 //! `routes::ROUTES` is the single declaration of what is served; `handle` matches a request
 //! against it, resolves the caller as the route's `Access` demands, applies the wallet's rate
-//! limit and the `Idempotency-Key` contract, calls the handler, and records the call in the
+//! limit (or, for a request without a caller, its client IP's), puts a deadline on the request
+//! body, applies the `Idempotency-Key` contract, calls the handler, and records the call in the
 //! wallet's usage history. Every response gets an `x-request-id`; every error is OpenAI-shaped.
 
 pub mod account;
@@ -24,7 +25,7 @@ pub mod settle;
 pub mod signin;
 pub mod types;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -40,7 +41,7 @@ use crate::auth::{self, ApiKeys, AuthError, AuthMode, Principal, Sessions, Siwe}
 use crate::billing::Billing;
 use crate::config::Config;
 use crate::error::Error;
-use crate::http::{Body, json};
+use crate::http::{Body, TimedBody, json};
 use crate::memory::Memory;
 use crate::payments::Payments;
 use crate::ratelimit::{Quota, RateLimiter};
@@ -49,8 +50,9 @@ use crate::storage::{Store, UsageEvent, now_ms};
 use crate::upstream::Gemini;
 pub use routes::{Access, ROUTES, Route, RouteId, find_route, match_path};
 
-/// A request body: still on the wire, or already read (idempotent replays re-feed it).
-pub type ReqBody = Either<Incoming, Full<Bytes>>;
+/// A request body: still on the wire (under its read deadline), or already read (idempotent
+/// replays and MCP tool calls re-feed it).
+pub type ReqBody = Either<TimedBody<Incoming>, Full<Bytes>>;
 
 /// Everything a handler may use; built by `app`.
 pub struct State {
@@ -97,18 +99,18 @@ pub struct Parts {
 }
 
 impl State {
-    pub fn new(p: Parts) -> Self {
+    /// Fails only when the system has no randomness for the request-id salt.
+    pub fn new(p: Parts) -> Result<Self, ring::error::Unspecified> {
         let mut salt = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)?;
         let a = &p.config.auth;
-        let siwe = Siwe::new(a.siwe_domain.clone(), a.chain_ids.clone(), a.nonce_ttl);
-        let limiter = RateLimiter::new(
-            p.config.limits.runtime_per_min,
-            p.config.limits.control_per_min,
-        );
+        let siwe = Siwe::new(a.siwe_domain.clone(), a.chain_ids.clone(), a.nonce_ttl)
+            .with_origin(&describe::base_url(&p.config))
+            .with_max_nonces(a.max_nonces);
+        let limiter = RateLimiter::new(p.config.limits);
         let memory = Memory::from_config(p.store.clone(), &p.config.memory, p.gemini.clone());
         let docs = discovery::Docs::build(&p.config);
-        Self {
+        Ok(Self {
             docs,
             config: p.config,
             store: p.store,
@@ -129,7 +131,7 @@ impl State {
             request_seq: AtomicU64::new(0),
             request_salt: u64::from_le_bytes(salt),
             probe: std::sync::Mutex::new(None),
-        }
+        })
     }
 
     /// What embeddings cost.
@@ -163,31 +165,31 @@ impl Ctx {
 }
 
 /// The service function: route, authenticate, limit, dispatch, stamp, measure.
-pub async fn handle(
-    state: Arc<State>,
-    req: Request<Incoming>,
-    _peer: SocketAddr,
-) -> Response<Body> {
+pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let request_id = state.next_request_id();
+    let version = req.version();
     let (route_name, mut res) = match find_route(req.method(), req.uri().path()) {
         Err(e) => ("unmatched", unmatched(&e, req.uri().path())),
         Ok((route, params)) => {
             let params = params.into_iter().map(str::to_string).collect();
+            let (read, idle) = (
+                state.config.body_read_timeout,
+                state.config.body_idle_timeout,
+            );
+            let req = req.map(|b| Either::Left(TimedBody::new(b, read, idle)));
+            let peer = Some(peer.ip());
             (
                 route.name,
-                serve(
-                    &state,
-                    route,
-                    params,
-                    req.map(Either::Left),
-                    &request_id,
-                    started,
-                )
-                .await,
+                serve(&state, route, params, req, &request_id, started, peer).await,
             )
         }
     };
+    // A body that stalled leaves the connection mid-message: HTTP/1 closes it after the 408.
+    if res.status() == StatusCode::REQUEST_TIMEOUT && version <= http::Version::HTTP_11 {
+        res.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
@@ -223,6 +225,8 @@ fn unmatched(e: &crate::error::RequestError, path: &str) -> Response<Body> {
     res
 }
 
+/// Serves a matched route. `peer` is the client's address; `None` for a request that re-enters
+/// from an MCP tool call (its `/mcp` request was already counted).
 async fn serve(
     state: &Arc<State>,
     route: &'static Route,
@@ -230,17 +234,24 @@ async fn serve(
     req: Request<ReqBody>,
     request_id: &str,
     started: Instant,
+    peer: Option<IpAddr>,
 ) -> Response<Body> {
     let principal = match authorize(state, route, req.headers()) {
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
-    let quota = match &principal {
-        Some(p) => match state.limiter.check(p.wallet, route.class) {
+    let quota = match (&principal, peer) {
+        (Some(p), _) => match state.limiter.check(p.wallet, route.class) {
             Ok(q) => q,
             Err(e) => return error_response(&Error::from(e)),
         },
-        None => None,
+        // No caller yet (public routes, sign-in, x402, MCP): the client IP's bucket. Operators
+        // with the admin secret are not limited.
+        (None, Some(ip)) if route.access != Access::Admin => match state.limiter.check_ip(ip) {
+            Ok(()) => None,
+            Err(e) => return error_response(&Error::from(e)),
+        },
+        (None, _) => None,
     };
     let (method, path) = (req.method().to_string(), req.uri().path().to_string());
     let who = principal.clone();

@@ -43,6 +43,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the system random number generator failed")]
+    Randomness,
 }
 
 /// A running gateway.
@@ -271,25 +273,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(s) => s.clone(),
         None => persisted_secret(&config.data_dir.join("jwt.secret"))?,
     };
+    // Tokens are bound to this deployment: `aud` its SIWE domain, `iss` its public base URL.
     let sessions = Sessions::new(
         jwt_secret.as_bytes(),
+        &config.auth.siwe_domain,
+        &api::describe::base_url(&config),
         store.clone(),
         config.auth.access_ttl,
         config.auth.refresh_ttl,
     )?;
-    let state = Arc::new(State::new(Parts {
-        config,
-        store,
-        billing,
-        keys,
-        sessions,
-        payments,
-        effects,
-        gemini,
-        metrics: telemetry::metrics_handle(),
-        simulated: gemini_simulated,
-        admin_secret: secret,
-    }));
+    let state = Arc::new(
+        State::new(Parts {
+            config,
+            store,
+            billing,
+            keys,
+            sessions,
+            payments,
+            effects,
+            gemini,
+            metrics: telemetry::metrics_handle(),
+            simulated: gemini_simulated,
+            admin_secret: secret,
+        })
+        .map_err(|_| StartError::Randomness)?,
+    );
     // No request survives a restart: idempotency claims left by the last run are forgotten, and
     // settlements it left are completed from their intents (in the background: the facilitator
     // may be slow, and a payment's intent is keyed by its nonce, which a new request cannot

@@ -33,6 +33,8 @@ pub enum AuthError {
     RefreshReused,
     #[error("this credential belongs to another wallet than the one named in the request")]
     WalletMismatch,
+    #[error("no randomness for a token id")]
+    Randomness,
     #[error(transparent)]
     Siwe(#[from] SiweError),
     #[error(transparent)]
@@ -93,16 +95,18 @@ pub fn api_key_from(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     }
 }
 
-/// Constant-time comparison of two secrets.
+/// Constant-time equality of two byte strings of the same length (`subtle`); the length itself
+/// is not secret. The one place that compares secrets byte by byte.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
+}
+
+/// Constant-time comparison of two secrets of any length: their SHA-256 digests are compared, so
+/// neither the content nor the length of the expected secret leaks through timing.
 pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     let da = ring::digest::digest(&ring::digest::SHA256, a);
     let db = ring::digest::digest(&ring::digest::SHA256, b);
-    // Comparing digests keeps the comparison length-independent.
-    da.as_ref()
-        .iter()
-        .zip(db.as_ref())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    ct_eq(da.as_ref(), db.as_ref())
 }
 
 #[cfg(test)]
@@ -145,5 +149,7 @@ mod tests {
         ));
         assert!(secrets_equal(b"abc", b"abc"));
         assert!(!secrets_equal(b"abc", b"abd"));
+        assert!(!secrets_equal(b"abc", b"abcd"));
+        assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"abc", b"ab"));
     }
 }

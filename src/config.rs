@@ -64,6 +64,10 @@ pub struct RawServer {
     pub header_read_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub body_limit_bytes: usize,
+    /// Longest a request body may take to arrive, from the request head on (408 after it).
+    pub body_read_timeout_ms: u64,
+    /// Longest silence allowed between two pieces of a request body (408 after it).
+    pub body_idle_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     /// Shared secret for `/admin/*`; `$VAR` reads an environment variable. Empty: a random secret
     /// is generated at start-up and written to `<data_dir>/admin.secret` (mode 0600).
@@ -150,6 +154,8 @@ impl Default for RawServer {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 75_000,
             body_limit_bytes: 1 << 20,
+            body_read_timeout_ms: 30_000,
+            body_idle_timeout_ms: 10_000,
             shutdown_grace_ms: 30_000,
             admin_secret: String::new(),
             public_base_url: String::new(),
@@ -272,6 +278,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_limit: usize,
+    pub body_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub admin_secret: Option<String>,
     pub public_base_url: Option<String>,
@@ -299,6 +307,8 @@ pub struct AuthConfig {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub nonce_ttl: Duration,
+    /// Challenges outstanding at most (issued within the nonce TTL).
+    pub max_nonces: usize,
     pub signup_grant: u64,
 }
 
@@ -306,6 +316,11 @@ pub struct AuthConfig {
 pub struct LimitsConfig {
     pub runtime_per_min: u32,
     pub control_per_min: u32,
+    /// Requests without a caller (public routes, sign-in, x402, MCP), per client IP.
+    pub ip_per_min: u32,
+    pub ip_burst: u32,
+    /// Buckets kept at most, per table (wallets; IPs).
+    pub max_tracked: usize,
 }
 
 /// One network offered for x402 payments.
@@ -493,6 +508,14 @@ impl RawConfig {
             self.server.header_read_timeout_ms,
         )?;
         positive("server.idle_timeout_ms", self.server.idle_timeout_ms)?;
+        positive(
+            "server.body_read_timeout_ms",
+            self.server.body_read_timeout_ms,
+        )?;
+        positive(
+            "server.body_idle_timeout_ms",
+            self.server.body_idle_timeout_ms,
+        )?;
         positive("store.journal_interval_ms", self.store.journal_interval_ms)?;
         positive(
             "upstream.connect_timeout_ms",
@@ -551,10 +574,7 @@ impl RawConfig {
                 Some(url.to_string())
             }
         };
-        let public_base_url = match self.server.public_base_url.trim_end_matches('/') {
-            "" => None,
-            url => Some(url.to_string()),
-        };
+        let public_base_url = sections::public_base_url(&self.server.public_base_url)?;
         let markup_ppm = parse_usd_micros(&self.billing.markup)
             .filter(|m| *m >= 1_000_000 && *m <= 100_000_000)
             .ok_or_else(|| invalid("billing.markup", "a decimal between 1 and 100".into()))?;
@@ -609,16 +629,7 @@ impl RawConfig {
             message,
         })?;
         let auth = self.auth.validate(&listen, public_base_url.as_deref())?;
-        let limits = LimitsConfig {
-            runtime_per_min: self.limits.runtime_per_min,
-            control_per_min: self.limits.control_per_min,
-        };
-        if limits.runtime_per_min == 0 || limits.control_per_min == 0 {
-            return Err(invalid(
-                "limits.runtime_per_min",
-                "must be greater than 0".into(),
-            ));
-        }
+        let limits = self.limits.validate()?;
         let x402 = self.x402.validate(api_key.is_some())?;
         let memory = self.memory.validate(api_key.is_some())?;
         if self.simulator.tokens_per_sec == 0 || self.simulator.chunk_tokens == 0 {
@@ -633,6 +644,8 @@ impl RawConfig {
             header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(self.server.idle_timeout_ms),
             body_limit: self.server.body_limit_bytes,
+            body_read_timeout: Duration::from_millis(self.server.body_read_timeout_ms),
+            body_idle_timeout: Duration::from_millis(self.server.body_idle_timeout_ms),
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             admin_secret,
             public_base_url,

@@ -40,6 +40,8 @@ pub enum RequestError {
     MethodNotAllowed { method: String, path: String },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive in time: {0}")]
+    BodyTimeout(String),
     #[error("{0}")]
     IdempotencyConflict(&'static str),
     #[error("origin '{0}' may not call this endpoint")]
@@ -90,6 +92,7 @@ impl Error {
         match self {
             Error::Request(e) => match e {
                 RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
                 RequestError::InvalidJson(_) | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
                 RequestError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 RequestError::ModelNotFound(_) | RequestError::NotFound { .. } => {
@@ -107,10 +110,14 @@ impl Error {
                 AuthError::AmbiguousCredentials => StatusCode::BAD_REQUEST,
                 AuthError::InvalidToken | AuthError::RefreshReused => StatusCode::UNAUTHORIZED,
                 AuthError::WalletMismatch => StatusCode::FORBIDDEN,
+                AuthError::Randomness => StatusCode::INTERNAL_SERVER_ERROR,
                 AuthError::Siwe(s) => match s {
                     SiweError::WalletMismatch { .. } => StatusCode::FORBIDDEN,
+                    SiweError::ChallengesExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    SiweError::Randomness => StatusCode::INTERNAL_SERVER_ERROR,
                     SiweError::Malformed(_)
                     | SiweError::DomainMismatch { .. }
+                    | SiweError::UriMismatch { .. }
                     | SiweError::NonceInvalid
                     | SiweError::Expired
                     | SiweError::ChainId(_)
@@ -162,6 +169,7 @@ impl Error {
                 RequestError::BodyTooLarge { .. } => "body_too_large",
                 RequestError::InvalidJson(_) => "invalid_json",
                 RequestError::BodyRead(_) => "invalid_body",
+                RequestError::BodyTimeout(_) => "request_timeout",
                 RequestError::Validation { .. } => "validation_error",
                 RequestError::ModelNotFound(_) => "model_not_found",
                 RequestError::NotFound { .. } => "not_found",
@@ -179,9 +187,15 @@ impl Error {
                 AuthError::InvalidToken => "invalid_token",
                 AuthError::RefreshReused => "refresh_token_reused",
                 AuthError::WalletMismatch => "wallet_mismatch",
+                AuthError::Randomness => "internal_error",
                 AuthError::Siwe(s) => match s {
                     SiweError::Malformed(_) => "siwe_message_invalid",
-                    SiweError::DomainMismatch { .. } => "siwe_domain_mismatch",
+                    // The URI's origin binds the message to this deployment like the domain does.
+                    SiweError::DomainMismatch { .. } | SiweError::UriMismatch { .. } => {
+                        "siwe_domain_mismatch"
+                    }
+                    SiweError::ChallengesExhausted { .. } => "siwe_challenges_exhausted",
+                    SiweError::Randomness => "internal_error",
                     SiweError::NonceInvalid => "siwe_nonce_invalid",
                     SiweError::Expired => "siwe_expired",
                     SiweError::ChainId(_) => "siwe_chain_invalid",
@@ -239,9 +253,12 @@ impl Error {
 
     pub fn origin(&self) -> Origin {
         match self {
-            Error::Billing(BillingError::Storage(_)) | Error::Auth(AuthError::Storage(_)) => {
-                Origin::Internal
-            }
+            Error::Billing(BillingError::Storage(_))
+            | Error::Auth(
+                AuthError::Storage(_)
+                | AuthError::Randomness
+                | AuthError::Siwe(SiweError::Randomness),
+            ) => Origin::Internal,
             Error::Request(_) | Error::Auth(_) | Error::Billing(_) | Error::RateLimit(_) => {
                 Origin::Client
             }
@@ -263,6 +280,9 @@ impl Error {
                 Some(retry_after.map_or(1, whole_seconds_up))
             }
             Error::RateLimit(e) => Some(e.retry_after_s.max(1)),
+            Error::Auth(AuthError::Siwe(SiweError::ChallengesExhausted { retry_after_s })) => {
+                Some((*retry_after_s).max(1))
+            }
             Error::Payment(e) => e.retry_after(),
             _ => None,
         }

@@ -4,6 +4,11 @@
 
 pub mod server;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
@@ -98,7 +103,100 @@ where
             drain(body).await;
             Err(RequestError::BodyTooLarge { limit })
         }
+        Err(e) if e.is::<BodyTimeout>() => Err(RequestError::BodyTimeout(e.to_string())),
         Err(e) => Err(RequestError::BodyRead(e.to_string())),
+    }
+}
+
+/// Why a `TimedBody` gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyTimeout {
+    #[error("no part of the body arrived for {0:?}")]
+    Idle(Duration),
+    #[error("the body took longer than {0:?}")]
+    Deadline(Duration),
+}
+
+/// A request body that must arrive whole within `total` of the request head and may not stall
+/// longer than `idle` between two frames; past either it ends with `BodyTimeout`, which
+/// `read_body` answers with 408 `request_timeout`. A client that trickles a byte every few
+/// seconds would otherwise hold its connection (and the task reading it) for ever. The timer is
+/// armed only while a read waits, and re-armed without allocating.
+pub struct TimedBody<B> {
+    inner: B,
+    total: Duration,
+    deadline: tokio::time::Instant,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The timer is set for the current wait (cleared by every frame).
+    armed: bool,
+}
+
+impl<B> TimedBody<B> {
+    pub fn new(inner: B, total: Duration, idle: Duration) -> Self {
+        Self {
+            inner,
+            total,
+            deadline: tokio::time::Instant::now() + total,
+            idle,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    fn timeout(&self) -> BodyError {
+        let now = tokio::time::Instant::now();
+        Box::new(if now >= self.deadline {
+            BodyTimeout::Deadline(self.total)
+        } else {
+            BodyTimeout::Idle(self.idle)
+        })
+    }
+}
+
+impl<B> http_body::Body for TimedBody<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<BodyError>,
+{
+    type Data = B::Data;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(match frame {
+                // Frames that keep coming do not stretch the deadline.
+                Some(Ok(_)) if tokio::time::Instant::now() >= this.deadline => {
+                    Some(Err(this.timeout()))
+                }
+                other => other.map(|r| r.map_err(Into::into)),
+            });
+        }
+        if !this.armed {
+            let at = (tokio::time::Instant::now() + this.idle).min(this.deadline);
+            match &mut this.timer {
+                Some(t) => t.as_mut().reset(at),
+                None => this.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            this.armed = true;
+        }
+        match this.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(this.timeout()))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -194,5 +292,56 @@ mod tests {
         let pulled = std::sync::Arc::default();
         let r = read_body(&http::HeaderMap::new(), counted(16, &pulled), limit).await;
         assert_eq!(r.map(|b| b.len()).ok(), Some(1 << 20));
+    }
+
+    /// A body that sends `pieces` one-byte frames, `gap` apart.
+    fn trickle(
+        pieces: usize,
+        gap: Duration,
+    ) -> impl http_body::Body<Data = Bytes, Error = BodyError> + Unpin {
+        let frames = futures_util::stream::unfold(0, move |i| async move {
+            if i == pieces {
+                return None;
+            }
+            tokio::time::sleep(gap).await;
+            Some((
+                Ok::<_, BodyError>(http_body::Frame::data(Bytes::from_static(b"x"))),
+                i + 1,
+            ))
+        });
+        http_body_util::StreamBody::new(Box::pin(frames))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_or_trickling_body_times_out() {
+        let h = http::HeaderMap::new();
+        let ms = Duration::from_millis;
+        let (total, idle) = (ms(600), ms(200));
+        // A byte every 40 ms: never idle for 200 ms, but 100 bytes would take 4 s.
+        let started = tokio::time::Instant::now();
+        let body = TimedBody::new(trickle(100, ms(40)), total, idle);
+        let r = read_body(&h, body, 1 << 20).await;
+        assert!(
+            matches!(&r, Err(RequestError::BodyTimeout(m)) if m.contains("longer than")),
+            "{r:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= total && took < ms(3000),
+            "cut at the deadline: {took:?}"
+        );
+        // The first byte would come after 300 ms: cut when 200 ms pass without one.
+        let started = tokio::time::Instant::now();
+        let body = TimedBody::new(trickle(3, ms(300)), total, idle);
+        let r = read_body(&h, body, 1 << 20).await;
+        assert!(
+            matches!(&r, Err(RequestError::BodyTimeout(m)) if m.contains("no part")),
+            "{r:?}"
+        );
+        let took = started.elapsed();
+        assert!(took >= idle && took < ms(2000), "cut when idle: {took:?}");
+        // Within both limits: read whole.
+        let body = TimedBody::new(trickle(5, ms(20)), total, idle);
+        assert_eq!(read_body(&h, body, 1 << 20).await.unwrap().len(), 5);
     }
 }

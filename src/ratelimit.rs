@@ -1,13 +1,27 @@
-//! Per-wallet rate limits: a token bucket per (wallet, class), refilled continuously.
+//! Rate limits: a token bucket per (wallet, class) and one per client IP, in tables of bounded size.
 //!
-//! Each class (runtime: chat, memory, embeddings; control: account, keys, history) allows `n`
-//! requests per minute with bursts up to `n`. A refused request learns how many whole seconds to
-//! wait (`Retry-After`); an allowed one learns the limit, what remains and when the bucket is full.
+//! Each wallet class (runtime: chat, memory, embeddings; control: account, keys, history) allows
+//! `n` requests per minute with bursts up to `n`. Requests that reach the router without a caller
+//! (public routes, sign-in, x402, MCP) draw from their client IP's bucket (`limits.ip_per_min`,
+//! bursts up to `limits.ip_burst`; IPv6 clients are grouped by /64). A refused request learns how
+//! many whole seconds to wait (`Retry-After`); an allowed wallet request learns the limit, what
+//! remains and when the bucket is full.
+//!
+//! Memory is bounded whatever keys a client names: each table keeps at most `limits.max_tracked`
+//! buckets, in two generations per shard (`Table`). A lookup is O(1); a bucket idle for a full
+//! refill is dropped (a new one would be full too, so that changes nothing); when a generation
+//! fills before that, the older generation is dropped, and a client whose bucket went with it
+//! starts again from a full bucket. So a flood of new keys can only hand out extra bursts to keys
+//! it evicts, never grow the table.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
-
+use crate::config::LimitsConfig;
+use crate::locks::lock;
 use crate::wallet::Wallet;
 
 /// Which bucket a route draws from.
@@ -35,29 +49,175 @@ pub struct Quota {
     pub reset_s: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
+/// A bucket's shape: how many tokens it holds and how fast it refills.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    capacity: f64,
+    per_sec: f64,
+}
+
+impl Rate {
+    fn new(per_min: u32, burst: u32) -> Self {
+        Self {
+            capacity: f64::from(burst.max(1)),
+            per_sec: f64::from(per_min.max(1)) / 60.0,
+        }
+    }
+
+    /// How long an empty bucket takes to fill.
+    fn refill(&self) -> Duration {
+        Duration::from_secs_f64((self.capacity / self.per_sec).min(86_400.0))
+    }
+
+    fn full(&self, now: Instant) -> Bucket {
+        Bucket {
+            tokens: self.capacity,
+            at: now,
+        }
+    }
+
+    /// Refills `b` up to `now` and takes one token: the tokens left, or the seconds to wait.
+    fn take(&self, b: &mut Bucket, now: Instant) -> Result<f64, u64> {
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.per_sec).min(self.capacity);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(b.tokens)
+        } else {
+            Err(((1.0 - b.tokens) / self.per_sec).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+/// One shard: the current generation and the one before it.
+struct Shard<K> {
+    cur: HashMap<K, Bucket>,
+    old: HashMap<K, Bucket>,
+    /// When `cur` was started.
+    since: Instant,
+}
+
+impl<K> Shard<K> {
+    fn rotate(&mut self, now: Instant) {
+        std::mem::swap(&mut self.cur, &mut self.old);
+        self.cur.clear();
+        self.since = now;
+    }
+}
+
+/// Buckets by key: at most `cap` of them, each lookup O(1) under one shard's lock.
+///
+/// Every access first ages its shard: once `period` (the longest refill) has passed since the
+/// current generation started, it becomes the old one and the old one is dropped. A bucket is in
+/// the current generation if it was used since then, so a bucket dropped this way was idle for at
+/// least `period`, i.e. full. A new key that finds the current generation at its share of `cap`
+/// ages the shard early, dropping the old generation whatever its age.
+struct Table<K> {
+    shards: Box<[Mutex<Shard<K>>]>,
+    hasher: RandomState,
+    /// Buckets one generation of one shard may hold.
+    per_generation: usize,
+    period: Duration,
+}
+
+impl<K: Hash + Eq + Copy> Table<K> {
+    fn new(cap: usize, period: Duration) -> Self {
+        let n = if cap >= 1024 { 16 } else { 1 };
+        let now = Instant::now();
+        Self {
+            shards: (0..n)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        cur: HashMap::new(),
+                        old: HashMap::new(),
+                        since: now,
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            per_generation: (cap / (2 * n)).max(1),
+            period,
+        }
+    }
+
+    /// Runs `f` on `key`'s bucket (a fresh `init` one when it has none).
+    fn with<R>(&self, key: K, now: Instant, init: Bucket, f: impl FnOnce(&mut Bucket) -> R) -> R {
+        let i = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
+        let mut s = lock(&self.shards[i]);
+        let age = now.saturating_duration_since(s.since);
+        if age >= self.period {
+            s.rotate(now);
+            if age >= 2 * self.period {
+                s.rotate(now);
+            }
+        }
+        if let Some(b) = s.cur.get_mut(&key) {
+            return f(b);
+        }
+        let mut b = s.old.remove(&key).unwrap_or(init);
+        if s.cur.len() >= self.per_generation {
+            s.rotate(now);
+        }
+        let r = f(&mut b);
+        s.cur.insert(key, b);
+        r
+    }
+
+    /// Buckets held (both generations of every shard).
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = lock(s);
+                s.cur.len() + s.old.len()
+            })
+            .sum()
+    }
+}
+
+/// The key of a client address: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64 (one
+/// subscriber's allocation).
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// All buckets.
-#[derive(Debug)]
 pub struct RateLimiter {
     runtime: u32,
     control: u32,
-    buckets: DashMap<(Wallet, RateClass), Bucket>,
+    wallets: Table<(Wallet, RateClass)>,
+    ip_limit: u32,
+    ip_rate: Rate,
+    ips: Table<IpAddr>,
 }
 
-/// Buckets kept before idle (full) ones are dropped.
-const PRUNE_ABOVE: usize = 100_000;
-
 impl RateLimiter {
-    pub fn new(runtime_per_min: u32, control_per_min: u32) -> Self {
+    pub fn new(limits: LimitsConfig) -> Self {
+        let ip_rate = Rate::new(limits.ip_per_min, limits.ip_burst);
         Self {
-            runtime: runtime_per_min,
-            control: control_per_min,
-            buckets: DashMap::new(),
+            runtime: limits.runtime_per_min,
+            control: limits.control_per_min,
+            // A wallet bucket holds a minute's worth and refills in a minute.
+            wallets: Table::new(limits.max_tracked, Duration::from_secs(60)),
+            ip_limit: limits.ip_per_min,
+            ip_rate,
+            ips: Table::new(limits.max_tracked, ip_rate.refill()),
         }
     }
 
@@ -79,31 +239,20 @@ impl RateLimiter {
         let Some(limit) = self.limit(class) else {
             return Ok(None);
         };
-        if self.buckets.len() > PRUNE_ABOVE {
-            self.prune(now);
-        }
-        let per_sec = f64::from(limit) / 60.0;
-        let mut b = self.buckets.entry((wallet, class)).or_insert(Bucket {
-            tokens: f64::from(limit),
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * per_sec).min(f64::from(limit));
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            let missing = f64::from(limit) - b.tokens;
-            Ok(Some(Quota {
+        let rate = Rate::new(limit, limit);
+        let taken = self
+            .wallets
+            .with((wallet, class), now, rate.full(now), |b| rate.take(b, now));
+        match taken {
+            Ok(left) => Ok(Some(Quota {
                 limit,
-                remaining: b.tokens as u32,
-                reset_s: (missing / per_sec).ceil() as u64,
-            }))
-        } else {
-            let wait = ((1.0 - b.tokens) / per_sec).ceil().max(1.0) as u64;
-            Err(RateLimited {
+                remaining: left as u32,
+                reset_s: ((rate.capacity - left) / rate.per_sec).ceil() as u64,
+            })),
+            Err(wait) => Err(RateLimited {
                 limit,
                 retry_after_s: wait,
-            })
+            }),
         }
     }
 
@@ -111,9 +260,25 @@ impl RateLimiter {
         self.check_at(wallet, class, Instant::now())
     }
 
-    fn prune(&self, now: Instant) {
-        self.buckets
-            .retain(|_, b| now.saturating_duration_since(b.at) < Duration::from_secs(60));
+    /// Takes one token from the bucket of the client at `ip` at time `now`.
+    pub fn check_ip_at(&self, ip: IpAddr, now: Instant) -> Result<(), RateLimited> {
+        let rate = self.ip_rate;
+        self.ips
+            .with(ip_key(ip), now, rate.full(now), |b| rate.take(b, now))
+            .map(|_| ())
+            .map_err(|wait| RateLimited {
+                limit: self.ip_limit,
+                retry_after_s: wait,
+            })
+    }
+
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), RateLimited> {
+        self.check_ip_at(ip, Instant::now())
+    }
+
+    /// Buckets held: (wallet buckets, IP buckets).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.wallets.len(), self.ips.len())
     }
 }
 
@@ -121,9 +286,25 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    fn limits(runtime: u32, control: u32) -> LimitsConfig {
+        LimitsConfig {
+            runtime_per_min: runtime,
+            control_per_min: control,
+            ip_per_min: 60,
+            ip_burst: 3,
+            max_tracked: 1000,
+        }
+    }
+
+    fn wallet(n: u64) -> Wallet {
+        let mut w = [0u8; 20];
+        w[12..].copy_from_slice(&n.to_be_bytes());
+        Wallet(w)
+    }
+
     #[test]
     fn trips_at_the_configured_rate_and_refills() {
-        let rl = RateLimiter::new(6, 2);
+        let rl = RateLimiter::new(limits(6, 2));
         let w: Wallet = "0x1111111111111111111111111111111111111111"
             .parse()
             .unwrap();
@@ -151,5 +332,91 @@ mod tests {
             "refilled"
         );
         assert_eq!(rl.check_at(w, RateClass::None, t0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_million_named_wallets_keep_the_table_bounded_and_live_buckets_limited() {
+        let rl = RateLimiter::new(LimitsConfig {
+            max_tracked: 10_000,
+            ..limits(6, 2)
+        });
+        let t0 = Instant::now();
+        let victim = wallet(u64::MAX);
+        for _ in 0..2 {
+            rl.check_at(victim, RateClass::Control, t0).unwrap();
+        }
+        assert!(rl.check_at(victim, RateClass::Control, t0).is_err());
+        // An attacker names a million wallets within one refill period.
+        for i in 0..1_000_000 {
+            let t = t0 + Duration::from_micros(i);
+            rl.check_at(wallet(i), RateClass::Control, t).unwrap();
+            if i % 1000 == 0 {
+                assert!(rl.tracked().0 <= 10_000, "the table grew past its cap");
+            }
+        }
+        assert!(rl.tracked().0 <= 10_000);
+        // The victim's bucket was evicted by the flood (it starts full again), never the cap.
+        let later = t0 + Duration::from_secs(2);
+        assert!(rl.check_at(victim, RateClass::Control, later).is_ok());
+    }
+
+    #[test]
+    fn aging_drops_only_buckets_idle_for_a_full_refill() {
+        // 1000 buckets: one shard, so the count below is exact.
+        let rl = RateLimiter::new(limits(6, 2));
+        let (w, idle) = (wallet(7), wallet(8));
+        let t0 = Instant::now();
+        rl.check_at(idle, RateClass::Control, t0).unwrap();
+        rl.check_at(w, RateClass::Control, t0).unwrap();
+        rl.check_at(w, RateClass::Control, t0).unwrap();
+        // 59 s later the bucket has refilled by 1.97 tokens: one is taken, 0.97 is left.
+        let t = t0 + Duration::from_secs(59);
+        rl.check_at(w, RateClass::Control, t).unwrap();
+        assert_eq!(rl.tracked().0, 2);
+        // At 61 s the table has aged once; the bucket used at 59 s is kept (1.03 tokens: one
+        // request, not the two a dropped, full bucket would allow).
+        let t = t0 + Duration::from_secs(61);
+        rl.check_at(w, RateClass::Control, t).unwrap();
+        assert!(
+            rl.check_at(w, RateClass::Control, t).is_err(),
+            "a live bucket survives aging"
+        );
+        // Two refills later everything idle since is gone.
+        let t = t0 + Duration::from_secs(200);
+        rl.check_at(wallet(9), RateClass::Control, t).unwrap();
+        assert_eq!(rl.tracked().0, 1, "idle buckets are dropped");
+    }
+
+    #[test]
+    fn ip_buckets_burst_refill_and_group_ipv6_by_64() {
+        let rl = RateLimiter::new(limits(6, 2));
+        let t0 = Instant::now();
+        let a: IpAddr = "203.0.113.9".parse().unwrap();
+        for _ in 0..3 {
+            rl.check_ip_at(a, t0).unwrap();
+        }
+        let e = rl.check_ip_at(a, t0).unwrap_err();
+        assert_eq!((e.limit, e.retry_after_s), (60, 1), "one token per second");
+        assert!(
+            rl.check_ip_at("::ffff:203.0.113.9".parse().unwrap(), t0)
+                .is_err(),
+            "an IPv4-mapped address is the same client"
+        );
+        assert!(rl.check_ip_at("203.0.113.10".parse().unwrap(), t0).is_ok());
+        rl.check_ip_at(a, t0 + Duration::from_secs(1)).unwrap();
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        for _ in 0..3 {
+            rl.check_ip_at(v6("2001:db8:1:2::1"), t0).unwrap();
+        }
+        assert!(
+            rl.check_ip_at(v6("2001:db8:1:2:ffff::9"), t0).is_err(),
+            "the same /64"
+        );
+        assert!(rl.check_ip_at(v6("2001:db8:1:3::1"), t0).is_ok());
+        // Millions of addresses keep the IP table bounded too.
+        for i in 0..200_000u32 {
+            rl.check_ip_at(IpAddr::from(i.to_be_bytes()), t0).unwrap();
+        }
+        assert!(rl.tracked().1 <= 1000);
     }
 }

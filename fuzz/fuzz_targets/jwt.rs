@@ -13,7 +13,7 @@ fn sessions() -> &'static Sessions {
     &S.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
-        let s = Sessions::new(&[42u8; 32], store, Duration::from_secs(900), Duration::from_secs(3600)).expect("sessions");
+        let s = Sessions::new(&[42u8; 32], "fuzz.example", "http://fuzz.example", store, Duration::from_secs(900), Duration::from_secs(3600)).expect("sessions");
         (dir, s)
     })
     .1

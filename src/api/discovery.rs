@@ -112,13 +112,16 @@ fn authentication() -> String {
 
 fn conventions(c: &Config) -> String {
     format!(
-        "- Base URL: `{base}`\n- `POST /v1/chat/completions` is dual-auth: an x402 payment pays per call in USDC with no account; an API key debits prepaid credits. Streaming works on both.\n- Credits: 1 credit = 1 atomic USDC = $0.000001. A call costs ceil((prompt·input + completion·output) / 1e6) credits, completion including thinking. x402 quotes the worst case (prompt ≤ UTF-8 bytes + 16 per message, plus `k` memories of up to 32 KiB each when `memory_read` is on — send `\"memory_read\": false` or a small `k` for a lower quote; completion ≤ `max_tokens`, default {max}), floored at {min} credits; the change is credited to the payer as a refund. An API key's hold grows by the memories actually recalled. A stream cut short or left after Gemini answered pays the prompt and what was generated.\n- Errors: OpenAI shape `{{\"error\":{{\"message\",\"type\",\"param\",\"code\"}}}}` with stable codes; 400 bad input or both payment kinds, 401 auth, 402 payment required or credits exhausted, 403 wallet mismatch, 404 not found, 409 replay or idempotency conflict, 413 body over {body} bytes, 422 validation, 429 rate limits (`Retry-After`), 5xx upstream.\n- Rate limits per wallet: {rt} runtime requests/min (chat, memory, embeddings), {ct} control-plane requests/min.\n- `Idempotency-Key` on POSTs that create or move money.\n- x402 networks (payTo `{payto}`):\n{nets}",
+        "- Base URL: `{base}`\n- `POST /v1/chat/completions` is dual-auth: an x402 payment pays per call in USDC with no account; an API key debits prepaid credits. Streaming works on both.\n- Credits: 1 credit = 1 atomic USDC = $0.000001. A call costs ceil((prompt·input + completion·output) / 1e6) credits, completion including thinking. x402 quotes the worst case (prompt ≤ UTF-8 bytes + 16 per message, plus `k` memories of up to 32 KiB each when `memory_read` is on — send `\"memory_read\": false` or a small `k` for a lower quote; completion ≤ `max_tokens`, default {max}), floored at {min} credits; the change is credited to the payer as a refund. An API key's hold grows by the memories actually recalled. A stream cut short or left after Gemini answered pays the prompt and what was generated.\n- Errors: OpenAI shape `{{\"error\":{{\"message\",\"type\",\"param\",\"code\"}}}}` with stable codes; 400 bad input or both payment kinds, 401 auth, 402 payment required or credits exhausted, 403 wallet mismatch, 404 not found, 409 replay or idempotency conflict, 408 body not received within {read_s} s, 413 body over {body} bytes, 422 validation, 429 rate limits (`Retry-After`), 5xx upstream.\n- Rate limits per wallet: {rt} runtime requests/min (chat, memory, embeddings), {ct} control-plane requests/min. Requests without an API key or token (public routes, sign-in, x402, MCP): {ip} per minute per client IP, bursts of {burst}.\n- `Idempotency-Key` on POSTs that create or move money.\n- x402 networks (payTo `{payto}`):\n{nets}",
         base = base_url(c),
         max = c.default_max_tokens,
         min = c.x402.min_quote,
         body = c.body_limit,
+        read_s = c.body_read_timeout.as_secs(),
         rt = c.limits.runtime_per_min,
         ct = c.limits.control_per_min,
+        ip = c.limits.ip_per_min,
+        burst = c.limits.ip_burst,
         payto = crate::crypto::to_checksum(&c.x402.pay_to),
         nets = network_lines(c),
     )

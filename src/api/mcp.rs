@@ -494,7 +494,16 @@ fn forward<'a>(
                 )));
             }
         };
-        serve(&ctx.state, route, params, req, &ctx.request_id, ctx.started).await
+        serve(
+            &ctx.state,
+            route,
+            params,
+            req,
+            &ctx.request_id,
+            ctx.started,
+            None,
+        )
+        .await
     })
 }
 

@@ -94,12 +94,23 @@ pub fn error_codes(route: &Route, s: &Shape) -> Codes {
     if route.class != RateClass::None {
         add(&mut codes, 429, &["rate_limited"]);
     }
+    // A request that reaches the router without a caller draws from its client IP's bucket.
+    if !matches!(
+        a,
+        Access::Admin | Access::ApiKey | Access::Jwt | Access::KeyOrJwt
+    ) {
+        add(&mut codes, 429, &["rate_limited"]);
+    }
     if route.idempotent {
         add(&mut codes, 409, &["idempotency_conflict"]);
         add(&mut codes, 422, &["validation_error"]);
     }
     for (status, list) in &s.errors {
         add(&mut codes, *status, list);
+    }
+    // A route that reads a body (and so can refuse a large one) also times out a slow one.
+    if codes.contains_key(&413) {
+        add(&mut codes, 408, &["request_timeout"]);
     }
     // Everything but the stateless public reads touches the store.
     if a != Access::Public || s.body.is_some() {
@@ -313,7 +324,9 @@ pub fn document(c: &Config) -> String {
         "x-vectorway-pricing": pricing(c),
         "x-vectorway-x402": x402_terms(c),
         "x-vectorway-limits": {"bodyLimitBytes": c.body_limit, "runtimePerMin": c.limits.runtime_per_min,
-                               "controlPerMin": c.limits.control_per_min},
+                               "controlPerMin": c.limits.control_per_min,
+                               "ipPerMin": c.limits.ip_per_min, "ipBurst": c.limits.ip_burst,
+                               "bodyReadTimeoutMs": c.body_read_timeout.as_millis() as u64},
         "paths": paths,
         "components": {
             "securitySchemes": {

@@ -123,12 +123,8 @@ impl ApiKeys {
             .map(|e| e.clone())
             .ok_or(AuthError::InvalidApiKey)?;
         let hash = sha256(secret.as_bytes());
-        let equal = hash
-            .iter()
-            .zip(&entry.secret_hash)
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0;
-        if !equal || entry.revoked_at.load(Ordering::Acquire) != 0 {
+        if !super::ct_eq(&hash, &entry.secret_hash) || entry.revoked_at.load(Ordering::Acquire) != 0
+        {
             return Err(AuthError::InvalidApiKey);
         }
         self.touch(&entry);

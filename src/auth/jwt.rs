@@ -5,6 +5,10 @@
 //! starts a family; a refresh spends its token and issues the next pair in the same family.
 //! Presenting a spent refresh token again is treated as theft: the whole family is revoked, and
 //! its access tokens stop working at once.
+//!
+//! Tokens are bound to the deployment that minted them: `aud` is its SIWE domain and `iss` its
+//! public base URL, and both are required and checked, so a token minted by another deployment
+//! that happens to share the signing secret is refused (401 `invalid_token`).
 
 use std::time::Duration;
 
@@ -17,12 +21,11 @@ use super::{AuthError, AuthMode, Principal};
 use crate::storage::{RefreshRecord, StorageError, Store, now_ms};
 use crate::wallet::Wallet;
 
-const ISSUER: &str = "vectorway";
-
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     iss: String,
+    aud: String,
     iat: u64,
     exp: u64,
     typ: String,
@@ -44,6 +47,8 @@ pub struct Sessions {
     enc: EncodingKey,
     dec: DecodingKey,
     validation: Validation,
+    audience: String,
+    issuer: String,
     store: Store,
     access_ttl: Duration,
     refresh_ttl: Duration,
@@ -52,8 +57,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// Sessions signed with `secret` whose tokens carry `aud: audience` (the SIWE domain) and
+    /// `iss: issuer` (the public base URL), and are accepted only with both.
     pub fn new(
         secret: &[u8],
+        audience: &str,
+        issuer: &str,
         store: Store,
         access_ttl: Duration,
         refresh_ttl: Duration,
@@ -61,13 +70,16 @@ impl Sessions {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = 5;
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let revoked = store.revoked_families()?.into_iter().collect();
         Ok(Self {
             enc: EncodingKey::from_secret(secret),
             dec: DecodingKey::from_secret(secret),
             validation,
+            audience: audience.to_string(),
+            issuer: issuer.to_string(),
             store,
             access_ttl,
             refresh_ttl,
@@ -76,10 +88,11 @@ impl Sessions {
         })
     }
 
-    fn id(&self) -> String {
+    /// A random 128-bit id; no randomness is an error, never a predictable id.
+    fn id(&self) -> Result<String, AuthError> {
         let mut b = [0u8; 16];
-        let _ = self.rng.fill(&mut b);
-        hex::encode(b)
+        self.rng.fill(&mut b).map_err(|_| AuthError::Randomness)?;
+        Ok(hex::encode(b))
     }
 
     fn token(
@@ -93,7 +106,8 @@ impl Sessions {
         let now = now_ms() / 1000;
         let claims = Claims {
             sub: wallet.to_string(),
-            iss: ISSUER.into(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
             iat: now,
             exp: now + ttl.as_secs(),
             typ: typ.into(),
@@ -107,8 +121,8 @@ impl Sessions {
 
     fn pair(&self, wallet: &Wallet, family: &str) -> Result<TokenPair, AuthError> {
         let (access_token, _) =
-            self.token(wallet, "access", &self.id(), family, self.access_ttl)?;
-        let jti = self.id();
+            self.token(wallet, "access", &self.id()?, family, self.access_ttl)?;
+        let jti = self.id()?;
         let (refresh_token, exp) = self.token(wallet, "refresh", &jti, family, self.refresh_ttl)?;
         let rec = RefreshRecord {
             family: family.into(),
@@ -129,7 +143,7 @@ impl Sessions {
 
     /// A new session (a new family) for a wallet that just signed in.
     pub async fn issue(&self, wallet: &Wallet) -> Result<TokenPair, AuthError> {
-        let pair = self.pair(wallet, &self.id())?;
+        let pair = self.pair(wallet, &self.id()?)?;
         self.store.flush().await.map_err(AuthError::Storage)?;
         Ok(pair)
     }
@@ -192,9 +206,15 @@ mod tests {
     use base64::Engine;
 
     fn sessions(dir: &std::path::Path) -> Sessions {
+        bound(dir, "api.example.com", "https://api.example.com")
+    }
+
+    fn bound(dir: &std::path::Path, audience: &str, issuer: &str) -> Sessions {
         let store = Store::open_when_free(dir).unwrap();
         Sessions::new(
             &[7u8; 32],
+            audience,
+            issuer,
             store,
             Duration::from_secs(900),
             Duration::from_secs(86_400),
@@ -269,5 +289,52 @@ mod tests {
         .unwrap();
         assert!(s.authenticate(&forged).is_err());
         assert!(s.authenticate("not.a.jwt").is_err());
+    }
+
+    #[tokio::test]
+    async fn tokens_of_another_deployment_with_the_same_secret_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = sessions(dir.path());
+        let good = here.issue(&w()).await.unwrap();
+        assert!(here.authenticate(&good.access_token).is_ok());
+        drop(here);
+        // Same secret, same store; another domain, another base URL, or both.
+        for (aud, iss) in [
+            ("evil.example.com", "https://api.example.com"),
+            ("api.example.com", "https://evil.example.com"),
+            ("evil.example.com", "https://evil.example.com"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let there = bound(dir.path(), aud, iss);
+            let theirs = there.issue(&w()).await.unwrap();
+            drop(there);
+            let dir2 = tempfile::tempdir().unwrap();
+            let here = sessions(dir2.path());
+            assert!(
+                matches!(
+                    here.authenticate(&theirs.access_token),
+                    Err(AuthError::InvalidToken)
+                ),
+                "aud {aud}, iss {iss}"
+            );
+            assert!(matches!(
+                here.refresh(&theirs.refresh_token).await,
+                Err(AuthError::InvalidToken)
+            ));
+        }
+        // A token without `aud` (as minted before tokens were bound) is refused too.
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = good.access_token.split('.').nth(1).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
+        claims.as_object_mut().unwrap().remove("aud");
+        let unbound = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .unwrap();
+        let dir3 = tempfile::tempdir().unwrap();
+        assert!(sessions(dir3.path()).authenticate(&unbound).is_err());
     }
 }

@@ -1,26 +1,30 @@
 //! Sign-In with Ethereum (EIP-4361): strict message parsing, server-issued nonces, verification.
 //!
 //! A message is accepted only when it parses against the grammar exactly (LF line ends, fields in
-//! order, no unknown lines), its `domain` equals the configured one, its chain id is allowed, its
-//! nonce was issued by this server, is unused and younger than the nonce TTL, its times hold
-//! (issued-at not in the future and recent, expiration in the future, not-before in the past,
-//! 60 s skew), and its EIP-191 signature recovers to its address. The nonce is consumed by the
-//! first verification attempt that gets as far as the signature, valid or not.
+//! order, no unknown lines), its `domain` equals the configured one, the origin of its `URI`
+//! equals this deployment's origin (`with_origin`: the scheme and authority of the public base
+//! URL), its chain id is allowed, its nonce was issued by this server, is unused and younger than
+//! the nonce TTL, its times hold (issued-at not in the future and recent, expiration in the
+//! future, not-before in the past, 60 s skew), and its EIP-191 signature recovers to its address.
+//! The nonce is consumed by the first verification attempt that gets as far as the signature,
+//! valid or not. Outstanding nonces live in a bounded table (`nonces`).
+
+mod nonces;
 
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::crypto;
 use crate::wallet::Wallet;
+pub use nonces::Nonces;
 
 /// Longest SIWE message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Clock skew tolerated on issued-at and not-before.
 const SKEW_S: i64 = 60;
-/// Outstanding nonces kept at most (older ones are pruned first).
-const MAX_NONCES: usize = 200_000;
+/// Challenges outstanding at most unless `with_max_nonces` says otherwise.
+const DEFAULT_MAX_NONCES: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SiweError {
@@ -28,6 +32,12 @@ pub enum SiweError {
     Malformed(&'static str),
     #[error("the SIWE message is for domain '{got}', this server is '{want}'")]
     DomainMismatch { got: String, want: String },
+    #[error("the SIWE message's URI has origin '{got}', this server is '{want}'")]
+    UriMismatch { got: String, want: String },
+    #[error("too many sign-in challenges are outstanding; retry in {retry_after_s} s")]
+    ChallengesExhausted { retry_after_s: u64 },
+    #[error("no randomness for a nonce")]
+    Randomness,
     #[error(
         "the SIWE nonce is unknown, expired or already used; ask /v1/auth/siwe/challenge for a new one"
     )]
@@ -193,17 +203,42 @@ pub fn format_rfc3339(t: i64) -> String {
         .unwrap_or_default()
 }
 
-struct Issued {
-    wallet: Wallet,
-    at: Instant,
+/// The origin (`scheme://host[:port]`, lower case, without a default port) of an absolute URI;
+/// `None` for a URI without an authority or with user info.
+pub fn origin_of(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+    if authority.is_empty() || authority.contains(['@', ' ']) {
+        return None;
+    }
+    let default_port = match scheme.as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => "",
+    };
+    let authority = match authority.strip_suffix(default_port) {
+        Some(a) if !default_port.is_empty() => a,
+        _ => authority.as_str(),
+    };
+    Some(format!("{scheme}://{authority}"))
 }
 
 /// Issues challenges and verifies signed messages.
 pub struct Siwe {
     domain: String,
+    /// What the origin of a message's `URI` must be.
+    origin: String,
     chain_ids: Vec<u64>,
     ttl: Duration,
-    nonces: DashMap<String, Issued>,
+    nonces: Nonces,
     rng: SystemRandom,
 }
 
@@ -215,18 +250,43 @@ pub struct Challenge {
 }
 
 impl Siwe {
+    /// A verifier for `domain` whose origin is `http://<domain>` (see `with_origin`).
     pub fn new(domain: String, chain_ids: Vec<u64>, ttl: Duration) -> Self {
         Self {
+            origin: format!("http://{}", domain.to_ascii_lowercase()),
             domain,
             chain_ids,
             ttl,
-            nonces: DashMap::new(),
+            nonces: Nonces::new(ttl, DEFAULT_MAX_NONCES),
             rng: SystemRandom::new(),
         }
     }
 
+    /// Messages must name a URI whose origin is that of `base_url` (ignored when it has none).
+    pub fn with_origin(mut self, base_url: &str) -> Self {
+        if let Some(o) = origin_of(base_url) {
+            self.origin = o;
+        }
+        self
+    }
+
+    /// At most `max` challenges outstanding (issued within the TTL).
+    pub fn with_max_nonces(mut self, max: usize) -> Self {
+        self.nonces = Nonces::new(self.ttl, max);
+        self
+    }
+
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The nonce table (for tests and metrics).
+    pub fn nonces(&self) -> &Nonces {
+        &self.nonces
     }
 
     /// A fresh 128-bit nonce (22 alphanumeric characters) and the message embedding it.
@@ -239,36 +299,28 @@ impl Siwe {
         if !self.chain_ids.contains(&chain_id) {
             return Err(SiweError::ChainId(chain_id));
         }
-        if self.nonces.len() >= MAX_NONCES {
-            self.prune();
-        }
-        let mut bytes = [0u8; 22];
-        let _ = self.rng.fill(&mut bytes);
+        let mut bytes = [0u8; nonces::NONCE_LEN];
+        self.rng
+            .fill(&mut bytes)
+            .map_err(|_| SiweError::Randomness)?;
         const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
         // 22 symbols of 62 carry ≥ 128 bits (the modulo bias over 256 is below 2^-1 per symbol).
-        let nonce: String = bytes
-            .iter()
-            .map(|b| ALNUM[usize::from(*b) % 62] as char)
-            .collect();
+        for b in &mut bytes {
+            *b = ALNUM[usize::from(*b) % 62];
+        }
+        self.nonces
+            .insert(bytes, wallet, Instant::now())
+            .map_err(|retry_after_s| SiweError::ChallengesExhausted { retry_after_s })?;
+        let nonce: String = bytes.iter().map(|b| char::from(*b)).collect();
         let message = format!(
-            "{domain}{PREAMBLE}\n{address}\n\nSign in to vectorway.\n\nURI: http://{domain}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\nIssued At: {issued}\nExpiration Time: {exp}",
+            "{domain}{PREAMBLE}\n{address}\n\nSign in to vectorway.\n\nURI: {origin}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\nIssued At: {issued}\nExpiration Time: {exp}",
             domain = self.domain,
+            origin = self.origin,
             address = crypto::to_checksum(&wallet),
             issued = format_rfc3339(now),
             exp = format_rfc3339(now + self.ttl.as_secs() as i64),
         );
-        self.nonces.insert(
-            nonce.clone(),
-            Issued {
-                wallet,
-                at: Instant::now(),
-            },
-        );
         Ok(Challenge { message, nonce })
-    }
-
-    fn prune(&self) {
-        self.nonces.retain(|_, v| v.at.elapsed() < self.ttl);
     }
 
     /// Verifies a signed message; on success the nonce is spent and the signer returned.
@@ -285,6 +337,12 @@ impl Siwe {
                 want: self.domain.clone(),
             });
         }
+        if origin_of(&m.uri).as_deref() != Some(self.origin.as_str()) {
+            return Err(SiweError::UriMismatch {
+                got: m.uri,
+                want: self.origin.clone(),
+            });
+        }
         if !self.chain_ids.contains(&m.chain_id) {
             return Err(SiweError::ChainId(m.chain_id));
         }
@@ -296,12 +354,11 @@ impl Siwe {
             return Err(SiweError::Expired);
         }
         // Spend the nonce before checking the signature: one attempt per challenge.
-        let issued = self
+        let issued_to = self
             .nonces
-            .remove(&m.nonce)
-            .map(|(_, v)| v)
+            .take(&m.nonce, Instant::now())
             .ok_or(SiweError::NonceInvalid)?;
-        if issued.at.elapsed() >= self.ttl || issued.wallet != m.address {
+        if issued_to != m.address {
             return Err(SiweError::NonceInvalid);
         }
         let sig = hex::decode(signature_hex.trim().trim_start_matches("0x"))

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuthConfig, ConfigError, EmbedderKind, MemoryConfig, Network, X402Config, resolve_secret,
+    AuthConfig, ConfigError, EmbedderKind, LimitsConfig, MemoryConfig, Network, X402Config,
+    resolve_secret,
 };
 use crate::wallet::Wallet;
 
@@ -25,11 +26,14 @@ pub struct RawAuth {
     pub access_ttl_s: u64,
     pub refresh_ttl_s: u64,
     pub nonce_ttl_s: u64,
+    /// Challenges outstanding at most (issued within `nonce_ttl_s`); past it a challenge is
+    /// refused with 429 `siwe_challenges_exhausted` until the oldest expires.
+    pub max_nonces: usize,
     /// Credits granted on a wallet's first sign-in.
     pub signup_grant: u64,
 }
 
-/// Per-wallet request rates (requests per minute).
+/// Request rates (requests per minute): per wallet, and per client IP for requests without one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
@@ -37,6 +41,13 @@ pub struct RawLimits {
     pub runtime_per_min: u32,
     /// Account, keys, usage, ledger, credits.
     pub control_per_min: u32,
+    /// Requests that reach the router without a caller (public routes, sign-in, x402, MCP), per
+    /// client IP (IPv6: per /64). Behind a reverse proxy every client has the proxy's address.
+    pub ip_per_min: u32,
+    /// Requests a client IP may send at once before `ip_per_min` paces it.
+    pub ip_burst: u32,
+    /// Buckets kept at most in each table (wallets; IPs); past it the least recently used go.
+    pub max_tracked: usize,
 }
 
 /// x402 payments.
@@ -88,6 +99,7 @@ impl Default for RawAuth {
             access_ttl_s: 900,
             refresh_ttl_s: 30 * 86_400,
             nonce_ttl_s: 300,
+            max_nonces: 100_000,
             signup_grant: 0,
         }
     }
@@ -98,6 +110,9 @@ impl Default for RawLimits {
         Self {
             runtime_per_min: 600,
             control_per_min: 120,
+            ip_per_min: 600,
+            ip_burst: 300,
+            max_tracked: 100_000,
         }
     }
 }
@@ -213,6 +228,9 @@ impl RawAuth {
                 "access > 0, refresh > access, nonce > 0",
             ));
         }
+        if self.max_nonces == 0 {
+            return Err(invalid("auth.max_nonces", "must be greater than 0"));
+        }
         Ok(AuthConfig {
             siwe_domain,
             chain_ids: self.chain_ids.clone(),
@@ -220,7 +238,60 @@ impl RawAuth {
             access_ttl: Duration::from_secs(self.access_ttl_s),
             refresh_ttl: Duration::from_secs(self.refresh_ttl_s),
             nonce_ttl: Duration::from_secs(self.nonce_ttl_s),
+            max_nonces: self.max_nonces,
             signup_grant: self.signup_grant,
+        })
+    }
+}
+
+/// `server.public_base_url` without its trailing `/`; empty is `None`. It is also the JWT issuer
+/// and gives the origin SIWE messages must name, so it must be an absolute http(s) URL.
+pub(super) fn public_base_url(raw: &str) -> Result<Option<String>, ConfigError> {
+    let url = raw.trim_end_matches('/');
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let ok = url.parse::<http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https"))
+            && u.authority().is_some_and(|a| !a.as_str().contains('@'))
+    });
+    if ok {
+        Ok(Some(url.to_string()))
+    } else {
+        Err(ConfigError::Invalid {
+            key: "server.public_base_url".into(),
+            message: "want http(s)://host[:port][/path]".into(),
+        })
+    }
+}
+
+impl RawLimits {
+    pub(super) fn validate(&self) -> Result<LimitsConfig, ConfigError> {
+        for (key, v) in [
+            ("limits.runtime_per_min", self.runtime_per_min),
+            ("limits.control_per_min", self.control_per_min),
+            ("limits.ip_per_min", self.ip_per_min),
+            ("limits.ip_burst", self.ip_burst),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.max_tracked < 1000 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_tracked".into(),
+                message: "at least 1000".into(),
+            });
+        }
+        Ok(LimitsConfig {
+            runtime_per_min: self.runtime_per_min,
+            control_per_min: self.control_per_min,
+            ip_per_min: self.ip_per_min,
+            ip_burst: self.ip_burst,
+            max_tracked: self.max_tracked,
         })
     }
 }

@@ -87,6 +87,17 @@ fn unknown_keys_and_bad_values_are_rejected() {
         ("VECTORWAY_SERVER__BODY_LIMIT_BYTES", "10"),
         ("VECTORWAY_UPSTREAM__BASE_URL", "ftp://x"),
         ("VECTORWAY_SERVER__TLS_CERT", "/nonexistent.pem"),
+        ("VECTORWAY_SERVER__PUBLIC_BASE_URL", "api.example.com"),
+        (
+            "VECTORWAY_SERVER__PUBLIC_BASE_URL",
+            "https://user@api.example.com",
+        ),
+        ("VECTORWAY_SERVER__BODY_READ_TIMEOUT_MS", "0"),
+        ("VECTORWAY_SERVER__BODY_IDLE_TIMEOUT_MS", "0"),
+        ("VECTORWAY_LIMITS__IP_PER_MIN", "0"),
+        ("VECTORWAY_LIMITS__IP_BURST", "0"),
+        ("VECTORWAY_LIMITS__MAX_TRACKED", "10"),
+        ("VECTORWAY_AUTH__MAX_NONCES", "0"),
     ] {
         let r = RawConfig::load(None, env(&[(k, v)])).and_then(RawConfig::validate);
         assert!(r.is_err(), "{k}={v} should be rejected");
@@ -143,4 +154,38 @@ fn a_real_upstream_refuses_the_simulated_facilitator_without_the_opt_in() {
         .validate()
         .unwrap();
     assert!(c.x402.allow_simulated_facilitator_with_real_upstream);
+}
+
+#[test]
+fn exhaustion_and_binding_settings_have_defaults_and_layer() {
+    let c = RawConfig::load(None, env(&[])).unwrap().validate().unwrap();
+    assert_eq!(
+        (c.body_read_timeout.as_secs(), c.body_idle_timeout.as_secs()),
+        (30, 10)
+    );
+    assert_eq!(
+        (c.limits.ip_per_min, c.limits.ip_burst, c.limits.max_tracked),
+        (600, 300, 100_000)
+    );
+    assert_eq!(c.auth.max_nonces, 100_000);
+    let c = RawConfig::load(
+        None,
+        env(&[
+            ("VECTORWAY_LIMITS__IP_PER_MIN", "60"),
+            ("VECTORWAY_AUTH__MAX_NONCES", "5"),
+            (
+                "VECTORWAY_SERVER__PUBLIC_BASE_URL",
+                "https://api.example.com/",
+            ),
+        ]),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!((c.limits.ip_per_min, c.auth.max_nonces), (60, 5));
+    assert_eq!(
+        c.public_base_url.as_deref(),
+        Some("https://api.example.com")
+    );
+    assert_eq!(c.auth.siwe_domain, "api.example.com");
 }

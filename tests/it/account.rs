@@ -515,3 +515,100 @@ async fn router_usage_totals_each_key_from_its_chats() {
         .unwrap();
     assert_eq!(idle["request_count"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_sign_in_messages_are_bound_to_their_deployment() {
+    const SECRET: &str = "one-jwt-secret-shared-by-three-deployments";
+    let shared = |c: &mut vectorway::config::Config| c.auth.jwt_secret = Some(SECRET.into());
+    let a = Env::with_knobs(fast_knobs(), shared).await;
+    let domain_a = a.gw().state.config.auth.siwe_domain.clone();
+    // Another port: another SIWE domain (`aud`) and base URL (`iss`).
+    let b = Env::with_knobs(fast_knobs(), shared).await;
+    // A's domain, another base URL: the same `aud`, another `iss` and SIWE origin.
+    let c = Env::with_knobs(fast_knobs(), |cfg| {
+        shared(cfg);
+        cfg.auth.siwe_domain = domain_a.clone();
+        cfg.public_base_url = Some("https://c.example".into());
+    })
+    .await;
+    let alice = Signer::new(11);
+    let (access, refresh) = sign_in(&a, &alice).await;
+    async fn me(env: &Env, token: &str) -> crate::harness::Resp {
+        let bearer = format!("Bearer {token}");
+        env.send(Method::GET, "/v1/me", &[("authorization", &bearer)], "")
+            .await
+    }
+    assert_eq!(me(&a, &access).await.status, StatusCode::OK);
+    for other in [&b, &c] {
+        let res = me(other, &access).await;
+        assert_eq!(
+            (res.status, res.code().as_str()),
+            (StatusCode::UNAUTHORIZED, "invalid_token"),
+            "a token minted elsewhere with the same secret"
+        );
+        let res = post(
+            other,
+            "/v1/auth/refresh",
+            &[],
+            json!({"refresh_token": refresh}),
+        )
+        .await;
+        assert_eq!(
+            (res.status, res.code().as_str()),
+            (StatusCode::UNAUTHORIZED, "invalid_token")
+        );
+    }
+
+    // C's challenges name C's origin; a message whose URI names A's is refused there, though
+    // its domain is C's too.
+    let challenge = || async {
+        post(
+            &c,
+            "/v1/auth/siwe/challenge",
+            &[],
+            json!({"wallet_address": alice.address}),
+        )
+        .await
+        .json()["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let msg = challenge().await;
+    assert!(msg.contains("\nURI: https://c.example\n"), "{msg}");
+    let verify = |msg: String| {
+        let sig = alice.sign(&msg);
+        post(
+            &c,
+            "/v1/auth/siwe/verify",
+            &[],
+            json!({"wallet_address": alice.address, "message": msg, "signature": sig}),
+        )
+    };
+    let foreign = msg.replace("URI: https://c.example", &format!("URI: http://{domain_a}"));
+    let res = verify(foreign).await;
+    assert_eq!(
+        (res.status, res.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "siwe_domain_mismatch"),
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    // The nonce was not spent by the refusal; the same origin with a path and the default port
+    // is accepted.
+    let same = msg.replace("URI: https://c.example", "URI: https://C.example:443/login");
+    let res = verify(same).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    let access_c = res.json()["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(me(&c, &access_c).await.status, StatusCode::OK);
+    for env in [a, b, c] {
+        env.stop().await;
+    }
+}

@@ -19,6 +19,7 @@ mod conformance;
 mod crash;
 mod discovery;
 mod edge;
+mod exhaustion;
 mod facilitator;
 mod fallback;
 mod faults;

@@ -250,6 +250,10 @@ export class Stack {
         VECTORWAY_STORE__DATA_DIR: this.dataDir,
         VECTORWAY_UPSTREAM__BASE_URL: this.simUrl,
         VECTORWAY_X402__FACILITATOR_URL: `${this.simUrl}/facilitator`,
+        // Every test calls from 127.0.0.1; the per-IP limit on callerless requests (sign-in,
+        // x402, MCP) is tested in tests/it/exhaustion.rs, not tripped here.
+        VECTORWAY_LIMITS__IP_PER_MIN: '100000000',
+        VECTORWAY_LIMITS__IP_BURST: '100000000',
         GEMINI_API_KEY: UPSTREAM_API_KEY,
       });
       this.gateway = this.spawn('gateway', ['serve'], this.env);

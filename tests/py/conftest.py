@@ -463,6 +463,10 @@ def gateway(
             # The simulator also serves an x402 facilitator under /facilitator; pointing the
             # gateway at it makes the gateway and the tests share one USDC ledger (test_x402.py).
             "VECTORWAY_X402__FACILITATOR_URL": f"{simulator.wait_for_url()}/facilitator",
+            # Every test (and schemathesis) calls from 127.0.0.1; the per-IP limit on callerless
+            # requests is tested in tests/it/exhaustion.rs, not tripped here.
+            "VECTORWAY_LIMITS__IP_PER_MIN": "100000000",
+            "VECTORWAY_LIMITS__IP_BURST": "100000000",
             "GEMINI_API_KEY": UPSTREAM_API_KEY,
         }
     )

@@ -385,7 +385,7 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
                 json!({"wallet_address": wallet(), "chain_id": opt(json!({"enum": c.auth.chain_ids, "default": 1}))}),
             ))
             .errors(401, &["siwe_chain_invalid"])
-            .errors(429, &["rate_limited"]),
+            .errors(429, &["rate_limited", "siwe_challenges_exhausted"]),
         RouteId::SiweVerify => siwe(ok(r("SignIn")).body(object(
             &["wallet_address", "message", "signature"],
             json!({"wallet_address": wallet(), "message": string(), "signature": string()}),

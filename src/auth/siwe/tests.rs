@@ -180,3 +180,73 @@ fn rfc3339_refuses_impossible_dates_and_offsets() {
     assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59Z", "clamped");
     assert_eq!(format_rfc3339(i64::MIN), "0000-01-01T00:00:00Z", "clamped");
 }
+
+#[test]
+fn origins_are_normalized() {
+    for (uri, origin) in [
+        ("https://Example.com", Some("https://example.com")),
+        (
+            "https://example.com:443/login?x=1#f",
+            Some("https://example.com"),
+        ),
+        ("http://example.com:80", Some("http://example.com")),
+        ("http://example.com:8080/", Some("http://example.com:8080")),
+        ("https://example.com:80", Some("https://example.com:80")),
+        ("http://[::1]:8080/a", Some("http://[::1]:8080")),
+        ("ipfs://bafy/x", Some("ipfs://bafy")),
+        ("https://user@example.com", None),
+        ("did:key:z6Mk", None),
+        ("https://", None),
+        ("://example.com", None),
+    ] {
+        assert_eq!(origin_of(uri).as_deref(), origin, "{uri}");
+    }
+}
+
+#[test]
+fn the_uri_must_name_this_deployments_origin() {
+    let s = siwe().with_origin("https://api.example.com/v1");
+    assert_eq!(s.origin(), "https://api.example.com");
+    let k = key(DEV_KEY);
+    let w = wallet(&k);
+    let c = s.challenge(w, 1, NOW).unwrap();
+    assert!(c.message.contains("\nURI: https://api.example.com\n"));
+    for foreign in [
+        "http://api.example.com",
+        "https://api.example.com:8443",
+        "https://evil.example",
+        "https://api.example.com@evil.example",
+        "urn:uuid:0",
+    ] {
+        let m = c
+            .message
+            .replace("URI: https://api.example.com", &format!("URI: {foreign}"));
+        assert!(
+            matches!(
+                s.verify(&m, &sign(&k, &m), NOW),
+                Err(SiweError::UriMismatch { .. })
+            ),
+            "{foreign}"
+        );
+    }
+    // Refused before the nonce is spent: the same challenge still signs in with a URI on this
+    // origin (a path and the default port are fine).
+    let m = c.message.replace(
+        "URI: https://api.example.com",
+        "URI: https://API.example.com:443/login",
+    );
+    assert_eq!(s.verify(&m, &sign(&k, &m), NOW).unwrap().address, w);
+}
+
+#[test]
+fn challenges_past_the_cap_are_refused_with_a_wait() {
+    let s = siwe().with_max_nonces(2);
+    let w = wallet(&key(DEV_KEY));
+    s.challenge(w, 1, NOW).unwrap();
+    s.challenge(w, 1, NOW).unwrap();
+    assert!(matches!(
+        s.challenge(w, 1, NOW),
+        Err(SiweError::ChallengesExhausted { retry_after_s }) if (299..=300).contains(&retry_after_s)
+    ));
+    assert_eq!(s.nonces().len(), (2, 2));
+}
