@@ -95,9 +95,28 @@ pub fn status(state: &State) -> Response<Body> {
             "uptime_seconds": state.started.elapsed().as_secs(),
             "store": {"ok": store.is_ok()},
             "upstream": {"simulated": state.simulated},
-            "x402": {"facilitator": facilitator(state)},
+            "x402": {"facilitator": facilitator(state), "settlements": settlements(state)},
         }),
     )
+}
+
+/// Settlement intents still open (waiting for recovery) and those the operator must resolve
+/// by hand, payers refused streams, and side effects still running.
+fn settlements(state: &State) -> serde_json::Value {
+    let intents = state.store.intents().unwrap_or_default();
+    let unresolved = intents
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.state,
+                crate::storage::intents::IntentState::Unresolved { .. }
+            )
+        })
+        .count();
+    j!({
+        "open_intents": intents.len(), "unresolved_intents": unresolved,
+        "blocked_payers": state.settler.blocked_count(), "effects_running": state.effects.running(),
+    })
 }
 
 pub fn metrics(state: &State) -> Response<Body> {

@@ -209,13 +209,20 @@ async fn finish(
                     "x402 settlement outcome unknown; recovering in the background");
                 recover_later(state, id);
             }
-            // Refused for the payer's reasons (funds, authorization): no more streams until a
-            // payment of theirs settles. A facilitator that fails or is down blocks nobody.
-            if kept.is_some() && matches!(e, PaymentError::SettlementRefused { .. }) {
-                state.settler.block(v.payer);
+            if kept.is_some() {
+                note_refusal(state, &v.payer, &e);
             }
             Err(e)
         }
+    }
+}
+
+/// A paid call's settlement failed: if it was refused for the payer's reasons (funds,
+/// authorization), the payer streams nothing until a payment of theirs settles. A facilitator
+/// that fails or is down blocks nobody.
+pub fn note_refusal(state: &State, payer: &Wallet, e: &PaymentError) {
+    if matches!(e, PaymentError::SettlementRefused { .. }) {
+        state.settler.block(*payer);
     }
 }
 

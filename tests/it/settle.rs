@@ -287,6 +287,11 @@ async fn kill_9_after_the_transfer_is_credited_at_the_next_start_exactly_once() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(sim.facilitator_stats().settled, 1, "no second transfer");
+    let status = call(Method::GET, &format!("{}/status", gw.base), &[], "")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(status["x402"]["settlements"]["open_intents"], 0);
     // Another crash and start: nothing is credited twice.
     gw.kill();
     let _gw = Binary::start(dir.path(), &sim.base_url(), &[]);
@@ -438,6 +443,8 @@ async fn a_payer_whose_stream_failed_to_settle_streams_nothing_until_a_payment_s
         .await;
     assert_eq!(res.status, StatusCode::OK);
     assert!(!sse_data(&res.body).iter().any(|e| e == "[DONE]"));
+    let status = env.send(Method::GET, "/status", &[], "").await.json();
+    assert_eq!(status["x402"]["settlements"]["blocked_payers"], 1);
     // The next stream is refused before its first byte.
     let res = env
         .send(

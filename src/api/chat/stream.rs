@@ -17,7 +17,7 @@ use http_body::Frame;
 
 use super::super::memory::Remember;
 use super::payer::{self, Payer, X402};
-use super::{CLIENT_CLOSED, Meter, UsageBound, UsageOut, billed_usage, pay};
+use super::{CLIENT_CLOSED, Meter, UsageBound, UsageOut, billed_usage, pay, settle};
 use crate::billing::pricing::ModelPrice;
 use crate::crypto::to_checksum;
 use crate::error::Error;
@@ -246,8 +246,10 @@ impl ChatStream {
                 );
                 out.put_slice(b"\n\n");
                 self.meter.record(402, 0, Some(&a.usage));
-                // Ends the payment's intent (forgotten, or recovered if money may have moved)
-                // and refuses this payer's streams until a payment of theirs settles.
+                // Refuses this payer's streams until a payment of theirs settles (before the
+                // client can see this event), and ends the payment's intent: forgotten, or
+                // recovered if money may have moved.
+                settle::note_refusal(&self.meter.state, &a.verified.payer, e);
                 pay::credit_change_after(
                     self.meter.state.clone(),
                     a.verified.clone(),

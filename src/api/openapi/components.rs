@@ -192,6 +192,9 @@ pub fn schemas() -> Map<String, Value> {
                     "simulated": boolean(), "host": opt(string()),
                     "free_credits_buy_real_calls": boolean(),
                     "allow_simulated_facilitator_with_real_upstream": boolean(),
+                })), "settlements": all(json!({
+                    "open_intents": uint(), "unresolved_intents": uint(),
+                    "blocked_payers": uint(), "effects_running": uint(),
                 }))})),
             })),
         ),
