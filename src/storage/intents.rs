@@ -57,6 +57,10 @@ pub struct IntentRecord {
     pub created_ms: u64,
 }
 
+/// How far out of time order ledger entries can be appended (the journal's window is at most
+/// 1 s; a stalled fsync adds to it), with a wide margin.
+const REORDER_SLACK_MS: u64 = 5 * 60 * 1000;
+
 impl Store {
     /// Writes an intent and fsyncs it before returning.
     pub async fn put_intent_durable(&self, rec: &IntentRecord) -> Result<(), StorageError> {
@@ -95,7 +99,9 @@ impl Store {
     }
 
     /// True when `wallet`'s ledger has an entry with `reference` written at or after
-    /// `since_ms` (the walk stops at the first older entry).
+    /// `since_ms`. Entries are appended in commit order, not time order (a debit stamped before
+    /// a credit may be group-committed after it), so the walk stops only at an entry five
+    /// minutes older than `since_ms`.
     pub fn ledger_has_reference(
         &self,
         wallet: &Wallet,
@@ -104,7 +110,7 @@ impl Store {
     ) -> Result<bool, StorageError> {
         for entry in self.ledger_of(wallet) {
             let entry = entry?;
-            if entry.ts_ms < since_ms {
+            if entry.ts_ms < since_ms.saturating_sub(REORDER_SLACK_MS) {
                 break;
             }
             if entry.reference.as_deref() == Some(reference) {

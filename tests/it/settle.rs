@@ -185,8 +185,10 @@ async fn money_in_whose_client_leaves_at_any_point_is_settled_and_credited_exact
         let pay = x_payment(&s, 1_000_000);
         let key = format!("leave-{i}");
         purchase_and_leave(&env, &pay, &body, &key, Duration::from_millis(leave_ms)).await;
-        // Whatever instant the client left at: money moved ⇔ credits granted, once.
+        // Whatever instant the client left at: money moved ⇔ credits granted, once. (A request
+        // the client sent before leaving may still be on its way in: give it time to arrive.)
         let state = env.gw().state.clone();
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             eventually(Duration::from_secs(10), || state.effects.running() == 0).await,
             "effects finish"
@@ -196,15 +198,23 @@ async fn money_in_whose_client_leaves_at_any_point_is_settled_and_credited_exact
         let credited: i64 = topups(&state.store, &w).iter().sum();
         assert_eq!(moved, credited as u64, "leave after {leave_ms} ms");
         assert!(state.store.intents().unwrap().is_empty(), "no intent left");
-        // The key is not stuck: a retry is answered (a replay, or the payment runs now).
-        let retry = env
-            .send(
-                Method::POST,
-                "/v1/topup",
-                &[("x-payment", &pay), ("idempotency-key", &key)],
-                body.clone(),
-            )
-            .await;
+        // The key is not stuck: a retry is answered (a replay, or the payment runs now); "still
+        // in progress" may only last while the first request is running.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let retry = loop {
+            let r = env
+                .send(
+                    Method::POST,
+                    "/v1/topup",
+                    &[("x-payment", &pay), ("idempotency-key", &key)],
+                    body.clone(),
+                )
+                .await;
+            if r.code() != "idempotency_conflict" || std::time::Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert!(
             retry.status == StatusCode::OK || retry.status == StatusCode::CONFLICT,
             "leave after {leave_ms} ms: {} {:?}",
@@ -231,7 +241,9 @@ async fn kill_9_after_the_transfer_is_credited_at_the_next_start_exactly_once() 
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut gw = Binary::start(dir.path(), &sim.base_url(), &[]);
+    // The gateway waits long for the facilitator: only the kill may end the wait.
+    let patient = [("VECTORWAY_X402__SETTLE_TIMEOUT_MS", "120000")];
+    let mut gw = Binary::start(dir.path(), &sim.base_url(), &patient);
     let s = Signer::random().unwrap();
     let w = s.address();
     // The facilitator moves the money, then its answer never comes back in time.
