@@ -633,19 +633,17 @@ def test_a_payer_without_usdc_gets_a_402_and_no_answer(
     assert sim.balance(payer.address) == 0
 
 
-def test_a_payer_without_usdc_streams_no_done_and_no_receipt(api: Api, sim: Simulator) -> None:
+def test_a_payer_without_usdc_gets_no_stream(api: Api, sim: Simulator) -> None:
+    """A paid stream needs the facilitator's /verify before its first byte: an unfunded payer
+    gets a 402 naming the reason and not one frame, and nothing settles."""
     payer = Payer()
     sim.set_balance(payer.address, 0)
     stats = sim.stats()
     paid = pay(api, payer, "v2", CHAT, chat_body(stream=True))
     res = paid.reply
-    assert isinstance(res.body, str), res.body
-    events = parse_sse(res.body)
-    assert "[DONE]" not in [d for _, d in events], res.body
-    assert "x402-receipt" not in [n for n, _ in events], res.body
-    last = json.loads(events[-1][1])
-    assert last["error"]["code"] == "x402_settlement_failed", last
+    _assert_refused_for_funds(res)
     assert sim.stats()["settled"] == stats["settled"]
+    assert sim.stats()["settle"] == stats["settle"], "nothing was sent to /settle"
     assert sim.balance(payer.address) == 0
 
 
