@@ -5,7 +5,9 @@
 //! and has knobs (time to first token, tokens per second, chunk size, reply length) and a fault
 //! plan (status codes with `RetryInfo`, stalls, mid-stream cuts, raw error tails, padded events,
 //! streamed thoughts, missing usage). Control endpoints under `/_sim/` set knobs and faults and
-//! expose the log of requests received.
+//! expose the log of requests received. Generation also behaves like Gemini for agent features
+//! (function calls, tool results, 3.x thought signatures, structured output, `candidateCount`,
+//! image tokens): see `gemini.rs` and its submodules for the rules.
 //! It shares the product's HTTP plumbing but none of its domain code: token counts, embeddings
 //! and errors are produced here independently, so a gateway bug cannot agree with itself.
 //! Under `/facilitator/` the same server is an x402 facilitator (`facilitator`): `/verify`,

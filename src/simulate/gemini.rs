@@ -1,4 +1,11 @@
 //! The simulator's Gemini endpoints: generation (unary and SSE), embeddings, models, errors.
+//!
+//! Generation follows the reference's wire shapes (§1.3 unary, §1.7 SSE with CRLF framing and
+//! running usage, §1.8 errors). What a request is answered with is planned in `plan.rs`:
+//! function calls, tool-result turns and thought signatures in `agent.rs`, schema-satisfying
+//! values for call arguments and structured output in `schema.rs`, media prompt tokens in
+//! `media.rs`; each file's doc comment states its rules and where they follow the reference.
+//! None of it shares code with the gateway's translation: a gateway bug cannot agree with itself.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +22,14 @@ use tokio::sync::mpsc;
 
 use super::{FaultPlan, SimState};
 use crate::http::{Body, BodyError, bytes_response};
+use plan::{CandPlan, Plan};
+
+mod agent;
+mod media;
+mod plan;
+mod schema;
+#[cfg(test)]
+mod tests;
 
 /// Models the simulator knows (generation and embedding).
 const MODELS: &[(&str, &str)] = &[
@@ -164,13 +179,16 @@ fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
     v.get(camel).or_else(|| v.get(snake))
 }
 
-fn texts(content: &Value) -> impl Iterator<Item = &str> {
+fn parts(content: &Value) -> impl Iterator<Item = &Value> {
     content
         .get("parts")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|p| p.get("text")?.as_str())
+}
+
+fn texts(content: &Value) -> impl Iterator<Item = &str> {
+    parts(content).filter_map(|p| p.get("text")?.as_str())
 }
 
 /// The simulator's tokenizer: a token per 4 bytes, rounded up, plus one per content block.
@@ -178,99 +196,50 @@ fn count_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
 
-struct Plan {
-    prompt: u64,
-    thoughts: u64,
-    words: Vec<&'static str>,
-    finish: &'static str,
-}
-
-fn plan(body: &Value, reply_tokens: u32) -> Result<Plan, Box<Response<Body>>> {
-    let contents = body
-        .get("contents")
-        .and_then(Value::as_array)
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                "* GenerateContentRequest.contents: contents is not specified",
-            ))
-        })?;
-    let mut prompt = 0;
-    let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
-    let system = field(body, "systemInstruction", "system_instruction");
-    for content in contents.iter().chain(system) {
-        prompt += 1;
-        for t in texts(content) {
-            prompt += count_tokens(t);
-            for b in t.bytes() {
-                seed = (seed ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-            }
-        }
-    }
-    let cfg = field(body, "generationConfig", "generation_config");
-    let max_out = cfg
-        .and_then(|c| field(c, "maxOutputTokens", "max_output_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(8192);
-    let budget = cfg
-        .and_then(|c| field(c, "thinkingConfig", "thinking_config"))
-        .and_then(|t| field(t, "thinkingBudget", "thinking_budget"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let thoughts = match budget {
-        b if b < 0 => 16,
-        b => (b as u64).min(24),
-    }
-    .min(max_out);
-    let visible = u64::from(reply_tokens).min(max_out - thoughts);
-    let words = (0..visible)
-        .map(|i| {
-            let h = seed
-                .wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-                .rotate_left(17);
-            WORDS[(h % WORDS.len() as u64) as usize]
-        })
-        .collect();
-    let finish = if visible < u64::from(reply_tokens) {
-        "MAX_TOKENS"
-    } else {
-        "STOP"
-    };
-    Ok(Plan {
-        prompt,
-        thoughts,
-        words,
-        finish,
-    })
-}
-
-fn usage(prompt: u64, candidates: u64, thoughts: u64, first: bool) -> Value {
+fn usage(plan: &Plan, candidates: u64, first: bool) -> Value {
+    let details = plan.prompt_details_json();
     if first {
-        return json!({"promptTokenCount": prompt, "totalTokenCount": prompt,
-                      "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]});
+        return json!({"promptTokenCount": plan.prompt, "totalTokenCount": plan.prompt,
+                      "promptTokensDetails": details});
     }
-    let mut u = json!({"promptTokenCount": prompt, "candidatesTokenCount": candidates,
-                       "totalTokenCount": prompt + candidates + thoughts,
-                       "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+    let mut u = json!({"promptTokenCount": plan.prompt, "candidatesTokenCount": candidates,
+                       "totalTokenCount": plan.prompt + candidates + plan.thoughts,
+                       "promptTokensDetails": details,
                        "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": candidates}]});
-    if thoughts > 0 {
-        u["thoughtsTokenCount"] = json!(thoughts);
+    if plan.thoughts > 0 {
+        u["thoughtsTokenCount"] = json!(plan.thoughts);
     }
     u
 }
 
-fn candidate(text: Option<String>, finish: Option<&str>) -> Value {
+fn candidate(parts: Vec<Value>, index: usize, finish: Option<&str>) -> Value {
     let mut content = json!({"role": "model"});
-    if let Some(t) = text {
-        content["parts"] = json!([{ "text": t }]);
+    if !parts.is_empty() {
+        content["parts"] = Value::Array(parts);
     }
-    let mut c = json!({ "content": content, "index": 0 });
+    let mut c = json!({ "content": content, "index": index });
     if let Some(f) = finish {
         c["finishReason"] = json!(f);
     }
     c
+}
+
+/// A unary candidate: the segments' text joined into one part, other parts after it.
+fn whole_candidate(cand: &CandPlan, index: usize) -> Value {
+    let mut text = String::new();
+    let mut others = Vec::new();
+    for p in cand.segments.iter().flat_map(|s| &s.parts) {
+        match p.get("text").and_then(Value::as_str) {
+            Some(t) => text.push_str(t),
+            None => others.push(p.clone()),
+        }
+    }
+    let mut parts = Vec::with_capacity(others.len() + 1);
+    if !text.is_empty() {
+        parts.push(json!({ "text": text }));
+    }
+    parts.extend(others);
+    candidate(parts, index, Some(cand.finish))
 }
 
 fn response_id(st: &SimState) -> String {
@@ -302,18 +271,23 @@ pub(super) async fn generate(
         st.served.fetch_add(1, Ordering::Relaxed);
         return fault_response(status, fault.retry_delay_s);
     }
-    let plan = match plan(body, knobs.reply_tokens) {
+    let plan = match plan::plan(model, body, &knobs) {
         Ok(p) => p,
         Err(resp) => return *resp,
     };
     let id = response_id(st);
     let per_token = Duration::from_secs_f64(1.0 / f64::from(knobs.tokens_per_sec.max(1)));
     if !stream {
-        pause(knobs.ttft + per_token * plan.words.len() as u32).await;
-        let text = (!plan.words.is_empty()).then(|| plan.words.join(" "));
-        let n = plan.words.len() as u64;
-        let mut resp = json!({"candidates": [candidate(text, Some(plan.finish))],
-                          "usageMetadata": usage(plan.prompt, n, plan.thoughts, false),
+        let out = plan.output();
+        pause(knobs.ttft + per_token * u32::try_from(out).unwrap_or(u32::MAX)).await;
+        let candidates: Vec<Value> = plan
+            .cands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| whole_candidate(c, i))
+            .collect();
+        let mut resp = json!({"candidates": candidates,
+                          "usageMetadata": usage(&plan, out, false),
                           "modelVersion": model, "responseId": id});
         if fault.omit_usage {
             strip_usage(&mut resp);
@@ -345,7 +319,6 @@ pub(super) async fn generate(
         fault,
         knobs.ttft,
         per_token,
-        knobs.chunk_tokens.max(1),
         model,
         id,
     ));
@@ -361,6 +334,82 @@ pub(super) async fn generate(
     res
 }
 
+/// The stream's events before faults and pacing: thought events, then one event per segment
+/// step carrying every candidate that has a segment at that step (with its `index`).
+fn stream_events(plan: &Plan, fault: &FaultPlan, model: &str, id: &str) -> Vec<(Value, u64)> {
+    let thought_events = fault.thought_events.unwrap_or(0);
+    let steps = plan
+        .cands
+        .iter()
+        .map(|c| c.segments.len())
+        .max()
+        .unwrap_or(1);
+    // Thinking happens before any visible text: optional thought-summary events, then the text.
+    let mut events: Vec<(Value, u64)> = Vec::with_capacity(thought_events as usize + steps);
+    for j in 0..u64::from(thought_events) {
+        let upto = plan.thoughts * (j + 1) / u64::from(thought_events);
+        let before = plan.thoughts * j / u64::from(thought_events);
+        let words: Vec<&str> = (before..upto)
+            .map(|i| WORDS[(i as usize * 7 + 3) % WORDS.len()])
+            .collect();
+        let event = json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": format!("**Thinking** {}", words.join(" ")), "thought": true}]}, "index": 0}],
+            "usageMetadata": {"promptTokenCount": plan.prompt, "thoughtsTokenCount": upto,
+                              "totalTokenCount": plan.prompt + upto,
+                              "promptTokensDetails": plan.prompt_details_json()},
+            "modelVersion": model,
+            "responseId": id,
+        });
+        events.push((event, words.len() as u64));
+    }
+    let mut sent = 0u64;
+    for step in 0..steps {
+        let mut candidates = Vec::new();
+        let mut tokens = 0;
+        for (i, cand) in plan.cands.iter().enumerate() {
+            let Some(seg) = cand.segments.get(step) else {
+                continue;
+            };
+            tokens += seg.tokens;
+            let mut parts = seg.parts.clone();
+            if let Some(pad) = fault.pad_event_bytes
+                && !parts.iter().any(|p| p.get("functionCall").is_some())
+            {
+                let filler = "fleet ";
+                let mut text = parts
+                    .first()
+                    .and_then(|p| p.get("text"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                text.push_str(&filler.repeat(pad as usize / filler.len()));
+                parts = if text.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![json!({ "text": text })]
+                };
+            }
+            let last = step + 1 == cand.segments.len();
+            candidates.push(candidate(parts, i, last.then_some(cand.finish)));
+        }
+        sent += tokens;
+        // The first event carries the prompt count only (as Gemini's does), unless thoughts came
+        // first; later ones the running totals, thinking included (it is over before any text).
+        let first = step == 0 && step + 1 < steps && thought_events == 0;
+        let event = json!({
+            "candidates": candidates,
+            "usageMetadata": usage(plan, sent, first),
+            "modelVersion": model,
+            "responseId": id,
+        });
+        events.push((event, tokens));
+    }
+    if fault.omit_usage {
+        events.iter_mut().for_each(|(e, _)| strip_usage(e));
+    }
+    events
+}
+
 #[expect(clippy::too_many_arguments, reason = "one stream's whole script")]
 async fn write_stream(
     st: Arc<SimState>,
@@ -369,65 +418,11 @@ async fn write_stream(
     fault: FaultPlan,
     ttft: Duration,
     per_token: Duration,
-    chunk_tokens: u32,
     model: String,
     id: String,
 ) {
     let send = |bytes: Vec<u8>| tx.send(Ok(Frame::data(Bytes::from(bytes))));
-    let chunks: Vec<&[&str]> = if plan.words.is_empty() {
-        vec![&[]]
-    } else {
-        plan.words.chunks(chunk_tokens as usize).collect()
-    };
-    let thought_events = fault.thought_events.unwrap_or(0);
-    let total = chunks.len();
-    // Thinking happens before any visible text: optional thought-summary events, then the text.
-    let mut events: Vec<(Value, usize)> = Vec::with_capacity(thought_events as usize + total);
-    for j in 0..u64::from(thought_events) {
-        let upto = plan.thoughts * (j + 1) / u64::from(thought_events);
-        let before = plan.thoughts * j / u64::from(thought_events);
-        let words: Vec<&str> = (before..upto)
-            .map(|i| WORDS[(i as usize * 7 + 3) % WORDS.len()])
-            .collect();
-        let mut event = json!({
-            "candidates": [{"content": {"role": "model", "parts": [{"text": format!("**Thinking** {}", words.join(" ")), "thought": true}]}, "index": 0}],
-            "usageMetadata": {"promptTokenCount": plan.prompt, "thoughtsTokenCount": upto,
-                              "totalTokenCount": plan.prompt + upto,
-                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": plan.prompt}]},
-            "modelVersion": model,
-            "responseId": id,
-        });
-        if fault.omit_usage {
-            strip_usage(&mut event);
-        }
-        events.push((event, words.len()));
-    }
-    let mut sent_words = 0u64;
-    for (i, words) in chunks.into_iter().enumerate() {
-        sent_words += words.len() as u64;
-        let last = i + 1 == total;
-        let mut text = words.join(" ");
-        if !last && !text.is_empty() {
-            text.push(' ');
-        }
-        if let Some(pad) = fault.pad_event_bytes {
-            let filler = "fleet ";
-            text.push_str(&filler.repeat(pad as usize / filler.len()));
-        }
-        // The first event carries the prompt count only (as Gemini's does), unless thoughts came
-        // first; later ones the running totals, thinking included (it is over before any text).
-        let first = i == 0 && !last && thought_events == 0;
-        let mut event = json!({
-            "candidates": [candidate((!text.is_empty()).then_some(text), last.then_some(plan.finish))],
-            "usageMetadata": usage(plan.prompt, sent_words, plan.thoughts, first),
-            "modelVersion": model,
-            "responseId": id,
-        });
-        if fault.omit_usage {
-            strip_usage(&mut event);
-        }
-        events.push((event, words.len()));
-    }
+    let events = stream_events(&plan, &fault, &model, &id);
     pause(ttft).await;
     for (i, (event, tokens)) in events.into_iter().enumerate() {
         let n = i as u32;
@@ -445,7 +440,7 @@ async fn write_stream(
             tokio::time::sleep(Duration::from_millis(fault.stall_ms.unwrap_or(60_000))).await;
         }
         if i > 0 {
-            pause(per_token * tokens as u32).await;
+            pause(per_token * u32::try_from(tokens).unwrap_or(u32::MAX)).await;
         }
         let mut bytes = b"data: ".to_vec();
         bytes.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
@@ -573,32 +568,5 @@ async fn pause(d: Duration) {
         tokio::time::sleep(d).await;
     } else {
         tokio::task::yield_now().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embeddings_keep_similar_texts_close() {
-        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-        let a = embed_text("the last simulation run finished", 3072);
-        let b = embed_text("when did the last simulation run finish", 3072);
-        let c = embed_text("buy more USDC on base", 3072);
-        assert!((cos(&a, &a) - 1.0).abs() < 1e-5);
-        assert!(cos(&a, &b) > cos(&a, &c) + 0.2);
-        assert_eq!(embed_text("x", 768).len(), 768);
-    }
-
-    #[test]
-    fn plan_respects_max_output_and_thinking() {
-        let body = json!({"contents":[{"role":"user","parts":[{"text":"hello there"}]}],
-                          "generationConfig":{"maxOutputTokens":10,"thinkingConfig":{"thinkingBudget":1024}}});
-        let p = plan(&body, 48).unwrap();
-        assert_eq!((p.thoughts, p.words.len(), p.finish), (10, 0, "MAX_TOKENS"));
-        let body = json!({"contents":[{"role":"user","parts":[{"text":"hello there"}]}]});
-        let p = plan(&body, 5).unwrap();
-        assert_eq!((p.prompt, p.words.len(), p.finish), (1 + 3, 5, "STOP"));
     }
 }
