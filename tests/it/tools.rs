@@ -1,8 +1,13 @@
 //! Tool calling through the real server: what reaches the upstream (`tools`, `toolConfig`,
-//! `functionCall` / `functionResponse` parts, thought signatures), the 400s, and the hold.
+//! `functionCall` / `functionResponse` parts, thought signatures), the 400s, the hold, and
+//! function calls coming back (unary and streamed) from a canned upstream.
+
+use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::harness::{Env, W1, sse_data};
 
@@ -245,5 +250,215 @@ async fn tool_declarations_and_results_count_in_the_hold() {
         generate_calls(&env),
         calls,
         "refused before any upstream call"
+    );
+}
+
+/// Gemini answers the fake upstream gives: a unary body and SSE events.
+#[derive(Clone, Default)]
+struct Canned {
+    unary: String,
+    events: Vec<String>,
+}
+
+/// A raw upstream that answers every generate call with what `canned` holds (the simulator does
+/// not call functions yet).
+async fn canned_upstream(canned: Arc<Mutex<Canned>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let canned = canned.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut got = Vec::new();
+                let head = loop {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break head;
+                        }
+                    }
+                };
+                let c = canned.lock().unwrap().clone();
+                let (kind, body) = if head.contains("streamgeneratecontent") {
+                    let sse: String = c
+                        .events
+                        .iter()
+                        .map(|e| format!("data: {e}\r\n\r\n"))
+                        .collect();
+                    ("text/event-stream", sse)
+                } else {
+                    ("application/json", c.unary)
+                };
+                let res = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(res.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+const CALLS: &str = r#"{"candidates":[{"content":{"role":"model","parts":[
+    {"text":"Let me check."},
+    {"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"c2lnLTE="},
+    {"functionCall":{"name":"get_weather","args":{"city":"Rome"}}}]},"finishReason":"STOP"}],
+    "usageMetadata":{"promptTokenCount":40,"candidatesTokenCount":20,"totalTokenCount":60},"responseId":"resp42"}"#;
+
+fn ask(stream: bool, parallel: bool) -> Value {
+    json!({"model":"gemini-3.5-flash","memory_read":false,"memory_write":false,"stream":stream,
+        "stream_options":{"include_usage":true},"parallel_tool_calls":parallel,
+        "messages":[{"role":"user","content":"Weather in Paris and Rome?"}],"tools":[weather_tool()]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_come_back_as_tool_calls_unary() {
+    let canned = Arc::new(Mutex::new(Canned {
+        unary: CALLS.replace('\n', ""),
+        events: Vec::new(),
+    }));
+    let env = Env::against(&canned_upstream(canned.clone()).await, |_| {}).await;
+    let key = env.funded_key(W1, 1_000_000).await;
+    let res = env.chat(&key, ask(false, true)).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    let v = res.json();
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(
+        choice["message"]["content"], "Let me check.",
+        "text and calls both kept"
+    );
+    assert_eq!(
+        choice["message"]["tool_calls"],
+        json!([
+            {"id":"call_resp42_0","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"},
+             "extra_content":{"google":{"thought_signature":"c2lnLTE="}}},
+            {"id":"call_resp42_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\"}"}}
+        ])
+    );
+    assert!(choice.get("native_finish_reason").is_none());
+    assert_eq!(v["usage"]["prompt_tokens"], 40);
+
+    // Calls only: `content` is null. `parallel_tool_calls: false` keeps the first call.
+    canned.lock().unwrap().unary = CALLS
+        .replace('\n', "")
+        .replace(r#"{"text":"Let me check."},"#, "");
+    let v = env.chat(&key, ask(false, false)).await.json();
+    let msg = &v["choices"][0]["message"];
+    assert!(msg["content"].is_null(), "{msg}");
+    assert_eq!(msg["tool_calls"].as_array().unwrap().len(), 1);
+    assert_eq!(msg["tool_calls"][0]["id"], "call_resp42_0");
+
+    // A failed function call is an answer with Gemini's reason beside `stop`.
+    canned.lock().unwrap().unary = r#"{"candidates":[{"content":{"role":"model"},"finishReason":"MALFORMED_FUNCTION_CALL"}],"usageMetadata":{"promptTokenCount":40,"totalTokenCount":40}}"#.into();
+    let v = env.chat(&key, ask(false, true)).await.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        v["choices"][0]["native_finish_reason"],
+        "MALFORMED_FUNCTION_CALL"
+    );
+    assert_eq!(v["choices"][0]["message"]["content"], "");
+}
+
+fn stream_events() -> Vec<String> {
+    vec![
+        r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Checking."}]}}],"usageMetadata":{"promptTokenCount":40,"totalTokenCount":40},"responseId":"r9"}"#.into(),
+        r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"c2ln"}]}}],"usageMetadata":{"promptTokenCount":40,"totalTokenCount":40},"responseId":"r9"}"#.into(),
+        r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"get_weather","args":{"city":"Rome"}}}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":40,"candidatesTokenCount":20,"totalTokenCount":60},"responseId":"r9"}"#.into(),
+    ]
+}
+
+async fn stream_chunks(env: &Env, key: &str, body: Value) -> Vec<Value> {
+    let res = env.chat(key, body).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    let events = sse_data(&res.body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_stream_as_tool_call_deltas() {
+    let canned = Arc::new(Mutex::new(Canned {
+        unary: String::new(),
+        events: stream_events(),
+    }));
+    let env = Env::against(&canned_upstream(canned.clone()).await, |_| {}).await;
+    let key = env.funded_key(W1, 1_000_000).await;
+    let chunks = stream_chunks(&env, &key, ask(true, true)).await;
+    let id = chunks[0]["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("chatcmpl-")
+        .to_string();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(calls.len(), 2, "{chunks:?}");
+    for (i, (c, city)) in calls.iter().zip(["Paris", "Rome"]).enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["id"], format!("call_{id}_{i}"));
+        assert_eq!(c["type"], "function");
+        assert_eq!(c["function"]["name"], "get_weather");
+        assert_eq!(
+            c["function"]["arguments"],
+            format!("{{\"city\":\"{city}\"}}")
+        );
+    }
+    assert_eq!(
+        calls[0]["extra_content"]["google"]["thought_signature"],
+        "c2ln"
+    );
+    assert!(calls[1].get("extra_content").is_none());
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "Checking.");
+    let n = chunks.len();
+    assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(chunks[n - 1]["choices"], json!([]), "usage chunk last");
+    assert_eq!(chunks[n - 1]["usage"]["completion_tokens"], 20);
+
+    // parallel_tool_calls: false keeps the first call only.
+    let chunks = stream_chunks(&env, &key, ask(true, false)).await;
+    let calls = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"].get("tool_calls").is_some())
+        .count();
+    assert_eq!(calls, 1);
+
+    // A failed function call ends the stream with `stop` and Gemini's reason.
+    canned.lock().unwrap().events = vec![
+        r#"{"candidates":[{"content":{"role":"model"},"finishReason":"TOO_MANY_TOOL_CALLS"}],"usageMetadata":{"promptTokenCount":40,"totalTokenCount":40}}"#.into(),
+    ];
+    let chunks = stream_chunks(&env, &key, ask(true, true)).await;
+    let fin = &chunks[chunks.len() - 2]["choices"][0];
+    assert_eq!(
+        (&fin["finish_reason"], &fin["native_finish_reason"]),
+        (&json!("stop"), &json!("TOO_MANY_TOOL_CALLS"))
     );
 }
