@@ -551,7 +551,9 @@ async fn run(
                 return match outcome {
                     Ok(settled) => {
                         owed.record(200);
-                        if let Some(r) = remember {
+                        // A step that ends in function calls is not the answer yet: the
+                        // agent loop's final answer is what memory keeps.
+                        if let Some(r) = remember.filter(|_| completion.tool_calls.is_empty()) {
                             r.spawn(completion.text.clone());
                         }
                         let mut res =

@@ -258,6 +258,8 @@ async fn tool_declarations_and_results_count_in_the_hold() {
 struct Canned {
     unary: String,
     events: Vec<String>,
+    /// Request lines received, in order.
+    seen: Vec<String>,
 }
 
 /// A raw upstream that answers every generate call with what `canned` holds (the simulator does
@@ -289,7 +291,12 @@ async fn canned_upstream(canned: Arc<Mutex<Canned>>) -> String {
                         }
                     }
                 };
-                let c = canned.lock().unwrap().clone();
+                let c = {
+                    let mut c = canned.lock().unwrap();
+                    c.seen
+                        .push(head.lines().next().unwrap_or_default().to_string());
+                    c.clone()
+                };
                 let (kind, body) = if head.contains("streamgeneratecontent") {
                     let sse: String = c
                         .events
@@ -328,7 +335,7 @@ fn ask(stream: bool, parallel: bool) -> Value {
 async fn function_calls_come_back_as_tool_calls_unary() {
     let canned = Arc::new(Mutex::new(Canned {
         unary: CALLS.replace('\n', ""),
-        events: Vec::new(),
+        ..Canned::default()
     }));
     let env = Env::against(&canned_upstream(canned.clone()).await, |_| {}).await;
     let key = env.funded_key(W1, 1_000_000).await;
@@ -405,8 +412,8 @@ async fn stream_chunks(env: &Env, key: &str, body: Value) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn function_calls_stream_as_tool_call_deltas() {
     let canned = Arc::new(Mutex::new(Canned {
-        unary: String::new(),
         events: stream_events(),
+        ..Canned::default()
     }));
     let env = Env::against(&canned_upstream(canned.clone()).await, |_| {}).await;
     let key = env.funded_key(W1, 1_000_000).await;
@@ -460,5 +467,42 @@ async fn function_calls_stream_as_tool_call_deltas() {
     assert_eq!(
         (&fin["finish_reason"], &fin["native_finish_reason"]),
         (&json!("stop"), &json!("TOO_MANY_TOOL_CALLS"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_ends_in_function_calls_is_not_remembered() {
+    let canned = Arc::new(Mutex::new(Canned {
+        unary: CALLS.replace('\n', ""),
+        events: stream_events(),
+        ..Canned::default()
+    }));
+    let env = Env::against(&canned_upstream(canned.clone()).await, |_| {}).await;
+    let key = env.funded_key(W1, 1_000_000).await;
+    let embeds = || {
+        canned
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|l| l.contains("embedcontents"))
+            .count()
+    };
+    for stream in [false, true] {
+        let mut body = ask(stream, true);
+        body["memory_write"] = json!(true);
+        let res = env.chat(&key, body).await;
+        assert_eq!(res.status, StatusCode::OK);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(embeds(), 0, "no memory write for a tool-call step");
+    // The control: a plain answer is remembered (its embedding call reaches the upstream).
+    canned.lock().unwrap().unary = r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Warm."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":2}}"#.into();
+    let mut body = ask(false, true);
+    body["memory_write"] = json!(true);
+    assert_eq!(env.chat(&key, body).await.status, StatusCode::OK);
+    assert!(
+        crate::harness::eventually(std::time::Duration::from_secs(5), || embeds() > 0).await,
+        "the final answer is remembered"
     );
 }

@@ -235,7 +235,8 @@ impl ChatStream {
             out.put_slice(b"data: [DONE]\n\n");
             self.done = true;
         }
-        if let Some(r) = self.remember.take() {
+        // A step that ends in function calls is not the answer yet (see `chat::run`).
+        if let Some(r) = self.remember.take().filter(|_| self.calls == 0) {
             r.spawn(std::mem::take(&mut self.answer));
         }
     }
