@@ -208,6 +208,7 @@ fn check(rec: &Recording, reads: &[&[u8]], label: &str) {
             }
             StreamEvent::Finish(f) => finishes.push(f),
             StreamEvent::Thought(_) => panic!("{label}: the fixture has no thought parts"),
+            StreamEvent::ToolCall(_) => panic!("{label}: the fixture has no function calls"),
         }
     }
     assert_eq!(

@@ -32,6 +32,13 @@ pub enum RequestError {
         param: Option<&'static str>,
         message: String,
     },
+    /// A JSON Schema the model provider cannot take; `param` is the path to it.
+    #[error("{message}")]
+    Schema { param: String, message: String },
+    /// A tool declaration, `tool_choice` or tool-call history that cannot be carried through;
+    /// `param` is the path to it.
+    #[error("{message}")]
+    Tool { param: String, message: String },
     #[error("model '{0}' does not exist; GET /v1/models lists the available models")]
     ModelNotFound(String),
     #[error("no route for {method} {path}")]
@@ -95,6 +102,7 @@ impl Error {
                 RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
                 RequestError::InvalidJson(_) | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
                 RequestError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                RequestError::Schema { .. } | RequestError::Tool { .. } => StatusCode::BAD_REQUEST,
                 RequestError::ModelNotFound(_) | RequestError::NotFound { .. } => {
                     StatusCode::NOT_FOUND
                 }
@@ -171,6 +179,8 @@ impl Error {
                 RequestError::BodyRead(_) => "invalid_body",
                 RequestError::BodyTimeout(_) => "request_timeout",
                 RequestError::Validation { .. } => "validation_error",
+                RequestError::Schema { .. } => "invalid_schema",
+                RequestError::Tool { .. } => "invalid_tool",
                 RequestError::ModelNotFound(_) => "model_not_found",
                 RequestError::NotFound { .. } => "not_found",
                 RequestError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -243,9 +253,12 @@ impl Error {
         }
     }
 
-    pub fn param(&self) -> Option<&'static str> {
+    pub fn param(&self) -> Option<&str> {
         match self {
             Error::Request(RequestError::Validation { param, .. }) => *param,
+            Error::Request(
+                RequestError::Schema { param, .. } | RequestError::Tool { param, .. },
+            ) => Some(param),
             Error::Request(RequestError::ModelNotFound(_)) => Some("model"),
             _ => None,
         }
@@ -302,7 +315,7 @@ impl Error {
             error: ErrorObject {
                 message: self.public_message(),
                 r#type: self.kind(),
-                param: self.param(),
+                param: self.param().map(str::to_string),
                 code: self.code(),
             },
         }
@@ -324,7 +337,7 @@ pub struct ErrorBody {
 pub struct ErrorObject {
     pub message: String,
     pub r#type: &'static str,
-    pub param: Option<&'static str>,
+    pub param: Option<String>,
     pub code: &'static str,
 }
 

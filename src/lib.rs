@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod locks;
 pub mod memory;
+pub mod openai;
 pub mod payments;
 pub mod ratelimit;
 pub mod simulate;

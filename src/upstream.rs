@@ -17,10 +17,73 @@ pub enum Role {
     Model,
 }
 
+/// One turn of the conversation: text, tool calls (model turns) and tool results (user turns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {
     pub role: Role,
-    pub text: String,
+    pub parts: Vec<Part>,
+}
+
+impl Turn {
+    /// A turn of plain text.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            parts: vec![Part::Text(text.into())],
+        }
+    }
+}
+
+/// A piece of a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Text(String),
+    /// A function call the model made (model turns).
+    Call(ToolCall),
+    /// What a called function returned (user turns).
+    Result(ToolResult),
+}
+
+/// A function call: name, arguments (a JSON object) and the opaque thought signature Gemini 3
+/// attached to it, which must reach it again on the next turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub name: String,
+    pub args: serde_json::Value,
+    pub signature: Option<String>,
+}
+
+/// A function's result, sent back under the function's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolResult {
+    pub name: String,
+    pub response: serde_json::Value,
+}
+
+/// A function the model may call; `parameters` is a JSON Schema already checked by the API layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionDecl {
+    pub name: String,
+    pub description: Option<String>,
+    pub parameters: Option<serde_json::Value>,
+}
+
+/// Whether the model may, must or must not call functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolMode {
+    Auto,
+    None,
+    /// Must call one (of `allowed`, when it is not empty).
+    Any,
+}
+
+/// The functions of a call and how they may be used; empty when the request declared none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tools {
+    pub functions: Vec<FunctionDecl>,
+    /// `None`: the provider's default (auto).
+    pub mode: Option<ToolMode>,
+    pub allowed: Vec<String>,
 }
 
 /// How hard the model may think.
@@ -54,6 +117,7 @@ pub struct ChatCall {
     pub system: Option<String>,
     pub turns: Vec<Turn>,
     pub params: GenParams,
+    pub tools: Tools,
 }
 
 /// Why generation ended.
@@ -62,14 +126,49 @@ pub enum Finish {
     Stop,
     Length,
     ContentFilter,
+    /// The answer ends with function calls.
+    ToolCalls,
+    /// The model failed at function calling (see `ToolFailure`).
+    ToolFailure(ToolFailure),
+}
+
+/// Gemini's function-calling finish reasons, which OpenAI has no word for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFailure {
+    Malformed,
+    Unexpected,
+    TooMany,
+    MissingSignature,
 }
 
 impl Finish {
     pub fn as_openai(self) -> &'static str {
         match self {
-            Finish::Stop => "stop",
+            Finish::Stop | Finish::ToolFailure(_) => "stop",
             Finish::Length => "length",
             Finish::ContentFilter => "content_filter",
+            Finish::ToolCalls => "tool_calls",
+        }
+    }
+
+    /// The provider's own reason, shown beside `finish_reason` when OpenAI's word hides it.
+    pub fn native(self) -> Option<&'static str> {
+        match self {
+            Finish::ToolFailure(f) => Some(match f {
+                ToolFailure::Malformed => "MALFORMED_FUNCTION_CALL",
+                ToolFailure::Unexpected => "UNEXPECTED_TOOL_CALL",
+                ToolFailure::TooMany => "TOO_MANY_TOOL_CALLS",
+                ToolFailure::MissingSignature => "MISSING_THOUGHT_SIGNATURE",
+            }),
+            Finish::Stop | Finish::Length | Finish::ContentFilter | Finish::ToolCalls => None,
+        }
+    }
+
+    /// A clean stop after function calls is `ToolCalls` (Gemini ends them with `STOP`).
+    pub fn with_calls(self, calls: usize) -> Self {
+        match self {
+            Finish::Stop if calls > 0 => Finish::ToolCalls,
+            other => other,
         }
     }
 }
@@ -93,6 +192,8 @@ impl TokenUsage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub text: String,
+    /// Function calls, in the order the model made them.
+    pub tool_calls: Vec<ToolCall>,
     pub finish: Finish,
     pub usage: TokenUsage,
     pub response_id: Option<String>,
@@ -102,6 +203,8 @@ pub struct Completion {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     Delta(String),
+    /// A whole function call (Gemini sends each in one piece).
+    ToolCall(ToolCall),
     /// Bytes of thought-summary text (never shown): generated output a cut stream may have to
     /// be billed for when no usage was reported.
     Thought(u64),

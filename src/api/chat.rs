@@ -213,14 +213,20 @@ struct ChoiceOut<'a> {
     message: MessageOut<'a>,
     logprobs: Option<()>,
     finish_reason: &'static str,
+    /// Gemini's own reason when `finish_reason` hides it (failed function calling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    native_finish_reason: Option<&'static str>,
 }
 
 #[derive(Serialize)]
 struct MessageOut<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` when the answer is only function calls, as OpenAI does.
+    content: Option<&'a str>,
     refusal: Option<()>,
     annotations: [(); 0],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<crate::openai::answer::ToolCallOut<'a>>,
 }
 
 /// A completion id: Gemini's response id when it gave one.
@@ -493,6 +499,7 @@ async fn run(
                     chat.include_usage,
                     remember,
                     bound,
+                    chat.tools.parallel,
                 );
                 let mut res = Response::new(body.boxed_unsync());
                 res.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
@@ -514,14 +521,19 @@ async fn run(
                 stamp(&mut res, model);
                 return Ok(res);
             }
-            Ok(Answer::Whole(completion)) => {
+            Ok(Answer::Whole(mut completion)) => {
                 let Some(payer) = pay.take() else { break };
-                let usage = billed_usage(
-                    Some(completion.usage),
-                    &bound,
-                    completion.text.len() as u64,
-                    0,
-                );
+                if !chat.tools.parallel {
+                    // Gemini has no switch: one call is kept, the first.
+                    completion.tool_calls.truncate(1);
+                }
+                let generated = completion.text.len() as u64
+                    + completion
+                        .tool_calls
+                        .iter()
+                        .map(|c| (c.name.len() + c.args.to_string().len()) as u64)
+                        .sum::<u64>();
+                let usage = billed_usage(Some(completion.usage), &bound, generated, 0);
                 let cost = model.cost(usage.prompt, usage.completion);
                 // A refused settlement is answered with a fresh 402 for the same quote, and the
                 // failure receipt.
@@ -539,7 +551,9 @@ async fn run(
                 return match outcome {
                     Ok(settled) => {
                         owed.record(200);
-                        if let Some(r) = remember {
+                        // A step that ends in function calls is not the answer yet: the
+                        // agent loop's final answer is what memory keeps.
+                        if let Some(r) = remember.filter(|_| completion.tool_calls.is_empty()) {
                             r.spawn(completion.text.clone());
                         }
                         let mut res =
@@ -593,6 +607,7 @@ fn unary_response(
     mem: MemoryUse,
 ) -> Response<Body> {
     let id = completion_id(c.response_id.as_deref(), &ctx.request_id);
+    let calls = crate::openai::answer::tool_calls(&id, &c.tool_calls);
     let out = CompletionOut {
         id: &id,
         object: "chat.completion",
@@ -602,12 +617,14 @@ fn unary_response(
             index: 0,
             message: MessageOut {
                 role: "assistant",
-                content: &c.text,
+                content: (!c.text.is_empty() || calls.is_empty()).then_some(c.text.as_str()),
                 refusal: None,
                 annotations: [],
+                tool_calls: calls,
             },
             logprobs: None,
             finish_reason: c.finish.as_openai(),
+            native_finish_reason: c.finish.native(),
         }],
         usage: UsageOut::new(usage, &model.id, costs, mem),
         output_text: &c.text,

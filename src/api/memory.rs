@@ -432,14 +432,12 @@ impl Remember {
         let call = ChatCall {
             model: price.upstream.clone(),
             system: None,
-            turns: vec![Turn {
-                role: Role::User,
-                text: prompt,
-            }],
+            turns: vec![Turn::text(Role::User, prompt)],
             params: crate::upstream::GenParams {
                 max_output_tokens: max_out,
                 ..Default::default()
             },
+            tools: crate::upstream::Tools::default(),
         };
         let c = state.gemini.generate(&call).await.ok()?;
         let charged = hold.commit(

@@ -4,12 +4,13 @@
 //! are 400 `invalid_json`, shape and range errors 422 `validation_error` naming the field.
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::num::Int;
 use crate::billing::pricing::ModelPrice;
 use crate::error::RequestError;
-use crate::upstream::{ChatCall, GenParams, Role, Thinking, Turn};
+use crate::openai::history::{self, CallIn, CallIndex, RawToolCall};
+use crate::openai::tools::{self, RawTool, RawToolChoice, ToolSpec};
+use crate::upstream::{ChatCall, GenParams, Part, Role, Thinking, Turn};
 
 /// The model used when a request names none (Vectorway reference).
 pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
@@ -32,7 +33,9 @@ struct RawChat {
     frequency_penalty: Option<f64>,
     response_format: Option<RawResponseFormat>,
     reasoning_effort: Option<String>,
-    tools: Option<Vec<IgnoredAny>>,
+    tools: Option<Vec<RawTool>>,
+    tool_choice: Option<RawToolChoice>,
+    parallel_tool_calls: Option<bool>,
     memory_read: Option<bool>,
     memory_write: Option<bool>,
     memory_write_mode: Option<String>,
@@ -63,6 +66,8 @@ enum StopField {
 struct RawMessage {
     role: String,
     content: Option<ContentField>,
+    tool_calls: Option<Vec<RawToolCall>>,
+    tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,11 +83,16 @@ struct RawPart {
     text: Option<String>,
 }
 
-/// A message after validation: system/developer, user or assistant, with its text.
+/// A message after validation: system/developer, user, assistant (with its tool calls) or tool
+/// (with the name of the function it answers), with its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub role: MessageRole,
     pub text: String,
+    /// An assistant message's function calls.
+    pub calls: Vec<CallIn>,
+    /// A tool message: the function it answers (found by `tool_call_id`).
+    pub tool_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +100,7 @@ pub enum MessageRole {
     System,
     User,
     Assistant,
+    Tool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +143,8 @@ pub struct ChatRequest {
     pub reasoning_effort: Option<&'static str>,
     pub memory: MemoryOptions,
     pub memory_namespace: Option<String>,
+    /// Declared functions, `tool_choice` and `parallel_tool_calls` (`crate::openai::tools`).
+    pub tools: ToolSpec,
 }
 
 fn invalid(param: &'static str, msg: impl Into<String>) -> RequestError {
@@ -207,15 +220,17 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         return Err(invalid("messages", "at most 10000 messages"));
     }
     let mut messages = Vec::with_capacity(raw_messages.len());
-    for m in raw_messages {
+    let mut call_index = CallIndex::default();
+    for (i, m) in raw_messages.into_iter().enumerate() {
         let role = match m.role.as_str() {
             "system" | "developer" => MessageRole::System,
             "user" => MessageRole::User,
             "assistant" => MessageRole::Assistant,
-            "tool" | "function" => {
+            "tool" => MessageRole::Tool,
+            "function" => {
                 return Err(invalid(
                     "messages",
-                    "tool messages are not supported by this gateway yet",
+                    "the deprecated 'function' role is not supported; send 'tool' messages",
                 ));
             }
             other => {
@@ -247,7 +262,20 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
                 text
             }
         };
-        messages.push(Message { role, text });
+        let calls = match (role, m.tool_calls) {
+            (MessageRole::Assistant, Some(raw)) => call_index.assistant(i, raw)?,
+            _ => Vec::new(),
+        };
+        let tool_name = match role {
+            MessageRole::Tool => Some(call_index.tool(i, m.tool_call_id.as_deref())?),
+            _ => None,
+        };
+        messages.push(Message {
+            role,
+            text,
+            calls,
+            tool_name,
+        });
     }
     if !messages.iter().any(|m| m.role == MessageRole::User) {
         return Err(invalid(
@@ -255,12 +283,7 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
             "messages must include at least one user message",
         ));
     }
-    if raw.tools.is_some_and(|t| !t.is_empty()) {
-        return Err(invalid(
-            "tools",
-            "tool calling is not supported by this gateway yet",
-        ));
-    }
+    let tools = tools::parse_tools(raw.tools, raw.tool_choice, raw.parallel_tool_calls)?;
     if raw.n.is_some_and(|n| n.0 != 1) {
         return Err(invalid("n", "only n = 1 is supported"));
     }
@@ -364,13 +387,25 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
             max_chars,
             k,
         },
+        tools,
     })
 }
 
 impl ChatRequest {
-    /// Upper bound of prompt tokens: UTF-8 bytes of all message text + 16 per message (DESIGN §10).
+    /// Upper bound of prompt tokens: UTF-8 bytes of all message text, tool calls (name, arguments,
+    /// signature) and tool declarations + 16 per message and per function (DESIGN §10).
     pub fn prompt_token_bound(&self) -> u64 {
-        self.messages.iter().map(|m| m.text.len() as u64 + 16).sum()
+        let messages: u64 = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.text.len() as u64
+                    + 16
+                    + m.calls.iter().map(CallIn::bound_bytes).sum::<u64>()
+                    + m.tool_name.as_ref().map_or(0, |n| n.len() as u64)
+            })
+            .sum();
+        messages + self.tools.bound_bytes
     }
 
     /// The completion cap actually sent upstream.
@@ -415,14 +450,27 @@ impl ChatRequest {
                     }
                     system.push_str(&m.text);
                 }
-                MessageRole::User => turns.push(Turn {
-                    role: Role::User,
-                    text: m.text.clone(),
-                }),
+                MessageRole::User => turns.push(Turn::text(Role::User, m.text.clone())),
                 MessageRole::Assistant => turns.push(Turn {
                     role: Role::Model,
-                    text: m.text.clone(),
+                    parts: history::model_parts(&m.text, &m.calls),
                 }),
+                MessageRole::Tool => {
+                    let part = history::result_part(m.tool_name.as_deref().unwrap_or(""), &m.text);
+                    // Consecutive tool results answer one step: one user turn.
+                    match turns.last_mut() {
+                        Some(t)
+                            if t.role == Role::User
+                                && t.parts.iter().all(|p| matches!(p, Part::Result(_))) =>
+                        {
+                            t.parts.push(part);
+                        }
+                        _ => turns.push(Turn {
+                            role: Role::User,
+                            parts: vec![part],
+                        }),
+                    }
+                }
             }
         }
         ChatCall {
@@ -442,6 +490,7 @@ impl ChatRequest {
                     .reasoning_effort
                     .map(|e| thinking_for(&model.upstream, e)),
             },
+            tools: self.tools.tools.clone(),
         }
     }
 }
@@ -614,6 +663,9 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod tool_tests;
 
 #[cfg(test)]
 mod hostile_tests {

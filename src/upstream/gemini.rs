@@ -2,6 +2,7 @@
 //! `batchEmbedContents`, with timeouts.
 
 pub mod sse;
+mod tools;
 pub mod translate;
 mod types;
 

@@ -30,5 +30,6 @@ mod money;
 mod ops;
 mod settle;
 mod tidy;
+mod tools;
 mod upstream;
 mod x402;

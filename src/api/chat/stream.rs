@@ -22,9 +22,10 @@ use crate::billing::pricing::ModelPrice;
 use crate::crypto::to_checksum;
 use crate::error::Error;
 use crate::http::BodyError;
+use crate::openai::answer;
 use crate::payments::{PaymentError, Settlement, SettlementHandle, Verified};
 use crate::storage::now_ms;
-use crate::upstream::{Finish, GeminiStream, StreamEvent, TokenUsage, UpstreamError};
+use crate::upstream::{Finish, GeminiStream, StreamEvent, TokenUsage, ToolCall, UpstreamError};
 
 /// An x402 stream whose content is done, waiting for its settlement.
 struct Awaiting {
@@ -53,6 +54,11 @@ pub struct ChatStream {
     text_bytes: u64,
     thought_bytes: u64,
     finish: Option<Finish>,
+    /// The completion id, the base of the tool-call ids.
+    id: String,
+    /// Function calls sent so far; with `parallel` false, calls after the first are dropped.
+    calls: usize,
+    parallel: bool,
     done: bool,
     /// The memory write after a clean end, with the answer text collected so far (bounded).
     remember: Option<Remember>,
@@ -73,8 +79,9 @@ impl ChatStream {
         include_usage: bool,
         remember: Option<Remember>,
         bound: UsageBound,
+        parallel: bool,
     ) -> Self {
-        let head = serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": now_ms() / 1000, "model": model.id});
+        let head = serde_json::json!({"id": &id, "object": "chat.completion.chunk", "created": now_ms() / 1000, "model": model.id});
         // `{"id":…,"model":…}` → `data: {"id":…,"model":…,"choices":`
         let mut prefix = b"data: ".to_vec();
         let head = head.to_string();
@@ -95,6 +102,9 @@ impl ChatStream {
             text_bytes: 0,
             thought_bytes: 0,
             finish: None,
+            id,
+            calls: 0,
+            parallel,
             done: false,
             remember,
             answer: String::new(),
@@ -111,6 +121,11 @@ impl ChatStream {
                 out.put_u8(b'"');
                 out.put_slice(f.as_openai().as_bytes());
                 out.put_u8(b'"');
+                if let Some(native) = f.native() {
+                    out.put_slice(b",\"native_finish_reason\":\"");
+                    out.put_slice(native.as_bytes());
+                    out.put_u8(b'"');
+                }
             }
             None => out.put_slice(b"null"),
         }
@@ -140,6 +155,18 @@ impl ChatStream {
             }
             self.answer.push_str(&text[..cut]);
         }
+    }
+
+    /// A function call, whole, in one delta (`crate::openai::answer`).
+    fn tool_call_delta(&mut self, out: &mut BytesMut, call: &ToolCall) {
+        if !self.parallel && self.calls > 0 {
+            return;
+        }
+        self.text_bytes += (call.name.len() + call.args.to_string().len()) as u64;
+        let delta = answer::stream_delta(&self.id, self.calls, call, !self.sent_first);
+        self.chunk(out, &delta, None);
+        self.sent_first = true;
+        self.calls += 1;
     }
 
     /// What the call is billed at now.
@@ -195,7 +222,8 @@ impl ChatStream {
             }
             None => (None, None),
         };
-        self.chunk(out, "{}", Some(self.finish.unwrap_or(Finish::Stop)));
+        let finish = self.finish.unwrap_or(Finish::Stop).with_calls(self.calls);
+        self.chunk(out, "{}", Some(finish));
         if self.include_usage {
             let u = UsageOut::new(&usage, &self.model.id, costs, self.meter.memory);
             out.put_slice(&self.prefix);
@@ -207,7 +235,8 @@ impl ChatStream {
             out.put_slice(b"data: [DONE]\n\n");
             self.done = true;
         }
-        if let Some(r) = self.remember.take() {
+        // A step that ends in function calls is not the answer yet (see `chat::run`).
+        if let Some(r) = self.remember.take().filter(|_| self.calls == 0) {
             r.spawn(std::mem::take(&mut self.answer));
         }
     }
@@ -306,6 +335,7 @@ impl http_body::Body for ChatStream {
         for ev in events.drain(..) {
             match ev {
                 StreamEvent::Delta(text) => this.text_delta(&mut out, &text),
+                StreamEvent::ToolCall(call) => this.tool_call_delta(&mut out, &call),
                 StreamEvent::Thought(bytes) => this.thought_bytes += bytes,
                 StreamEvent::Usage(u) => this.usage = Some(u),
                 StreamEvent::Finish(f) => this.finish = Some(f),

@@ -248,7 +248,7 @@ fn chat_body(c: &Config) -> Value {
         json!({
             // Not `maxItems`: with `contains` it makes generators build 10,000-item arrays.
             "messages": {"type": "array", "minItems": 1, "items": message, "contains": user,
-                         "description": "1 to 10,000 messages, at least one from the user; tool messages are not supported."},
+                         "description": "1 to 10,000 messages, at least one from the user. Assistant `tool_calls` and `tool` messages (tool calling, see the README) are accepted and not described here."},
             "model": opt(model.clone()),
             "models": opt(json!({"type": "array", "items": model, "minItems": 2, "maxItems": 3, "uniqueItems": true,
                                  "description": "A fallback list, tried in order; instead of `model`."})),
@@ -265,7 +265,7 @@ fn chat_body(c: &Config) -> Value {
             "frequency_penalty": opt(num(-2.0, 2.0)),
             "response_format": opt(object(&["type"], json!({"type": {"enum": ["text", "json_object"]}}))),
             "reasoning_effort": opt(json!({"enum": ["none", "minimal", "low", "medium", "high"]})),
-            "tools": opt(json!({"type": "array", "maxItems": 0, "description": "Tool calling is not supported yet."})),
+            "tools": opt(json!({"type": "array", "maxItems": 0, "description": "Function tools (`tools`, `tool_choice`, `parallel_tool_calls`) are accepted (see the README; a bad one is a 400 `invalid_tool` or `invalid_schema` naming the path); this document describes requests without them."})),
             "memory_read": opt(json!({"type": "boolean", "default": true})),
             "memory_write": opt(json!({"type": "boolean", "default": true})),
             "memory_write_mode": opt(json!({"enum": ["auto", "raw", "summary"], "default": "auto"})),
@@ -377,6 +377,7 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
         RouteId::Metrics => Shape::new(Text("text/plain")),
         RouteId::Models => ok(r("ModelList")),
         RouteId::Chat => upstream(Shape::new(JsonOrStream(r("ChatCompletion"))).body(chat_body(c)))
+            .errors(400, &["invalid_tool", "invalid_schema"])
             .errors(402, &["insufficient_credits"])
             .errors(422, &["validation_error"]),
         RouteId::SiweChallenge => ok(r("Challenge"))

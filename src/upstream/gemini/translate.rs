@@ -2,21 +2,25 @@
 
 use std::time::Duration;
 
+pub use super::tools::SKIP_SIGNATURE;
+use super::tools::{parts_out, tool_calls, tools_out};
 use super::types::{
     BatchEmbedRequest, BatchEmbedResponse, Content, EmbedRequest, ErrorEnvelope, ErrorObject,
     GenerateRequest, GenerateResponse, GenerationConfig, PartOut, ThinkingConfig, UsageMetadata,
 };
 use crate::upstream::{
-    ChatCall, Completion, Finish, Role, StreamEvent, Thinking, TokenUsage, UpstreamError,
+    ChatCall, Completion, Finish, Role, StreamEvent, Thinking, TokenUsage, ToolFailure,
+    UpstreamError,
 };
 
 /// Serializes a call as a `generateContent` / `streamGenerateContent` body.
 pub fn encode_request(call: &ChatCall) -> Vec<u8> {
     let p = &call.params;
+    let (tools, tool_config) = tools_out(&call.tools);
     let req = GenerateRequest {
         system_instruction: call.system.as_deref().map(|s| Content {
             role: None,
-            parts: vec![PartOut { text: s }],
+            parts: vec![PartOut::text(s)],
         }),
         contents: call
             .turns
@@ -26,9 +30,11 @@ pub fn encode_request(call: &ChatCall) -> Vec<u8> {
                     Role::User => "user",
                     Role::Model => "model",
                 }),
-                parts: vec![PartOut { text: &t.text }],
+                parts: parts_out(t, &call.model),
             })
             .collect(),
+        tools,
+        tool_config,
         generation_config: GenerationConfig {
             temperature: p.temperature,
             top_p: p.top_p,
@@ -67,7 +73,7 @@ pub fn encode_embed_request(model: &str, texts: &[String], dims: usize) -> Vec<u
                 model: &name,
                 content: Content {
                     role: None,
-                    parts: vec![PartOut { text: t }],
+                    parts: vec![PartOut::text(t)],
                 },
                 output_dimensionality: dims,
             })
@@ -142,6 +148,10 @@ pub fn map_finish(reason: &str) -> Finish {
         | "IMAGE_PROHIBITED_CONTENT"
         | "IMAGE_RECITATION"
         | "LANGUAGE" => Finish::ContentFilter,
+        "MALFORMED_FUNCTION_CALL" => Finish::ToolFailure(ToolFailure::Malformed),
+        "UNEXPECTED_TOOL_CALL" => Finish::ToolFailure(ToolFailure::Unexpected),
+        "TOO_MANY_TOOL_CALLS" => Finish::ToolFailure(ToolFailure::TooMany),
+        "MISSING_THOUGHT_SIGNATURE" => Finish::ToolFailure(ToolFailure::MissingSignature),
         _ => Finish::Stop,
     }
 }
@@ -205,9 +215,14 @@ pub fn decode_response(body: &[u8]) -> Result<Completion, UpstreamError> {
     }
     let mut text = String::new();
     visible_text(&resp, &mut text);
+    let mut calls = Vec::new();
+    tool_calls(&resp, &mut calls);
     Ok(Completion {
         text,
-        finish: finish_of(&resp).unwrap_or(Finish::Stop),
+        finish: finish_of(&resp)
+            .unwrap_or(Finish::Stop)
+            .with_calls(calls.len()),
+        tool_calls: calls,
         usage: resp
             .usage_metadata
             .as_ref()
@@ -233,6 +248,9 @@ pub fn decode_chunk(data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), Upstr
     if !text.is_empty() {
         out.push(StreamEvent::Delta(text));
     }
+    let mut calls = Vec::new();
+    tool_calls(&resp, &mut calls);
+    out.extend(calls.into_iter().map(StreamEvent::ToolCall));
     if let Some(u) = &resp.usage_metadata {
         out.push(StreamEvent::Usage(map_usage(u)));
     }
@@ -321,7 +339,7 @@ pub fn parse_delay(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::{GenParams, Turn};
+    use crate::upstream::{GenParams, Tools, Turn};
 
     #[test]
     fn request_shape() {
@@ -329,14 +347,8 @@ mod tests {
             model: "gemini-2.5-flash".into(),
             system: Some("be terse".into()),
             turns: vec![
-                Turn {
-                    role: Role::User,
-                    text: "hi".into(),
-                },
-                Turn {
-                    role: Role::Model,
-                    text: "hello".into(),
-                },
+                Turn::text(Role::User, "hi"),
+                Turn::text(Role::Model, "hello"),
             ],
             params: GenParams {
                 temperature: Some(0.3),
@@ -345,6 +357,7 @@ mod tests {
                 thinking: Some(Thinking::Budget(1024)),
                 ..Default::default()
             },
+            tools: Tools::default(),
         };
         let v: serde_json::Value = serde_json::from_slice(&encode_request(&call)).unwrap();
         assert_eq!(v["systemInstruction"]["parts"][0]["text"], "be terse");

@@ -13,6 +13,42 @@ pub(super) struct GenerateRequest<'a> {
     pub system_instruction: Option<Content<'a>>,
     pub contents: Vec<Content<'a>>,
     pub generation_config: GenerationConfig<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_config: Option<ToolConfig<'a>>,
+}
+
+/// `{"functionDeclarations":[...]}`
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ToolOut<'a> {
+    pub function_declarations: Vec<FunctionDeclOut<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FunctionDeclOut<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a str>,
+    /// JSON Schema as is (reference §1.2; mutually exclusive with the OpenAPI-subset `parameters`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters_json_schema: Option<&'a serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ToolConfig<'a> {
+    pub function_calling_config: FunctionCallingConfig<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FunctionCallingConfig<'a> {
+    pub mode: &'static str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub allowed_function_names: &'a [String],
 }
 
 #[derive(Debug, Serialize)]
@@ -22,9 +58,39 @@ pub(super) struct Content<'a> {
     pub parts: Vec<PartOut<'a>>,
 }
 
-#[derive(Debug, Serialize)]
+/// One part: text, a function call or a function response, with an optional signature.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct PartOut<'a> {
-    pub text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_response: Option<FunctionResponseOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thought_signature: Option<&'a str>,
+}
+
+impl<'a> PartOut<'a> {
+    pub fn text(text: &'a str) -> Self {
+        Self {
+            text: Some(text),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct FunctionCallOut<'a> {
+    pub name: &'a str,
+    pub args: &'a serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct FunctionResponseOut<'a> {
+    pub name: &'a str,
+    pub response: &'a serde_json::Value,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -121,11 +187,25 @@ pub(super) struct CandidateContent<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct PartIn<'a> {
     #[serde(default, borrow)]
     pub text: Option<Cow<'a, str>>,
     #[serde(default)]
     pub thought: Option<bool>,
+    #[serde(default)]
+    pub function_call: Option<FunctionCallIn>,
+    #[serde(default, borrow)]
+    pub thought_signature: Option<Cow<'a, str>>,
+}
+
+/// `{"name":…,"args":{…}}`; `args` may be absent for a function without parameters.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct FunctionCallIn {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub args: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]

@@ -1,0 +1,13 @@
+//! The OpenAI wire beside `upstream/gemini/` (DESIGN §11): request pieces and answer shapes for
+//! Chat Completions that are more than a field copy, with pure, fuzzable translators to and from
+//! the provider-neutral types of `crate::upstream`.
+//!
+//! - `tools`: `tools[]`, `tool_choice` and `parallel_tool_calls` → `upstream::Tools`, with the
+//!   JSON Schema check that refuses what Gemini cannot take (400 naming the path).
+//! - `history`: assistant `tool_calls` and `tool` messages → `functionCall` / `functionResponse`
+//!   parts (ids matched to names, arguments parsed, thought signatures carried back).
+//! - `answer`: function calls → `message.tool_calls[]` and streamed `delta.tool_calls[]`.
+
+pub mod answer;
+pub mod history;
+pub mod tools;
