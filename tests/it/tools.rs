@@ -506,3 +506,81 @@ async fn a_step_that_ends_in_function_calls_is_not_remembered() {
         "the final answer is remembered"
     );
 }
+
+/// One agent loop against the simulator, which calls a declared tool the user names and answers
+/// a tool result with text: the tool call comes back, its result goes up, the loop ends. On a
+/// Gemini 3 model the call's thought signature travels to the client and back; a client that
+/// drops it still gets its answer (the gateway sends Google's skip value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_loop_runs_to_its_answer_against_the_simulator() {
+    let env = Env::start().await;
+    let key = env.funded_key(W1, 5_000_000).await;
+    for (model, stream, keep_signature) in [
+        ("gemini-2.5-flash", false, true),
+        ("gemini-2.5-flash", true, true),
+        ("gemini-3.5-flash", false, true),
+        ("gemini-3.5-flash", true, true),
+        ("gemini-3.5-flash", false, false),
+    ] {
+        let case = format!("{model} stream={stream} signature={keep_signature}");
+        let user = json!({"role":"user","content":"Please call get_weather for Paris."});
+        let first = json!({"model": model, "stream": stream, "memory_read": false,
+            "memory_write": false, "tools": [weather_tool()], "messages": [user.clone()]});
+        let call = if stream {
+            let chunks = stream_chunks(&env, &key, first).await;
+            let finish: Vec<_> = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+                .collect();
+            assert_eq!(finish, ["tool_calls"], "{case}");
+            chunks
+                .iter()
+                .find_map(|c| {
+                    c["choices"][0]["delta"]["tool_calls"][0]
+                        .as_object()
+                        .cloned()
+                })
+                .map(Value::Object)
+                .unwrap()
+        } else {
+            let res = env.chat(&key, first).await;
+            assert_eq!(res.status, StatusCode::OK, "{case}: {:?}", res.body);
+            let v = res.json();
+            assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{case}");
+            assert_eq!(v["choices"][0]["message"]["content"], Value::Null, "{case}");
+            v["choices"][0]["message"]["tool_calls"][0].clone()
+        };
+        assert_eq!(call["function"]["name"], "get_weather", "{case}");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{case}");
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(
+            args["city"].is_string(),
+            "{case}: the schema's required city: {args}"
+        );
+        let signature = &call["extra_content"]["google"]["thought_signature"];
+        assert_eq!(
+            signature.is_string(),
+            model.starts_with("gemini-3"),
+            "{case}: 3.x calls carry a signature"
+        );
+        let mut back = json!({"id": call["id"], "type": "function", "function": call["function"]});
+        if keep_signature && signature.is_string() {
+            back["extra_content"] = call["extra_content"].clone();
+        }
+        let second = json!({"model": model, "memory_read": false, "memory_write": false,
+            "tools": [weather_tool()], "messages": [user,
+                {"role":"assistant","content":null,"tool_calls":[back]},
+                {"role":"tool","tool_call_id": call["id"],"content":"{\"temp_c\":21}"}]});
+        let res = env.chat(&key, second).await;
+        assert_eq!(res.status, StatusCode::OK, "{case}: {:?}", res.body);
+        let v = res.json();
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{case}");
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(
+            text.contains("get_weather") && text.contains("21"),
+            "{case}: the answer uses the tool result: {text}"
+        );
+    }
+    env.stop().await;
+}

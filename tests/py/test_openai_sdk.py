@@ -312,3 +312,64 @@ def test_embeddings_with_both_encodings(client: openai.OpenAI) -> None:
     assert default.usage.prompt_tokens > 0
     single = client.embeddings.create(model="gemini-embedding-001", input="one text", dimensions=256)
     assert len(single.data[0].embedding) == 256
+
+
+# --------------------------------------------------------------------------------------------
+# Tool calling (the simulator calls a declared tool the user names, and answers its result)
+# --------------------------------------------------------------------------------------------
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash", "gemini-3.5-flash"])
+def test_tool_calls_round_trip_through_the_sdk(client: openai.OpenAI, model: str) -> None:
+    """Unary: the SDK parses tool_calls, and the assistant message it hands back (with the
+    Gemini 3 thought signature in extra_content) is accepted on the next turn."""
+    messages: list[Any] = [{"role": "user", "content": "Please call get_weather for Paris."}]
+    first = client.chat.completions.create(
+        model=model, messages=messages, tools=[WEATHER_TOOL], max_tokens=MAX_TOKENS,
+        extra_body={"memory_read": False, "memory_write": False},
+    )
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls
+    assert calls and calls[0].function.name == "get_weather"
+    assert isinstance(json.loads(calls[0].function.arguments)["city"], str)
+    # The SDK keeps unknown fields: the message goes back as the SDK returned it.
+    messages.append(choice.message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": calls[0].id, "content": '{"temp_c": 21}'})
+    second = client.chat.completions.create(
+        model=model, messages=messages, tools=[WEATHER_TOOL], max_tokens=MAX_TOKENS,
+        extra_body={"memory_read": False, "memory_write": False},
+    )
+    assert second.choices[0].finish_reason == "stop"
+    assert "21" in (second.choices[0].message.content or "")
+
+
+def test_streamed_tool_calls_accumulate_in_the_sdk(client: openai.OpenAI) -> None:
+    """Stream: the SDK's stream helper accumulates the tool call deltas into one call."""
+    with client.beta.chat.completions.stream(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Please call get_weather for Rome."}],
+        tools=[WEATHER_TOOL],
+        max_tokens=MAX_TOKENS,
+        extra_body={"memory_read": False, "memory_write": False},
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls[0].function.name == "get_weather"
+    assert isinstance(json.loads(choice.message.tool_calls[0].function.arguments)["city"], str)
