@@ -169,13 +169,11 @@ async fn finish(
             if let (IntentPurpose::Call { kept: k, .. }, Some(kept)) = (&mut rec.purpose, kept) {
                 *k = Some(kept);
             }
-            // The transaction is on disk before any credit is: a crash after the credit then
-            // finds the credit by its reference instead of settling again and crediting twice.
-            let stored = if owed(&rec).0 > 0 {
-                state.store.put_intent_durable(&rec).await
-            } else {
-                state.store.update_intent(&rec)
-            };
+            // The transaction (and what the call kept) is on disk before any credit is: a crash
+            // after the credit finds it by its reference instead of settling again and crediting
+            // twice, and a crash before the intent is forgotten cannot turn a call that kept
+            // everything into a full refund.
+            let stored = state.store.put_intent_durable(&rec).await;
             if let Err(e) = stored {
                 tracing::error!(%e, intent = %id, "settled intent not stored; left for recovery");
                 return if kept.is_none() {

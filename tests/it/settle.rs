@@ -492,3 +492,60 @@ async fn a_payer_whose_stream_failed_to_settle_streams_nothing_until_a_payment_s
     assert!(sse_data(&res.body).iter().any(|e| e == "[DONE]"));
     env.stop().await;
 }
+
+/// A paid call that kept all it was paid, killed right after its answer: whatever the crash left
+/// of its intent says so, and the restart refunds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_kept_everything_is_not_refunded_after_a_crash() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), fast_knobs(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Binary::start(dir.path(), &sim.base_url(), &[]);
+    let s = Signer::random().unwrap();
+    let w = s.address();
+    let ask = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
+        "memory_read": false, "memory_write": false});
+    // The quote is the 1,000-credit floor: the call keeps all of it, the change is 0.
+    let res = call(
+        Method::POST,
+        &format!("{}/v1/chat/completions", gw.base),
+        &[("x-payment", &x_payment(&s, 1_000))],
+        ask.to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
+    assert_eq!(res.json()["usage"]["usd_cost"], "0.001000");
+    gw.kill();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for i in store.intents().unwrap() {
+            // Whatever is left must be the settled call with what it kept, never the bare
+            // "pending, kept unknown" record that recovery would refund in full.
+            assert!(matches!(i.state, IntentState::Settled { .. }), "{i:?}");
+            assert!(
+                matches!(
+                    i.purpose,
+                    IntentPurpose::Call {
+                        kept: Some(1_000),
+                        ..
+                    }
+                ),
+                "{i:?}"
+            );
+        }
+    }
+    let gw = Binary::start(dir.path(), &sim.base_url(), &[]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    drop(gw);
+    let store = Store::open(dir.path()).unwrap();
+    let refunds: Vec<_> = store
+        .ledger_of(&w)
+        .map(|e| e.unwrap())
+        .filter(|e| e.kind == LedgerKind::Refund)
+        .collect();
+    assert!(refunds.is_empty(), "nothing to refund: {refunds:?}");
+    assert!(store.intents().unwrap().is_empty());
+    assert_eq!(sim.facilitator_stats().settled, 1);
+}
