@@ -31,9 +31,8 @@ pub mod verify;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -398,22 +397,12 @@ impl Future for SettlementHandle {
     }
 }
 
-/// Settlements in flight; decremented when the task ends, however it ends.
-struct InFlight(Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// The payments domain as the API uses it.
 pub struct Payments {
     cfg: Arc<X402Config>,
     store: Store,
     pipeline: Pipeline,
     facilitator: Arc<FacilitatorClient>,
-    settling: Arc<AtomicUsize>,
     effects: Effects,
 }
 
@@ -450,7 +439,6 @@ impl Payments {
             store,
             cfg,
             facilitator,
-            settling: Arc::new(AtomicUsize::new(0)),
             effects,
         }
     }
@@ -507,10 +495,7 @@ impl Payments {
         let request = verified.facilitator_request();
         let (payer, network) = (verified.payer, verified.network_name());
         let amount = verified.amount;
-        self.settling.fetch_add(1, Ordering::AcqRel);
-        let in_flight = InFlight(self.settling.clone());
         let settle = async move {
-            let _in_flight = in_flight;
             let started = Instant::now();
             let result = facilitator.settle(&request).await.map(|r| Settlement {
                 transaction: r.transaction,
@@ -545,23 +530,6 @@ impl Payments {
         match self.store.release_x402_nonce(&key) {
             Ok(_) => metrics::counter!("vectorway_x402_nonces_released_total").increment(1),
             Err(e) => tracing::error!(%e, payer = %verified.payer, "x402 nonce not released"),
-        }
-    }
-
-    /// Settlements still running.
-    pub fn settling(&self) -> usize {
-        self.settling.load(Ordering::Acquire)
-    }
-
-    /// Waits until no settlement is running, or `timeout`; returns how many are still running.
-    pub async fn drain_settlements(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let n = self.settling();
-            if n == 0 || Instant::now() >= deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -376,11 +376,10 @@ impl Remember {
     /// summarizes. The summary call is billed to the wallet's credits and recorded as a usage
     /// event with its token counts.
     pub fn spawn(self, answer: String) {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "memory writes run off the response path and outlive the request"
-        )]
-        tokio::spawn(async move {
+        // A billed side effect (the summary's charge and usage event): it runs as an effect,
+        // off the response path, and outlives the request.
+        let effects = self.state.effects.clone();
+        drop(effects.spawn("memory write", async move {
             let raw = format!("User: {}\nAssistant: {}", self.user, answer);
             let summarize = match self.mode {
                 MemoryWriteMode::Raw => false,
@@ -408,7 +407,7 @@ impl Remember {
             if let Err(e) = write.await {
                 tracing::warn!(%e, wallet = %self.wallet, "memory write failed");
             }
-        });
+        }));
     }
 
     /// Asks the model for a summary, paid from credits; `None` when it cannot (no credits,

@@ -12,8 +12,6 @@ use crate::crypto::to_checksum;
 use crate::error::Error;
 use crate::http::{Body, JSON, bytes_response};
 use crate::payments::{PaymentError, Payments, Resource, Settlement, Verified};
-use crate::storage::LedgerKind;
-use crate::wallet::Wallet;
 
 /// The public URL of a route, for `resource` in requirements.
 pub fn resource_url(state: &State, path: &str) -> String {
@@ -142,31 +140,6 @@ pub fn kept(cost: u64, min_quote: u64, paid: u64) -> u64 {
 /// `usd_cost`: what was kept, as a dollar decimal.
 pub fn usd(kept: u64) -> String {
     format_usd_micros(kept)
-}
-
-/// Credits `paid − kept` to the payer (durable before it returns). Zero change is a no-op.
-pub async fn refund_change(
-    state: &State,
-    payer: Wallet,
-    paid: u64,
-    kept: u64,
-    transaction: &str,
-) -> Result<(), Error> {
-    let change = paid.saturating_sub(kept);
-    if change == 0 {
-        return Ok(());
-    }
-    state
-        .billing
-        .credit(
-            payer,
-            change,
-            LedgerKind::Refund,
-            Some(transaction.to_string()),
-            Some(format!("x402 change: paid {paid}, kept {kept}")),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Waits for a settlement in the background and then credits the change: for calls that end

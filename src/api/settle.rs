@@ -182,7 +182,7 @@ async fn finish(
                     Ok((s, state.billing.balance(&v.payer).balance))
                 };
             }
-            match credit_owed(state, &rec, &s.transaction).await {
+            match credit_owed(state, &rec, &s.transaction, true).await {
                 Ok(balance) => Ok((s, balance)),
                 // Money in answers with the error (the intent stays for recovery); a paid call
                 // has its answer, whose settlement did succeed.
@@ -274,20 +274,28 @@ fn owed(rec: &IntentRecord) -> (u64, LedgerKind, String) {
 /// Credits what a settled intent owes (once: a credit with this reference already in the
 /// payer's ledger is not written again), retrying a failed write, then forgets the intent.
 /// Returns the payer's balance.
+///
+/// `fresh`: the caller settled this payment just now, so no credit can exist yet and the
+/// first attempt skips the ledger walk (a retry, and recovery, always check).
 async fn credit_owed(
     state: &State,
     rec: &IntentRecord,
     reference: &str,
+    fresh: bool,
 ) -> Result<u64, PaymentError> {
     let (credits, kind, note) = owed(rec);
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = match state
-            .store
-            .ledger_has_reference(&rec.payer, reference, rec.created_ms)
-        {
+        let found = if fresh && attempt == 1 {
+            Ok(false)
+        } else {
+            state
+                .store
+                .ledger_has_reference(&rec.payer, reference, rec.created_ms)
+        };
+        let result = match found {
             Err(e) => Err(PaymentError::from(e)),
             Ok(done) if credits == 0 || done => Ok(state.billing.balance(&rec.payer).balance),
             Ok(_) => state
@@ -397,7 +405,7 @@ async fn recover_one(state: &State, mut rec: IntentRecord) -> Recovered {
         forget(state, &rec.id);
         return Recovered::Credited;
     }
-    match credit_owed(state, &rec, &transaction).await {
+    match credit_owed(state, &rec, &transaction, false).await {
         Ok(_) => Recovered::Credited,
         Err(_) => Recovered::Kept,
     }

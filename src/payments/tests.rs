@@ -19,6 +19,7 @@ use crate::upstream::client::build;
 const RESOURCE: &str = "http://127.0.0.1:8080/v1/chat/completions";
 
 struct Rig {
+    effects: crate::effects::Effects,
     _dir: tempfile::TempDir,
     sim: Simulator,
     payments: Arc<Payments>,
@@ -39,14 +40,16 @@ async fn rig(threads: usize) -> Rig {
     c.verifier_threads = threads;
     c.settle_timeout = Duration::from_millis(500);
     c.settle_retries = 2;
+    let effects = crate::effects::Effects::new();
     let payments = Payments::new(
         &c,
         store,
         build(Duration::from_secs(2), 8),
         sim.facilitator_url(),
-        crate::effects::Effects::new(),
+        effects.clone(),
     );
     Rig {
+        effects,
         _dir: dir,
         sim,
         payments: Arc::new(payments),
@@ -243,10 +246,7 @@ async fn settlement_survives_a_dropped_handle() {
         .await
         .unwrap();
     drop(r.payments.start_settlement(&v));
-    assert_eq!(
-        r.payments.drain_settlements(Duration::from_secs(5)).await,
-        0
-    );
+    assert_eq!(r.effects.drain(Duration::from_secs(5)).await, 0);
     assert_eq!(r.sim.facilitator_stats().settled, 1);
 }
 
