@@ -101,7 +101,7 @@ fn authentication() -> String {
          - **API key (prepaid credits)**: header `x-api-key: vw_<id>_<secret>` or `Authorization: Bearer vw_<id>_<secret>`; debits the credits of the wallet that owns the key. Taken by {key}.\n\
          - **JWT (SIWE session)**: header `Authorization: Bearer <JWT>`, from signing the message of `POST /v1/auth/siwe/challenge` and posting it to `POST /v1/auth/siwe/verify`; `POST /v1/auth/refresh` rotates it. Taken by {jwt}.\n\
          - **SIWE message (agent-router)**: a signed SIWE `message` and `signature` in the body, or in the query for GET. Taken by {siwe}.\n\
-         - **MCP**: on `POST /mcp`, `initialize` and `tools/list` need nothing; `tools/call` needs the credentials of the REST route the tool stands for, and the `chat` tool may instead be paid with an x402 `PaymentPayload` in `params._meta[\"x402/payment\"]`.\n\
+         - **MCP**: on `POST /mcp`, `initialize` and `tools/list` need nothing; `tools/call` needs the credentials of the REST route the tool stands for, and the `chat` tool may instead be paid with an x402 `PaymentPayload` in `params._meta[\"x402/payment\"]`. `chat` takes `tools`, `tool_choice`, `parallel_tool_calls`, `response_format` and `reasoning_effort` like the REST route; function calls come back in `structuredContent.tool_calls`.\n\
          - One credential per request: an API key with an x402 payment, or two different keys, is 400 `ambiguous_payment`.\n\n",
         x402 = routes_taking(|a| matches!(a, Payer | X402)),
         key = routes_taking(|a| matches!(a, Payer | ApiKey | KeyOrJwt | KeyJwtOrSiwe)),

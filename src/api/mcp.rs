@@ -186,10 +186,29 @@ pub fn tools(ctx: &Ctx) -> Value {
     let message = json!({
         "type": "object",
         "properties": {
-            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
-            "content": {"type": "string"}
+            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {"type": ["string", "array", "null"], "description": "Text, or OpenAI content parts."},
+            "tool_calls": {"type": "array", "description": "An assistant message's function calls, as the chat tool returned them (keep extra_content: it carries Gemini 3 thought signatures)."},
+            "tool_call_id": {"type": "string", "description": "A tool message: the id of the call it answers."}
         },
-        "required": ["role", "content"]
+        "required": ["role"]
+    });
+    let function = json!({
+        "type": "object",
+        "properties": {
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "strict": {"type": "boolean"}
+                },
+                "required": ["name"]
+            }
+        },
+        "required": ["type", "function"]
     });
     let namespace = json!({"type": "string", "description": "Memory namespace (one agent of the wallet); default: the wallet's shared memory."});
     json!([
@@ -212,7 +231,12 @@ pub fn tools(ctx: &Ctx) -> Value {
                     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
                     "memory_read": {"type": "boolean", "description": "Recall relevant memories into the prompt (default true)."},
                     "memory_write": {"type": "boolean", "description": "Remember this exchange (default true)."},
-                    "memory_namespace": namespace
+                    "memory_namespace": namespace,
+                    "tools": {"type": "array", "items": function, "description": "Functions the model may call (OpenAI chat `tools`); calls come back in structuredContent.tool_calls with finish_reason tool_calls."},
+                    "tool_choice": {"description": "auto, none, required, or {\"type\":\"function\",\"function\":{\"name\":…}}."},
+                    "parallel_tool_calls": {"type": "boolean"},
+                    "response_format": {"type": "object", "description": "OpenAI response_format: json_object, or json_schema with a JSON Schema the answer follows."},
+                    "reasoning_effort": {"type": "string", "enum": ["none", "minimal", "low", "medium", "high"]}
                 },
                 "required": ["messages"],
                 "additionalProperties": false
@@ -340,6 +364,11 @@ fn translate(name: &str, args: &Map<String, Value>) -> Result<Option<Inner>, Req
                 "memory_read",
                 "memory_write",
                 "memory_namespace",
+                "tools",
+                "tool_choice",
+                "parallel_tool_calls",
+                "response_format",
+                "reasoning_effort",
             ])?;
             let mut body = args.clone();
             body.insert("stream".into(), Value::Bool(false));
@@ -529,14 +558,24 @@ fn result_of(tool: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let structured = json!({
+            let calls = &choice["message"]["tool_calls"];
+            let mut structured = json!({
                 "id": parsed["id"],
                 "model": parsed["model"],
                 "text": text,
                 "finish_reason": choice["finish_reason"],
                 "usage": parsed["usage"],
             });
-            json!({"content": [{"type": "text", "text": text}], "structuredContent": structured, "isError": false})
+            let mut content = vec![json!({"type": "text", "text": text})];
+            if calls.as_array().is_some_and(|c| !c.is_empty()) {
+                // The calls, as the next `chat` call's assistant message must carry them back.
+                structured["tool_calls"] = calls.clone();
+                content = vec![json!({"type": "text", "text": calls.to_string()})];
+                if !text.is_empty() {
+                    content.insert(0, json!({"type": "text", "text": text}));
+                }
+            }
+            json!({"content": content, "structuredContent": structured, "isError": false})
         }
         _ => {
             let text = serde_json::to_string(&parsed).unwrap_or_default();

@@ -465,3 +465,62 @@ async fn x402_over_mcp_pays_replays_and_withholds() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_tool_carries_function_tools_through_a_round_trip() {
+    let env = Env::start().await;
+    let key = env.funded_key(W1, 10_000_000).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let first = json!({"role": "user", "content": "Use get_weather for Paris"});
+    let r = call(
+        &env,
+        Some(&key),
+        "chat",
+        json!({"messages": [first], "tools": tools, "tool_choice": "required", "memory_read": false, "memory_write": false}),
+        None,
+    )
+    .await;
+    assert_eq!(r["isError"], false, "{r}");
+    let s = &r["structuredContent"];
+    assert_eq!(s["finish_reason"], "tool_calls", "{r}");
+    let calls = s["tool_calls"].as_array().expect("tool calls returned");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "schema-valid arguments: {args}");
+    // The text content lists the calls for clients that read only `content`.
+    let listed: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(listed, s["tool_calls"]);
+    // Second turn: the assistant's calls and the tool's result go back; the model answers.
+    let id = calls[0]["id"].as_str().unwrap();
+    let r = call(
+        &env,
+        Some(&key),
+        "chat",
+        json!({"messages": [first, {"role": "assistant", "content": null, "tool_calls": s["tool_calls"]},
+            {"role": "tool", "tool_call_id": id, "content": "{\"temp_c\":21}"}],
+            "tools": tools, "memory_read": false, "memory_write": false}),
+        None,
+    )
+    .await;
+    assert_eq!(r["isError"], false, "{r}");
+    assert_eq!(r["structuredContent"]["finish_reason"], "stop");
+    assert!(r["structuredContent"].get("tool_calls").is_none());
+    let text = r["structuredContent"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("get_weather") && text.contains("21"),
+        "{text}"
+    );
+    // A tool message answering no call is the REST route's 400, as a tool error.
+    let r = call(
+        &env,
+        Some(&key),
+        "chat",
+        json!({"messages": [first, {"role": "tool", "tool_call_id": "call_nope", "content": "x"}], "tools": tools}),
+        None,
+    )
+    .await;
+    assert_eq!(r["isError"], true, "{r}");
+}
