@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use vectorway::app;
 use vectorway::config::Config;
@@ -283,26 +283,8 @@ async fn split_upstream(split: Arc<AtomicUsize>) -> String {
         while let Ok((mut sock, _)) = listener.accept().await {
             let at = split.load(Ordering::SeqCst).min(RECORDED.len());
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                let mut got = Vec::new();
-                // Read the request head and its Content-Length body.
-                loop {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length: "))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
+                if crate::harness::read_request(&mut sock).await.is_none() {
+                    return;
                 }
                 let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n").await;
                 let _ = sock.write_all(&RECORDED[..at]).await;

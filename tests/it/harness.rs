@@ -41,6 +41,32 @@ pub fn client() -> TestClient {
         .build_http()
 }
 
+/// Reads one HTTP/1.1 request (head and `Content-Length` body) from a raw socket, for the tests'
+/// hand-written upstreams; returns the head, lowercased, or `None` if the peer left first.
+pub async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = Vec::new();
+    loop {
+        let n = sock.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return Some(head);
+            }
+        }
+    }
+}
+
 /// Fast simulator knobs: answers in a few milliseconds.
 pub fn fast_knobs() -> SimulatorKnobs {
     SimulatorKnobs {

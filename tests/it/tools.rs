@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::harness::{Env, W1, sse_data};
@@ -262,8 +262,9 @@ struct Canned {
     seen: Vec<String>,
 }
 
-/// A raw upstream that answers every generate call with what `canned` holds (the simulator does
-/// not call functions yet).
+/// A raw upstream that answers every generate call with what `canned` holds: exact Gemini
+/// bodies (mixed text and calls, a signature on the first call only) the simulator's rules do
+/// not produce.
 async fn canned_upstream(canned: Arc<Mutex<Canned>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -271,25 +272,8 @@ async fn canned_upstream(canned: Arc<Mutex<Canned>>) -> String {
         while let Ok((mut sock, _)) = listener.accept().await {
             let canned = canned.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                let mut got = Vec::new();
-                let head = loop {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length: "))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break head;
-                        }
-                    }
+                let Some(head) = crate::harness::read_request(&mut sock).await else {
+                    return;
                 };
                 let c = {
                     let mut c = canned.lock().unwrap();
