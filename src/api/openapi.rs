@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::describe::{auth_text, base_url, example, group, price_text, security};
+use super::describe::{auth_text, base_url, example, group, price_text, route_code, security};
 use super::routes::{Access, ROUTES, Route};
 use crate::billing::pricing::format_usd_micros;
 use crate::config::Config;
@@ -115,6 +115,12 @@ pub fn error_codes(route: &Route, s: &Shape) -> Codes {
     // Everything but the stateless public reads touches the store.
     if a != Access::Public || s.body.is_some() {
         add(&mut codes, 500, &["internal_error"]);
+    }
+    // The LLM-for-Agents aliases name some errors as that document does.
+    for list in codes.values_mut() {
+        for code in list.iter_mut() {
+            *code = route_code(route.id, code);
+        }
     }
     codes
 }
