@@ -332,6 +332,8 @@ pub fn document(c: &Config) -> String {
         "x-vectorway-limits": {"bodyLimitBytes": c.body_limit, "runtimePerMin": c.limits.runtime_per_min,
                                "controlPerMin": c.limits.control_per_min,
                                "ipPerMin": c.limits.ip_per_min, "ipBurst": c.limits.ip_burst,
+                               "agentRegistrationsPerMin": c.agents.register_per_min,
+                               "agentDepositDeadlineMs": c.agents.deposit_deadline.as_millis() as u64,
                                "bodyReadTimeoutMs": c.body_read_timeout.as_millis() as u64},
         "paths": paths,
         "components": {
