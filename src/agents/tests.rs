@@ -205,6 +205,7 @@ async fn pins_and_sweeps_racing_never_lose_a_pinned_agent() {
         let account = r.agent.account;
         let sweeper = {
             let f = Arc::clone(&f);
+            #[expect(clippy::disallowed_methods, reason = "the race needs a second task")]
             tokio::spawn(async move { f.sweep().await })
         };
         let pin = f.agents.pin(account).await;

@@ -456,10 +456,10 @@ async fn a_top_up_racing_the_sweep_is_never_lost() {
     let a = register(&env, "late payer").await;
     let me = account(&a);
     let deadline = state.agents.get(&me).unwrap().unwrap().deadline_ms;
-    // The facilitator moves the money at once but answers 4 s later.
+    // The facilitator moves the money at once but answers 5 s later.
     env.sim.set_facilitator_faults(FacilitatorFaults {
         endpoint: Some("settle".into()),
-        after_ms: Some(4000),
+        after_ms: Some(5000),
         times: Some(1),
         ..FacilitatorFaults::default()
     });
