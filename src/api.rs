@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod agents;
 pub mod chat;
 pub mod describe;
 pub mod discovery;
@@ -69,6 +70,8 @@ pub struct State {
     /// Paid-stream blocks after failed settlements (`settle`).
     pub settler: settle::Settler,
     pub memory: Memory,
+    /// Agent accounts registered without a wallet (`crate::agents`).
+    pub agents: Arc<crate::agents::Agents>,
     /// The discovery documents, built from the route table and this config at start-up.
     pub docs: discovery::Docs,
     pub gemini: Gemini,
@@ -107,7 +110,9 @@ impl State {
         let siwe = Siwe::new(a.siwe_domain.clone(), a.chain_ids.clone(), a.nonce_ttl)
             .with_origin(&describe::base_url(&p.config))
             .with_max_nonces(a.max_nonces);
-        let limiter = RateLimiter::new(p.config.limits);
+        let limiter =
+            RateLimiter::new(p.config.limits).with_registrations(p.config.agents.register_per_min);
+        let agents = Arc::new(crate::agents::Agents::new(p.store.clone(), p.config.agents));
         let memory = Memory::from_config(p.store.clone(), &p.config.memory, p.gemini.clone());
         let docs = discovery::Docs::build(&p.config);
         Ok(Self {
@@ -123,6 +128,7 @@ impl State {
             effects: p.effects,
             settler: settle::Settler::default(),
             memory,
+            agents,
             gemini: p.gemini,
             metrics: p.metrics,
             simulated: p.simulated,
@@ -153,6 +159,8 @@ pub struct Ctx {
     pub principal: Option<Principal>,
     pub route: &'static Route,
     pub params: Vec<String>,
+    /// The client's address (`None` for a request re-entering from an MCP tool call).
+    pub peer: Option<IpAddr>,
 }
 
 impl Ctx {
@@ -238,18 +246,18 @@ async fn serve(
 ) -> Response<Body> {
     let principal = match authorize(state, route, req.headers()) {
         Ok(p) => p,
-        Err(e) => return error_response(&e),
+        Err(e) => return error_response_on(route, &e),
     };
     let quota = match (&principal, peer) {
         (Some(p), _) => match state.limiter.check(p.wallet, route.class) {
             Ok(q) => q,
-            Err(e) => return error_response(&Error::from(e)),
+            Err(e) => return error_response_on(route, &Error::from(e)),
         },
         // No caller yet (public routes, sign-in, x402, MCP): the client IP's bucket. Operators
         // with the admin secret are not limited.
         (None, Some(ip)) if route.access != Access::Admin => match state.limiter.check_ip(ip) {
             Ok(()) => None,
-            Err(e) => return error_response(&Error::from(e)),
+            Err(e) => return error_response_on(route, &Error::from(e)),
         },
         (None, _) => None,
     };
@@ -262,13 +270,14 @@ async fn serve(
         principal,
         route,
         params,
+        peer,
     };
     let mut res = if route.idempotent && req.headers().contains_key(idempotency::HEADER) {
         idempotency::run(ctx, req).await
     } else {
         dispatch(ctx, req)
             .await
-            .unwrap_or_else(|e| error_response(&e))
+            .unwrap_or_else(|e| error_response_on(route, &e))
     };
     if let Some(q) = quota {
         stamp_quota(&mut res, q);
@@ -466,6 +475,10 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::AgentOnboard => money::onboard(&ctx, req).await,
         RouteId::CreditsPurchase => money::purchase(&ctx, req).await,
         RouteId::Topup => money::topup(&ctx, req).await,
+        RouteId::AgentRegister => agents::register(&ctx, req).await,
+        RouteId::AgentBalance => agents::balance(&ctx),
+        RouteId::AgentTransactions => agents::transactions(&ctx, &req),
+        RouteId::AgentModels => Ok(models::list(&ctx.state)),
     }
 }
 
@@ -511,7 +524,19 @@ pub fn siwe_principal(wallet: crate::wallet::Wallet) -> Principal {
 
 /// An error as an HTTP response (OpenAI body, `Retry-After` on 429, no SDK retries on 402).
 pub fn error_response(e: &Error) -> Response<Body> {
-    let mut res = json(e.status(), &e.body());
+    coded_response(e, e.code())
+}
+
+/// `error_response` for `route`: the LLM-for-Agents aliases use that document's code where it
+/// has one for the same error (`describe::route_code`).
+pub fn error_response_on(route: &Route, e: &Error) -> Response<Body> {
+    coded_response(e, describe::route_code(route.id, e.code()))
+}
+
+fn coded_response(e: &Error, code: &'static str) -> Response<Body> {
+    let mut body = e.body();
+    body.error.code = code;
+    let mut res = json(e.status(), &body);
     if let Some(secs) = e.retry_after()
         && let Ok(v) = HeaderValue::from_str(&secs.to_string())
     {

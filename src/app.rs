@@ -2,6 +2,7 @@
 //!
 //! Start: open the store → start the journal → rebuild balances → load keys → pick the upstream
 //! (Gemini, or the in-process simulator when there is no key) → bind → write `server.json`.
+//! Background: the hold and idempotency sweeper, and the agent sweeper (`crate::agents`).
 //! Stop: refuse new connections and let open ones finish → flush the journal → stop the simulator.
 
 use std::net::SocketAddr;
@@ -345,12 +346,32 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 }
             }
         };
+        let agents_state = sweeper_state.clone();
+        let agent_sweeper = async move {
+            // Agents unfunded past their deadline are deleted (`crate::agents`). Each pass is an
+            // effect: a shutdown lets it finish rather than cut it between deletions.
+            let mut tick = tokio::time::interval(agents_state.agents.sweep_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let st = agents_state.clone();
+                let pass = agents_state.effects.spawn("agent sweep", async move {
+                    st.agents.sweep(&st.keys, &st.memory, &st.billing).await
+                });
+                match pass.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(%e, "agent sweep failed; retried next pass"),
+                    Err(e) => tracing::warn!(%e, "agent sweep task failed"),
+                }
+            }
+        };
         let shutdown = async {
             let _ = stopped.await;
         };
         tokio::select! {
             () = serve(listener, opts, handler, shutdown) => {}
             () = sweeper => {}
+            () = agent_sweeper => {}
         }
     });
     Ok(Running {

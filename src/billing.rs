@@ -108,6 +108,11 @@ impl Billing {
         self.table.total_held()
     }
 
+    /// Forgets the counters of an account that holds nothing (a swept agent account).
+    pub fn forget_if_empty(&self, wallet: &Wallet) -> bool {
+        self.table.forget_empty(wallet)
+    }
+
     pub fn open_holds(&self) -> usize {
         self.holds.len()
     }

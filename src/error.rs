@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::agents::AgentError;
 use crate::auth::{AuthError, SiweError};
 use crate::billing::BillingError;
 use crate::memory::MemoryError;
@@ -92,6 +93,8 @@ pub enum Error {
     Payment(#[from] PaymentError),
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
 }
 
 impl Error {
@@ -160,6 +163,10 @@ impl Error {
             }
             // `MemoryError::status` is itself an exhaustive match.
             Error::Memory(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            // So is `AgentError::status`.
+            Error::Agent(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
             Error::Storage(e) => match e {
@@ -236,6 +243,7 @@ impl Error {
             Error::RateLimit(_) => "rate_limited",
             Error::Payment(e) => e.code(),
             Error::Memory(e) => e.code(),
+            Error::Agent(e) => e.code(),
         }
     }
 
@@ -283,6 +291,8 @@ impl Error {
             Error::Memory(MemoryError::Upstream(_)) => Origin::Upstream,
             Error::Memory(MemoryError::Storage(_) | MemoryError::Internal(_)) => Origin::Internal,
             Error::Memory(_) => Origin::Client,
+            Error::Agent(AgentError::Storage(_)) => Origin::Internal,
+            Error::Agent(_) => Origin::Client,
         }
     }
 
@@ -297,6 +307,7 @@ impl Error {
                 Some((*retry_after_s).max(1))
             }
             Error::Payment(e) => e.retry_after(),
+            Error::Agent(e) => e.retry_after(),
             _ => None,
         }
     }

@@ -5,6 +5,7 @@
 //! `app` → `api` / `simulate` → `http` → `error` → domain (`auth`, `billing`) → base (`upstream`,
 //! `storage`, `config`, `telemetry`).
 
+pub mod agents;
 pub mod api;
 pub mod app;
 pub mod auth;

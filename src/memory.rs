@@ -605,6 +605,19 @@ impl Memory {
         Ok(true)
     }
 
+    /// Deletes every memory of `wallet` and drops its loaded indexes (a swept agent account);
+    /// on disk before this returns. Returns how many records there were.
+    pub async fn forget_wallet(&self, wallet: Wallet) -> Result<usize, MemoryError> {
+        self.slots.retain(|(w, _), _| *w != wallet);
+        let ids = self.store.memories_of(&wallet).map(|r| r.map(|(id, _)| id));
+        let ids: Vec<[u8; 16]> = ids.collect::<Result<_, _>>()?;
+        for id in &ids {
+            self.store.delete_memory(&wallet, id)?;
+        }
+        self.store.sync_memories().await?;
+        Ok(ids.len())
+    }
+
     /// One unit vector per text, in order (`POST /v1/embeddings`).
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError> {
         if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {

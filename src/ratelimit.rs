@@ -7,6 +7,9 @@
 //! many whole seconds to wait (`Retry-After`); an allowed wallet request learns the limit, what
 //! remains and when the bucket is full.
 //!
+//! Agent registrations (`POST /api/v1/agents/register`) draw from a third table, one bucket per
+//! client IP (`agents.register_per_min`, default 5 a minute).
+//!
 //! Memory is bounded whatever keys a client names: each table keeps at most `limits.max_tracked`
 //! buckets, in two generations per shard (`Table`). A lookup is O(1); a bucket idle for a full
 //! refill is dropped (a new one would be full too, so that changes nothing); when a generation
@@ -23,6 +26,9 @@ use std::time::{Duration, Instant};
 use crate::config::LimitsConfig;
 use crate::locks::lock;
 use crate::wallet::Wallet;
+
+/// Agent registrations per client IP per minute unless configured (the LLM-for-Agents figure).
+const REGISTER_PER_MIN: u32 = 5;
 
 /// Which bucket a route draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -205,6 +211,10 @@ pub struct RateLimiter {
     ip_limit: u32,
     ip_rate: Rate,
     ips: Table<IpAddr>,
+    /// Agent registrations per client IP (`with_registrations`), apart from `ips`.
+    register_limit: u32,
+    register_rate: Rate,
+    registers: Table<IpAddr>,
 }
 
 impl RateLimiter {
@@ -218,7 +228,17 @@ impl RateLimiter {
             ip_limit: limits.ip_per_min,
             ip_rate,
             ips: Table::new(limits.max_tracked, ip_rate.refill()),
+            register_limit: REGISTER_PER_MIN,
+            register_rate: Rate::new(REGISTER_PER_MIN, REGISTER_PER_MIN),
+            registers: Table::new(limits.max_tracked, Duration::from_secs(60)),
         }
+    }
+
+    /// Allows `per_min` agent registrations per client IP per minute, in bursts of as many.
+    pub fn with_registrations(mut self, per_min: u32) -> Self {
+        self.register_limit = per_min.max(1);
+        self.register_rate = Rate::new(per_min, per_min);
+        self
     }
 
     fn limit(&self, class: RateClass) -> Option<u32> {
@@ -274,6 +294,22 @@ impl RateLimiter {
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), RateLimited> {
         self.check_ip_at(ip, Instant::now())
+    }
+
+    /// Takes one agent registration from the bucket of the client at `ip` at time `now`.
+    pub fn check_register_at(&self, ip: IpAddr, now: Instant) -> Result<(), RateLimited> {
+        let rate = self.register_rate;
+        self.registers
+            .with(ip_key(ip), now, rate.full(now), |b| rate.take(b, now))
+            .map(|_| ())
+            .map_err(|wait| RateLimited {
+                limit: self.register_limit,
+                retry_after_s: wait,
+            })
+    }
+
+    pub fn check_register(&self, ip: IpAddr) -> Result<(), RateLimited> {
+        self.check_register_at(ip, Instant::now())
     }
 
     /// Buckets held: (wallet buckets, IP buckets).
@@ -385,6 +421,38 @@ mod tests {
         let t = t0 + Duration::from_secs(200);
         rl.check_at(wallet(9), RateClass::Control, t).unwrap();
         assert_eq!(rl.tracked().0, 1, "idle buckets are dropped");
+    }
+
+    #[test]
+    fn registrations_have_their_own_per_ip_bucket() {
+        let rl = RateLimiter::new(limits(6, 2)).with_registrations(5);
+        let t0 = Instant::now();
+        let a: IpAddr = "198.51.100.7".parse().unwrap();
+        for _ in 0..5 {
+            rl.check_register_at(a, t0).unwrap();
+        }
+        let e = rl.check_register_at(a, t0).unwrap_err();
+        assert_eq!(
+            (e.limit, e.retry_after_s),
+            (5, 12),
+            "one registration per 12 s"
+        );
+        assert!(
+            rl.check_ip_at(a, t0).is_ok(),
+            "the general IP bucket is apart"
+        );
+        assert!(
+            rl.check_register_at("198.51.100.8".parse().unwrap(), t0)
+                .is_ok()
+        );
+        assert!(
+            rl.check_register_at(a, t0 + Duration::from_secs(12))
+                .is_ok()
+        );
+        assert!(
+            rl.check_register_at(a, t0 + Duration::from_secs(12))
+                .is_err()
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - `refresh`: refresh-token id → `RefreshRecord`; `families`: token family → revoked-at
 //! - `idempotency`: scope ‖ key → `IdemRecord`
 //! - `intents`: payment id → `IntentRecord` (settlements not yet credited; see `intents`)
+//! - `agents`: account (20) → `AgentRecord`; `agents_due`: deadline ms (8) ++ account (20) → ()
+//!   for the agents not funded yet (see `agents`)
 //!
 //! Values are JSON: small, self-describing, and easy to inspect with `vectorway admin`.
 //!
@@ -18,6 +20,7 @@
 //! and forgotten as a queue at each namespace's cap, live in `memory.log` (`memlog`), whose
 //! resident cost is one location per record.
 
+pub mod agents;
 pub mod history;
 pub mod intents;
 pub mod journal;
@@ -172,6 +175,8 @@ pub struct Store {
     families: sled::Tree,
     idempotency: sled::Tree,
     intents: sled::Tree,
+    agents: sled::Tree,
+    agents_due: sled::Tree,
 }
 
 /// One issued refresh token (the JWT carries its id).
@@ -228,7 +233,9 @@ impl Store {
         let memories = Arc::new(open_memories(dir, &db)?);
         let key_totals = Arc::new(DashMap::new());
         history.scan_all(|rec| {
-            if rec.stream == Stream::Usage
+            if rec.stream == Stream::Forget {
+                key_totals.retain(|(w, _), _| *w != rec.wallet);
+            } else if rec.stream == Stream::Usage
                 && let Ok(ev) = Self::decode_usage(&rec.payload)
             {
                 count_key_usage(&key_totals, rec.wallet, &ev);
@@ -246,6 +253,8 @@ impl Store {
             families: db.open_tree("families")?,
             idempotency: db.open_tree("idempotency")?,
             intents: db.open_tree("intents")?,
+            agents: db.open_tree("agents")?,
+            agents_due: db.open_tree("agents_due")?,
             db,
         })
     }
@@ -343,9 +352,10 @@ impl Store {
     pub fn touch_key(&self, snapshot: &KeyRecord) -> Result<(), StorageError> {
         self.keys
             .fetch_and_update(snapshot.key_id.as_bytes(), |cur| {
+                // A deleted key (a swept agent's) stays deleted.
+                let cur = cur?;
                 let mut next = snapshot.clone();
-                if let Some(stored) = cur.and_then(|c| serde_json::from_slice::<KeyRecord>(c).ok())
-                {
+                if let Ok(stored) = serde_json::from_slice::<KeyRecord>(cur) {
                     next.revoked_at = stored.revoked_at.or(next.revoked_at);
                     next.last_used_at = next.last_used_at.max(stored.last_used_at);
                 }
@@ -407,6 +417,9 @@ impl Store {
         let mut out: HashMap<Wallet, i128> = HashMap::new();
         let mut bad = None;
         self.history.scan_all(|rec| {
+            if rec.stream == Stream::Forget {
+                out.remove(&rec.wallet);
+            }
             if rec.stream != Stream::Ledger {
                 return;
             }

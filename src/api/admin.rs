@@ -53,6 +53,8 @@ pub async fn grant(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
     let w = wallet(&b.wallet)?;
     let credits = b.credits.0;
     let note = b.note.unwrap_or_else(|| "operator grant".into());
+    // An agent account is pinned against the sweeper until the grant is in its ledger.
+    let _pin = ctx.state.agents.pin_if_agent(w).await?;
     let balance = ctx
         .state
         .billing
@@ -64,6 +66,7 @@ pub async fn grant(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
             Some(note),
         )
         .await?;
+    ctx.state.agents.note_funded(&w)?;
     Ok(json(
         StatusCode::OK,
         &j!({"wallet": w, "granted": credits, "credits": balance}),
@@ -74,6 +77,8 @@ pub async fn grant(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
 pub async fn create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: KeyBody = body(ctx, req).await?;
     let w = wallet(&b.wallet)?;
+    // A sweep running now cannot miss a key created for the agent account it deletes.
+    let _pin = ctx.state.agents.pin_if_agent(w).await?;
     let (raw, rec) = ctx
         .state
         .keys

@@ -47,6 +47,10 @@ pub(crate) fn group(id: RouteId) -> Option<&'static str> {
         | RouteId::SkillMd
         | RouteId::OpenApi
         | RouteId::DocsHtml => "Discovery",
+        RouteId::AgentRegister
+        | RouteId::AgentBalance
+        | RouteId::AgentTransactions
+        | RouteId::AgentModels => "LLM-for-Agents compatibility",
         RouteId::Metrics
         | RouteId::AdminGrant
         | RouteId::AdminCreateKey
@@ -63,6 +67,7 @@ pub(crate) const GROUPS: &[&str] = &[
     "Memory",
     "Models",
     "Agent-router compatibility",
+    "LLM-for-Agents compatibility",
     "Operations",
     "Discovery",
 ];
@@ -124,6 +129,7 @@ pub(crate) fn example(id: RouteId) -> Option<&'static str> {
         RouteId::Refresh | RouteId::Revoke => r#"{"refresh_token":"eyJ..."}"#,
         RouteId::CreditsPurchase => r#"{"wallet_address":"0xabc...","credits":5000000}"#,
         RouteId::Topup => r#"{"amount":5}"#,
+        RouteId::AgentRegister => r#"{"name":"my-agent"}"#,
         RouteId::ApiKeyCreate => r#"{"wallet_address":"0xabc...","key_name":"my-agent"}"#,
         RouteId::AuthKeysCreate => {
             r#"{"message":"<siwe message>","signature":"0x...","label":"my-app"}"#
@@ -134,6 +140,32 @@ pub(crate) fn example(id: RouteId) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+/// True for the LLM-for-Agents aliases (`/api/v1/*`), which speak that document's error codes.
+pub(crate) fn seed_alias(id: RouteId) -> bool {
+    matches!(
+        id,
+        RouteId::AgentRegister
+            | RouteId::AgentBalance
+            | RouteId::AgentTransactions
+            | RouteId::AgentModels
+    )
+}
+
+/// The `error.code` a route answers for an error whose own code is `code`: ours, except on the
+/// LLM-for-Agents aliases, which use that document's name for the same error where it has one
+/// (no credentials: `missing_api_key`; not enough credits: `insufficient_balance`). The
+/// envelope stays ours (`{"error":{message,type,param,code}}`).
+pub(crate) fn route_code(id: RouteId, code: &'static str) -> &'static str {
+    if !seed_alias(id) {
+        return code;
+    }
+    match code {
+        "missing_credentials" => "missing_api_key",
+        "insufficient_credits" => "insufficient_balance",
+        other => other,
+    }
 }
 
 /// One model's price in words: `id: input $a / output $b per 1M tokens`.

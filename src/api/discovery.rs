@@ -112,7 +112,7 @@ fn authentication() -> String {
 
 fn conventions(c: &Config) -> String {
     format!(
-        "- Base URL: `{base}`\n- `POST /v1/chat/completions` is dual-auth: an x402 payment pays per call in USDC with no account; an API key debits prepaid credits. Streaming works on both.\n- Credits: 1 credit = 1 atomic USDC = $0.000001. A call costs ceil((prompt·input + completion·output) / 1e6) credits, completion including thinking. x402 quotes the worst case (prompt ≤ UTF-8 bytes + 16 per message, plus `k` memories of up to 32 KiB each when `memory_read` is on — send `\"memory_read\": false` or a small `k` for a lower quote; completion ≤ `max_tokens`, default {max}), floored at {min} credits; the change is credited to the payer as a refund. An API key's hold grows by the memories actually recalled. A stream cut short or left after Gemini answered pays the prompt and what was generated.\n- Errors: OpenAI shape `{{\"error\":{{\"message\",\"type\",\"param\",\"code\"}}}}` with stable codes; 400 bad input or both payment kinds, 401 auth, 402 payment required or credits exhausted, 403 wallet mismatch, 404 not found, 409 replay or idempotency conflict, 408 body not received within {read_s} s, 413 body over {body} bytes, 422 validation, 429 rate limits (`Retry-After`), 5xx upstream.\n- Rate limits per wallet: {rt} runtime requests/min (chat, memory, embeddings), {ct} control-plane requests/min. Requests without an API key or token (public routes, sign-in, x402, MCP): {ip} per minute per client IP, bursts of {burst}.\n- `Idempotency-Key` on POSTs that create or move money.\n- x402 networks (payTo `{payto}`):\n{nets}",
+        "- Base URL: `{base}`\n- `POST /v1/chat/completions` is dual-auth: an x402 payment pays per call in USDC with no account; an API key debits prepaid credits. Streaming works on both.\n- Credits: 1 credit = 1 atomic USDC = $0.000001. A call costs ceil((prompt·input + completion·output) / 1e6) credits, completion including thinking. x402 quotes the worst case (prompt ≤ UTF-8 bytes + 16 per message, plus `k` memories of up to 32 KiB each when `memory_read` is on — send `\"memory_read\": false` or a small `k` for a lower quote; completion ≤ `max_tokens`, default {max}), floored at {min} credits; the change is credited to the payer as a refund. An API key's hold grows by the memories actually recalled. A stream cut short or left after Gemini answered pays the prompt and what was generated.\n- Errors: OpenAI shape `{{\"error\":{{\"message\",\"type\",\"param\",\"code\"}}}}` with stable codes; 400 bad input or both payment kinds, 401 auth, 402 payment required or credits exhausted, 403 wallet mismatch, 404 not found, 409 replay or idempotency conflict, 408 body not received within {read_s} s, 413 body over {body} bytes, 422 validation, 429 rate limits (`Retry-After`), 5xx upstream.\n- Rate limits per wallet: {rt} runtime requests/min (chat, memory, embeddings), {ct} control-plane requests/min. Requests without an API key or token (public routes, sign-in, x402, MCP): {ip} per minute per client IP, bursts of {burst}. Agent registrations: {reg} per minute per client IP.\n- `Idempotency-Key` on POSTs that create or move money.\n- x402 networks (payTo `{payto}`):\n{nets}",
         base = base_url(c),
         max = c.default_max_tokens,
         min = c.x402.min_quote,
@@ -122,6 +122,7 @@ fn conventions(c: &Config) -> String {
         ct = c.limits.control_per_min,
         ip = c.limits.ip_per_min,
         burst = c.limits.ip_burst,
+        reg = c.agents.register_per_min,
         payto = crate::crypto::to_checksum(&c.x402.pay_to),
         nets = network_lines(c),
     )
@@ -149,12 +150,27 @@ fn llms_txt(c: &Config) -> String {
     s
 }
 
+/// Agent accounts: registration without a wallet, the deposit deadline, funding, the aliases.
+fn agent_accounts(c: &Config) -> String {
+    let a = &c.agents;
+    let minutes = u64::try_from(a.deposit_deadline.as_millis())
+        .unwrap_or(u64::MAX)
+        .div_ceil(60_000);
+    format!(
+        "## Agent accounts (LLM-for-Agents)\n\n         - `POST /api/v1/agents/register {{\"name\": \"my-agent\"}}` (1 to 100 characters, no wallet, no credentials) answers 201 with `uuid`, `apiKey` (a `vw_…` key, shown once), `name`, `createdAt`, `requestId`, `depositDeadline`, `depositRequiredWithinMinutes` ({minutes}), `notice`, and `account` (the agent's account id, `0x…`, used wherever the API names a wallet) and `keyId`. {reg} registrations per minute per client IP (429 `rate_limited`); at most {max} agents may wait for their first deposit at once (503 `agent_capacity_reached` with `Retry-After`).\n         - **Deposit within {minutes} minutes or the agent is deleted** (its key, history and memory): the sweeper runs every {every} s, so the agent lives between the deadline and one sweep more. The first credit of any amount makes it permanent.\n         - Fund it from any wallet with x402: `POST /v1/topup {{\"amount\": <USD 1–1000>, \"agent\": \"<uuid or account>\"}}` (or `POST /v1/credits/purchase {{\"agent\", \"credits\"}}`); the agent is credited, not the payer. A top-up naming a deleted agent is 404 `agent_not_found` before any payment is taken.\n         - The agent's key works everywhere a wallet's key does: chat (with memory), `/v1/memory`, `/v1/embeddings`, `/v1/usage`, `/v1/credits/*`, MCP. Each account sees only its own data.\n         - `GET /api/v1/balance`, `GET /api/v1/transactions?limit=&offset=&type=` and `GET /api/v1/models` take `Authorization: Bearer <key>` (an agent's or a wallet's key, or a wallet's JWT). Transaction types: `deposit` (x402 money in), `charge` (calls), `grant` (operator), `refund` (x402 change). Errors keep the OpenAI envelope; on these routes a missing credential is `missing_api_key`, an unknown key `invalid_api_key`.\n\n",
+        reg = a.register_per_min,
+        max = a.max_unfunded,
+        every = a.sweep_interval.as_secs_f64(),
+    )
+}
+
 fn llms_full(c: &Config) -> String {
     let mut s = format!(
-        "# Vectorway API Reference\n\nGenerated from the running gateway's route table and configuration.\n\n{}## Conventions\n\n{}\n## Models and prices\n\n{}",
+        "# Vectorway API Reference\n\nGenerated from the running gateway's route table and configuration.\n\n{}## Conventions\n\n{}\n## Models and prices\n\n{}\n{}",
         authentication(),
         conventions(c),
-        price_lines(c)
+        price_lines(c),
+        agent_accounts(c)
     );
     let mut last = "";
     for (g, r) in documented() {
@@ -192,7 +208,7 @@ fn llms_full(c: &Config) -> String {
 fn skill_md(c: &Config) -> String {
     let base = base_url(c);
     format!(
-        "---\nname: vectorway\ndescription: Call Gemini through an OpenAI-compatible gateway that agents pay per call with x402 (USDC on Base) or with prepaid credits, with wallet-scoped vector memory. Use when an agent needs LLM completions it can pay for itself.\n---\n\n# Vectorway playbook\n\n1. **Discover the price.** `POST {base}/v1/chat/completions` with your OpenAI-style body and no credentials. The 402 answer lists `accepts` (v1 body) and a `PAYMENT-REQUIRED` header (v2): scheme `exact`, USDC, payTo, and the amount in atomic USDC.\n2. **Pay.** Either sign an EIP-3009 `TransferWithAuthorization` for that amount and retry with `X-PAYMENT` (v1) or `PAYMENT-SIGNATURE` (v2) — any x402 client does this — or onboard once: `POST {base}/v1/auth/agent-onboard` with x402 and `{{\"wallet_address\",\"credits\"}}` to get credits, a JWT pair and an API key.\n3. **Chat.** With an API key: `x-api-key: vw_…` (or point the OpenAI SDK at `{base}/v1`). Add `\"stream\": true` for SSE. The x402 path returns a receipt (`X-PAYMENT-RESPONSE`, or `event: x402-receipt` after `[DONE]`).\n4. **Use memory.** Chats read (`memory_read`) and write (`memory_write`) your wallet's memory by default; search it with `GET {base}/v1/memory?q=…&k=5` and delete with `DELETE {base}/v1/memory/{{id}}`.\n\nModels:\n{prices}\nPayment (x402, scheme `exact`): payTo `{payto}`, at least {min} atomic USDC a call, on:\n{nets}\nLimits: {rt} runtime and {ct} control requests per minute per wallet; bodies up to {body} bytes. Full reference: {base}/llms-full.txt\n",
+        "---\nname: vectorway\ndescription: Call Gemini through an OpenAI-compatible gateway that agents pay per call with x402 (USDC on Base) or with prepaid credits, with wallet-scoped vector memory. Use when an agent needs LLM completions it can pay for itself.\n---\n\n# Vectorway playbook\n\n1. **Discover the price.** `POST {base}/v1/chat/completions` with your OpenAI-style body and no credentials. The 402 answer lists `accepts` (v1 body) and a `PAYMENT-REQUIRED` header (v2): scheme `exact`, USDC, payTo, and the amount in atomic USDC.\n2. **Pay.** Either sign an EIP-3009 `TransferWithAuthorization` for that amount and retry with `X-PAYMENT` (v1) or `PAYMENT-SIGNATURE` (v2) — any x402 client does this — or onboard once: `POST {base}/v1/auth/agent-onboard` with x402 and `{{\"wallet_address\",\"credits\"}}` to get credits, a JWT pair and an API key.\n3. **Chat.** With an API key: `x-api-key: vw_…` (or point the OpenAI SDK at `{base}/v1`). Add `\"stream\": true` for SSE. The x402 path returns a receipt (`X-PAYMENT-RESPONSE`, or `event: x402-receipt` after `[DONE]`).\n4. **Use memory.** Chats read (`memory_read`) and write (`memory_write`) your wallet's memory by default; search it with `GET {base}/v1/memory?q=…&k=5` and delete with `DELETE {base}/v1/memory/{{id}}`.\n5. **No wallet of your own?** `POST {base}/api/v1/agents/register {{\"name\":\"my-agent\"}}` gives an agent account and an API key (shown once). Have any x402 payer fund it within {minutes} minutes with `POST {base}/v1/topup {{\"amount\":1,\"agent\":\"<uuid>\"}}`, or it is deleted; the first deposit makes it permanent. `GET {base}/api/v1/balance` and `GET {base}/api/v1/transactions` show its money.\n\nModels:\n{prices}\nPayment (x402, scheme `exact`): payTo `{payto}`, at least {min} atomic USDC a call, on:\n{nets}\nLimits: {rt} runtime and {ct} control requests per minute per wallet; bodies up to {body} bytes. Full reference: {base}/llms-full.txt\n",
         prices = price_lines(c),
         payto = crate::crypto::to_checksum(&c.x402.pay_to),
         min = c.x402.min_quote,
@@ -200,6 +216,9 @@ fn skill_md(c: &Config) -> String {
         rt = c.limits.runtime_per_min,
         ct = c.limits.control_per_min,
         body = c.body_limit,
+        minutes = u64::try_from(c.agents.deposit_deadline.as_millis())
+            .unwrap_or(u64::MAX)
+            .div_ceil(60_000),
     )
 }
 

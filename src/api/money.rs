@@ -5,6 +5,12 @@
 //! fsynced, and only then is the answer sent, with the receipt header. Settlement and credit run
 //! through `settle::money_in`: a durable intent first, then one effect that the client's
 //! disconnect cannot stop and whose crash start-up completes.
+//!
+//! A purchase or a top-up may name an agent account (`"agent"`: its UUID or account id, from
+//! `POST /api/v1/agents/register`) instead of the payer's own: any payer can fund it, and the
+//! payer's wallet gets nothing. The agent must exist before the payment is verified and is
+//! pinned against the sweeper before it is settled (`crate::agents`); one swept meanwhile is a
+//! 404 `agent_not_found` with the payment's nonce given back, so nothing moves.
 
 use http::{Request, Response, StatusCode};
 use serde::Deserialize;
@@ -60,7 +66,22 @@ fn payer_must_be(headers: &http::HeaderMap, named: &Wallet) -> Result<(), Error>
     Ok(())
 }
 
-/// Verifies, settles and credits one payment; `Err` is the finished refusal.
+/// The agent account a body names (`"agent"`: UUID or account id), which must exist.
+fn named_agent(ctx: &Ctx, agent: Option<&str>) -> Result<Option<Wallet>, Error> {
+    let Some(s) = agent else {
+        return Ok(None);
+    };
+    let account = crate::agents::parse_ref(s).ok_or_else(|| {
+        RequestError::validation("agent", "agent is the UUID or account id (0x…) of an agent")
+    })?;
+    match ctx.state.agents.get(&account)? {
+        Some(_) => Ok(Some(account)),
+        None => Err(crate::agents::AgentError::NotFound(s.to_string()).into()),
+    }
+}
+
+/// Verifies, settles and credits one payment, to the payer or to the agent account `to`;
+/// `Err` is the finished refusal.
 async fn take_payment(
     ctx: &Ctx,
     headers: &http::HeaderMap,
@@ -68,6 +89,7 @@ async fn take_payment(
     path: &str,
     description: &str,
     note: &str,
+    to: Option<Wallet>,
 ) -> Result<(Verified, Settlement, u64), Response<Body>> {
     let state = &ctx.state;
     let verified = match pay::verify(state, headers, quote, path, description).await {
@@ -80,6 +102,17 @@ async fn take_payment(
         state.payments.release_nonce(&verified);
         return Err(super::error_response(&e.into()));
     }
+    // An agent swept since the body was read: refused before anything is settled.
+    let pin = match to {
+        None => None,
+        Some(account) => match state.agents.pin(account).await {
+            Ok(pin) => Some(pin),
+            Err(e) => {
+                state.payments.release_nonce(&verified);
+                return Err(super::error_response(&e.into()));
+            }
+        },
+    };
     // Intent, settlement and credit run as one effect: a client that disconnects now changes
     // nothing, and a crash leaves an intent that start-up completes (`settle`).
     match settle::money_in(
@@ -87,10 +120,19 @@ async fn take_payment(
         &verified,
         LedgerKind::Topup,
         format!("{note} · {}", ctx.request_id),
+        pin,
     )
     .await
     {
-        Ok((settlement, balance)) => Ok((verified, settlement, balance)),
+        Ok((settlement, balance)) => {
+            if let Some(account) = to
+                && let Err(e) = state.agents.note_funded(&account)
+            {
+                // The sweeper finds the credit in the ledger and marks it then.
+                tracing::warn!(%e, %account, "agent not marked funded yet");
+            }
+            Ok((verified, settlement, balance))
+        }
         Err(e) => {
             let failed = Err(e.clone());
             let mut res = pay::refusal(state, quote, path, description, e);
@@ -142,6 +184,7 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
         path,
         "vectorway agent onboarding: credits, session and API key",
         "x402 agent-onboard",
+        None,
     )
     .await
     {
@@ -165,16 +208,50 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
 
 #[derive(Deserialize)]
 struct PurchaseBody {
-    wallet_address: String,
+    #[serde(default)]
+    wallet_address: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
     credits: Int<u64>,
 }
 
-/// `POST /v1/credits/purchase`: the wallet must have an account and be the payer.
+/// `POST /v1/credits/purchase`: the wallet must have an account and be the payer; or `agent`
+/// names an agent account that any payer funds.
 pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
     let b: PurchaseBody = parse_json(&bytes)?;
-    let named = wallet(&b.wallet_address)?;
+    let wallet_address = match (b.wallet_address, b.agent.as_deref()) {
+        (Some(w), None) => w,
+        (None, Some(_)) => {
+            credits_in_range(b.credits.0)?;
+            let to = named_agent(ctx, b.agent.as_deref())?;
+            let (v, s, balance) = match take_payment(
+                ctx,
+                &parts.headers,
+                b.credits.0,
+                "/v1/credits/purchase",
+                "vectorway credits for an agent account",
+                "x402 credits purchase for an agent",
+                to,
+            )
+            .await
+            {
+                Ok(t) => t,
+                Err(res) => return Ok(res),
+            };
+            let body = agent_funded(ctx, to, &v, balance);
+            return Ok(paid_response(StatusCode::OK, &body, &v, s));
+        }
+        _ => {
+            return Err(RequestError::validation(
+                "wallet_address",
+                "name exactly one of wallet_address and agent",
+            )
+            .into());
+        }
+    };
+    let named = wallet(&wallet_address)?;
     credits_in_range(b.credits.0)?;
     if ctx.state.store.account(&named)?.is_none() {
         return Err(RequestError::NotFound {
@@ -195,6 +272,7 @@ pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>
         path,
         "vectorway credits",
         "x402 credits purchase",
+        None,
     )
     .await
     {
@@ -208,10 +286,13 @@ pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>
 #[derive(Deserialize)]
 struct TopupBody {
     amount: serde_json::Number,
+    #[serde(default)]
+    agent: Option<String>,
 }
 
-/// `POST /v1/topup {"amount": dollars}` (agent-router): unpaid → 402 with requirements for that
-/// amount; paid → the wallet is credited.
+/// `POST /v1/topup {"amount": dollars, "agent"?}` (agent-router): unpaid → 402 with
+/// requirements for that amount; paid → the payer's wallet, or the agent account named, is
+/// credited.
 pub async fn topup(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
@@ -221,6 +302,7 @@ pub async fn topup(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
         .ok_or_else(|| {
             RequestError::validation("amount", "amount is USD from 1 to 1000, at most 6 decimals")
         })?;
+    let to = named_agent(ctx, b.agent.as_deref())?;
     let path = "/v1/topup";
     let (v, s, balance) = match take_payment(
         ctx,
@@ -229,13 +311,34 @@ pub async fn topup(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
         path,
         &format!("vectorway top-up of ${}", format_usd_micros(micros)),
         "x402 topup",
+        to,
     )
     .await
     {
         Ok(t) => t,
         Err(res) => return Ok(res),
     };
-    let body =
-        j!({"wallet": to_checksum(&v.payer), "balance_usdc": balance, "credited_usdc": v.amount});
+    let body = match to {
+        None => {
+            j!({"wallet": to_checksum(&v.payer), "balance_usdc": balance, "credited_usdc": v.amount})
+        }
+        Some(_) => agent_funded(ctx, to, &v, balance),
+    };
     Ok(paid_response(StatusCode::OK, &body, &v, s))
+}
+
+/// The answer to money in for an agent account: whose account, who paid, what it holds now.
+fn agent_funded(ctx: &Ctx, to: Option<Wallet>, v: &Verified, balance: u64) -> serde_json::Value {
+    let account = to.unwrap_or(v.payer);
+    let uuid = ctx
+        .state
+        .agents
+        .get(&account)
+        .ok()
+        .flatten()
+        .map(|a| a.uuid);
+    let who = to_checksum(&account);
+    j!({"wallet": who, "wallet_address": who, "agent": uuid, "payer": to_checksum(&v.payer),
+        "credits": balance, "created": false, "balance_usdc": balance, "credited_usdc": v.amount,
+        "permanent": true})
 }

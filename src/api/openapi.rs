@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::describe::{auth_text, base_url, example, group, price_text, security};
+use super::describe::{auth_text, base_url, example, group, price_text, route_code, security};
 use super::routes::{Access, ROUTES, Route};
 use crate::billing::pricing::format_usd_micros;
 use crate::config::Config;
@@ -115,6 +115,12 @@ pub fn error_codes(route: &Route, s: &Shape) -> Codes {
     // Everything but the stateless public reads touches the store.
     if a != Access::Public || s.body.is_some() {
         add(&mut codes, 500, &["internal_error"]);
+    }
+    // The LLM-for-Agents aliases name some errors as that document does.
+    for list in codes.values_mut() {
+        for code in list.iter_mut() {
+            *code = route_code(route.id, code);
+        }
     }
     codes
 }
@@ -326,6 +332,8 @@ pub fn document(c: &Config) -> String {
         "x-vectorway-limits": {"bodyLimitBytes": c.body_limit, "runtimePerMin": c.limits.runtime_per_min,
                                "controlPerMin": c.limits.control_per_min,
                                "ipPerMin": c.limits.ip_per_min, "ipBurst": c.limits.ip_burst,
+                               "agentRegistrationsPerMin": c.agents.register_per_min,
+                               "agentDepositDeadlineMs": c.agents.deposit_deadline.as_millis() as u64,
                                "bodyReadTimeoutMs": c.body_read_timeout.as_millis() as u64},
         "paths": paths,
         "components": {

@@ -71,6 +71,10 @@ pub enum RouteId {
     SkillMd,
     OpenApi,
     DocsHtml,
+    AgentRegister,
+    AgentBalance,
+    AgentTransactions,
+    AgentModels,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +163,10 @@ pub const ROUTES: &[Route] = &[
     idem(r(R::AdminGrant, "POST", "/admin/grant", Admin, RateClass::None, "admin_grant", "Grant credits to a wallet (operator).")),
     idem(r(R::AdminCreateKey, "POST", "/admin/keys", Admin, RateClass::None, "admin_keys", "Create an API key for a wallet (operator).")),
     r(R::AdminBalance, "GET", "/admin/balance", Admin, RateClass::None, "admin_balance", "A wallet's balance, held and available credits (operator)."),
+    r(R::AgentRegister, "POST", "/api/v1/agents/register", Public, RateClass::None, "agent_register", "Register a named agent account without a wallet; its API key is shown once. Unfunded by the deposit deadline, it is deleted."),
+    r(R::AgentBalance, "GET", "/api/v1/balance", KeyOrJwt, Control, "agent_balance", "The caller's balance in credits and USD (LLM-for-Agents)."),
+    r(R::AgentTransactions, "GET", "/api/v1/transactions", KeyOrJwt, Control, "agent_transactions", "The caller's credit movements, newest first, by limit, offset and type (LLM-for-Agents)."),
+    r(R::AgentModels, "GET", "/api/v1/models", KeyOrJwt, Control, "agent_models", "Models with per-1M-token prices, as GET /v1/models (LLM-for-Agents, authenticated)."),
 ];
 
 /// Matches `path` against a pattern with `{param}` segments; returns the captured params.
@@ -257,7 +265,8 @@ mod tests {
                 "/docs.md",
                 "/skill.md",
                 "/openapi.json",
-                "/docs"
+                "/docs",
+                "/api/v1/agents/register"
             ]
         );
         let mut seen = std::collections::HashSet::new();

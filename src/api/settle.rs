@@ -95,21 +95,33 @@ pub async fn start(
     Ok(state.payments.start_settlement(v))
 }
 
-/// Money in: settles `v` and credits all of it as `kind`, as one effect that survives the
-/// request. Returns the settlement and the new balance.
+/// Money in: settles `v` and credits all of it as `kind`, to the payer or to the agent account
+/// `to` pins, as one effect that survives the request. Returns the settlement and the credited
+/// account's new balance. The pin is held until the effect ends: by then the credit is in the
+/// ledger or the intent is on disk (or nothing moved), so the sweeper cannot delete an agent
+/// that money is on its way to (`crate::agents`).
 pub async fn money_in(
     state: &Arc<State>,
     v: &Verified,
     kind: LedgerKind,
     note: String,
+    to: Option<crate::agents::Pin>,
 ) -> Result<(Settlement, u64), PaymentError> {
     // Intent, settlement and credit all run in the effect: from here on nothing the client does
     // can stop them.
     let (st, v) = (state.clone(), v.clone());
     let run = async move {
-        let settlement = start(&st, &v, IntentPurpose::Credit { kind, note }).await?;
+        let account = to.as_ref().map(crate::agents::Pin::account);
+        let purpose = IntentPurpose::Credit {
+            kind,
+            note,
+            to: account,
+        };
+        let settlement = start(&st, &v, purpose).await?;
         let outcome = settlement.await;
-        finish(&st, &v, outcome, None).await
+        let done = finish(&st, &v, outcome, None, account).await;
+        drop(to);
+        done
     };
     match state.effects.spawn("x402 money in", run).await {
         Ok(r) => r,
@@ -131,7 +143,7 @@ where
     let effects = state.effects.clone();
     effects.spawn("x402 call change", async move {
         let outcome = settlement.await;
-        finish(&state, &v, outcome, Some(kept)).await
+        finish(&state, &v, outcome, Some(kept), None).await
     })
 }
 
@@ -143,16 +155,18 @@ pub async fn finish_call_now(
     outcome: Result<Settlement, PaymentError>,
     kept: u64,
 ) -> Result<(Settlement, u64), PaymentError> {
-    finish(state, v, outcome, Some(kept)).await
+    finish(state, v, outcome, Some(kept), None).await
 }
 
 /// Ends an intent once its settlement's outcome is known: credit what is owed, or forget it.
-/// `kept`: what a paid call keeps (`None` for money in).
+/// `kept`: what a paid call keeps (`None` for money in); `to`: the account money in credits
+/// when it is not the payer.
 async fn finish(
     state: &Arc<State>,
     v: &Verified,
     outcome: Result<Settlement, PaymentError>,
     kept: Option<u64>,
+    to: Option<Wallet>,
 ) -> Result<(Settlement, u64), PaymentError> {
     let id = intent_id(v);
     match outcome {
@@ -161,7 +175,7 @@ async fn finish(
             let mut rec = match state.store.intent(&id) {
                 Ok(Some(r)) => r,
                 // Written by `start`; absent only if the store failed us: credit from `v`.
-                _ => fallback_record(v, &id, kept),
+                _ => fallback_record(v, &id, kept, to),
             };
             rec.state = IntentState::Settled {
                 transaction: s.transaction.clone(),
@@ -179,7 +193,7 @@ async fn finish(
                 return if kept.is_none() {
                     Err(e.into())
                 } else {
-                    Ok((s, state.billing.balance(&v.payer).balance))
+                    Ok((s, state.billing.balance(&rec.credited()).balance))
                 };
             }
             match credit_owed(state, &rec, &s.transaction, true).await {
@@ -187,7 +201,7 @@ async fn finish(
                 // Money in answers with the error (the intent stays for recovery); a paid call
                 // has its answer, whose settlement did succeed.
                 Err(e) if kept.is_none() => Err(e),
-                Err(_) => Ok((s, state.billing.balance(&v.payer).balance)),
+                Err(_) => Ok((s, state.billing.balance(&rec.credited()).balance)),
             }
         }
         Err(e) => {
@@ -224,7 +238,7 @@ pub fn note_refusal(state: &State, payer: &Wallet, e: &PaymentError) {
     }
 }
 
-fn fallback_record(v: &Verified, id: &str, kept: Option<u64>) -> IntentRecord {
+fn fallback_record(v: &Verified, id: &str, kept: Option<u64>, to: Option<Wallet>) -> IntentRecord {
     IntentRecord {
         id: id.to_string(),
         payer: v.payer,
@@ -240,6 +254,7 @@ fn fallback_record(v: &Verified, id: &str, kept: Option<u64>) -> IntentRecord {
             None => IntentPurpose::Credit {
                 kind: LedgerKind::Topup,
                 note: "x402 payment".into(),
+                to,
             },
         },
         state: IntentState::Pending,
@@ -256,7 +271,7 @@ fn forget(state: &State, id: &str) {
 /// What a settled intent owes: (credits, kind, note).
 fn owed(rec: &IntentRecord) -> (u64, LedgerKind, String) {
     match &rec.purpose {
-        IntentPurpose::Credit { kind, note } => {
+        IntentPurpose::Credit { kind, note, .. } => {
             (rec.paid, *kind, format!("{note} · {} credits", rec.paid))
         }
         IntentPurpose::Call { kept, request_id } => {
@@ -272,8 +287,8 @@ fn owed(rec: &IntentRecord) -> (u64, LedgerKind, String) {
 }
 
 /// Credits what a settled intent owes (once: a credit with this reference already in the
-/// payer's ledger is not written again), retrying a failed write, then forgets the intent.
-/// Returns the payer's balance.
+/// credited account's ledger is not written again), retrying a failed write, then forgets the
+/// intent. Returns the credited account's balance (the payer's, or the agent's it names).
 ///
 /// `fresh`: the caller settled this payment just now, so no credit can exist yet and the
 /// first attempt skips the ledger walk (a retry, and recovery, always check).
@@ -284,6 +299,7 @@ async fn credit_owed(
     fresh: bool,
 ) -> Result<u64, PaymentError> {
     let (credits, kind, note) = owed(rec);
+    let account = rec.credited();
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0;
     loop {
@@ -293,15 +309,15 @@ async fn credit_owed(
         } else {
             state
                 .store
-                .ledger_has_reference(&rec.payer, reference, rec.created_ms)
+                .ledger_has_reference(&account, reference, rec.created_ms)
         };
         let result = match found {
             Err(e) => Err(PaymentError::from(e)),
-            Ok(done) if credits == 0 || done => Ok(state.billing.balance(&rec.payer).balance),
+            Ok(done) if credits == 0 || done => Ok(state.billing.balance(&account).balance),
             Ok(_) => state
                 .billing
                 .credit(
-                    rec.payer,
+                    account,
                     credits,
                     kind,
                     Some(reference.to_string()),
@@ -399,7 +415,7 @@ async fn recover_one(state: &State, mut rec: IntentRecord) -> Recovered {
     // A credit written before the crash carries the transaction, or the marker.
     if state
         .store
-        .ledger_has_reference(&rec.payer, &nonce_marker, rec.created_ms)
+        .ledger_has_reference(&rec.credited(), &nonce_marker, rec.created_ms)
         .unwrap_or(false)
     {
         forget(state, &rec.id);

@@ -165,6 +165,26 @@ impl ApiKeys {
         Ok(true)
     }
 
+    /// Deletes every key of the `wallets` (swept agent accounts): refused at once, and gone from
+    /// the store, durably, when this returns (one pass over the cache). Returns how many.
+    pub async fn remove_all(
+        &self,
+        wallets: &std::collections::HashSet<Wallet>,
+    ) -> Result<usize, StorageError> {
+        let ids: Vec<String> = self
+            .cache
+            .iter()
+            .filter(|e| wallets.contains(&e.record.wallet))
+            .map(|e| e.key().clone())
+            .collect();
+        for id in &ids {
+            self.cache.remove(id);
+            self.store.remove_key(id)?;
+        }
+        self.store.flush().await?;
+        Ok(ids.len())
+    }
+
     /// Every key of a wallet (revoked ones included), oldest first.
     pub fn list(&self, wallet: &Wallet) -> Vec<KeyRecord> {
         let mut keys: Vec<KeyRecord> = self

@@ -108,6 +108,14 @@ impl CreditTable {
         self.slots.get(wallet).map(|s| s.read()).unwrap_or_default()
     }
 
+    /// Drops a wallet's slot if it holds nothing (a deleted account); `true` if it is gone.
+    pub fn forget_empty(&self, wallet: &Wallet) -> bool {
+        self.slots
+            .remove_if(wallet, |_, s| s.read() == Balance::default())
+            .is_some()
+            || !self.slots.contains_key(wallet)
+    }
+
     /// Sets a wallet's balance at recovery time (nothing is held after a restart).
     pub fn restore(&self, wallet: Wallet, balance: u64) {
         let slot = Slot::default();

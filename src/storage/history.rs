@@ -43,6 +43,10 @@ const MAX_PAYLOAD: usize = 1 << 20;
 pub enum Stream {
     Ledger = 1,
     Usage = 2,
+    /// A tombstone (empty payload): the wallet's ledger and usage chains written before it are
+    /// forgotten (an agent account swept before it was funded). The bytes stay in the file;
+    /// no head points at them again, and a scan resets the wallet at this record.
+    Forget = 3,
 }
 
 impl Stream {
@@ -50,10 +54,14 @@ impl Stream {
         match b {
             1 => Some(Self::Ledger),
             2 => Some(Self::Usage),
+            3 => Some(Self::Forget),
             _ => None,
         }
     }
 }
+
+/// The chains a `Forget` record ends.
+const CHAINS: [Stream; 2] = [Stream::Ledger, Stream::Usage];
 
 /// The newest record of one chain, and how many records the chain has.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +69,12 @@ struct Head {
     offset: u64,
     count: u64,
 }
+
+/// No record yet (or none since a tombstone).
+const EMPTY: Head = Head {
+    offset: NONE,
+    count: 0,
+};
 
 struct Writer {
     file: File,
@@ -278,6 +292,12 @@ impl History {
             .map_err(io)?;
         let heads: DashMap<(Wallet, Stream), Head> = DashMap::new();
         let end = scan(&file, |offset, rec| {
+            if rec.stream == Stream::Forget {
+                for s in CHAINS {
+                    heads.remove(&(rec.wallet, s));
+                }
+                return;
+            }
             let mut head = heads
                 .entry((rec.wallet, rec.stream))
                 .or_insert(Head { offset, count: 0 });
@@ -310,15 +330,20 @@ impl History {
             if payload.len() > MAX_PAYLOAD {
                 return Err(StorageError::Codec("history record too large".into()));
             }
+            if stream == Stream::Forget {
+                // Chains restart after a tombstone; a head at `NONE` is removed below.
+                encode(&mut buf, stream, wallet, NONE, &payload);
+                for s in CHAINS {
+                    moved.insert((*wallet, s), EMPTY);
+                }
+                continue;
+            }
             let key = (*wallet, stream);
             let prev = moved
                 .get(&key)
                 .copied()
                 .or_else(|| self.heads.get(&key).map(|h| *h))
-                .unwrap_or(Head {
-                    offset: NONE,
-                    count: 0,
-                });
+                .unwrap_or(EMPTY);
             let offset = w.end + buf.len() as u64;
             encode(&mut buf, stream, wallet, prev.offset, &payload);
             moved.insert(
@@ -344,7 +369,11 @@ impl History {
         }
         w.end += buf.len() as u64;
         for (key, head) in moved {
-            self.heads.insert(key, head);
+            if head.offset == NONE {
+                self.heads.remove(&key);
+            } else {
+                self.heads.insert(key, head);
+            }
         }
         Ok(w.end)
     }
@@ -508,6 +537,41 @@ mod tests {
         log.append([(Stream::Ledger, &w(1), b"a4".to_vec())])
             .unwrap();
         assert_eq!(chain(&log, &w(1), Stream::Ledger)[..2], [b"a4", b"a3"]);
+    }
+
+    #[test]
+    fn a_tombstone_forgets_a_wallets_chains_now_and_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        let (a, b) = (w(1), w(2));
+        {
+            let log = Arc::new(History::open(&path).unwrap());
+            log.append([
+                (Stream::Usage, &a, b"u1".to_vec()),
+                (Stream::Ledger, &a, b"l1".to_vec()),
+                (Stream::Usage, &b, b"kept".to_vec()),
+            ])
+            .unwrap();
+            // A straggler in the same batch as the tombstone, and one after it.
+            log.append([
+                (Stream::Usage, &a, b"u2".to_vec()),
+                (Stream::Forget, &a, Vec::new()),
+                (Stream::Usage, &a, b"after".to_vec()),
+            ])
+            .unwrap();
+            assert_eq!(chain(&log, &a, Stream::Usage), [b"after"]);
+            assert!(chain(&log, &a, Stream::Ledger).is_empty());
+            assert_eq!(log.chain_counted(&a, Stream::Usage).1, 1);
+            assert_eq!(chain(&log, &b, Stream::Usage), [b"kept"]);
+            let end = log.append([(Stream::Forget, &b, Vec::new())]).unwrap();
+            log.sync(end).unwrap();
+            assert!(chain(&log, &b, Stream::Usage).is_empty());
+        }
+        let log = Arc::new(History::open(&path).unwrap());
+        assert_eq!(chain(&log, &a, Stream::Usage), [b"after"]);
+        assert!(chain(&log, &a, Stream::Ledger).is_empty());
+        assert!(chain(&log, &b, Stream::Usage).is_empty());
+        assert_eq!(log.chain_counted(&b, Stream::Usage).1, 0);
     }
 
     #[test]

@@ -29,8 +29,14 @@ pub enum IntentState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "purpose", rename_all = "snake_case")]
 pub enum IntentPurpose {
-    /// Money in (onboard, purchase, top-up): the whole payment becomes credits of `kind`.
-    Credit { kind: LedgerKind, note: String },
+    /// Money in (onboard, purchase, top-up): the whole payment becomes credits of `kind`, for
+    /// the payer, or for `to` (an agent account a top-up named).
+    Credit {
+        kind: LedgerKind,
+        note: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Wallet>,
+    },
     /// A paid call: the payment minus what the call keeps comes back as a `refund`. `kept` is
     /// unknown until the call ends; a call interrupted by a crash keeps nothing.
     Call {
@@ -55,6 +61,16 @@ pub struct IntentRecord {
     pub purpose: IntentPurpose,
     pub state: IntentState,
     pub created_ms: u64,
+}
+
+impl IntentRecord {
+    /// The account what this intent owes is credited to.
+    pub fn credited(&self) -> Wallet {
+        match &self.purpose {
+            IntentPurpose::Credit { to: Some(to), .. } => *to,
+            _ => self.payer,
+        }
+    }
 }
 
 /// How far out of time order ledger entries can be appended (the journal's window is at most

@@ -13,6 +13,7 @@
 )]
 
 mod account;
+mod agents;
 mod billing;
 mod chat;
 mod conformance;

@@ -346,6 +346,7 @@ async fn a_settled_intent_whose_credit_was_written_is_not_credited_again() {
                 purpose: IntentPurpose::Credit {
                     kind: LedgerKind::Topup,
                     note: "x402 topup".into(),
+                    to: None,
                 },
                 state: IntentState::Settled {
                     transaction: tx.clone(),

@@ -274,6 +274,9 @@ pub fn schemas() -> Map<String, Value> {
             "Topup",
             all(json!({"wallet": wallet(), "balance_usdc": uint(), "credited_usdc": uint()})),
         ),
+        ("AgentRegistered", agent_registered()),
+        ("AgentBalance", agent_balance()),
+        ("TransactionPage", transaction_page()),
         (
             "MemoryMatches",
             all(json!({"matches": array(all(json!({
@@ -292,6 +295,56 @@ pub fn schemas() -> Map<String, Value> {
         .into_iter()
         .map(|(name, schema)| (name.to_string(), schema))
         .collect()
+}
+
+/// An instant as the LLM-for-Agents document writes it (RFC 3339 UTC, milliseconds).
+fn instant() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+fn funding() -> Value {
+    all(
+        json!({"method": {"const": "POST"}, "path": {"const": "/v1/topup"},
+               "body": all(json!({"amount": uint(), "agent": string()})), "payment": string()}),
+    )
+}
+
+/// `POST /api/v1/agents/register`: the document's fields, then ours.
+fn agent_registered() -> Value {
+    all(json!({
+        "uuid": {"type": "string", "format": "uuid"}, "apiKey": string(), "name": string(),
+        "createdAt": instant(), "requestId": string(), "depositDeadline": instant(),
+        "depositRequiredWithinMinutes": uint(), "notice": string(),
+        "account": wallet(), "keyId": string(), "depositDeadlineMs": uint(), "funding": funding(),
+    }))
+}
+
+/// `GET /api/v1/balance`: USD as decimal strings, credits as integers; `agent` for agent accounts.
+fn agent_balance() -> Value {
+    let agent = all(json!({
+        "uuid": string(), "name": string(), "createdAt": instant(), "permanent": boolean(),
+        "depositDeadline": opt(instant()), "funding": funding(),
+    }));
+    all(json!({
+        "object": {"const": "balance"}, "account": wallet(), "currency": {"const": "USDC"},
+        "balance": string(), "available": string(), "held": string(),
+        "credits": uint(), "availableCredits": uint(), "heldCredits": uint(), "unit": string(),
+        "agent": opt(agent),
+    }))
+}
+
+/// `GET /api/v1/transactions`: one page of the ledger, newest first.
+fn transaction_page() -> Value {
+    let tx = all(json!({
+        "id": string(), "type": {"enum": ["deposit", "charge", "grant", "refund"]},
+        "kind": {"enum": ["topup", "debit", "grant", "refund"]}, "amount": int(),
+        "amountUsd": string(), "reference": opt(string()), "note": opt(string()),
+        "createdAt": instant(),
+    }));
+    all(json!({
+        "object": {"const": "list"}, "account": wallet(), "data": array(tx), "total": uint(),
+        "limit": uint(), "offset": uint(), "hasMore": boolean(),
+    }))
 }
 
 /// The OpenAI error body; each response narrows `code` to the codes it can carry.

@@ -280,6 +280,12 @@ fn chat_body(c: &Config) -> Value {
     body
 }
 
+/// An agent account, by its UUID or its account id.
+fn agent_ref() -> Value {
+    json!({"type": "string", "description": "The agent's UUID (from POST /api/v1/agents/register) or its account id (0x…).",
+           "pattern": "^(?:0[xX][0-9a-fA-F]{40}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"})
+}
+
 fn namespace() -> Value {
     json!({"type": "string", "pattern": format!("^[A-Za-z0-9_.-]{{0,{}}}$", crate::memory::MAX_NAMESPACE_LEN)})
 }
@@ -460,14 +466,47 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
             &["wallet_address", "credits"],
             json!({"wallet_address": wallet(), "credits": credits(), "key_name": opt(name())}),
         )),
-        RouteId::CreditsPurchase => ok(r("Account"))
-            .body(purchase(credits()))
-            .errors(404, &["not_found"]),
-        RouteId::Topup => ok(r("Topup")).body(object(
-            &["amount"],
-            json!({"amount": {"type": "number", "minimum": 1, "maximum": 1000, "multipleOf": 0.000001,
-                              "description": "US dollars, at most 6 decimals."}}),
-        )),
+        RouteId::CreditsPurchase => {
+            let mut body = purchase(credits());
+            body["required"] = json!(["credits"]);
+            body["properties"]["wallet_address"] = opt(wallet());
+            body["properties"]["agent"] = opt(agent_ref());
+            // Exactly one of the two names the account credited (a null one is absent).
+            body["oneOf"] = json!([
+                {"required": ["wallet_address"], "properties": {"wallet_address": {"type": "string"}, "agent": {"type": "null"}}},
+                {"required": ["agent"], "properties": {"agent": {"type": "string"}, "wallet_address": {"type": "null"}}},
+            ]);
+            ok(r("Account")).body(body).errors(404, &["not_found", "agent_not_found"])
+        }
+        RouteId::Topup => ok(r("Topup"))
+            .body(object(
+                &["amount"],
+                json!({"amount": {"type": "number", "minimum": 1, "maximum": 1000, "multipleOf": 0.000001,
+                                  "description": "US dollars, at most 6 decimals."},
+                       "agent": opt(agent_ref())}),
+            ))
+            .errors(404, &["agent_not_found"]),
+        RouteId::AgentRegister => Shape::new(Json(201, r("AgentRegistered")))
+            .body(object(
+                &["name"],
+                json!({"name": {"type": "string", "minLength": 1, "maxLength": 100,
+                                "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+                                "description": "1 to 100 characters, no control characters."}}),
+            ))
+            .errors(429, &["rate_limited"])
+            .errors(503, &["agent_capacity_reached"]),
+        RouteId::AgentBalance => ok(r("AgentBalance")),
+        RouteId::AgentTransactions => ok(r("TransactionPage"))
+            .query("limit", false, int(1, 100), "Transactions per page, 1 to 100 (default 50).")
+            .query("offset", false, int(0, i128::from(u64::MAX)), "How many to skip (default 0).")
+            .query(
+                "type",
+                false,
+                json!({"type": "string", "pattern": any_case(&["deposit", "charge", "grant", "refund", "topup", "debit"])}),
+                "Only this type: deposit (x402 money in), charge (calls), grant (operator) or refund (x402 change); topup and debit are accepted too.",
+            )
+            .errors(422, &["validation_error"]),
+        RouteId::AgentModels => ok(r("ModelList")),
         RouteId::MemorySearch => upstream(
             ok(r("MemoryMatches"))
                 .query("q", true, text(), "The query text (not blank, at most 8 KiB); its embedding is billed per token like POST /v1/embeddings.")
