@@ -23,7 +23,7 @@ pub(crate) fn base_url(c: &Config) -> String {
 /// The group a route is documented under, and whether agents see it at all.
 pub(crate) fn group(id: RouteId) -> Option<&'static str> {
     Some(match id {
-        RouteId::Chat | RouteId::Mcp => "Inference",
+        RouteId::Chat | RouteId::Responses | RouteId::Mcp => "Inference",
         RouteId::AgentOnboard
         | RouteId::SiweChallenge
         | RouteId::SiweVerify
@@ -113,6 +113,9 @@ pub(crate) fn example(id: RouteId) -> Option<&'static str> {
     Some(match id {
         RouteId::Chat => {
             r#"{"messages":[{"role":"user","content":"Summarize our last run"}],"model":"gemini-2.5-flash","memory_read":true,"memory_write":true,"memory_write_mode":"auto","memory_max_chars":1200,"k":5,"temperature":0.3,"stream":false}"#
+        }
+        RouteId::Responses => {
+            r#"{"model":"gemini-2.5-flash","instructions":"Answer in one line.","input":"Summarize our last run","stream":false}"#
         }
         RouteId::AgentOnboard => {
             r#"{"wallet_address":"0xabc...","credits":5000000,"key_name":"agent-prod"}"#
