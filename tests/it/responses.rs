@@ -552,3 +552,58 @@ async fn x402_pays_per_response_unary_and_streamed() {
     }
     env.stop().await;
 }
+
+/// The route is in every self-description: the OpenAPI operation (body, Response schema, the
+/// 400 codes), the full reference with its notes, the skill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documents_describe_the_responses_api() {
+    let env = Env::start().await;
+    let spec: Value = env.send(Method::GET, "/openapi.json", &[], "").await.json();
+    let op = &spec["paths"]["/v1/responses"]["post"];
+    let body = &op["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["required"], json!(["input"]));
+    assert!(body["properties"]["max_output_tokens"].is_object());
+    let codes = op["responses"]["400"]["content"]["application/json"]["schema"]["allOf"][1]
+        ["properties"]["error"]["properties"]["code"]["enum"]
+        .to_string();
+    assert!(
+        codes.contains("unsupported_parameter") && codes.contains("invalid_tool"),
+        "{codes}"
+    );
+    let schemas = &spec["components"]["schemas"];
+    assert_eq!(
+        schemas["Response"]["properties"]["object"]["const"],
+        "response"
+    );
+    assert!(
+        schemas["ResponseStreamEvent"]
+            .to_string()
+            .contains("response.output_text.delta")
+    );
+    let full = String::from_utf8(
+        env.send(Method::GET, "/llms-full.txt", &[], "")
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    let section = &full[full.find("### `POST /v1/responses`").expect("its section")..];
+    for words in [
+        "Stateless",
+        "previous_response_id",
+        "extra_content.google.thought_signature",
+        "response.completed",
+        "x402-receipt",
+    ] {
+        assert!(section.contains(words), "{words}");
+    }
+    let skill = String::from_utf8(
+        env.send(Method::GET, "/skill.md", &[], "")
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(skill.contains("/v1/responses"));
+    env.stop().await;
+}

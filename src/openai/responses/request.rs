@@ -33,8 +33,9 @@ struct RawRequest {
     tools: Option<Vec<Value>>,
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<Value>,
-    text: Option<RawText>,
-    reasoning: Option<RawReasoning>,
+    // Maps, not structs: serde would read a struct from an array too.
+    text: Option<Map<String, Value>>,
+    reasoning: Option<Map<String, Value>>,
     max_output_tokens: Option<Value>,
     temperature: Option<Value>,
     top_p: Option<Value>,
@@ -55,7 +56,7 @@ struct RawRequest {
     )]
     include: Option<Vec<String>>,
     metadata: Option<Map<String, Value>>,
-    user: Option<Value>,
+    user: Option<String>,
     service_tier: Option<Value>,
     truncation: Option<String>,
     top_logprobs: Option<Value>,
@@ -72,17 +73,6 @@ struct RawRequest {
 enum RawInput {
     Text(String),
     Items(Vec<Value>),
-}
-
-#[derive(Debug, Deserialize)]
-struct RawText {
-    format: Option<Map<String, Value>>,
-    verbosity: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawReasoning {
-    effort: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,19 +206,30 @@ fn build(raw: RawRequest) -> Result<Translated, RequestError> {
         "tool_choice".into(),
         raw.tool_choice.unwrap_or_else(|| json!("auto")),
     );
-    let format = match raw.text.as_ref().and_then(|t| t.format.as_ref()) {
-        Some(f) => {
+    let text = raw.text.unwrap_or_default();
+    let format = match text.get("format").filter(|f| !f.is_null()) {
+        Some(Value::Object(f)) => {
             chat.insert("response_format".into(), response_format(f)?);
             Value::Object(f.clone())
         }
+        Some(_) => return Err(invalid("text.format", "text.format must be an object")),
         None => json!({"type": "text"}),
     };
-    let mut text = json!({ "format": format });
-    if let Some(v) = raw.text.and_then(|t| t.verbosity) {
-        text["verbosity"] = v;
+    let mut echoed = json!({ "format": format });
+    if let Some(v) = text.get("verbosity").filter(|v| !v.is_null()) {
+        echoed["verbosity"] = v.clone();
     }
-    echo.insert("text".into(), text);
-    let effort = raw.reasoning.and_then(|r| r.effort);
+    echo.insert("text".into(), echoed);
+    let effort = match raw.reasoning.as_ref().and_then(|r| r.get("effort")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(e)) => Some(e.clone()),
+        Some(_) => {
+            return Err(invalid(
+                "reasoning.effort",
+                "reasoning.effort must be a string: none|minimal|low|medium|high",
+            ));
+        }
+    };
     if let Some(e) = &effort {
         chat.insert("reasoning_effort".into(), json!(e));
     }
@@ -257,7 +258,7 @@ fn build(raw: RawRequest) -> Result<Translated, RequestError> {
             raw.parallel_tool_calls,
             json!(true),
         ),
-        ("user", "user", raw.user, Value::Null),
+        ("user", "user", raw.user.map(Value::String), Value::Null),
     ] {
         if let Some(v) = &v {
             chat.insert(chat_name.into(), v.clone());
@@ -265,6 +266,17 @@ fn build(raw: RawRequest) -> Result<Translated, RequestError> {
         echo.insert(echo_name.into(), v.unwrap_or(default));
     }
     let metadata = raw.metadata.unwrap_or_default();
+    // OpenAI's limits: 16 pairs, keys up to 64 characters, string values up to 512.
+    if metadata.len() > 16
+        || metadata.iter().any(|(k, v)| {
+            k.chars().count() > 64 || v.as_str().is_none_or(|v| v.chars().count() > 512)
+        })
+    {
+        return Err(invalid(
+            "metadata",
+            "metadata holds at most 16 pairs of keys up to 64 characters and string values up to 512",
+        ));
+    }
     if !metadata.is_empty() {
         chat.insert("metadata".into(), Value::Object(metadata.clone()));
     }

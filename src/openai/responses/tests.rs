@@ -328,6 +328,13 @@ fn bad_json_is_invalid_json_and_bad_shapes_are_422s() {
         json!({"input": [{"role": "user", "content": 5}]}),
         json!({"input": "x", "truncation": "sometimes"}),
         json!({"input": "x", "stream": "yes"}),
+        json!({"input": "x", "user": {}}),
+        json!({"input": "x", "text": [null]}),
+        json!({"input": "x", "text": {"format": "json"}}),
+        json!({"input": "x", "reasoning": [null]}),
+        json!({"input": "x", "reasoning": {"effort": 1}}),
+        json!({"input": "x", "metadata": {"a": 1}}),
+        json!({"input": "x", "metadata": {"k".repeat(65): "v"}}),
     ] {
         let e = err(body.clone());
         assert!(
