@@ -21,6 +21,7 @@ pub mod money;
 pub mod num;
 pub mod openapi;
 pub mod pay;
+pub mod responses;
 pub mod routes;
 pub mod settle;
 pub mod signin;
@@ -285,7 +286,7 @@ async fn serve(
     if let Some(p) = who
         // Chat records its own events, and so do successful embeddings and memory searches
         // (with tokens and cost).
-        && !(route.id == RouteId::Chat
+        && !(matches!(route.id, RouteId::Chat | RouteId::Responses)
             || matches!(route.id, RouteId::Embeddings | RouteId::MemorySearch)
                 && res.status().is_success())
     {
@@ -443,6 +444,7 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::Metrics => Ok(health::metrics(&ctx.state)),
         RouteId::Models => Ok(models::list(&ctx.state)),
         RouteId::Chat => chat::completions(ctx, req).await,
+        RouteId::Responses => responses::create(ctx, req).await,
         RouteId::Mcp => mcp::handle(&ctx, req).await,
         RouteId::SiweChallenge => signin::challenge(&ctx, req).await,
         RouteId::SiweVerify => signin::verify(&ctx, req).await,

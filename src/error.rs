@@ -40,6 +40,10 @@ pub enum RequestError {
     /// `param` is the path to it.
     #[error("{message}")]
     Tool { param: String, message: String },
+    /// A parameter this stateless gateway cannot honour (stored state, hosted files); `param`
+    /// is the path to it.
+    #[error("{message}")]
+    Unsupported { param: String, message: String },
     #[error("model '{0}' does not exist; GET /v1/models lists the available models")]
     ModelNotFound(String),
     #[error("no route for {method} {path}")]
@@ -106,6 +110,7 @@ impl Error {
                 RequestError::InvalidJson(_) | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
                 RequestError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 RequestError::Schema { .. } | RequestError::Tool { .. } => StatusCode::BAD_REQUEST,
+                RequestError::Unsupported { .. } => StatusCode::BAD_REQUEST,
                 RequestError::ModelNotFound(_) | RequestError::NotFound { .. } => {
                     StatusCode::NOT_FOUND
                 }
@@ -188,6 +193,7 @@ impl Error {
                 RequestError::Validation { .. } => "validation_error",
                 RequestError::Schema { .. } => "invalid_schema",
                 RequestError::Tool { .. } => "invalid_tool",
+                RequestError::Unsupported { .. } => "unsupported_parameter",
                 RequestError::ModelNotFound(_) => "model_not_found",
                 RequestError::NotFound { .. } => "not_found",
                 RequestError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -265,7 +271,9 @@ impl Error {
         match self {
             Error::Request(RequestError::Validation { param, .. }) => *param,
             Error::Request(
-                RequestError::Schema { param, .. } | RequestError::Tool { param, .. },
+                RequestError::Schema { param, .. }
+                | RequestError::Tool { param, .. }
+                | RequestError::Unsupported { param, .. },
             ) => Some(param),
             Error::Request(RequestError::ModelNotFound(_)) => Some("model"),
             _ => None,

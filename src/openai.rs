@@ -7,7 +7,10 @@
 //! - `history`: assistant `tool_calls` and `tool` messages → `functionCall` / `functionResponse`
 //!   parts (ids matched to names, arguments parsed, thought signatures carried back).
 //! - `answer`: function calls → `message.tool_calls[]` and streamed `delta.tool_calls[]`.
+//! - `responses`: the Responses API as an adapter over Chat Completions: requests to chat
+//!   requests, chat answers and chunks to Response objects and typed `response.*` events.
 
 pub mod answer;
 pub mod history;
+pub mod responses;
 pub mod tools;

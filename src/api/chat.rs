@@ -14,6 +14,20 @@ pub mod stream;
 pub const PATH: &str = "/v1/chat/completions";
 const DESCRIPTION: &str = "vectorway chat completion (Gemini), priced at its worst case";
 
+/// The route a chat call came in on: what its x402 requirements and usage events name. Chat
+/// completions and the Responses API (`api::responses`) serve one pipeline under two surfaces.
+#[derive(Debug, Clone, Copy)]
+pub struct Surface {
+    pub path: &'static str,
+    pub description: &'static str,
+}
+
+/// `POST /v1/chat/completions`.
+pub const CHAT: Surface = Surface {
+    path: PATH,
+    description: DESCRIPTION,
+};
+
 /// Status recorded for a call whose client disconnected (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
 
@@ -58,11 +72,21 @@ pub struct Meter {
     started: Instant,
     model: Option<String>,
     memory: MemoryUse,
+    /// The route the call came in on.
+    path: &'static str,
 }
 
 impl Meter {
-    fn new(ctx: &Ctx, wallet: Wallet, key_id: Option<String>, mode: AuthMode, model: &str) -> Self {
+    fn new(
+        ctx: &Ctx,
+        wallet: Wallet,
+        key_id: Option<String>,
+        mode: AuthMode,
+        model: &str,
+        path: &'static str,
+    ) -> Self {
         Self {
+            path,
             state: ctx.state.clone(),
             wallet,
             key_id,
@@ -79,7 +103,7 @@ impl Meter {
     pub fn record(&self, status: u16, credits: u64, usage: Option<&TokenUsage>) {
         let ev = UsageEvent {
             method: "POST".into(),
-            path: "/v1/chat/completions".into(),
+            path: self.path.into(),
             status,
             latency_ms: self.started.elapsed().as_millis() as u64,
             credits,
@@ -238,19 +262,31 @@ pub fn completion_id(response_id: Option<&str>, request_id: &str) -> String {
 }
 
 pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let state = ctx.state.clone();
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, state.config.body_limit).await?;
+    let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
     let chat = parse_chat(&bytes)?;
-    let models = resolve(&state, &chat)?;
+    serve(ctx, &parts, &chat, CHAT).await
+}
+
+/// Serves a parsed chat request that came in on `surface`: price → pay → recall → model(s) →
+/// answer → settle. `parts` are the request's head (its payment headers).
+pub async fn serve(
+    ctx: Ctx,
+    parts: &http::request::Parts,
+    chat: &ChatRequest,
+    surface: Surface,
+) -> Result<Response<Body>, Error> {
+    let state = ctx.state.clone();
+    let (path, description) = (surface.path, surface.description);
+    let models = resolve(&state, chat)?;
     let first = models.first().map(|m| m.id.clone()).unwrap_or_default();
     let (payer, meter) = match ctx.principal.clone() {
         Some(p) => {
-            let meter = Meter::new(&ctx, p.wallet, p.key_id, p.mode, &first);
+            let meter = Meter::new(&ctx, p.wallet, p.key_id, p.mode, &first, path);
             // Held without memories; `run` grows the hold by the block recall returns.
             match state
                 .billing
-                .reserve(p.wallet, cost_bound(&state, &chat, &models, 0))
+                .reserve(p.wallet, cost_bound(&state, chat, &models, 0))
             {
                 Ok(hold) => (Payer::Credits(hold), meter),
                 Err(e) => {
@@ -262,15 +298,15 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
         None => {
             // Asked before the payer (and so its memories) is known: it covers the most recall
             // can inject.
-            let worst = cost_bound(&state, &chat, &models, chat.recall_token_bound());
+            let worst = cost_bound(&state, chat, &models, chat.recall_token_bound());
             let quote = state.payments.quote(worst);
-            let verified = match pay::verify(&state, &parts.headers, quote, PATH, DESCRIPTION).await
+            let verified = match pay::verify(&state, &parts.headers, quote, path, description).await
             {
                 Ok(Some(v)) => v,
-                Ok(None) => return Ok(pay::challenge(&state, quote, PATH, DESCRIPTION, None)),
+                Ok(None) => return Ok(pay::challenge(&state, quote, path, description, None)),
                 Err(refused) => return Ok(refused),
             };
-            let meter = Meter::new(&ctx, verified.payer, None, AuthMode::X402, &first);
+            let meter = Meter::new(&ctx, verified.payer, None, AuthMode::X402, &first, path);
             // The payment is verified but not settled: a limited caller is not charged.
             if let Err(e) = state.limiter.check(verified.payer, RateClass::Runtime) {
                 meter.record(429, 0, None);
@@ -287,7 +323,7 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
                 // `/verify` moves no money: the same payment may be sent again.
                 state.payments.release_nonce(&verified);
                 let failed = Err(e.clone());
-                let mut res = pay::refusal(&state, quote, PATH, DESCRIPTION, e);
+                let mut res = pay::refusal(&state, quote, path, description, e);
                 pay::stamp_receipt(&mut res, &verified, &failed);
                 return Ok(res);
             }
@@ -318,7 +354,7 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
         payer: Some(payer),
         state: state.clone(),
     };
-    let result = run(&ctx, &mut guard, pay, &chat, &models).await;
+    let result = run(&ctx, &mut guard, pay, chat, &models, surface).await;
     if let (Err(e), Some(meter)) = (&result, guard.meter.as_ref()) {
         meter.record(e.status().as_u16(), 0, None);
     }
@@ -443,6 +479,7 @@ async fn run(
     mut pay: PayGuard,
     chat: &ChatRequest,
     models: &[ModelPrice],
+    surface: Surface,
 ) -> Result<Response<Body>, Error> {
     let state = &ctx.state;
     let default_max = state.config.default_max_tokens;
@@ -572,7 +609,8 @@ async fn run(
                         owed.record(402);
                         let quote = paid_with.as_ref().map_or(cost, |v| v.quote);
                         let failed = Err(e.clone());
-                        let mut res = pay::refusal(state, quote, PATH, DESCRIPTION, e);
+                        let mut res =
+                            pay::refusal(state, quote, surface.path, surface.description, e);
                         if let Some(v) = &paid_with {
                             pay::stamp_receipt(&mut res, v, &failed);
                         }

@@ -23,7 +23,7 @@ pub(crate) fn base_url(c: &Config) -> String {
 /// The group a route is documented under, and whether agents see it at all.
 pub(crate) fn group(id: RouteId) -> Option<&'static str> {
     Some(match id {
-        RouteId::Chat | RouteId::Mcp => "Inference",
+        RouteId::Chat | RouteId::Responses | RouteId::Mcp => "Inference",
         RouteId::AgentOnboard
         | RouteId::SiweChallenge
         | RouteId::SiweVerify
@@ -119,6 +119,9 @@ pub(crate) fn example(id: RouteId) -> Option<&'static str> {
         RouteId::Chat => {
             r#"{"messages":[{"role":"user","content":"Summarize our last run"}],"model":"gemini-2.5-flash","memory_read":true,"memory_write":true,"memory_write_mode":"auto","memory_max_chars":1200,"k":5,"temperature":0.3,"stream":false}"#
         }
+        RouteId::Responses => {
+            r#"{"model":"gemini-2.5-flash","instructions":"Answer in one line.","input":"Summarize our last run","stream":false}"#
+        }
         RouteId::AgentOnboard => {
             r#"{"wallet_address":"0xabc...","credits":5000000,"key_name":"agent-prod"}"#
         }
@@ -166,6 +169,16 @@ pub(crate) fn route_code(id: RouteId, code: &'static str) -> &'static str {
         "insufficient_credits" => "insufficient_balance",
         other => other,
     }
+}
+
+/// What a route's reference says beyond its summary and example, if anything.
+pub(crate) fn notes(id: RouteId) -> Option<&'static str> {
+    Some(match id {
+        RouteId::Responses => {
+            "The OpenAI Responses API over the chat pipeline: the same models, prices, holds, x402 quotes, memory fields and fallback lists as chat. Stateless: nothing is stored (a Response says `store: false`), so send the whole conversation in `input`; `previous_response_id`, `conversation`, `prompt`, `background: true` and `item_reference` items are 400 `unsupported_parameter`. `input` is a string or items: `message` (roles user, system, developer, assistant; parts `input_text`, `output_text`, `input_image` with an `image_url`, `input_file` with `file_data`), `function_call`, `function_call_output` and `reasoning` (accepted, dropped). `tools` takes flat `function` tools (other types are 400 `invalid_tool`: no hosted tools), with `tool_choice` and `parallel_tool_calls`; `text.format` (`text`, `json_object`, `json_schema`) becomes `response_format`, `reasoning.effort` `reasoning_effort`, `max_output_tokens` the completion cap. A Gemini 3 `function_call` item carries its thought signature in `extra_content.google.thought_signature`: send the item back unchanged (the OpenAI SDKs do). With `\"stream\": true` the answer is typed events (`event:` and `data.type` alike, `sequence_number` from 0): `response.created`, `response.in_progress`, `response.output_item.added`, `response.content_part.added`, `response.output_text.delta`, `response.output_text.done`, `response.content_part.done`, `response.output_item.done`, `response.function_call_arguments.delta` / `.done`, then `response.completed` or `response.incomplete`, or `error` and `response.failed`; a paid x402 stream then ends with `data: [DONE]` and `event: x402-receipt`. `usage` has `input_tokens`, `output_tokens`, their details and the Vectorway cost and memory fields."
+        }
+        _ => return None,
+    })
 }
 
 /// One model's price in words: `id: input $a / output $b per 1M tokens`.

@@ -12,6 +12,7 @@
 //! body states that cap.
 
 mod components;
+mod responses;
 mod shapes;
 
 use std::collections::BTreeMap;
@@ -184,6 +185,12 @@ fn operation(route: &Route, s: &Shape, body_limit: usize) -> Value {
             json!({"description": "Success: JSON, or server-sent events with `\"stream\": true`.",
                    "content": {"application/json": {"schema": schema},
                                "text/event-stream": {"schema": r("ChatStreamEvent")}}}),
+        ),
+        Answer::JsonOrEvents(schema, events) => (
+            200,
+            json!({"description": "Success: JSON, or typed server-sent events with `\"stream\": true`.",
+                   "content": {"application/json": {"schema": schema},
+                               "text/event-stream": {"schema": events}}}),
         ),
         Answer::Text(media) => (
             200,

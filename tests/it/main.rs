@@ -29,6 +29,7 @@ mod mcp;
 mod memory;
 mod money;
 mod ops;
+mod responses;
 mod settle;
 mod tidy;
 mod tools;

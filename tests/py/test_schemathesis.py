@@ -23,7 +23,7 @@ allowances (each an ``operations`` entry in ``CONFIG`` below):
   fuzzer cannot make one; a schema-valid unpaid request is answered 402 with the payment
   requirements (x402's challenge), which the positive-data check is told to accept. Paid calls
   are covered by test_x402.py with the official x402 SDK.
-* ``ignored_auth`` is off for those and for chat: x402 answers a request without credentials
+* ``ignored_auth`` is off for those and for chat and responses: x402 answers a request without credentials
   with 402 and the price (not 401/403) by design; ``test_unpaid_calls_get_the_x402_challenge``
   below asserts that answer directly.
 * SIWE-in-the-body/query routes (``/v1/auth/keys``): a SIWE message is single-use, so generated
@@ -157,7 +157,9 @@ def config(gateway: Gateway) -> dict[str, Any]:
         "operations": [
             {
                 # x402 answers "no credentials" with 402 and the price, not 401/403.
-                "include-path-regex": "^(/v1/chat/completions|" + "|".join(X402_ONLY) + ")$",
+                "include-path-regex": "^(/v1/chat/completions|/v1/responses|"
+                + "|".join(X402_ONLY)
+                + ")$",
                 "checks": {"ignored_auth": {"enabled": False}},
             },
             {
@@ -193,6 +195,7 @@ def test_unpaid_calls_get_the_x402_challenge(st_gateway: Gateway) -> None:
     """What ``ignored_auth`` is turned off for: no credentials is 402 with requirements."""
     for path, body in [
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/responses", {"input": "hi"}),
         ("/v1/auth/agent-onboard", {"wallet_address": ST_WALLET, "credits": 500_000}),
         ("/v1/topup", {"amount": 5}),
     ]:

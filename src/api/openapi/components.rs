@@ -293,6 +293,7 @@ pub fn schemas() -> Map<String, Value> {
     ];
     entries
         .into_iter()
+        .chain(super::responses::schemas())
         .map(|(name, schema)| (name.to_string(), schema))
         .collect()
 }

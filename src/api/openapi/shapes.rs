@@ -30,6 +30,8 @@ pub enum Answer {
     Json(u16, Value),
     /// A JSON body, or an SSE stream when the request asks for `"stream": true`.
     JsonOrStream(Value),
+    /// A JSON body, or SSE events of this schema when the request asks for `"stream": true`.
+    JsonOrEvents(Value, Value),
     /// A text document of this media type.
     Text(&'static str),
 }
@@ -386,6 +388,13 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
             .errors(400, &["invalid_tool", "invalid_schema"])
             .errors(402, &["insufficient_credits"])
             .errors(422, &["validation_error"]),
+        RouteId::Responses => upstream(
+            Shape::new(Answer::JsonOrEvents(r("Response"), r("ResponseStreamEvent")))
+                .body(super::responses::body(c)),
+        )
+        .errors(400, &["invalid_tool", "invalid_schema", "unsupported_parameter"])
+        .errors(402, &["insufficient_credits"])
+        .errors(422, &["validation_error"]),
         RouteId::SiweChallenge => ok(r("Challenge"))
             .body(object(
                 &["wallet_address"],
