@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod health;
 pub mod idempotency;
 pub mod mcp;
+pub mod media;
 pub mod memory;
 pub mod models;
 pub mod money;
@@ -69,6 +70,8 @@ pub struct State {
     /// Paid-stream blocks after failed settlements (`settle`).
     pub settler: settle::Settler,
     pub memory: Memory,
+    /// Fetches image URLs of chat turns (`crate::media::fetch`, SSRF-checked).
+    pub media: crate::media::fetch::Fetcher,
     /// The discovery documents, built from the route table and this config at start-up.
     pub docs: discovery::Docs,
     pub gemini: Gemini,
@@ -110,8 +113,10 @@ impl State {
         let limiter = RateLimiter::new(p.config.limits);
         let memory = Memory::from_config(p.store.clone(), &p.config.memory, p.gemini.clone());
         let docs = discovery::Docs::build(&p.config);
+        let media = crate::media::fetch::Fetcher::new(&p.config.media);
         Ok(Self {
             docs,
+            media,
             config: p.config,
             store: p.store,
             billing: p.billing,

@@ -50,6 +50,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub x402: RawX402,
     pub memory: RawMemory,
+    pub media: RawMedia,
     pub models: BTreeMap<String, RawModel>,
 }
 
@@ -265,6 +266,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             x402: RawX402::default(),
             memory: RawMemory::default(),
+            media: RawMedia::default(),
             models: default_models(),
         }
     }
@@ -296,6 +298,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub x402: X402Config,
     pub memory: MemoryConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -632,6 +635,7 @@ impl RawConfig {
         let limits = self.limits.validate()?;
         let x402 = self.x402.validate(api_key.is_some())?;
         let memory = self.memory.validate(api_key.is_some())?;
+        let media = self.media.validate()?;
         if self.simulator.tokens_per_sec == 0 || self.simulator.chunk_tokens == 0 {
             return Err(invalid(
                 "simulator.tokens_per_sec",
@@ -686,6 +690,7 @@ impl RawConfig {
             limits,
             x402,
             memory,
+            media,
         })
     }
 }
@@ -779,8 +784,10 @@ impl Config {
     }
 }
 
+mod media;
 mod sections;
 
+pub use media::{MediaConfig, RawMedia};
 pub use sections::{RawAuth, RawLimits, RawMemory, RawX402, known_network};
 
 #[cfg(test)]

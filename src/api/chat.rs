@@ -241,8 +241,10 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
     let state = ctx.state.clone();
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, state.config.body_limit).await?;
-    let chat = parse_chat(&bytes)?;
+    let mut chat = parse_chat(&bytes)?;
     let models = resolve(&state, &chat)?;
+    // Image URLs are fetched (and every media part checked) before anything is priced or paid.
+    super::media::prepare(&state, &mut chat).await?;
     let first = models.first().map(|m| m.id.clone()).unwrap_or_default();
     let (payer, meter) = match ctx.principal.clone() {
         Some(p) => {
@@ -459,11 +461,11 @@ async fn run(
     // The memories join the prompt: the hold must cover them before any model sees them.
     let recalled = memory_block.as_deref().map_or(0, memory::block_tokens);
     pay.cover(cost_bound(state, chat, models, recalled))?;
-    let bound = UsageBound {
-        prompt: chat.prompt_token_bound() + recalled,
-        completion: u64::from(chat.completion_cap(default_max)),
-    };
     for (i, model) in models.iter().enumerate() {
+        let bound = UsageBound {
+            prompt: chat.prompt_bound_for(&model.upstream) + recalled,
+            completion: u64::from(chat.completion_cap(default_max)),
+        };
         meter.model = Some(model.id.clone());
         let mut call = chat.to_call(model, default_max);
         if let Some(block) = &memory_block {
