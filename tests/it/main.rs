@@ -25,6 +25,7 @@ mod fallback;
 mod faults;
 mod harness;
 mod mcp;
+mod media;
 mod memory;
 mod money;
 mod ops;
