@@ -275,7 +275,8 @@ fn media_of(
     param: String,
 ) -> Result<Arc<Media>, RequestError> {
     // The client's base64 is sent on as is when it is already canonical (padded, no spaces).
-    let canonical = encoded.len() % 4 == 0 && !encoded.bytes().any(|b| b.is_ascii_whitespace());
+    let canonical =
+        encoded.len().is_multiple_of(4) && !encoded.bytes().any(|b| b.is_ascii_whitespace());
     Media::new(declared, bytes, canonical.then_some(encoded))
         .map(Arc::new)
         .map_err(|u| RequestError::media(MediaFault::UnsupportedType, param, u.0))
