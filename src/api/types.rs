@@ -11,7 +11,7 @@ use crate::error::RequestError;
 use crate::openai::content::{self, Accepts, Piece, RawContent};
 use crate::openai::history::{self, CallIn, CallIndex, RawToolCall};
 use crate::openai::tools::{self, RawTool, RawToolChoice, ToolSpec};
-use crate::upstream::{Blob, ChatCall, GenParams, Part, Role, Thinking, Turn};
+use crate::upstream::{ChatCall, GenParams, Part, Role, Thinking, Turn};
 
 /// The model used when a request names none (Vectorway reference).
 pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
@@ -384,20 +384,7 @@ impl ChatRequest {
 
     /// The media's share of the prompt bound (`crate::media`): for `model`, or for any model.
     fn media_tokens(&self, model: Option<&str>) -> u64 {
-        let pieces = self.messages.iter().flat_map(|m| &m.pieces);
-        pieces
-            .map(|p| match (p, model) {
-                (Piece::Media(m), Some(model)) => m.prompt_tokens(model),
-                (Piece::Media(m), None) => m.prompt_tokens_any(),
-                // Not fetched yet (`api::media` fetches before pricing): an image of unknown size.
-                (Piece::Remote { .. }, _) => crate::media::image_tokens(
-                    crate::media::UNKNOWN_SIDE,
-                    crate::media::UNKNOWN_SIDE,
-                )
-                .max(crate::media::GEMINI3_IMAGE_TOKENS),
-                (Piece::Text(_), _) => 0,
-            })
-            .sum()
+        content::media_tokens(self.messages.iter().flat_map(|m| &m.pieces), model)
     }
 
     fn text_token_bound(&self) -> u64 {
@@ -457,24 +444,9 @@ impl ChatRequest {
                     }
                     system.push_str(&m.text);
                 }
-                MessageRole::User if m.pieces.is_empty() => {
-                    turns.push(Turn::text(Role::User, m.text.clone()));
-                }
                 MessageRole::User => turns.push(Turn {
                     role: Role::User,
-                    parts: m
-                        .pieces
-                        .iter()
-                        .filter_map(|p| match p {
-                            Piece::Text(t) => Some(Part::Text(t.clone())),
-                            Piece::Media(media) => Some(Part::Media(Blob {
-                                mime: media.mime.to_string(),
-                                data: media.data.clone(),
-                            })),
-                            // `api::media` replaces every URL before a call is built.
-                            Piece::Remote { .. } => None,
-                        })
-                        .collect(),
+                    parts: content::user_parts(&m.text, &m.pieces),
                 }),
                 MessageRole::Assistant => turns.push(Turn {
                     role: Role::Model,

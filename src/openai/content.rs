@@ -24,7 +24,8 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use serde::Deserialize;
 
 use crate::error::{MediaFault, RequestError};
-use crate::media::{Declared, IMAGE_MIMES, Media};
+use crate::media::{self as media_mod, Declared, IMAGE_MIMES, Media};
+use crate::upstream::{Blob, Part};
 
 /// A message's `content` as sent.
 #[derive(Debug, Deserialize)]
@@ -97,6 +98,41 @@ pub enum Piece {
 pub struct Content {
     pub text: String,
     pub pieces: Vec<Piece>,
+}
+
+/// The prompt tokens `pieces` can cost on `model` (`None`: on any model, the larger rule).
+pub fn media_tokens<'a>(pieces: impl Iterator<Item = &'a Piece>, model: Option<&str>) -> u64 {
+    pieces
+        .map(|p| match (p, model) {
+            (Piece::Media(m), Some(model)) => m.prompt_tokens(model),
+            (Piece::Media(m), None) => m.prompt_tokens_any(),
+            // Not fetched yet (`api::media` fetches before pricing): an image of unknown size.
+            (Piece::Remote { .. }, _) => {
+                media_mod::image_tokens(media_mod::UNKNOWN_SIDE, media_mod::UNKNOWN_SIDE)
+                    .max(media_mod::GEMINI3_IMAGE_TOKENS)
+            }
+            (Piece::Text(_), _) => 0,
+        })
+        .sum()
+}
+
+/// A user turn's parts: its text, or its pieces in order with media inline.
+pub fn user_parts(text: &str, pieces: &[Piece]) -> Vec<Part> {
+    if pieces.is_empty() {
+        return vec![Part::Text(text.to_string())];
+    }
+    pieces
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Text(t) => Some(Part::Text(t.clone())),
+            Piece::Media(m) => Some(Part::Media(Blob {
+                mime: m.mime.to_string(),
+                data: m.data.clone(),
+            })),
+            // `api::media` replaces every URL with what it served before a call is built.
+            Piece::Remote { .. } => None,
+        })
+        .collect()
 }
 
 fn invalid(param: String, message: impl Into<String>) -> RequestError {
