@@ -463,7 +463,9 @@ async fn run(
     pay.cover(cost_bound(state, chat, models, recalled))?;
     for (i, model) in models.iter().enumerate() {
         let bound = UsageBound {
-            prompt: chat.prompt_bound_for(&model.upstream) + recalled,
+            prompt: chat
+                .prompt_bound_for(&model.upstream)
+                .saturating_add(recalled),
             completion: u64::from(chat.completion_cap(default_max)),
         };
         meter.model = Some(model.id.clone());

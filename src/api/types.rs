@@ -374,12 +374,14 @@ impl ChatRequest {
     /// Media count at the larger of the model families' rules; `prompt_bound_for` is exact per
     /// model.
     pub fn prompt_token_bound(&self) -> u64 {
-        self.text_token_bound() + self.media_tokens(None)
+        self.text_token_bound()
+            .saturating_add(self.media_tokens(None))
     }
 
     /// Upper bound of prompt tokens on `upstream_model`: text as above, media by that model's rule.
     pub fn prompt_bound_for(&self, upstream_model: &str) -> u64 {
-        self.text_token_bound() + self.media_tokens(Some(upstream_model))
+        self.text_token_bound()
+            .saturating_add(self.media_tokens(Some(upstream_model)))
     }
 
     /// The media's share of the prompt bound (`crate::media`): for `model`, or for any model.

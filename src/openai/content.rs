@@ -113,7 +113,8 @@ pub fn media_tokens<'a>(pieces: impl Iterator<Item = &'a Piece>, model: Option<&
             }
             (Piece::Text(_), _) => 0,
         })
-        .sum()
+        // A header may claim any size: saturate rather than wrap (such a bound never fits).
+        .fold(0u64, u64::saturating_add)
 }
 
 /// A user turn's parts: its text, or its pieces in order with media inline.

@@ -269,3 +269,17 @@ fn audio_and_pdf_parts() {
         16 + 258 + 2 * 258_000 + unknown
     );
 }
+
+#[test]
+fn giant_claimed_sizes_saturate_the_bound_instead_of_wrapping() {
+    let part = json!({"type": "image_url", "image_url": {"url": data_png(u32::MAX, u32::MAX)}});
+    let r = chat(Value::Array(vec![part; 3000])).unwrap();
+    assert_eq!(r.prompt_bound_for("gemini-2.5-flash"), u64::MAX);
+    assert_eq!(r.prompt_token_bound(), u64::MAX);
+    let config = crate::config::RawConfig::default().validate().unwrap();
+    let flash = config.prices.get("gemini-2.5-flash").unwrap();
+    assert!(
+        r.cost_bound(flash, 64, 0) > 1 << 60,
+        "priced out, not wrapped to a small hold"
+    );
+}
