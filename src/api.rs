@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod health;
 pub mod idempotency;
 pub mod mcp;
+pub mod media;
 pub mod memory;
 pub mod models;
 pub mod money;
@@ -73,6 +74,8 @@ pub struct State {
     pub memory: Memory,
     /// Agent accounts registered without a wallet (`crate::agents`).
     pub agents: Arc<crate::agents::Agents>,
+    /// Fetches image URLs of chat turns (`crate::media::fetch`, SSRF-checked).
+    pub media: crate::media::fetch::Fetcher,
     /// The discovery documents, built from the route table and this config at start-up.
     pub docs: discovery::Docs,
     pub gemini: Gemini,
@@ -116,8 +119,10 @@ impl State {
         let agents = Arc::new(crate::agents::Agents::new(p.store.clone(), p.config.agents));
         let memory = Memory::from_config(p.store.clone(), &p.config.memory, p.gemini.clone());
         let docs = discovery::Docs::build(&p.config);
+        let media = crate::media::fetch::Fetcher::new(&p.config.media);
         Ok(Self {
             docs,
+            media,
             config: p.config,
             store: p.store,
             billing: p.billing,

@@ -51,6 +51,7 @@ pub struct RawConfig {
     pub x402: RawX402,
     pub memory: RawMemory,
     pub agents: RawAgents,
+    pub media: RawMedia,
     pub models: BTreeMap<String, RawModel>,
 }
 
@@ -267,6 +268,7 @@ impl Default for RawConfig {
             x402: RawX402::default(),
             memory: RawMemory::default(),
             agents: RawAgents::default(),
+            media: RawMedia::default(),
             models: default_models(),
         }
     }
@@ -299,6 +301,7 @@ pub struct Config {
     pub x402: X402Config,
     pub memory: MemoryConfig,
     pub agents: AgentsConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -636,6 +639,7 @@ impl RawConfig {
         let x402 = self.x402.validate(api_key.is_some())?;
         let memory = self.memory.validate(api_key.is_some())?;
         let agents = self.agents.validate()?;
+        let media = self.media.validate()?;
         if self.simulator.tokens_per_sec == 0 || self.simulator.chunk_tokens == 0 {
             return Err(invalid(
                 "simulator.tokens_per_sec",
@@ -691,6 +695,7 @@ impl RawConfig {
             x402,
             memory,
             agents,
+            media,
         })
     }
 }
@@ -785,9 +790,11 @@ impl Config {
 }
 
 mod agents;
+mod media;
 mod sections;
 
 pub use agents::{AgentsConfig, RawAgents};
+pub use media::{MediaConfig, RawMedia};
 pub use sections::{RawAuth, RawLimits, RawMemory, RawX402, known_network};
 
 #[cfg(test)]

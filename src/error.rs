@@ -44,6 +44,13 @@ pub enum RequestError {
     /// is the path to it.
     #[error("{message}")]
     Unsupported { param: String, message: String },
+    /// An image, audio or file content part that cannot be used; `param` is the path to it.
+    #[error("{message}")]
+    Media {
+        fault: MediaFault,
+        param: String,
+        message: String,
+    },
     #[error("model '{0}' does not exist; GET /v1/models lists the available models")]
     ModelNotFound(String),
     #[error("no route for {method} {path}")]
@@ -62,7 +69,30 @@ pub enum RequestError {
     UnsupportedProtocolVersion(String),
 }
 
+/// What is wrong with a media content part (each its own stable `code`, all 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaFault {
+    /// Malformed: not a data URL, bad base64, a part where the role takes none, a `file_id`.
+    Invalid,
+    /// The URL's scheme, host or address is not allowed (SSRF protection).
+    Forbidden,
+    /// Over the per-item or per-request size cap.
+    TooLarge,
+    /// The fetch failed: DNS, connect, TLS, status, redirects, time-out.
+    FetchFailed,
+    /// A content type Gemini does not take, or bytes that are not what they claim.
+    UnsupportedType,
+}
+
 impl RequestError {
+    pub fn media(fault: MediaFault, param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Media {
+            fault,
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn validation(param: &'static str, message: impl Into<String>) -> Self {
         Self::Validation {
             param: Some(param),
@@ -109,8 +139,10 @@ impl Error {
                 RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
                 RequestError::InvalidJson(_) | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
                 RequestError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                RequestError::Schema { .. } | RequestError::Tool { .. } => StatusCode::BAD_REQUEST,
-                RequestError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+                RequestError::Schema { .. }
+                | RequestError::Tool { .. }
+                | RequestError::Media { .. }
+                | RequestError::Unsupported { .. } => StatusCode::BAD_REQUEST,
                 RequestError::ModelNotFound(_) | RequestError::NotFound { .. } => {
                     StatusCode::NOT_FOUND
                 }
@@ -194,6 +226,13 @@ impl Error {
                 RequestError::Schema { .. } => "invalid_schema",
                 RequestError::Tool { .. } => "invalid_tool",
                 RequestError::Unsupported { .. } => "unsupported_parameter",
+                RequestError::Media { fault, .. } => match fault {
+                    MediaFault::Invalid => "invalid_content_part",
+                    MediaFault::Forbidden => "image_url_forbidden",
+                    MediaFault::TooLarge => "image_too_large",
+                    MediaFault::FetchFailed => "image_fetch_failed",
+                    MediaFault::UnsupportedType => "unsupported_media_type",
+                },
                 RequestError::ModelNotFound(_) => "model_not_found",
                 RequestError::NotFound { .. } => "not_found",
                 RequestError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -273,7 +312,8 @@ impl Error {
             Error::Request(
                 RequestError::Schema { param, .. }
                 | RequestError::Tool { param, .. }
-                | RequestError::Unsupported { param, .. },
+                | RequestError::Unsupported { param, .. }
+                | RequestError::Media { param, .. },
             ) => Some(param),
             Error::Request(RequestError::ModelNotFound(_)) => Some("model"),
             _ => None,

@@ -16,6 +16,7 @@ pub mod effects;
 pub mod error;
 pub mod http;
 pub mod locks;
+pub mod media;
 pub mod memory;
 pub mod openai;
 pub mod payments;

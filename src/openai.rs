@@ -6,11 +6,14 @@
 //!   JSON Schema check that refuses what Gemini cannot take (400 naming the path).
 //! - `history`: assistant `tool_calls` and `tool` messages → `functionCall` / `functionResponse`
 //!   parts (ids matched to names, arguments parsed, thought signatures carried back).
+//! - `content`: a message's `content` string or parts → text and media pieces (`image_url` data
+//!   or https URLs, `input_audio`, `file` PDFs), by what each role accepts.
 //! - `answer`: function calls → `message.tool_calls[]` and streamed `delta.tool_calls[]`.
 //! - `responses`: the Responses API as an adapter over Chat Completions: requests to chat
 //!   requests, chat answers and chunks to Response objects and typed `response.*` events.
 
 pub mod answer;
+pub mod content;
 pub mod history;
 pub mod responses;
 pub mod tools;

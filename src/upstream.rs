@@ -17,7 +17,8 @@ pub enum Role {
     Model,
 }
 
-/// One turn of the conversation: text, tool calls (model turns) and tool results (user turns).
+/// One turn of the conversation: text, media (user turns), tool calls (model turns) and tool
+/// results (user turns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {
     pub role: Role,
@@ -42,6 +43,15 @@ pub enum Part {
     Call(ToolCall),
     /// What a called function returned (user turns).
     Result(ToolResult),
+    /// An image, audio clip or document sent inline (user turns).
+    Media(Blob),
+}
+
+/// Inline media: its MIME type and its bytes as standard base64 (shared, not copied per call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub mime: String,
+    pub data: std::sync::Arc<str>,
 }
 
 /// A function call: name, arguments (a JSON object) and the opaque thought signature Gemini 3

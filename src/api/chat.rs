@@ -264,8 +264,8 @@ pub fn completion_id(response_id: Option<&str>, request_id: &str) -> String {
 pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
-    let chat = parse_chat(&bytes)?;
-    serve(ctx, &parts, &chat, CHAT).await
+    let mut chat = parse_chat(&bytes)?;
+    serve(ctx, &parts, &mut chat, CHAT).await
 }
 
 /// Serves a parsed chat request that came in on `surface`: price → pay → recall → model(s) →
@@ -273,12 +273,15 @@ pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Bod
 pub async fn serve(
     ctx: Ctx,
     parts: &http::request::Parts,
-    chat: &ChatRequest,
+    chat: &mut ChatRequest,
     surface: Surface,
 ) -> Result<Response<Body>, Error> {
     let state = ctx.state.clone();
     let (path, description) = (surface.path, surface.description);
     let models = resolve(&state, chat)?;
+    // Image URLs are fetched (and every media part checked) before anything is priced or paid.
+    super::media::prepare(&state, chat).await?;
+    let chat: &ChatRequest = chat;
     let first = models.first().map(|m| m.id.clone()).unwrap_or_default();
     let (payer, meter) = match ctx.principal.clone() {
         Some(p) => {
@@ -496,11 +499,13 @@ async fn run(
     // The memories join the prompt: the hold must cover them before any model sees them.
     let recalled = memory_block.as_deref().map_or(0, memory::block_tokens);
     pay.cover(cost_bound(state, chat, models, recalled))?;
-    let bound = UsageBound {
-        prompt: chat.prompt_token_bound() + recalled,
-        completion: u64::from(chat.completion_cap(default_max)),
-    };
     for (i, model) in models.iter().enumerate() {
+        let bound = UsageBound {
+            prompt: chat
+                .prompt_bound_for(&model.upstream)
+                .saturating_add(recalled),
+            completion: u64::from(chat.completion_cap(default_max)),
+        };
         meter.model = Some(model.id.clone());
         let mut call = chat.to_call(model, default_max);
         if let Some(block) = &memory_block {

@@ -39,9 +39,9 @@ pub async fn create(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
     let t = responses::translate(&bytes)?;
-    let chat = parse_chat(&t.chat).map_err(|e| t.remap(e))?;
+    let mut chat = parse_chat(&t.chat).map_err(|e| t.remap(e))?;
     let base = ctx.request_id.trim_start_matches("req_").to_string();
-    let res = chat::serve(ctx, &parts, &chat, SURFACE)
+    let res = chat::serve(ctx, &parts, &mut chat, SURFACE)
         .await
         .map_err(|e| remap(&t, e))?;
     if res.status() != StatusCode::OK {

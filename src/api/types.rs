@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::num::Int;
 use crate::billing::pricing::ModelPrice;
 use crate::error::RequestError;
+use crate::openai::content::{self, Accepts, Piece, RawContent};
 use crate::openai::history::{self, CallIn, CallIndex, RawToolCall};
 use crate::openai::tools::{self, RawTool, RawToolChoice, ToolSpec};
 use crate::upstream::{ChatCall, GenParams, Part, Role, Thinking, Turn};
@@ -65,22 +66,9 @@ enum StopField {
 #[derive(Debug, Deserialize)]
 struct RawMessage {
     role: String,
-    content: Option<ContentField>,
+    content: Option<RawContent>,
     tool_calls: Option<Vec<RawToolCall>>,
     tool_call_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ContentField {
-    Text(String),
-    Parts(Vec<RawPart>),
-}
-
-#[derive(Debug, Deserialize)]
-struct RawPart {
-    r#type: String,
-    text: Option<String>,
 }
 
 /// A message after validation: system/developer, user, assistant (with its tool calls) or tool
@@ -88,7 +76,11 @@ struct RawPart {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub role: MessageRole,
+    /// All the text of the message (a user message's text parts, never its media).
     pub text: String,
+    /// A user message with media: its text and media pieces in order (`crate::openai::content`);
+    /// empty for text-only content.
+    pub pieces: Vec<Piece>,
     /// An assistant message's function calls.
     pub calls: Vec<CallIn>,
     /// A tool message: the function it answers (found by `tool_call_id`).
@@ -240,28 +232,12 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
                 ));
             }
         };
-        let text = match m.content {
-            None => String::new(),
-            Some(ContentField::Text(t)) => t,
-            Some(ContentField::Parts(parts)) => {
-                let mut text = String::new();
-                for p in parts {
-                    match (p.r#type.as_str(), p.text) {
-                        ("text", Some(t)) => text.push_str(&t),
-                        ("text", None) => {
-                            return Err(invalid("messages", "a text part needs text"));
-                        }
-                        (other, _) => {
-                            return Err(invalid(
-                                "messages",
-                                format!("content part type '{other}' is not supported"),
-                            ));
-                        }
-                    }
-                }
-                text
-            }
+        let accepts = match role {
+            MessageRole::User => Accepts::Everything,
+            MessageRole::Assistant => Accepts::Answer,
+            MessageRole::System | MessageRole::Tool => Accepts::Text,
         };
+        let content::Content { text, pieces } = content::parse(i, accepts, m.content)?;
         let calls = match (role, m.tool_calls) {
             (MessageRole::Assistant, Some(raw)) => call_index.assistant(i, raw)?,
             _ => Vec::new(),
@@ -273,6 +249,7 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         messages.push(Message {
             role,
             text,
+            pieces,
             calls,
             tool_name,
         });
@@ -394,7 +371,25 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
 impl ChatRequest {
     /// Upper bound of prompt tokens: UTF-8 bytes of all message text, tool calls (name, arguments,
     /// signature) and tool declarations + 16 per message and per function (DESIGN §10).
+    /// Media count at the larger of the model families' rules; `prompt_bound_for` is exact per
+    /// model.
     pub fn prompt_token_bound(&self) -> u64 {
+        self.text_token_bound()
+            .saturating_add(self.media_tokens(None))
+    }
+
+    /// Upper bound of prompt tokens on `upstream_model`: text as above, media by that model's rule.
+    pub fn prompt_bound_for(&self, upstream_model: &str) -> u64 {
+        self.text_token_bound()
+            .saturating_add(self.media_tokens(Some(upstream_model)))
+    }
+
+    /// The media's share of the prompt bound (`crate::media`): for `model`, or for any model.
+    fn media_tokens(&self, model: Option<&str>) -> u64 {
+        content::media_tokens(self.messages.iter().flat_map(|m| &m.pieces), model)
+    }
+
+    fn text_token_bound(&self) -> u64 {
         let messages: u64 = self
             .messages
             .iter()
@@ -427,7 +422,8 @@ impl ChatRequest {
     /// the memory block actually injected, or of the largest one recall could inject).
     pub fn cost_bound(&self, model: &ModelPrice, default_max_tokens: u32, recalled: u64) -> u64 {
         model.cost(
-            self.prompt_token_bound().saturating_add(recalled),
+            self.prompt_bound_for(&model.upstream)
+                .saturating_add(recalled),
             u64::from(self.completion_cap(default_max_tokens)),
         )
     }
@@ -450,7 +446,10 @@ impl ChatRequest {
                     }
                     system.push_str(&m.text);
                 }
-                MessageRole::User => turns.push(Turn::text(Role::User, m.text.clone())),
+                MessageRole::User => turns.push(Turn {
+                    role: Role::User,
+                    parts: content::user_parts(&m.text, &m.pieces),
+                }),
                 MessageRole::Assistant => turns.push(Turn {
                     role: Role::Model,
                     parts: history::model_parts(&m.text, &m.calls),

@@ -26,6 +26,7 @@ mod fallback;
 mod faults;
 mod harness;
 mod mcp;
+mod media;
 mod memory;
 mod money;
 mod ops;

@@ -373,3 +373,57 @@ def test_streamed_tool_calls_accumulate_in_the_sdk(client: openai.OpenAI) -> Non
     assert choice.finish_reason == "tool_calls"
     assert choice.message.tool_calls[0].function.name == "get_weather"
     assert isinstance(json.loads(choice.message.tool_calls[0].function.arguments)["city"], str)
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    """A real (all-black, grayscale) PNG of the given size, built with zlib."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    raw = b"".join(b"\x00" + b"\x00" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_image_data_url_through_the_sdk(client: openai.OpenAI) -> None:
+    """An image content part as the SDK types it (a base64 PNG data URL) reaches Gemini as
+    inline data and is counted by Gemini's tile rule: a 1000×800 image is 2×2 tiles of 258."""
+    import base64
+
+    question = "What is in this picture?"
+    url = "data:image/png;base64," + base64.b64encode(png_bytes(1000, 800)).decode()
+    extra = {"memory_read": False, "memory_write": False}
+    text_only = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": question}],
+        max_tokens=MAX_TOKENS, extra_body=extra,
+    )
+    messages: list[Any] = [{"role": "user", "content": [
+        {"type": "text", "text": question},
+        {"type": "image_url", "image_url": {"url": url, "detail": "high"}},
+    ]}]
+    with_image = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=MAX_TOKENS, extra_body=extra,
+    )
+    assert with_image.choices[0].message.content
+    assert with_image.usage.prompt_tokens == text_only.usage.prompt_tokens + 4 * 258
+    chunks = collect_stream(client, messages=messages, stream_options={"include_usage": True},
+                            extra_body=extra)
+    assert streamed_text(chunks)
+    assert chunks[-1].usage.prompt_tokens == with_image.usage.prompt_tokens
+    # A remote URL pointing at the gateway's own loopback is refused (SSRF), as a 400 the SDK
+    # raises as BadRequestError.
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model=MODEL, max_tokens=MAX_TOKENS, extra_body=extra,
+            messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://127.0.0.1/secret.png"}}]}],
+        )
+    assert_openai_error_body(err.value, "image_url_forbidden")

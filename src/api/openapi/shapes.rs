@@ -250,7 +250,7 @@ fn chat_body(c: &Config) -> Value {
         json!({
             // Not `maxItems`: with `contains` it makes generators build 10,000-item arrays.
             "messages": {"type": "array", "minItems": 1, "items": message, "contains": user,
-                         "description": "1 to 10,000 messages, at least one from the user. Assistant `tool_calls` and `tool` messages (tool calling, see the README) are accepted and not described here."},
+                         "description": "1 to 10,000 messages, at least one from the user. Assistant `tool_calls` and `tool` messages (tool calling, see the README) are accepted and not described here, and so are `image_url` (a base64 `data:` URL or an `https://` URL the gateway fetches), `input_audio` (wav, mp3) and `file` (PDF `file_data`) parts in user messages."},
             "model": opt(model.clone()),
             "models": opt(json!({"type": "array", "items": model, "minItems": 2, "maxItems": 3, "uniqueItems": true,
                                  "description": "A fallback list, tried in order; instead of `model`."})),

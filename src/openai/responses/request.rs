@@ -617,6 +617,15 @@ impl Translated {
                     param: to,
                 }
             }
+            RequestError::Media {
+                fault,
+                param,
+                message,
+            } => RequestError::Media {
+                fault,
+                param: self.path(&param).replace(".image_url.url", ".image_url"),
+                message,
+            },
             other => other,
         }
     }

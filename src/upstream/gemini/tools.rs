@@ -3,7 +3,7 @@
 
 use super::types::{
     FunctionCallOut, FunctionCallingConfig, FunctionDeclOut, FunctionResponseOut, GenerateResponse,
-    PartOut, ToolConfig, ToolOut,
+    InlineDataOut, PartOut, ToolConfig, ToolOut,
 };
 use crate::upstream::{Part, Role, ToolCall, ToolMode, Tools, Turn};
 
@@ -46,6 +46,13 @@ pub(super) fn parts_out<'a>(turn: &'a Turn, model: &str) -> Vec<PartOut<'a>> {
                 function_response: Some(FunctionResponseOut {
                     name: &r.name,
                     response: &r.response,
+                }),
+                ..PartOut::default()
+            },
+            Part::Media(b) => PartOut {
+                inline_data: Some(InlineDataOut {
+                    mime_type: &b.mime,
+                    data: &b.data,
                 }),
                 ..PartOut::default()
             },

@@ -69,7 +69,17 @@ pub(super) struct PartOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function_response: Option<FunctionResponseOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub inline_data: Option<InlineDataOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thought_signature: Option<&'a str>,
+}
+
+/// `{"mimeType": …, "data": <base64>}` (reference §1.1).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct InlineDataOut<'a> {
+    pub mime_type: &'a str,
+    pub data: &'a str,
 }
 
 impl<'a> PartOut<'a> {
