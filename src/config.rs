@@ -135,6 +135,12 @@ pub struct RawModel {
     pub long_output_per_m: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_context_tokens: Option<u64>,
+    /// Price of prompt tokens served from Gemini's cache (`cachedContentTokenCount`), and the
+    /// same above `long_context_tokens`; unset = the input price. At most the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_m: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_cached_input_per_m: Option<String>,
     pub context_length: u64,
     pub max_output_tokens: u32,
     /// Upstream model id; defaults to the key.
@@ -208,45 +214,48 @@ impl Default for RawSimulator {
     }
 }
 
-fn model(input: &str, output: &str, ctx: u64, max_out: u32) -> RawModel {
+/// A model with a 1M-token context and 64K output tokens (all five defaults).
+fn model(input: &str, cached: Option<&str>, output: &str) -> RawModel {
     RawModel {
         input_per_m: input.into(),
         output_per_m: output.into(),
         long_input_per_m: None,
         long_output_per_m: None,
         long_context_tokens: None,
-        context_length: ctx,
-        max_output_tokens: max_out,
+        cached_input_per_m: cached.map(str::to_string),
+        long_cached_input_per_m: None,
+        context_length: 1_048_576,
+        max_output_tokens: 65_536,
         upstream: None,
         aliases: Vec::new(),
     }
 }
 
 /// The five models of the Vectorway reference, at Google's list prices
-/// (`reference/gemini-openai-wire.md` §4), each also reachable as `gemini/<id>`.
+/// (`reference/gemini-openai-wire.md` §4, cache reads where it lists them), each also
+/// reachable as `gemini/<id>`.
 fn default_models() -> BTreeMap<String, RawModel> {
-    let mut m = BTreeMap::new();
-    let mut pro = model("1.25", "10.00", 1_048_576, 65_536);
+    let mut pro = model("1.25", Some("0.125"), "10.00");
     pro.long_input_per_m = Some("2.50".into());
     pro.long_output_per_m = Some("15.00".into());
+    pro.long_cached_input_per_m = Some("0.25".into());
     pro.long_context_tokens = Some(200_000);
-    m.insert("gemini-2.5-pro".to_string(), pro);
-    m.insert(
-        "gemini-2.5-flash".to_string(),
-        model("0.30", "2.50", 1_048_576, 65_536),
-    );
-    m.insert(
-        "gemini-2.5-flash-lite".to_string(),
-        model("0.10", "0.40", 1_048_576, 65_536),
-    );
-    m.insert(
-        "gemini-3.1-flash-lite".to_string(),
-        model("0.25", "1.50", 1_048_576, 65_536),
-    );
-    m.insert(
-        "gemini-3.5-flash".to_string(),
-        model("1.50", "9.00", 1_048_576, 65_536),
-    );
+    let mut m = BTreeMap::from([
+        ("gemini-2.5-pro".to_string(), pro),
+        (
+            "gemini-2.5-flash".into(),
+            model("0.30", Some("0.03"), "2.50"),
+        ),
+        (
+            "gemini-2.5-flash-lite".into(),
+            model("0.10", Some("0.01"), "0.40"),
+        ),
+        ("gemini-3.1-flash-lite".into(), model("0.25", None, "1.50")),
+        (
+            "gemini-3.5-flash".into(),
+            model("1.50", Some("0.15"), "9.00"),
+        ),
+    ]);
     for (id, raw) in m.iter_mut() {
         raw.aliases.push(format!("gemini/{id}"));
     }
@@ -612,17 +621,22 @@ impl RawConfig {
                     "must be greater than 0".into(),
                 ));
             }
-            models.push(ModelPrice::new(
-                id.clone(),
-                m.upstream.clone().unwrap_or_else(|| id.clone()),
-                m.aliases.clone(),
-                price("input_per_m", &m.input_per_m)?,
-                price("output_per_m", &m.output_per_m)?,
-                long,
-                markup_ppm,
-                m.context_length,
-                m.max_output_tokens,
-            ));
+            let input = price("input_per_m", &m.input_per_m)?;
+            let (cached, long_cached) = prices::cache_prices(m, long, input, &key)?;
+            models.push(
+                ModelPrice::new(
+                    id.clone(),
+                    m.upstream.clone().unwrap_or_else(|| id.clone()),
+                    m.aliases.clone(),
+                    input,
+                    price("output_per_m", &m.output_per_m)?,
+                    long,
+                    markup_ppm,
+                    m.context_length,
+                    m.max_output_tokens,
+                )
+                .with_cache_prices(cached, long_cached, markup_ppm),
+            );
         }
         let prices = PriceTable::new(models).map_err(|message| ConfigError::Invalid {
             key: "models".into(),
@@ -779,6 +793,7 @@ impl Config {
     }
 }
 
+mod prices;
 mod sections;
 
 pub use sections::{RawAuth, RawLimits, RawMemory, RawX402, known_network};

@@ -39,6 +39,12 @@ pub enum RequestError {
     /// `param` is the path to it.
     #[error("{message}")]
     Tool { param: String, message: String },
+    /// A request field the gateway cannot honour and will not silently drop.
+    #[error("{message}")]
+    Unsupported {
+        param: &'static str,
+        message: String,
+    },
     #[error("model '{0}' does not exist; GET /v1/models lists the available models")]
     ModelNotFound(String),
     #[error("no route for {method} {path}")]
@@ -102,7 +108,9 @@ impl Error {
                 RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
                 RequestError::InvalidJson(_) | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
                 RequestError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                RequestError::Schema { .. } | RequestError::Tool { .. } => StatusCode::BAD_REQUEST,
+                RequestError::Schema { .. }
+                | RequestError::Tool { .. }
+                | RequestError::Unsupported { .. } => StatusCode::BAD_REQUEST,
                 RequestError::ModelNotFound(_) | RequestError::NotFound { .. } => {
                     StatusCode::NOT_FOUND
                 }
@@ -181,6 +189,7 @@ impl Error {
                 RequestError::Validation { .. } => "validation_error",
                 RequestError::Schema { .. } => "invalid_schema",
                 RequestError::Tool { .. } => "invalid_tool",
+                RequestError::Unsupported { .. } => "unsupported_parameter",
                 RequestError::ModelNotFound(_) => "model_not_found",
                 RequestError::NotFound { .. } => "not_found",
                 RequestError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -256,6 +265,7 @@ impl Error {
     pub fn param(&self) -> Option<&str> {
         match self {
             Error::Request(RequestError::Validation { param, .. }) => *param,
+            Error::Request(RequestError::Unsupported { param, .. }) => Some(param),
             Error::Request(
                 RequestError::Schema { param, .. } | RequestError::Tool { param, .. },
             ) => Some(param),

@@ -7,7 +7,14 @@
 //! - `history`: assistant `tool_calls` and `tool` messages → `functionCall` / `functionResponse`
 //!   parts (ids matched to names, arguments parsed, thought signatures carried back).
 //! - `answer`: function calls → `message.tool_calls[]` and streamed `delta.tool_calls[]`.
+//! - `schema`: the JSON Schema check shared by tools and structured outputs, and the conversion
+//!   of a `response_format` schema to Gemini's `responseJsonSchema`.
+//! - `surface`: `n`, `logprobs`, `response_format`, `metadata`, `service_tier` and the refused
+//!   fields; `choices`: several choices and log probabilities in answers and streams.
 
 pub mod answer;
+pub mod choices;
 pub mod history;
+pub mod schema;
+pub mod surface;
 pub mod tools;
