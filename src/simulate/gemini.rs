@@ -30,6 +30,8 @@ mod media;
 mod plan;
 mod schema;
 #[cfg(test)]
+mod surface_tests;
+#[cfg(test)]
 mod tests;
 
 /// Models the simulator knows (generation and embedding).

@@ -143,3 +143,111 @@ pub(super) fn chunk_events(
     }
     finishes
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::upstream::gemini::translate::{decode_chunk, decode_response};
+    use crate::upstream::{Finish, StreamEvent, TokenLogprob, TokenUsage};
+
+    const LOGPROBS: &str = r#""logprobsResult":{"topCandidates":[{"candidates":[
+        {"token":"Hi","tokenId":5,"logProbability":-0.1},{"token":"Hey","logProbability":-2.5}]}],
+        "chosenCandidates":[{"token":"Hi","tokenId":5,"logProbability":-0.1}]}"#;
+
+    #[test]
+    fn several_candidates_by_index_with_logprobs() {
+        // Out of order, candidate 0 without its (zero) index, one ending in a call.
+        let body = format!(
+            r#"{{"candidates":[
+            {{"content":{{"role":"model","parts":[{{"functionCall":{{"name":"f","args":{{"a":1}}}}}}]}},"finishReason":"STOP","index":2}},
+            {{"content":{{"role":"model","parts":[{{"text":"Hi"}}]}},"finishReason":"STOP",{LOGPROBS}}},
+            {{"content":{{"role":"model","parts":[{{"text":"Yo"}}]}},"finishReason":"MAX_TOKENS","index":1}}],
+            "usageMetadata":{{"promptTokenCount":10,"cachedContentTokenCount":4,"candidatesTokenCount":6,"totalTokenCount":16}}}}"#
+        );
+        let c = decode_response(body.as_bytes()).unwrap();
+        assert_eq!((c.text.as_str(), c.finish), ("Hi", Finish::Stop));
+        assert_eq!(
+            c.logprobs,
+            Some(vec![TokenLogprob {
+                token: "Hi".into(),
+                logprob: -0.1,
+                top: vec![("Hi".into(), -0.1), ("Hey".into(), -2.5)],
+            }])
+        );
+        let rest: Vec<_> = c
+            .more
+            .iter()
+            .map(|m| (m.index, m.text.as_str(), m.finish, m.tool_calls.len()))
+            .collect();
+        assert_eq!(
+            rest,
+            [(1, "Yo", Finish::Length, 0), (2, "", Finish::ToolCalls, 1)]
+        );
+        assert!(c.more[0].logprobs.is_none(), "none sent, none shown");
+        assert_eq!(
+            c.usage,
+            TokenUsage {
+                prompt: 10,
+                completion: 6,
+                reasoning: 0,
+                cached: 4
+            }
+        );
+        let indexes: Vec<u32> = c.choices().map(|ch| ch.index).collect();
+        assert_eq!(indexes, [0, 1, 2]);
+    }
+
+    #[test]
+    fn stream_chunks_wrap_the_other_candidates() {
+        let chunk = format!(
+            r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"Hi"}}]}},{LOGPROBS}}},
+            {{"content":{{"role":"model","parts":[{{"text":"Yo"}}]}},"index":1,"finishReason":"STOP"}}],
+            "usageMetadata":{{"promptTokenCount":3,"cachedContentTokenCount":2,"candidatesTokenCount":2}}}}"#
+        );
+        let mut out = Vec::new();
+        decode_chunk(chunk.as_bytes(), &mut out).unwrap();
+        let logprobs = vec![TokenLogprob {
+            token: "Hi".into(),
+            logprob: -0.1,
+            top: vec![("Hi".into(), -0.1), ("Hey".into(), -2.5)],
+        }];
+        assert_eq!(
+            out,
+            vec![
+                StreamEvent::Logprobs(logprobs),
+                StreamEvent::Delta("Hi".into()),
+                StreamEvent::Indexed(1, Box::new(StreamEvent::Delta("Yo".into()))),
+                StreamEvent::Usage(TokenUsage {
+                    prompt: 3,
+                    completion: 2,
+                    reasoning: 0,
+                    cached: 2
+                }),
+                StreamEvent::Indexed(1, Box::new(StreamEvent::Finish(Finish::Stop))),
+            ]
+        );
+        // A zero log probability is omitted on the wire (proto3 JSON): it reads as 0.
+        out.clear();
+        decode_chunk(
+            br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"logprobsResult":{"chosenCandidates":[{"token":"a"}]}}]}"#,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out[0],
+            StreamEvent::Logprobs(vec![TokenLogprob {
+                token: "a".into(),
+                logprob: 0.0,
+                top: vec![]
+            }])
+        );
+    }
+
+    #[test]
+    fn a_blocked_prompt_is_one_filtered_choice() {
+        let c = decode_response(br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#).unwrap();
+        assert_eq!((c.finish, c.more.len()), (Finish::ContentFilter, 0));
+        let mut out = Vec::new();
+        decode_chunk(br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#, &mut out).unwrap();
+        assert_eq!(out, vec![StreamEvent::Finish(Finish::ContentFilter)]);
+    }
+}
