@@ -29,6 +29,7 @@ mod memory;
 mod money;
 mod ops;
 mod settle;
+mod surface;
 mod tidy;
 mod tools;
 mod upstream;
