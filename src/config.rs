@@ -214,54 +214,6 @@ impl Default for RawSimulator {
     }
 }
 
-/// A model with a 1M-token context and 64K output tokens (all five defaults).
-fn model(input: &str, cached: Option<&str>, output: &str) -> RawModel {
-    RawModel {
-        input_per_m: input.into(),
-        output_per_m: output.into(),
-        long_input_per_m: None,
-        long_output_per_m: None,
-        long_context_tokens: None,
-        cached_input_per_m: cached.map(str::to_string),
-        long_cached_input_per_m: None,
-        context_length: 1_048_576,
-        max_output_tokens: 65_536,
-        upstream: None,
-        aliases: Vec::new(),
-    }
-}
-
-/// The five models of the Vectorway reference, at Google's list prices
-/// (`reference/gemini-openai-wire.md` §4, cache reads where it lists them), each also
-/// reachable as `gemini/<id>`.
-fn default_models() -> BTreeMap<String, RawModel> {
-    let mut pro = model("1.25", Some("0.125"), "10.00");
-    pro.long_input_per_m = Some("2.50".into());
-    pro.long_output_per_m = Some("15.00".into());
-    pro.long_cached_input_per_m = Some("0.25".into());
-    pro.long_context_tokens = Some(200_000);
-    let mut m = BTreeMap::from([
-        ("gemini-2.5-pro".to_string(), pro),
-        (
-            "gemini-2.5-flash".into(),
-            model("0.30", Some("0.03"), "2.50"),
-        ),
-        (
-            "gemini-2.5-flash-lite".into(),
-            model("0.10", Some("0.01"), "0.40"),
-        ),
-        ("gemini-3.1-flash-lite".into(), model("0.25", None, "1.50")),
-        (
-            "gemini-3.5-flash".into(),
-            model("1.50", Some("0.15"), "9.00"),
-        ),
-    ]);
-    for (id, raw) in m.iter_mut() {
-        raw.aliases.push(format!("gemini/{id}"));
-    }
-    m
-}
-
 impl Default for RawConfig {
     fn default() -> Self {
         Self {
@@ -274,7 +226,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             x402: RawX402::default(),
             memory: RawMemory::default(),
-            models: default_models(),
+            models: prices::default_models(),
         }
     }
 }

@@ -36,7 +36,8 @@ pub const MAX_TOP_LOGPROBS: i64 = 20;
 #[derive(Debug, Deserialize)]
 pub struct RawResponseFormat {
     r#type: String,
-    json_schema: Option<RawJsonSchema>,
+    /// Read only for `type: json_schema` (other types ignore it, whatever it holds).
+    json_schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +226,12 @@ fn format(f: Option<RawResponseFormat>) -> Result<(bool, Option<Value>), Request
             let js = f
                 .json_schema
                 .ok_or_else(|| schema_err(AT, "a json_schema format needs json_schema"))?;
+            let js: RawJsonSchema = serde_json::from_value(js).map_err(|e| {
+                schema_err(
+                    AT,
+                    format!("want {{name, description?, schema?, strict?}}: {e}"),
+                )
+            })?;
             let name = js.name.unwrap_or_default();
             if !valid_format_name(&name) {
                 return Err(schema_err(

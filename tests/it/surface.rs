@@ -596,8 +596,16 @@ async fn logprobs_come_back_per_choice_unary_and_streamed() {
     let res = env.chat(&key, ask(true, true)).await;
     ok(&res);
     let mut streamed = vec![Vec::new(), Vec::new()];
+    let mut opened = [false, false];
     for c in chunks(&res) {
         for ch in c["choices"].as_array().unwrap() {
+            let i = ch["index"].as_u64().unwrap() as usize;
+            if !std::mem::replace(&mut opened[i], true) {
+                // SDK stream helpers build a choice from its first chunk, then add that chunk's
+                // log probabilities again: a choice opens with a bare role chunk, as OpenAI's do.
+                assert_eq!(ch["delta"], json!({"role":"assistant","content":""}));
+                assert!(ch["logprobs"].is_null());
+            }
             if let Some(l) = ch["logprobs"]["content"].as_array() {
                 assert!(
                     ch["delta"]["content"].is_string(),

@@ -33,6 +33,9 @@ use crate::upstream::{
     Finish, GeminiStream, StreamEvent, TokenLogprob, TokenUsage, ToolCall, UpstreamError,
 };
 
+/// The delta that opens a choice without content.
+const OPEN: &str = "{\"role\":\"assistant\",\"content\":\"\"}";
+
 /// Choices a stream tracks at most (`surface::MAX_N`); a candidate index beyond is ignored.
 const MAX_CHOICES: usize = 8;
 
@@ -131,9 +134,16 @@ impl ChatStream {
         }
     }
 
-    /// One chunk of choice `index`; it carries (and takes) the choice's waiting log
-    /// probabilities.
-    fn chunk(&mut self, out: &mut BytesMut, index: usize, delta: &str, finish: Option<Finish>) {
+    /// One chunk of choice `index`; unless `bare`, it carries (and takes) the choice's waiting
+    /// log probabilities.
+    fn chunk(
+        &mut self,
+        out: &mut BytesMut,
+        index: usize,
+        delta: &str,
+        finish: Option<Finish>,
+        bare: bool,
+    ) {
         out.put_slice(&self.prefix);
         out.put_slice(b"[{\"index\":");
         out.put_slice(index.to_string().as_bytes());
@@ -143,6 +153,7 @@ impl ChatStream {
         match self
             .choices
             .get_mut(index)
+            .filter(|_| !bare)
             .map(|c| std::mem::take(&mut c.logprobs))
         {
             Some(l) if !l.is_empty() => out.put_slice(
@@ -182,12 +193,22 @@ impl ChatStream {
     fn text_delta(&mut self, out: &mut BytesMut, index: usize, text: &str) {
         self.text_bytes += text.len() as u64;
         let escaped = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into());
-        let delta = if self.opens(index) {
-            format!("{{\"role\":\"assistant\",\"content\":{escaped}}}")
-        } else {
+        let with_logprobs = self
+            .choices
+            .get(index)
+            .is_some_and(|c| !c.logprobs.is_empty());
+        let delta = if !self.opens(index) {
             format!("{{\"content\":{escaped}}}")
+        } else if with_logprobs {
+            // Log probabilities never ride on a choice's first chunk: the SDKs' stream helpers
+            // build a choice from its first chunk and then add that chunk's log probabilities
+            // again (OpenAI opens every choice with an empty role chunk).
+            self.chunk(out, index, OPEN, None, true);
+            format!("{{\"content\":{escaped}}}")
+        } else {
+            format!("{{\"role\":\"assistant\",\"content\":{escaped}}}")
         };
-        self.chunk(out, index, &delta, None);
+        self.chunk(out, index, &delta, None, false);
         if index == 0
             && let Some(r) = &self.remember
         {
@@ -213,7 +234,7 @@ impl ChatStream {
         let first = self.opens(index);
         let base = choices::calls_base(&self.id, index as u32);
         let delta = answer::stream_delta(&base, sent, call, first);
-        self.chunk(out, index, &delta, None);
+        self.chunk(out, index, &delta, None, true);
         if let Some(c) = self.choices.get_mut(index) {
             c.calls += 1;
         }
@@ -298,16 +319,11 @@ impl ChatStream {
             if self.opens(index) {
                 // A choice with no visible text (all thinking, blocked, empty) still opens with
                 // the assistant role, and is paid like any other complete answer.
-                self.chunk(
-                    out,
-                    index,
-                    "{\"role\":\"assistant\",\"content\":\"\"}",
-                    None,
-                );
+                self.chunk(out, index, OPEN, None, true);
             }
             let c = &self.choices[index];
             let finish = c.finish.unwrap_or(Finish::Stop).with_calls(c.calls);
-            self.chunk(out, index, "{}", Some(finish));
+            self.chunk(out, index, "{}", Some(finish), false);
         }
         if self.include_usage {
             let u = UsageOut::new(&usage, &self.model.id, costs, self.meter.memory);
