@@ -300,10 +300,16 @@ fn chat_body(c: &Config) -> Value {
 /// `text`, `json_object`, or `json_schema` with a name and a schema. The schema may be any JSON
 /// Schema Gemini can enforce (see the README); this document describes flat object schemas.
 fn response_format() -> Value {
-    let property = json!({"type": "object", "properties": {
-        "type": {"enum": ["string", "integer", "number", "boolean"]}, "description": string()}});
+    // Only what the gateway checks is constrained here: a type word (or a list of them), a
+    // subschema (an object or a boolean) per property, and property names in `required`.
+    let types = json!([
+        "string", "number", "integer", "boolean", "array", "object", "null"
+    ]);
+    let kind = json!({"anyOf": [{"enum": types}, {"type": "array", "items": {"enum": types}}]});
+    let property =
+        json!({"anyOf": [{"type": "object", "properties": {"type": kind}}, {"type": "boolean"}]});
     let schema = json!({"type": "object", "properties": {
-        "type": {"const": "object"},
+        "type": kind,
         "properties": {"type": "object", "additionalProperties": property},
         "required": {"type": "array", "items": string()}}});
     let json_schema = object(
