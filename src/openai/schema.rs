@@ -210,8 +210,9 @@ fn convert(v: &Value, path: &str, strict: bool, depth: usize) -> Result<Value, R
         return Err(too_deep(path));
     }
     let mut map = map.clone();
-    // `allOf` of one subschema beside annotations only is that subschema.
-    if let Some(Value::Array(all)) = map.get("allOf")
+    // `allOf` of one subschema beside annotations only is that subschema (repeatedly: it may
+    // hold another).
+    while let Some(Value::Array(all)) = map.get("allOf")
         && all.len() == 1
         && map
             .keys()
