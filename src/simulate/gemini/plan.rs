@@ -167,7 +167,7 @@ pub(super) fn plan(
             .unwrap_or(false),
         cfg.and_then(|c| field(c, "logprobs", "logprobs")),
     ) {
-        (_, Some(k)) if !k.as_u64().is_some_and(|k| k <= 20) => {
+        (_, Some(k)) if k.as_u64().is_none_or(|k| k > 20) => {
             return Err(bad(
                 "* GenerateContentRequest.generation_config.logprobs: must be in the range [0, 20]"
                     .into(),

@@ -141,7 +141,7 @@ async fn logprobs_describe_each_candidates_text_unary_and_streamed() {
         v["candidates"]
     );
     let (_, sse) = call(&s, "gemini-2.5-flash", true, &ask(cfg)).await;
-    let mut streamed = vec![Vec::new(), Vec::new()];
+    let mut streamed = [Vec::new(), Vec::new()];
     for e in events(&sse) {
         for c in e["candidates"].as_array().unwrap() {
             let i = c["index"].as_u64().unwrap() as usize;
