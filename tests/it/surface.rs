@@ -653,3 +653,53 @@ async fn service_tier_is_ignored_with_a_warning_and_metadata_stays_here() {
     assert!(res.headers.get("x-vectorway-warning").is_none());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_choices_with_tools_keep_their_own_calls() {
+    let env = Env::start().await;
+    let key = env.funded_key(W1, 10_000_000).await;
+    let tool = json!({"type":"function","function":{"name":"get_weather",
+        "parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}});
+    let ask = |stream: bool| {
+        json!({"model":"gemini-2.5-flash","memory_read":false,"memory_write":false,"n":2,"stream":stream,
+            "tools":[tool.clone()],"messages":[{"role":"user","content":"get_weather for Paris please"}]})
+    };
+    let res = env.chat(&key, ask(false)).await;
+    ok(&res);
+    let v = res.json();
+    let mut ids = Vec::new();
+    for ch in v["choices"].as_array().unwrap() {
+        assert_eq!(ch["finish_reason"], "tool_calls");
+        let call = &ch["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather");
+        ids.push(call["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "call ids are distinct across choices");
+    let res = env.chat(&key, ask(true)).await;
+    ok(&res);
+    let mut streamed: Vec<(u64, String)> = Vec::new();
+    let mut finishes = Vec::new();
+    for c in chunks(&res) {
+        for ch in c["choices"].as_array().unwrap() {
+            let i = ch["index"].as_u64().unwrap();
+            if let Some(calls) = ch["delta"]["tool_calls"].as_array() {
+                streamed.extend(
+                    calls
+                        .iter()
+                        .map(|t| (i, t["id"].as_str().unwrap().to_string())),
+                );
+            }
+            if let Some(f) = ch["finish_reason"].as_str() {
+                finishes.push((i, f.to_string()));
+            }
+        }
+    }
+    assert_eq!(streamed.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1]);
+    assert_ne!(streamed[0].1, streamed[1].1);
+    assert_eq!(
+        finishes,
+        [(0, "tool_calls".into()), (1, "tool_calls".into())]
+    );
+    env.stop().await;
+}
