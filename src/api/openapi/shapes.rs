@@ -298,7 +298,7 @@ fn chat_body(c: &Config) -> Value {
 }
 
 /// `text`, `json_object`, or `json_schema` with a name and a schema. The schema may be any JSON
-/// Schema Gemini can enforce (see the README); this document describes flat object schemas.
+/// Schema Gemini can take (see the README); this document describes the top of it, as checked.
 fn response_format() -> Value {
     // Only what the gateway checks is constrained here: a type word (or a list of them), a
     // subschema (an object or a boolean) per property, and property names in `required`.
