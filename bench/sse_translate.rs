@@ -209,6 +209,9 @@ fn check(rec: &Recording, reads: &[&[u8]], label: &str) {
             StreamEvent::Finish(f) => finishes.push(f),
             StreamEvent::Thought(_) => panic!("{label}: the fixture has no thought parts"),
             StreamEvent::ToolCall(_) => panic!("{label}: the fixture has no function calls"),
+            StreamEvent::Logprobs(_) | StreamEvent::Indexed(..) => {
+                panic!("{label}: the fixture has one candidate and no logprobs")
+            }
         }
     }
     assert_eq!(

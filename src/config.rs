@@ -137,6 +137,12 @@ pub struct RawModel {
     pub long_output_per_m: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_context_tokens: Option<u64>,
+    /// Price of prompt tokens served from Gemini's cache (`cachedContentTokenCount`), and the
+    /// same above `long_context_tokens`; unset = the input price. At most the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_m: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_cached_input_per_m: Option<String>,
     pub context_length: u64,
     pub max_output_tokens: u32,
     /// Upstream model id; defaults to the key.
@@ -210,51 +216,6 @@ impl Default for RawSimulator {
     }
 }
 
-fn model(input: &str, output: &str, ctx: u64, max_out: u32) -> RawModel {
-    RawModel {
-        input_per_m: input.into(),
-        output_per_m: output.into(),
-        long_input_per_m: None,
-        long_output_per_m: None,
-        long_context_tokens: None,
-        context_length: ctx,
-        max_output_tokens: max_out,
-        upstream: None,
-        aliases: Vec::new(),
-    }
-}
-
-/// The five models of the Vectorway reference, at Google's list prices
-/// (`reference/gemini-openai-wire.md` §4), each also reachable as `gemini/<id>`.
-fn default_models() -> BTreeMap<String, RawModel> {
-    let mut m = BTreeMap::new();
-    let mut pro = model("1.25", "10.00", 1_048_576, 65_536);
-    pro.long_input_per_m = Some("2.50".into());
-    pro.long_output_per_m = Some("15.00".into());
-    pro.long_context_tokens = Some(200_000);
-    m.insert("gemini-2.5-pro".to_string(), pro);
-    m.insert(
-        "gemini-2.5-flash".to_string(),
-        model("0.30", "2.50", 1_048_576, 65_536),
-    );
-    m.insert(
-        "gemini-2.5-flash-lite".to_string(),
-        model("0.10", "0.40", 1_048_576, 65_536),
-    );
-    m.insert(
-        "gemini-3.1-flash-lite".to_string(),
-        model("0.25", "1.50", 1_048_576, 65_536),
-    );
-    m.insert(
-        "gemini-3.5-flash".to_string(),
-        model("1.50", "9.00", 1_048_576, 65_536),
-    );
-    for (id, raw) in m.iter_mut() {
-        raw.aliases.push(format!("gemini/{id}"));
-    }
-    m
-}
-
 impl Default for RawConfig {
     fn default() -> Self {
         Self {
@@ -269,7 +230,7 @@ impl Default for RawConfig {
             memory: RawMemory::default(),
             agents: RawAgents::default(),
             media: RawMedia::default(),
-            models: default_models(),
+            models: prices::default_models(),
         }
     }
 }
@@ -618,17 +579,22 @@ impl RawConfig {
                     "must be greater than 0".into(),
                 ));
             }
-            models.push(ModelPrice::new(
-                id.clone(),
-                m.upstream.clone().unwrap_or_else(|| id.clone()),
-                m.aliases.clone(),
-                price("input_per_m", &m.input_per_m)?,
-                price("output_per_m", &m.output_per_m)?,
-                long,
-                markup_ppm,
-                m.context_length,
-                m.max_output_tokens,
-            ));
+            let input = price("input_per_m", &m.input_per_m)?;
+            let (cached, long_cached) = prices::cache_prices(m, long, input, &key)?;
+            models.push(
+                ModelPrice::new(
+                    id.clone(),
+                    m.upstream.clone().unwrap_or_else(|| id.clone()),
+                    m.aliases.clone(),
+                    input,
+                    price("output_per_m", &m.output_per_m)?,
+                    long,
+                    markup_ppm,
+                    m.context_length,
+                    m.max_output_tokens,
+                )
+                .with_cache_prices(cached, long_cached, markup_ppm),
+            );
         }
         let prices = PriceTable::new(models).map_err(|message| ConfigError::Invalid {
             key: "models".into(),
@@ -791,6 +757,7 @@ impl Config {
 
 mod agents;
 mod media;
+mod prices;
 mod sections;
 
 pub use agents::{AgentsConfig, RawAgents};

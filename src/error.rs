@@ -40,8 +40,8 @@ pub enum RequestError {
     /// `param` is the path to it.
     #[error("{message}")]
     Tool { param: String, message: String },
-    /// A parameter this stateless gateway cannot honour (stored state, hosted files); `param`
-    /// is the path to it.
+    /// A parameter the gateway cannot honour and will not silently drop (stored state, hosted
+    /// files, `prediction`, `n > 1` on Gemini 3); `param` is the path to it.
     #[error("{message}")]
     Unsupported { param: String, message: String },
     /// An image, audio or file content part that cannot be used; `param` is the path to it.

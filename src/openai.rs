@@ -11,9 +11,16 @@
 //! - `answer`: function calls → `message.tool_calls[]` and streamed `delta.tool_calls[]`.
 //! - `responses`: the Responses API as an adapter over Chat Completions: requests to chat
 //!   requests, chat answers and chunks to Response objects and typed `response.*` events.
+//! - `schema`: the JSON Schema check shared by tools and structured outputs, and the conversion
+//!   of a `response_format` schema to Gemini's `responseJsonSchema`.
+//! - `surface`: `n`, `logprobs`, `response_format`, `metadata`, `service_tier` and the refused
+//!   fields; `choices`: several choices and log probabilities in answers and streams.
 
 pub mod answer;
+pub mod choices;
 pub mod content;
 pub mod history;
 pub mod responses;
+pub mod schema;
+pub mod surface;
 pub mod tools;

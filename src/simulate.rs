@@ -4,7 +4,7 @@
 //! framing and running usage, `batchEmbedContents`, `models`), answers with Gemini error bodies,
 //! and has knobs (time to first token, tokens per second, chunk size, reply length) and a fault
 //! plan (status codes with `RetryInfo`, stalls, mid-stream cuts, raw error tails, padded events,
-//! streamed thoughts, missing usage). Control endpoints under `/_sim/` set knobs and faults and
+//! streamed thoughts, missing usage, cache hits). Control endpoints under `/_sim/` set knobs and faults and
 //! expose the log of requests received. Generation also behaves like Gemini for agent features
 //! (function calls, tool results, 3.x thought signatures, structured output, `candidateCount`,
 //! image tokens): see `gemini.rs` and its submodules for the rules.
@@ -64,6 +64,10 @@ pub struct FaultPlan {
     /// Send no `usageMetadata` at all (unary answers and every stream event), as Vertex AI's
     /// intermediate chunks or a stripping proxy do: the gateway cannot read the counts.
     pub omit_usage: bool,
+    /// Report this many prompt tokens (at most the prompt) as served from Gemini's context
+    /// cache: `cachedContentTokenCount` (part of `promptTokenCount`) and `cacheTokensDetails`
+    /// on every usage object, as an implicit or explicit cache hit does (reference §1.6).
+    pub cached_tokens: Option<u64>,
     /// How many generation requests the plan applies to; `None` = every one until replaced.
     pub times: Option<u32>,
 }

@@ -116,6 +116,12 @@ pub struct GenParams {
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
     pub json_mode: bool,
+    /// JSON Schema the answer must satisfy (`responseJsonSchema`; implies `json_mode`).
+    pub response_schema: Option<serde_json::Value>,
+    /// Candidates asked for (`candidateCount`); 0 and 1 both mean one.
+    pub candidates: u32,
+    /// `Some(k)`: log probabilities of the chosen tokens with `k` alternatives each.
+    pub logprobs: Option<u32>,
     pub thinking: Option<Thinking>,
 }
 
@@ -198,15 +204,68 @@ impl TokenUsage {
     }
 }
 
-/// A whole answer.
+/// One output token's log probability and the most likely alternatives at its step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f64,
+    pub top: Vec<(String, f64)>,
+}
+
+/// One candidate of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub index: u32,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish: Finish,
+    /// Present when the call asked for log probabilities.
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+/// A whole answer. `text`, `tool_calls`, `finish` and `logprobs` are the first candidate's (the
+/// whole answer of a one-candidate call); `more` holds the others, in index order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub text: String,
     /// Function calls, in the order the model made them.
     pub tool_calls: Vec<ToolCall>,
     pub finish: Finish,
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Candidates 1.. of a call that asked for several (`GenParams::candidates`).
+    pub more: Vec<Choice>,
     pub usage: TokenUsage,
     pub response_id: Option<String>,
+}
+
+impl Completion {
+    /// Every candidate, the first one included, in index order.
+    pub fn choices(&self) -> impl Iterator<Item = ChoiceRef<'_>> {
+        std::iter::once(ChoiceRef {
+            index: 0,
+            text: &self.text,
+            tool_calls: &self.tool_calls,
+            finish: self.finish,
+            logprobs: self.logprobs.as_deref(),
+        })
+        .chain(self.more.iter().map(|c| ChoiceRef {
+            index: c.index,
+            text: &c.text,
+            tool_calls: &c.tool_calls,
+            finish: c.finish,
+            logprobs: c.logprobs.as_deref(),
+        }))
+    }
+}
+
+/// A borrowed view of one candidate (`Completion::choices`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChoiceRef<'a> {
+    pub index: u32,
+    pub text: &'a str,
+    pub tool_calls: &'a [ToolCall],
+    pub finish: Finish,
+    pub logprobs: Option<&'a [TokenLogprob]>,
 }
 
 /// What one upstream stream chunk says.
@@ -219,6 +278,12 @@ pub enum StreamEvent {
     /// be billed for when no usage was reported.
     Thought(u64),
     Finish(Finish),
+    /// Log probabilities of the tokens of the text that follows (the same upstream chunk).
+    Logprobs(Vec<TokenLogprob>),
+    /// An event of candidate `index` (> 0) of a call that asked for several; the unwrapped
+    /// `Delta`, `ToolCall`, `Logprobs` and `Finish` events are the first candidate's, so a
+    /// consumer that ignores this variant sees a one-candidate answer.
+    Indexed(u32, Box<StreamEvent>),
     /// Running totals; the last one seen is the answer's usage.
     Usage(TokenUsage),
 }

@@ -8,6 +8,7 @@
 //! neither gets the 402 price.
 
 pub mod payer;
+pub mod render;
 pub mod stream;
 
 /// The route, as x402 requirements name it.
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use serde::Serialize;
 
@@ -45,10 +46,10 @@ use super::{Ctx, ReqBody, State, journal_usage, pay, settle};
 use crate::auth::{AuthError, AuthMode};
 use crate::billing::pricing::ModelPrice;
 use crate::error::{Error, RequestError};
-use crate::http::{Body, EVENT_STREAM, json, read_body};
+use crate::http::{Body, EVENT_STREAM, read_body};
 use crate::ratelimit::RateClass;
+use crate::storage::UsageEvent;
 use crate::storage::intents::IntentPurpose;
-use crate::storage::{UsageEvent, now_ms};
 use crate::upstream::{Completion, GeminiStream, TokenUsage, UpstreamError};
 use crate::wallet::Wallet;
 use payer::{Payer, X402};
@@ -217,40 +218,6 @@ impl<'a> UsageOut<'a> {
             usd_cost,
         }
     }
-}
-
-#[derive(Serialize)]
-struct CompletionOut<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [ChoiceOut<'a>; 1],
-    usage: UsageOut<'a>,
-    output_text: &'a str,
-    system_fingerprint: Option<&'static str>,
-}
-
-#[derive(Serialize)]
-struct ChoiceOut<'a> {
-    index: u32,
-    message: MessageOut<'a>,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-    /// Gemini's own reason when `finish_reason` hides it (failed function calling).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    native_finish_reason: Option<&'static str>,
-}
-
-#[derive(Serialize)]
-struct MessageOut<'a> {
-    role: &'static str,
-    /// `null` when the answer is only function calls, as OpenAI does.
-    content: Option<&'a str>,
-    refusal: Option<()>,
-    annotations: [(); 0],
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<crate::openai::answer::ToolCallOut<'a>>,
 }
 
 /// A completion id: Gemini's response id when it gave one.
@@ -442,6 +409,17 @@ fn resolve(state: &State, req: &ChatRequest) -> Result<Vec<ModelPrice>, Error> {
             )
             .into());
         }
+        // Gemini 3 answers one candidate ("Multiple candidates is not enabled for this model").
+        if req.surface.n > 1 && model.upstream.starts_with("gemini-3") {
+            return Err(RequestError::Unsupported {
+                param: "n".into(),
+                message: format!(
+                    "n > 1 is not available on {}: Gemini 3 models give one candidate",
+                    model.id
+                ),
+            }
+            .into());
+        }
         if let Some(max) = req.max_tokens_asked
             && max > model.max_output_tokens
         {
@@ -504,7 +482,7 @@ async fn run(
             prompt: chat
                 .prompt_bound_for(&model.upstream)
                 .saturating_add(recalled),
-            completion: u64::from(chat.completion_cap(default_max)),
+            completion: chat.completion_bound(default_max),
         };
         meter.model = Some(model.id.clone());
         let mut call = chat.to_call(model, default_max);
@@ -542,6 +520,7 @@ async fn run(
                     remember,
                     bound,
                     chat.tools.parallel,
+                    chat.surface.n,
                 );
                 let mut res = Response::new(body.boxed_unsync());
                 res.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
@@ -560,23 +539,31 @@ async fn run(
                             .insert(HeaderName::from_static("x-payer-address"), v);
                     }
                 }
-                stamp(&mut res, model);
+                stamp(&mut res, model, chat);
                 return Ok(res);
             }
             Ok(Answer::Whole(mut completion)) => {
                 let Some(payer) = pay.take() else { break };
                 if !chat.tools.parallel {
-                    // Gemini has no switch: one call is kept, the first.
+                    // Gemini has no switch: one call is kept, the first, in every choice.
                     completion.tool_calls.truncate(1);
+                    completion
+                        .more
+                        .iter_mut()
+                        .for_each(|c| c.tool_calls.truncate(1));
                 }
-                let generated = completion.text.len() as u64
-                    + completion
-                        .tool_calls
-                        .iter()
-                        .map(|c| (c.name.len() + c.args.to_string().len()) as u64)
-                        .sum::<u64>();
+                let generated = completion
+                    .choices()
+                    .map(|c| {
+                        c.text.len() as u64
+                            + c.tool_calls
+                                .iter()
+                                .map(|c| (c.name.len() + c.args.to_string().len()) as u64)
+                                .sum::<u64>()
+                    })
+                    .sum();
                 let usage = billed_usage(Some(completion.usage), &bound, generated, 0);
-                let cost = model.cost(usage.prompt, usage.completion);
+                let cost = model.cost_cached(usage.prompt, usage.cached, usage.completion);
                 // A refused settlement is answered with a fresh 402 for the same quote, and the
                 // failure receipt.
                 let paid_with = match &payer {
@@ -598,15 +585,20 @@ async fn run(
                         if let Some(r) = remember.filter(|_| completion.tool_calls.is_empty()) {
                             r.spawn(completion.text.clone());
                         }
+                        let shown = render::Shown {
+                            costs: settled.costs(),
+                            memory: mem,
+                            logprobs: chat.surface.logprobs.is_some(),
+                        };
                         let mut res =
-                            unary_response(ctx, model, &completion, &usage, settled.costs(), mem);
+                            render::unary_response(ctx, model, &completion, &usage, shown);
                         if let payer::Settled::X402 {
                             verified, outcome, ..
                         } = &settled
                         {
                             pay::stamp(&mut res, verified, outcome);
                         }
-                        stamp(&mut res, model);
+                        stamp(&mut res, model, chat);
                         Ok(res)
                     }
                     Err(e) => {
@@ -634,44 +626,17 @@ async fn run(
     Err(RequestError::validation("models", "no model to try").into())
 }
 
-fn stamp(res: &mut Response<Body>, model: &ModelPrice) {
+/// `x-model-used`, and `x-vectorway-warning: ignored: <fields>` for fields accepted but ignored.
+fn stamp(res: &mut Response<Body>, model: &ModelPrice, chat: &ChatRequest) {
     if let Ok(v) = HeaderValue::from_str(&model.id) {
         res.headers_mut()
             .insert(HeaderName::from_static("x-model-used"), v);
     }
-}
-
-fn unary_response(
-    ctx: &Ctx,
-    model: &ModelPrice,
-    c: &Completion,
-    usage: &TokenUsage,
-    costs: (Option<u64>, Option<String>),
-    mem: MemoryUse,
-) -> Response<Body> {
-    let id = completion_id(c.response_id.as_deref(), &ctx.request_id);
-    let calls = crate::openai::answer::tool_calls(&id, &c.tool_calls);
-    let out = CompletionOut {
-        id: &id,
-        object: "chat.completion",
-        created: now_ms() / 1000,
-        model: &model.id,
-        choices: [ChoiceOut {
-            index: 0,
-            message: MessageOut {
-                role: "assistant",
-                content: (!c.text.is_empty() || calls.is_empty()).then_some(c.text.as_str()),
-                refusal: None,
-                annotations: [],
-                tool_calls: calls,
-            },
-            logprobs: None,
-            finish_reason: c.finish.as_openai(),
-            native_finish_reason: c.finish.native(),
-        }],
-        usage: UsageOut::new(usage, &model.id, costs, mem),
-        output_text: &c.text,
-        system_fingerprint: None,
-    };
-    json(StatusCode::OK, &out)
+    if !chat.surface.ignored.is_empty()
+        && let Ok(v) =
+            HeaderValue::from_str(&format!("ignored: {}", chat.surface.ignored.join(", ")))
+    {
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-vectorway-warning"), v);
+    }
 }

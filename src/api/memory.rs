@@ -440,7 +440,7 @@ impl Remember {
         };
         let c = state.gemini.generate(&call).await.ok()?;
         let charged = hold.commit(
-            price.cost(c.usage.prompt, c.usage.completion),
+            price.cost_cached(c.usage.prompt, c.usage.cached, c.usage.completion),
             Some("memory summary".into()),
         );
         {

@@ -2,14 +2,18 @@
 //!
 //! `parse_chat` turns body bytes into a validated `ChatRequest` with simd-json; JSON syntax errors
 //! are 400 `invalid_json`, shape and range errors 422 `validation_error` naming the field.
+//! Unknown fields are ignored (the one rule, see `crate::openai::surface`); the fields the
+//! gateway cannot honour are refused there by name.
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::num::Int;
 use crate::billing::pricing::ModelPrice;
 use crate::error::RequestError;
 use crate::openai::content::{self, Accepts, Piece, RawContent};
 use crate::openai::history::{self, CallIn, CallIndex, RawToolCall};
+use crate::openai::surface::{self, RawResponseFormat, RawSurface, Surface};
 use crate::openai::tools::{self, RawTool, RawToolChoice, ToolSpec};
 use crate::upstream::{ChatCall, GenParams, Part, Role, Thinking, Turn};
 
@@ -33,6 +37,16 @@ struct RawChat {
     presence_penalty: Option<f64>,
     frequency_penalty: Option<f64>,
     response_format: Option<RawResponseFormat>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<Int<i64>>,
+    metadata: Option<Value>,
+    user: Option<String>,
+    service_tier: Option<String>,
+    prediction: Option<Value>,
+    audio: Option<Value>,
+    modalities: Option<Value>,
+    logit_bias: Option<Value>,
+    web_search_options: Option<Value>,
     reasoning_effort: Option<String>,
     tools: Option<Vec<RawTool>>,
     tool_choice: Option<RawToolChoice>,
@@ -49,11 +63,6 @@ struct RawChat {
 #[derive(Debug, Deserialize)]
 struct RawStreamOptions {
     include_usage: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawResponseFormat {
-    r#type: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +141,8 @@ pub struct ChatRequest {
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
     pub json_mode: bool,
+    /// `n`, `logprobs`, the `json_schema` format and ignored fields (`crate::openai::surface`).
+    pub surface: Surface,
     pub reasoning_effort: Option<&'static str>,
     pub memory: MemoryOptions,
     pub memory_namespace: Option<String>,
@@ -261,9 +272,20 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         ));
     }
     let tools = tools::parse_tools(raw.tools, raw.tool_choice, raw.parallel_tool_calls)?;
-    if raw.n.is_some_and(|n| n.0 != 1) {
-        return Err(invalid("n", "only n = 1 is supported"));
-    }
+    let surface = surface::parse(RawSurface {
+        n: raw.n.map(|n| n.0),
+        logprobs: raw.logprobs,
+        top_logprobs: raw.top_logprobs.map(|k| k.0),
+        response_format: raw.response_format,
+        metadata: raw.metadata,
+        user: raw.user,
+        service_tier: raw.service_tier,
+        prediction: raw.prediction,
+        audio: raw.audio,
+        modalities: raw.modalities,
+        logit_bias: raw.logit_bias,
+        web_search_options: raw.web_search_options,
+    })?;
     // Both spellings are validated; `max_completion_tokens` is the one used when both are sent.
     let tokens = |param: &'static str, v: Option<Int<i64>>| match v {
         None => Ok(None),
@@ -285,16 +307,6 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
     if stop.len() > 5 || stop.iter().any(String::is_empty) {
         return Err(invalid("stop", "stop takes at most 5 non-empty strings"));
     }
-    let json_mode = match raw.response_format.as_ref().map(|f| f.r#type.as_str()) {
-        None | Some("text") => false,
-        Some("json_object") => true,
-        Some(other) => {
-            return Err(invalid(
-                "response_format",
-                format!("response_format '{other}' is not supported"),
-            ));
-        }
-    };
     let reasoning_effort = match raw.reasoning_effort.as_deref() {
         None => None,
         Some("none") => Some("none"),
@@ -352,7 +364,8 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         seed: raw.seed.map(|s| s.0),
         presence_penalty: range("presence_penalty", raw.presence_penalty, -2.0, 2.0)?,
         frequency_penalty: range("frequency_penalty", raw.frequency_penalty, -2.0, 2.0)?,
-        json_mode,
+        json_mode: surface.json,
+        surface,
         reasoning_effort,
         memory_namespace: crate::memory::validate_namespace(raw.memory_namespace.as_deref())
             .map_err(|e| RequestError::validation("memory_namespace", e.to_string()))?
@@ -370,9 +383,9 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
 
 impl ChatRequest {
     /// Upper bound of prompt tokens: UTF-8 bytes of all message text, tool calls (name, arguments,
-    /// signature) and tool declarations + 16 per message and per function (DESIGN §10).
-    /// Media count at the larger of the model families' rules; `prompt_bound_for` is exact per
-    /// model.
+    /// signature), tool declarations and the response schema + 16 per message, per function and
+    /// for the schema (DESIGN §10). Media count at the larger of the model families' rules;
+    /// `prompt_bound_for` is exact per model.
     pub fn prompt_token_bound(&self) -> u64 {
         self.text_token_bound()
             .saturating_add(self.media_tokens(None))
@@ -400,12 +413,17 @@ impl ChatRequest {
                     + m.tool_name.as_ref().map_or(0, |n| n.len() as u64)
             })
             .sum();
-        messages + self.tools.bound_bytes
+        messages + self.tools.bound_bytes + self.surface.bound_bytes
     }
 
-    /// The completion cap actually sent upstream.
+    /// The completion cap actually sent upstream (per candidate).
     pub fn completion_cap(&self, default_max_tokens: u32) -> u32 {
         self.max_tokens.unwrap_or(default_max_tokens)
+    }
+
+    /// The most completion tokens the call can be billed: the cap for each of the `n` choices.
+    pub fn completion_bound(&self, default_max_tokens: u32) -> u64 {
+        u64::from(self.completion_cap(default_max_tokens)) * u64::from(self.surface.n.max(1))
     }
 
     /// Upper bound of the prompt tokens memory recall can add: a block of `k` records of the
@@ -424,7 +442,7 @@ impl ChatRequest {
         model.cost(
             self.prompt_bound_for(&model.upstream)
                 .saturating_add(recalled),
-            u64::from(self.completion_cap(default_max_tokens)),
+            self.completion_bound(default_max_tokens),
         )
     }
 
@@ -485,6 +503,9 @@ impl ChatRequest {
                 presence_penalty: self.presence_penalty,
                 frequency_penalty: self.frequency_penalty,
                 json_mode: self.json_mode,
+                response_schema: self.surface.schema.clone(),
+                candidates: self.surface.n,
+                logprobs: self.surface.logprobs,
                 thinking: self
                     .reasoning_effort
                     .map(|e| thinking_for(&model.upstream, e)),
@@ -597,7 +618,8 @@ mod tests {
                 r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
                 "max_tokens",
             ),
-            (r#"{"messages":[{"role":"user","content":"x"}],"n":2}"#, "n"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"n":9}"#, "n"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"n":0}"#, "n"),
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"reasoning_effort":"max"}"#,
                 "reasoning_effort",
@@ -728,7 +750,7 @@ mod hostile_tests {
         );
         assert!(matches!(parse(&body), Err(RequestError::Validation { .. })));
         let body = format!(
-            r#"{{"messages":[{{"role":"user","content":"hi"}}],"metadata":{}}}"#,
+            r#"{{"messages":[{{"role":"user","content":"hi"}}],"extra_body_field":{}}}"#,
             deep(1_000)
         );
         assert!(

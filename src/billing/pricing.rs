@@ -19,6 +19,10 @@ pub struct ModelPrice {
     pub output: u64,
     /// `(threshold, input, output)`: rates for prompts longer than `threshold` tokens.
     pub long: Option<(u64, u64, u64)>,
+    /// Rate of prompt tokens Gemini served from its cache (`cachedContentTokenCount`), and the
+    /// same above the long-context threshold; the input rates unless the config sets them.
+    pub cached_input: u64,
+    pub long_cached_input: Option<u64>,
     pub context_length: u64,
     pub max_output_tokens: u32,
 }
@@ -50,6 +54,8 @@ impl ModelPrice {
             input: mark(list_input),
             output: mark(list_output),
             long: long.map(|(t, i, o)| (t, mark(i), mark(o))),
+            cached_input: mark(list_input),
+            long_cached_input: long.map(|(_, i, _)| mark(i)),
             context_length,
             max_output_tokens,
         }
@@ -63,10 +69,45 @@ impl ModelPrice {
         }
     }
 
+    /// Sets the cache-read list prices (micro-USD per 1M; `None` keeps the input price), marked
+    /// up like the others. A cached token never costs more than an uncached one: the config
+    /// refuses a cache price above its input price, so the worst case (priced without cache)
+    /// bounds every charge.
+    pub fn with_cache_prices(
+        mut self,
+        list_cached: Option<u64>,
+        list_long_cached: Option<u64>,
+        markup_ppm: u64,
+    ) -> Self {
+        let mark = |usd: u64| ceil_div(u128::from(usd) * u128::from(markup_ppm), 1_000_000);
+        if let Some(c) = list_cached {
+            self.cached_input = mark(c);
+        }
+        if let (Some(c), Some(_)) = (list_long_cached, self.long) {
+            self.long_cached_input = Some(mark(c));
+        }
+        self
+    }
+
     /// Credits for a call: ceil((prompt·in + completion·out) / 1e6).
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
+        self.cost_cached(prompt_tokens, 0, completion_tokens)
+    }
+
+    /// Credits for a call of which `cached` prompt tokens came from Gemini's cache (reference
+    /// §6.2): ceil(((prompt − cached)·in + cached·cached_in + completion·out) / 1e6), the tier
+    /// chosen by the whole prompt. Thinking is part of `completion` (output rate).
+    pub fn cost_cached(&self, prompt_tokens: u64, cached: u64, completion_tokens: u64) -> u64 {
         let (i, o) = self.rates(prompt_tokens);
-        let micro = u128::from(prompt_tokens) * u128::from(i)
+        let c = match self.long {
+            Some((threshold, _, _)) if prompt_tokens > threshold => {
+                self.long_cached_input.unwrap_or(i)
+            }
+            _ => self.cached_input,
+        };
+        let cached = cached.min(prompt_tokens);
+        let micro = u128::from(prompt_tokens - cached) * u128::from(i)
+            + u128::from(cached) * u128::from(c)
             + u128::from(completion_tokens) * u128::from(o);
         ceil_div(micro, 1_000_000)
     }
@@ -189,6 +230,36 @@ mod tests {
     }
 
     #[test]
+    fn cached_prompt_tokens_are_priced_at_the_cache_rate() {
+        // 2.5 Flash: input 0.30, cache read 0.03, output 2.50; markup 1.2.
+        let m = flash().with_cache_prices(Some(30_000), None, 1_200_000);
+        assert_eq!(m.cached_input, 36_000);
+        // 1000 prompt (400 cached) + 100 completion: 600·0.36 + 400·0.036 + 100·3.0 = 530.4 → 531.
+        assert_eq!(m.cost_cached(1000, 400, 100), 531);
+        assert_eq!(m.cost_cached(1000, 0, 100), m.cost(1000, 100));
+        assert_eq!(m.cost(1000, 100), 660);
+        // A cached count above the prompt is capped at the prompt.
+        assert_eq!(m.cost_cached(10, 50, 0), m.cost_cached(10, 10, 0));
+        // Without a cache price, cached tokens cost what input costs.
+        assert_eq!(flash().cost_cached(1000, 400, 100), 660);
+        // The long tier has its own cache rate, chosen by the whole prompt.
+        let pro = ModelPrice::new(
+            "p".into(),
+            "p".into(),
+            vec![],
+            1_250_000,
+            10_000_000,
+            Some((200_000, 2_500_000, 15_000_000)),
+            1_000_000,
+            1,
+            1,
+        )
+        .with_cache_prices(Some(125_000), Some(250_000), 1_000_000);
+        assert_eq!(pro.cost_cached(100_000, 100_000, 0), 12_500);
+        assert_eq!(pro.cost_cached(300_000, 100_000, 0), 525_000);
+    }
+
+    #[test]
     fn decimal_parsing_is_exact() {
         assert_eq!(parse_usd_micros("0.30"), Some(300_000));
         assert_eq!(parse_usd_micros("1.2"), Some(1_200_000));
@@ -207,6 +278,9 @@ mod tests {
             let m = flash();
             let base = m.cost(p, c);
             prop_assert!(m.cost(p + dp, c + dc) >= base);
+            // Cached tokens never cost more than the bound priced without them.
+            let cached = m.clone().with_cache_prices(Some(30_000), None, 1_200_000);
+            prop_assert!(cached.cost_cached(p, dp, c) <= base);
             // Exact rational cost never exceeds the integer charge by a credit or more.
             let exact = u128::from(p) * 360_000 + u128::from(c) * 3_000_000;
             prop_assert!(u128::from(base) * 1_000_000 >= exact);

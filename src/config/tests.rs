@@ -189,3 +189,30 @@ fn exhaustion_and_binding_settings_have_defaults_and_layer() {
     );
     assert_eq!(c.auth.siwe_domain, "api.example.com");
 }
+
+#[test]
+fn cache_read_prices_default_from_the_reference_and_never_exceed_input() {
+    let c = RawConfig::load(None, env(&[])).unwrap().validate().unwrap();
+    let rate = |id: &str| {
+        let m = c.prices.get(id).unwrap();
+        (m.cached_input, m.input, m.long_cached_input)
+    };
+    // List cache-read prices × the 1.2 markup (reference §4); none listed: the input price.
+    assert_eq!(rate("gemini-2.5-flash"), (36_000, 360_000, None));
+    assert_eq!(rate("gemini-2.5-flash-lite"), (12_000, 120_000, None));
+    assert_eq!(rate("gemini-2.5-pro"), (150_000, 1_500_000, Some(300_000)));
+    assert_eq!(rate("gemini-3.5-flash"), (180_000, 1_800_000, None));
+    assert_eq!(rate("gemini-3.1-flash-lite"), (300_000, 300_000, None));
+    let dir = tempfile::tempdir().unwrap();
+    for (toml, ok) in [
+        ("cached_input_per_m = \"0.05\"", true),
+        ("cached_input_per_m = \"0.31\"", false),
+        ("cached_input_per_m = \"cheap\"", false),
+        ("long_cached_input_per_m = \"0.01\"", false),
+    ] {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("[models.\"gemini-2.5-flash\"]\n{toml}\n")).unwrap();
+        let r = RawConfig::load(Some(&path), env(&[])).and_then(RawConfig::validate);
+        assert_eq!(r.is_ok(), ok, "{toml}: {:?}", r.err());
+    }
+}

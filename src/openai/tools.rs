@@ -2,13 +2,14 @@
 //!
 //! Parameters go to Gemini as JSON Schema (`parametersJsonSchema`, reference §1.2), unchanged.
 //! What Gemini cannot take is refused with a 400 naming the path: a root that is not an object
-//! schema, a subschema that is neither an object nor a boolean, an unknown `type`, a `$ref` that
-//! is not local (`#…`: Gemini fetches nothing). `strict` is accepted and not enforced (Gemini has
+//! schema, and what `schema::check` refuses (a subschema that is neither an object nor a boolean,
+//! an unknown `type`, a `$ref` that is not local: Gemini fetches nothing). `strict` is accepted and not enforced (Gemini has
 //! no such switch).
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::schema::{self, schema_err};
 use crate::error::RequestError;
 use crate::upstream::{FunctionDecl, ToolMode, Tools};
 
@@ -67,13 +68,6 @@ fn tool_err(param: impl Into<String>, message: impl Into<String>) -> RequestErro
     RequestError::Tool {
         param: param.into(),
         message: message.into(),
-    }
-}
-
-fn schema_err(param: &str, message: impl Into<String>) -> RequestError {
-    RequestError::Schema {
-        param: param.to_string(),
-        message: format!("{param}: {}", message.into()),
     }
 }
 
@@ -206,104 +200,7 @@ pub fn check_parameters(p: &Value, path: &str) -> Result<(), RequestError> {
             ));
         }
     }
-    check_schema(p, path)
-}
-
-const TYPES: [&str; 7] = [
-    "string", "number", "integer", "boolean", "array", "object", "null",
-];
-/// Keywords whose value is one subschema.
-const ONE: [&str; 9] = [
-    "items",
-    "additionalProperties",
-    "not",
-    "contains",
-    "propertyNames",
-    "if",
-    "then",
-    "else",
-    "unevaluatedProperties",
-];
-/// Keywords whose value is a list of subschemas.
-const LIST: [&str; 4] = ["anyOf", "oneOf", "allOf", "prefixItems"];
-/// Keywords whose value maps names to subschemas.
-const MAP: [&str; 4] = ["properties", "$defs", "definitions", "patternProperties"];
-
-/// Checks one (sub)schema at `path`; recursion depth is bounded by the JSON parser's (1024).
-fn check_schema(v: &Value, path: &str) -> Result<(), RequestError> {
-    let map = match v {
-        Value::Bool(_) => return Ok(()),
-        Value::Object(m) => m,
-        _ => return Err(schema_err(path, "a schema must be an object or a boolean")),
-    };
-    for (key, val) in map {
-        let at = format!("{path}.{key}");
-        match key.as_str() {
-            "type" => {
-                let ok = match val {
-                    Value::String(t) => TYPES.contains(&t.as_str()),
-                    Value::Array(ts) => ts
-                        .iter()
-                        .all(|t| t.as_str().is_some_and(|t| TYPES.contains(&t))),
-                    _ => false,
-                };
-                if !ok {
-                    return Err(schema_err(
-                        &at,
-                        format!(
-                            "type must be one of {} (or a list of them)",
-                            TYPES.join("|")
-                        ),
-                    ));
-                }
-            }
-            "$ref" if !val.as_str().is_some_and(|r| r.starts_with('#')) => {
-                return Err(schema_err(
-                    &at,
-                    "only local references ('#/$defs/…') can be resolved",
-                ));
-            }
-            "required"
-                if !val
-                    .as_array()
-                    .is_some_and(|r| r.iter().all(Value::is_string)) =>
-            {
-                return Err(schema_err(&at, "required must be a list of property names"));
-            }
-            "enum" if !val.is_array() => {
-                return Err(schema_err(&at, "enum must be a list"));
-            }
-            k if ONE.contains(&k) => {
-                // Draft-04 tuples: `items` as a list of schemas.
-                if let (Value::Array(list), "items") = (val, k) {
-                    for (j, s) in list.iter().enumerate() {
-                        check_schema(s, &format!("{at}[{j}]"))?;
-                    }
-                } else {
-                    check_schema(val, &at)?;
-                }
-            }
-            k if LIST.contains(&k) => {
-                let Value::Array(list) = val else {
-                    return Err(schema_err(&at, format!("{k} must be a list of schemas")));
-                };
-                for (j, s) in list.iter().enumerate() {
-                    check_schema(s, &format!("{at}[{j}]"))?;
-                }
-            }
-            k if MAP.contains(&k) => {
-                let Value::Object(props) = val else {
-                    return Err(schema_err(&at, format!("{k} must map names to schemas")));
-                };
-                for (name, s) in props {
-                    check_schema(s, &format!("{at}.{name}"))?;
-                }
-            }
-            // Annotations and constraints (description, format, minimum, …) pass through.
-            _ => {}
-        }
-    }
-    Ok(())
+    schema::check(p, path)
 }
 
 #[cfg(test)]

@@ -25,9 +25,12 @@ use crate::http::{Body, BodyError, bytes_response};
 use plan::{CandPlan, Plan};
 
 mod agent;
+mod logprobs;
 mod media;
 mod plan;
 mod schema;
+#[cfg(test)]
+mod surface_tests;
 #[cfg(test)]
 mod tests;
 
@@ -198,16 +201,22 @@ fn count_tokens(text: &str) -> u64 {
 
 fn usage(plan: &Plan, candidates: u64, first: bool) -> Value {
     let details = plan.prompt_details_json();
-    if first {
-        return json!({"promptTokenCount": plan.prompt, "totalTokenCount": plan.prompt,
-                      "promptTokensDetails": details});
-    }
-    let mut u = json!({"promptTokenCount": plan.prompt, "candidatesTokenCount": candidates,
-                       "totalTokenCount": plan.prompt + candidates + plan.thoughts,
-                       "promptTokensDetails": details,
-                       "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": candidates}]});
-    if plan.thoughts > 0 {
+    let mut u = if first {
+        json!({"promptTokenCount": plan.prompt, "totalTokenCount": plan.prompt,
+               "promptTokensDetails": details})
+    } else {
+        json!({"promptTokenCount": plan.prompt, "candidatesTokenCount": candidates,
+               "totalTokenCount": plan.prompt + candidates + plan.thoughts,
+               "promptTokensDetails": details,
+               "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": candidates}]})
+    };
+    if plan.thoughts > 0 && !first {
         u["thoughtsTokenCount"] = json!(plan.thoughts);
+    }
+    if plan.cached > 0 {
+        // Part of the prompt count, reported beside it (reference §1.6).
+        u["cachedContentTokenCount"] = json!(plan.cached);
+        u["cacheTokensDetails"] = json!([{"modality": "TEXT", "tokenCount": plan.cached}]);
     }
     u
 }
@@ -224,8 +233,9 @@ fn candidate(parts: Vec<Value>, index: usize, finish: Option<&str>) -> Value {
     c
 }
 
-/// A unary candidate: the segments' text joined into one part, other parts after it.
-fn whole_candidate(cand: &CandPlan, index: usize) -> Value {
+/// A unary candidate: the segments' text joined into one part, other parts after it, and the
+/// `logprobsResult` of all its tokens when asked.
+fn whole_candidate(cand: &CandPlan, index: usize, logprobs: Option<u64>) -> Value {
     let mut text = String::new();
     let mut others = Vec::new();
     for p in cand.segments.iter().flat_map(|s| &s.parts) {
@@ -239,7 +249,16 @@ fn whole_candidate(cand: &CandPlan, index: usize) -> Value {
         parts.push(json!({ "text": text }));
     }
     parts.extend(others);
-    candidate(parts, index, Some(cand.finish))
+    let mut c = candidate(parts, index, Some(cand.finish));
+    if let Some(k) = logprobs {
+        let pieces: Vec<String> = cand
+            .segments
+            .iter()
+            .flat_map(|s| s.pieces.iter().cloned())
+            .collect();
+        c["logprobsResult"] = logprobs::result(&pieces, index, 0, k);
+    }
+    c
 }
 
 fn response_id(st: &SimState) -> String {
@@ -271,10 +290,11 @@ pub(super) async fn generate(
         st.served.fetch_add(1, Ordering::Relaxed);
         return fault_response(status, fault.retry_delay_s);
     }
-    let plan = match plan::plan(model, body, &knobs) {
+    let mut plan = match plan::plan(model, body, &knobs) {
         Ok(p) => p,
         Err(resp) => return *resp,
     };
+    plan.cached = fault.cached_tokens.unwrap_or(0).min(plan.prompt);
     let id = response_id(st);
     let per_token = Duration::from_secs_f64(1.0 / f64::from(knobs.tokens_per_sec.max(1)));
     if !stream {
@@ -284,7 +304,7 @@ pub(super) async fn generate(
             .cands
             .iter()
             .enumerate()
-            .map(|(i, c)| whole_candidate(c, i))
+            .map(|(i, c)| whole_candidate(c, i, plan.logprobs))
             .collect();
         let mut resp = json!({"candidates": candidates,
                           "usageMetadata": usage(&plan, out, false),
@@ -370,6 +390,8 @@ fn stream_events(plan: &Plan, fault: &FaultPlan, model: &str, id: &str) -> Vec<(
             let Some(seg) = cand.segments.get(step) else {
                 continue;
             };
+            // This event's tokens follow those of the candidate's earlier segments.
+            let steps_before: usize = cand.segments[..step].iter().map(|s| s.pieces.len()).sum();
             tokens += seg.tokens;
             let mut parts = seg.parts.clone();
             if let Some(pad) = fault.pad_event_bytes
@@ -390,7 +412,11 @@ fn stream_events(plan: &Plan, fault: &FaultPlan, model: &str, id: &str) -> Vec<(
                 };
             }
             let last = step + 1 == cand.segments.len();
-            candidates.push(candidate(parts, i, last.then_some(cand.finish)));
+            let mut c = candidate(parts, i, last.then_some(cand.finish));
+            if let Some(k) = plan.logprobs.filter(|_| !seg.pieces.is_empty()) {
+                c["logprobsResult"] = logprobs::result(&seg.pieces, i, steps_before, k);
+            }
+            candidates.push(c);
         }
         sent += tokens;
         // The first event carries the prompt count only (as Gemini's does), unless thoughts came

@@ -1,6 +1,7 @@
 //! The Gemini REST client: `generateContent`, `streamGenerateContent?alt=sse`,
 //! `batchEmbedContents`, with timeouts.
 
+mod candidates;
 pub mod sse;
 mod tools;
 pub mod translate;

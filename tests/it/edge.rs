@@ -205,7 +205,7 @@ async fn deeply_nested_json_is_a_400_not_a_crash() {
     }
     // Nesting within the parser's limit is fine where the schema ignores it.
     let legal = format!(
-        r#"{{"messages":[{{"role":"user","content":"hi"}}],"max_tokens":8,"metadata":{}}}"#,
+        r#"{{"messages":[{{"role":"user","content":"hi"}}],"max_tokens":8,"extra_body_field":{}}}"#,
         deep(1_000)
     );
     let res = env

@@ -316,7 +316,6 @@ async fn a_function_tool_round_trip_carries_the_thought_signature_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs chat's response_format json_schema (issue 15 item 2, another branch); run with --ignored once merged"]
 async fn text_format_json_schema_answers_json_that_fits_the_schema() {
     let env = Env::start().await;
     let key = env.funded_key(W1, 1_000_000).await;

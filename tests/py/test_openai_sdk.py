@@ -427,3 +427,137 @@ def test_image_data_url_through_the_sdk(client: openai.OpenAI) -> None:
                 {"type": "image_url", "image_url": {"url": "https://127.0.0.1/secret.png"}}]}],
         )
     assert_openai_error_body(err.value, "image_url_forbidden")
+
+# --------------------------------------------------------------------------------------------
+# Structured outputs, n, logprobs (issue 15: the chat request surface)
+# --------------------------------------------------------------------------------------------
+
+from typing import Literal, Optional  # noqa: E402
+
+from pydantic import BaseModel  # noqa: E402
+
+
+class Address(BaseModel):
+    city: str
+    street: str
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+    tags: list[str]
+    address: Address
+    nickname: Optional[str]
+    mood: Literal["happy", "sad"]
+
+
+NO_MEMORY = {"memory_read": False, "memory_write": False}
+
+
+def test_json_schema_with_a_pydantic_model_through_parse(client: openai.OpenAI) -> None:
+    """``chat.completions.parse`` sends the model's strict JSON Schema ($defs/$ref, anyOf with
+    null, an enum) and parses the answer back into the model."""
+    completion = client.chat.completions.parse(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Ada Lovelace lived in London on St James's Square."}],
+        response_format=Person,
+        max_tokens=512,
+        extra_body=NO_MEMORY,
+    )
+    person = completion.choices[0].message.parsed
+    assert isinstance(person, Person), completion.choices[0].message
+    assert person.tags and isinstance(person.address, Address)
+    assert person.mood in ("happy", "sad")
+    # The same through the stream helper: the SDK parses the accumulated JSON.
+    with client.chat.completions.stream(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Grace Hopper lived in Arlington."}],
+        response_format=Person,
+        max_tokens=512,
+        extra_body=NO_MEMORY,
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert isinstance(final.choices[0].message.parsed, Person)
+
+
+def test_json_schema_as_a_plain_response_format(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer", "minimum": 1}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name a big city."}],
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "city", "schema": schema, "strict": True}},
+        max_tokens=256,
+        extra_body=NO_MEMORY,
+    )
+    value = json.loads(completion.choices[0].message.content or "")
+    assert isinstance(value["city"], str) and value["population"] >= 1
+    # A schema Gemini cannot enforce under strict is a 400 naming the path.
+    bad = dict(schema, properties={"city": {"type": "string", "pattern": "^[A-Z]"}})
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "city", "schema": bad, "strict": True}},
+            extra_body=NO_MEMORY,
+        )
+    assert err.value.code == "invalid_schema"
+    assert err.value.param == "response_format.json_schema.schema.properties.city.pattern"
+
+
+def test_n_choices_unary_and_streamed(client: openai.OpenAI) -> None:
+    one = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, extra_body=NO_MEMORY
+    )
+    two = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, n=2, extra_body=NO_MEMORY
+    )
+    assert [c.index for c in two.choices] == [0, 1]
+    texts = [c.message.content for c in two.choices]
+    assert texts[0] != texts[1] and all(texts)
+    assert two.usage.completion_tokens == 2 * one.usage.completion_tokens
+    chunks = collect_stream(client, n=2, stream_options={"include_usage": True},
+                            extra_body=NO_MEMORY)
+    streamed = {0: "", 1: ""}
+    finishes: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert streamed == {0: texts[0], 1: texts[1]}
+    assert set(finishes) == {0, 1}
+    assert chunks[-1].usage.completion_tokens == two.usage.completion_tokens
+
+
+def test_logprobs_unary_and_accumulated_by_the_stream_helper(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, logprobs=True, top_logprobs=3,
+        extra_body=NO_MEMORY,
+    )
+    choice = completion.choices[0]
+    content = choice.logprobs.content
+    assert "".join(t.token for t in content) == choice.message.content
+    for t in content:
+        assert t.logprob <= 0 and bytes(t.bytes) == t.token.encode()
+        assert len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token
+    with client.chat.completions.stream(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, logprobs=True, top_logprobs=3,
+        n=2, extra_body=NO_MEMORY,
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert len(final.choices) == 2
+    for c in final.choices:
+        assert "".join(t.token for t in c.logprobs.content) == c.message.content
+    assert [t.model_dump() for t in final.choices[0].logprobs.content] == [
+        t.model_dump() for t in content
+    ]

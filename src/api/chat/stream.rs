@@ -7,6 +7,10 @@
 //!
 //! On x402 the clean end waits for the settlement: success sends `data: [DONE]` and then the
 //! receipt as `event: x402-receipt`; a refused settlement ends the stream with an error event.
+//!
+//! With `n > 1` each candidate's deltas carry its `index` (Gemini's `candidates[].index`); each
+//! choice opens with `role: assistant` and ends with its own finish chunk, in index order, before
+//! the usage chunk. Log probabilities ride on the chunk of the text they describe.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,10 +26,30 @@ use crate::billing::pricing::ModelPrice;
 use crate::crypto::to_checksum;
 use crate::error::Error;
 use crate::http::BodyError;
-use crate::openai::answer;
+use crate::openai::{answer, choices};
 use crate::payments::{PaymentError, Settlement, SettlementHandle, Verified};
 use crate::storage::now_ms;
-use crate::upstream::{Finish, GeminiStream, StreamEvent, TokenUsage, ToolCall, UpstreamError};
+use crate::upstream::{
+    Finish, GeminiStream, StreamEvent, TokenLogprob, TokenUsage, ToolCall, UpstreamError,
+};
+
+/// The delta that opens a choice without content.
+const OPEN: &str = "{\"role\":\"assistant\",\"content\":\"\"}";
+
+/// Choices a stream tracks at most (`surface::MAX_N`); a candidate index beyond is ignored.
+const MAX_CHOICES: usize = 8;
+
+/// One choice's progress.
+#[derive(Default)]
+struct ChoiceState {
+    /// Its first delta (with the role) was sent.
+    sent_first: bool,
+    /// Function calls sent; with `parallel` false, calls after the first are dropped.
+    calls: usize,
+    finish: Option<Finish>,
+    /// Log probabilities waiting for the chunk of their text.
+    logprobs: Vec<TokenLogprob>,
+}
 
 /// An x402 stream whose content is done, waiting for its settlement.
 struct Awaiting {
@@ -46,18 +70,16 @@ pub struct ChatStream {
     prefix: Bytes,
     include_usage: bool,
     events: Vec<StreamEvent>,
-    sent_first: bool,
+    /// Per choice, by index (`n` of them at least).
+    choices: Vec<ChoiceState>,
     usage: Option<TokenUsage>,
     /// What the call is billed at when Gemini reports no usage.
     bound: UsageBound,
     /// Bytes of visible text and of thoughts received.
     text_bytes: u64,
     thought_bytes: u64,
-    finish: Option<Finish>,
     /// The completion id, the base of the tool-call ids.
     id: String,
-    /// Function calls sent so far; with `parallel` false, calls after the first are dropped.
-    calls: usize,
     parallel: bool,
     done: bool,
     /// The memory write after a clean end, with the answer text collected so far (bounded).
@@ -80,6 +102,7 @@ impl ChatStream {
         remember: Option<Remember>,
         bound: UsageBound,
         parallel: bool,
+        n: u32,
     ) -> Self {
         let head = serde_json::json!({"id": &id, "object": "chat.completion.chunk", "created": now_ms() / 1000, "model": model.id});
         // `{"id":…,"model":…}` → `data: {"id":…,"model":…,"choices":`
@@ -96,14 +119,14 @@ impl ChatStream {
             prefix: Bytes::from(prefix),
             include_usage,
             events: Vec::with_capacity(4),
-            sent_first: false,
+            choices: (0..n.clamp(1, MAX_CHOICES as u32))
+                .map(|_| ChoiceState::default())
+                .collect(),
             usage: None,
             bound,
             text_bytes: 0,
             thought_bytes: 0,
-            finish: None,
             id,
-            calls: 0,
             parallel,
             done: false,
             remember,
@@ -111,11 +134,35 @@ impl ChatStream {
         }
     }
 
-    fn chunk(&self, out: &mut BytesMut, delta: &str, finish: Option<Finish>) {
+    /// One chunk of choice `index`; unless `bare`, it carries (and takes) the choice's waiting
+    /// log probabilities.
+    fn chunk(
+        &mut self,
+        out: &mut BytesMut,
+        index: usize,
+        delta: &str,
+        finish: Option<Finish>,
+        bare: bool,
+    ) {
         out.put_slice(&self.prefix);
-        out.put_slice(b"[{\"index\":0,\"delta\":");
+        out.put_slice(b"[{\"index\":");
+        out.put_slice(index.to_string().as_bytes());
+        out.put_slice(b",\"delta\":");
         out.put_slice(delta.as_bytes());
-        out.put_slice(b",\"logprobs\":null,\"finish_reason\":");
+        out.put_slice(b",\"logprobs\":");
+        match self
+            .choices
+            .get_mut(index)
+            .filter(|_| !bare)
+            .map(|c| std::mem::take(&mut c.logprobs))
+        {
+            Some(l) if !l.is_empty() => out.put_slice(
+                &serde_json::to_vec(&choices::logprobs_out(Some(&l)))
+                    .unwrap_or_else(|_| b"null".to_vec()),
+            ),
+            _ => out.put_slice(b"null"),
+        }
+        out.put_slice(b",\"finish_reason\":");
         match finish {
             Some(f) => {
                 out.put_u8(b'"');
@@ -136,17 +183,35 @@ impl ChatStream {
         });
     }
 
-    fn text_delta(&mut self, out: &mut BytesMut, text: &str) {
+    /// Whether this choice's next delta is its first (and so carries the role); marks it sent.
+    fn opens(&mut self, index: usize) -> bool {
+        self.choices
+            .get_mut(index)
+            .is_some_and(|c| !std::mem::replace(&mut c.sent_first, true))
+    }
+
+    fn text_delta(&mut self, out: &mut BytesMut, index: usize, text: &str) {
         self.text_bytes += text.len() as u64;
         let escaped = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into());
-        let delta = if self.sent_first {
+        let with_logprobs = self
+            .choices
+            .get(index)
+            .is_some_and(|c| !c.logprobs.is_empty());
+        let delta = if !self.opens(index) {
+            format!("{{\"content\":{escaped}}}")
+        } else if with_logprobs {
+            // Log probabilities never ride on a choice's first chunk: the SDKs' stream helpers
+            // build a choice from its first chunk and then add that chunk's log probabilities
+            // again (OpenAI opens every choice with an empty role chunk).
+            self.chunk(out, index, OPEN, None, true);
             format!("{{\"content\":{escaped}}}")
         } else {
             format!("{{\"role\":\"assistant\",\"content\":{escaped}}}")
         };
-        self.chunk(out, &delta, None);
-        self.sent_first = true;
-        if let Some(r) = &self.remember {
+        self.chunk(out, index, &delta, None, false);
+        if index == 0
+            && let Some(r) = &self.remember
+        {
             // Memory keeps at most `max_chars` characters; 4 bytes a character is the ceiling.
             let room = (r.max_chars * 4).saturating_sub(self.answer.len());
             let mut cut = text.len().min(room);
@@ -158,15 +223,45 @@ impl ChatStream {
     }
 
     /// A function call, whole, in one delta (`crate::openai::answer`).
-    fn tool_call_delta(&mut self, out: &mut BytesMut, call: &ToolCall) {
-        if !self.parallel && self.calls > 0 {
+    fn tool_call_delta(&mut self, out: &mut BytesMut, index: usize, call: &ToolCall) {
+        let Some(sent) = self.choices.get(index).map(|c| c.calls) else {
+            return;
+        };
+        if !self.parallel && sent > 0 {
             return;
         }
         self.text_bytes += (call.name.len() + call.args.to_string().len()) as u64;
-        let delta = answer::stream_delta(&self.id, self.calls, call, !self.sent_first);
-        self.chunk(out, &delta, None);
-        self.sent_first = true;
-        self.calls += 1;
+        let first = self.opens(index);
+        let base = choices::calls_base(&self.id, index as u32);
+        let delta = answer::stream_delta(&base, sent, call, first);
+        self.chunk(out, index, &delta, None, true);
+        if let Some(c) = self.choices.get_mut(index) {
+            c.calls += 1;
+        }
+    }
+
+    /// Applies one upstream event to choice `index` (0 unless it came `Indexed`).
+    fn apply(&mut self, out: &mut BytesMut, index: usize, ev: StreamEvent) {
+        if index >= self.choices.len() && index < MAX_CHOICES {
+            self.choices.resize_with(index + 1, ChoiceState::default);
+        }
+        match ev {
+            StreamEvent::Delta(text) => self.text_delta(out, index, &text),
+            StreamEvent::ToolCall(call) => self.tool_call_delta(out, index, &call),
+            StreamEvent::Thought(bytes) => self.thought_bytes += bytes,
+            StreamEvent::Usage(u) => self.usage = Some(u),
+            StreamEvent::Finish(f) => {
+                if let Some(c) = self.choices.get_mut(index) {
+                    c.finish = Some(f);
+                }
+            }
+            StreamEvent::Logprobs(l) => {
+                if let Some(c) = self.choices.get_mut(index) {
+                    c.logprobs.extend(l);
+                }
+            }
+            StreamEvent::Indexed(i, inner) => self.apply(out, i as usize, *inner),
+        }
     }
 
     /// What the call is billed at now.
@@ -178,7 +273,9 @@ impl ChatStream {
     /// far, and records the call with `status` (see `Payer::finish_detached`).
     fn settle_partial(&mut self, status: u16) {
         let usage = self.billed();
-        let cost = self.model.cost(usage.prompt, usage.completion);
+        let cost = self
+            .model
+            .cost_cached(usage.prompt, usage.cached, usage.completion);
         if let Some(p) = self.payer.take() {
             p.finish_detached(&self.meter, status, cost, usage);
         }
@@ -187,14 +284,10 @@ impl ChatStream {
     /// The clean end of the content: final chunk and usage chunk; then `[DONE]` (credits), or
     /// the wait for the x402 settlement.
     fn finish_frames(&mut self, out: &mut BytesMut) {
-        if !self.sent_first {
-            // An answer with no visible text (all thinking, blocked, empty) still opens with the
-            // assistant role, and is paid like any other complete answer.
-            self.chunk(out, "{\"role\":\"assistant\",\"content\":\"\"}", None);
-            self.sent_first = true;
-        }
         let usage = self.billed();
-        let cost = self.model.cost(usage.prompt, usage.completion);
+        let cost = self
+            .model
+            .cost_cached(usage.prompt, usage.cached, usage.completion);
         let costs = match self.payer.take() {
             Some(Payer::Credits(hold)) => {
                 let charged = hold.commit(cost, Some(self.meter.request_id.clone()));
@@ -222,8 +315,16 @@ impl ChatStream {
             }
             None => (None, None),
         };
-        let finish = self.finish.unwrap_or(Finish::Stop).with_calls(self.calls);
-        self.chunk(out, "{}", Some(finish));
+        for index in 0..self.choices.len() {
+            if self.opens(index) {
+                // A choice with no visible text (all thinking, blocked, empty) still opens with
+                // the assistant role, and is paid like any other complete answer.
+                self.chunk(out, index, OPEN, None, true);
+            }
+            let c = &self.choices[index];
+            let finish = c.finish.unwrap_or(Finish::Stop).with_calls(c.calls);
+            self.chunk(out, index, "{}", Some(finish), false);
+        }
         if self.include_usage {
             let u = UsageOut::new(&usage, &self.model.id, costs, self.meter.memory);
             out.put_slice(&self.prefix);
@@ -236,7 +337,8 @@ impl ChatStream {
             self.done = true;
         }
         // A step that ends in function calls is not the answer yet (see `chat::run`).
-        if let Some(r) = self.remember.take().filter(|_| self.calls == 0) {
+        let calls = self.choices.first().map_or(0, |c| c.calls);
+        if let Some(r) = self.remember.take().filter(|_| calls == 0) {
             r.spawn(std::mem::take(&mut self.answer));
         }
     }
@@ -333,13 +435,7 @@ impl http_body::Body for ChatStream {
             Poll::Ready(r) => r,
         };
         for ev in events.drain(..) {
-            match ev {
-                StreamEvent::Delta(text) => this.text_delta(&mut out, &text),
-                StreamEvent::ToolCall(call) => this.tool_call_delta(&mut out, &call),
-                StreamEvent::Thought(bytes) => this.thought_bytes += bytes,
-                StreamEvent::Usage(u) => this.usage = Some(u),
-                StreamEvent::Finish(f) => this.finish = Some(f),
-            }
+            this.apply(&mut out, 0, ev);
         }
         this.events = events;
         match result {

@@ -42,17 +42,31 @@ fn page(event: Value) -> Value {
     }))
 }
 
+/// `choices[i].logprobs`: `null` unless the request set `logprobs: true`.
+fn logprobs() -> Value {
+    let number = json!({"type": "number", "maximum": 0});
+    let bytes = array(json!({"type": "integer", "minimum": 0, "maximum": 255}));
+    let top = all(json!({"token": string(), "logprob": number, "bytes": bytes}));
+    let token = all(
+        json!({"token": string(), "logprob": number, "bytes": bytes, "top_logprobs": array(top)}),
+    );
+    opt(all(
+        json!({"content": array(token), "refusal": {"type": "null"}}),
+    ))
+}
+
 fn chat_completion() -> Value {
     let message = all(json!({
         "role": {"const": "assistant"}, "content": string(), "refusal": {"type": "null"},
         "annotations": {"type": "array", "maxItems": 0},
     }));
     let choice = all(json!({
-        "index": uint(), "message": message, "logprobs": {"type": "null"}, "finish_reason": string(),
+        "index": uint(), "message": message, "logprobs": logprobs(), "finish_reason": string(),
     }));
     all(json!({
         "id": string(), "object": {"const": "chat.completion"}, "created": uint(), "model": string(),
-        "choices": {"type": "array", "items": choice, "minItems": 1, "maxItems": 1},
+        "choices": {"type": "array", "items": choice, "minItems": 1, "maxItems": 8,
+                    "description": "One choice per `n`, by `index`."},
         "usage": r("ChatUsage"), "output_text": string(), "system_fingerprint": {"type": "null"},
     }))
 }
@@ -73,7 +87,7 @@ fn chat_event() -> Value {
 fn chat_chunk() -> Value {
     let delta = json!({"type": "object", "properties": {"role": {"const": "assistant"}, "content": string()}});
     let choice = all(json!({
-        "index": uint(), "delta": delta, "logprobs": {"type": "null"}, "finish_reason": opt(string()),
+        "index": uint(), "delta": delta, "logprobs": logprobs(), "finish_reason": opt(string()),
     }));
     let mut chunk = object(
         &["object", "choices"],

@@ -261,11 +261,18 @@ fn chat_body(c: &Config) -> Value {
             "temperature": opt(num(0.0, 2.0)),
             "top_p": opt(num(0.0, 1.0)),
             "stop": opt(json!({"anyOf": [stop, {"type": "array", "items": stop, "maxItems": 5}]})),
-            "n": opt(json!({"const": 1})),
+            "n": opt(json!({"type": "integer", "minimum": 1, "maximum": 8, "description": "Choices (Gemini `candidateCount`), billed and held for each; Gemini 3 models give one."})),
+            "logprobs": opt(json!({"type": "boolean"})),
+            "top_logprobs": opt(int(0, 20)),
+            "metadata": opt(json!({"type": "object", "maxProperties": 16, "propertyNames": {"maxLength": 64},
+                                   "additionalProperties": {"type": "string", "maxLength": 512},
+                                   "description": "Kept here, never sent upstream."})),
+            "user": opt(string()),
+            "service_tier": opt(json!({"type": "string", "description": "Accepted and ignored (`x-vectorway-warning: ignored: service_tier`)."})),
             "seed": opt(int(i128::from(i64::MIN), i128::from(i64::MAX))),
             "presence_penalty": opt(num(-2.0, 2.0)),
             "frequency_penalty": opt(num(-2.0, 2.0)),
-            "response_format": opt(object(&["type"], json!({"type": {"enum": ["text", "json_object"]}}))),
+            "response_format": opt(response_format()),
             "reasoning_effort": opt(json!({"enum": ["none", "minimal", "low", "medium", "high"]})),
             "tools": opt(json!({"type": "array", "maxItems": 0, "description": "Function tools (`tools`, `tool_choice`, `parallel_tool_calls`) are accepted (see the README; a bad one is a 400 `invalid_tool` or `invalid_schema` naming the path); this document describes requests without them."})),
             "memory_read": opt(json!({"type": "boolean", "default": true})),
@@ -279,6 +286,16 @@ fn chat_body(c: &Config) -> Value {
     // `model` and `models` exclude each other (a null one is absent).
     body["not"] = json!({"required": ["model", "models"],
         "properties": {"model": {"type": "string"}, "models": {"type": "array"}}});
+    // `n > 1` needs models that give several candidates (not Gemini 3), and `top_logprobs`
+    // needs `logprobs: true`.
+    let one = json!({"properties": {"n": {"enum": [1, null]}}});
+    let gemini3 = json!({"type": "string", "pattern": "^(gemini/)?gemini-3"});
+    body["allOf"] = json!([
+        {"if": {"required": ["model"], "properties": {"model": gemini3}}, "then": one},
+        {"if": {"required": ["models"], "properties": {"models": {"type": "array", "contains": gemini3}}}, "then": one},
+        {"if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
+         "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": true}}}},
+    ]);
     body
 }
 
@@ -286,6 +303,32 @@ fn chat_body(c: &Config) -> Value {
 fn agent_ref() -> Value {
     json!({"type": "string", "description": "The agent's UUID (from POST /api/v1/agents/register) or its account id (0x…).",
            "pattern": "^(?:0[xX][0-9a-fA-F]{40}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"})
+}
+
+/// `text`, `json_object`, or `json_schema` with a name and a schema. The schema may be any JSON
+/// Schema Gemini can take (see the README); this document describes the top of it, as checked.
+fn response_format() -> Value {
+    // Only what the gateway checks is constrained here: a type word (or a list of them), a
+    // subschema (an object or a boolean) per property, and property names in `required`.
+    let types = json!([
+        "string", "number", "integer", "boolean", "array", "object", "null"
+    ]);
+    let kind = json!({"anyOf": [{"enum": types}, {"type": "array", "items": {"enum": types}}]});
+    let property =
+        json!({"anyOf": [{"type": "object", "properties": {"type": kind}}, {"type": "boolean"}]});
+    let schema = json!({"type": "object", "properties": {
+        "type": kind,
+        "properties": {"type": "object", "additionalProperties": property},
+        "required": {"type": "array", "items": string()}}});
+    let json_schema = object(
+        &["name"],
+        json!({"name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+               "description": opt(string()), "strict": opt(json!({"type": "boolean"})), "schema": opt(schema)}),
+    );
+    json!({"anyOf": [
+        object(&["type"], json!({"type": {"enum": ["text", "json_object"]}})),
+        object(&["type", "json_schema"], json!({"type": {"const": "json_schema"}, "json_schema": json_schema})),
+    ]})
 }
 
 fn namespace() -> Value {
@@ -385,7 +428,7 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
         RouteId::Metrics => Shape::new(Text("text/plain")),
         RouteId::Models => ok(r("ModelList")),
         RouteId::Chat => upstream(Shape::new(JsonOrStream(r("ChatCompletion"))).body(chat_body(c)))
-            .errors(400, &["invalid_tool", "invalid_schema"])
+            .errors(400, &["invalid_tool", "invalid_schema", "unsupported_parameter"])
             .errors(402, &["insufficient_credits"])
             .errors(422, &["validation_error"]),
         RouteId::Responses => upstream(

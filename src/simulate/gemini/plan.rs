@@ -8,7 +8,13 @@
 //! - `generationConfig.candidateCount` n (default 1, at most 64 here) gives n candidates with
 //!   `index` 0..n-1; candidate 0 is what a single-candidate request gets, the others use a seed
 //!   moved by their index, so their texts (and string arguments) differ. `candidatesTokenCount`
-//!   is the visible output of all candidates together (§1.6), thoughts counted once.
+//!   is the visible output of all candidates together (§1.6), thoughts counted once. Gemini 3
+//!   models refuse n > 1 with 400 "Multiple candidates is not enabled for this model" (reported
+//!   on every 3.x model, googleapis/js-genai#1609).
+//! - `responseLogprobs: true` gives every candidate a `logprobsResult` (`logprobs.rs`) over its
+//!   text's tokens, with `logprobs` (0 to 20, else 400) alternatives per step; without it there
+//!   is none, and `logprobs` alone is refused as Gemini documents it ("only valid if
+//!   responseLogprobs").
 //! - A candidate answers, in this order: tool calls or a tool-result text (`agent.rs`); with
 //!   `responseMimeType: application/json` a JSON value generated from `responseJsonSchema` or
 //!   `responseSchema` (`schema.rs`), or `{"answer": …}` without a schema; otherwise
@@ -29,10 +35,12 @@ use crate::config::SimulatorKnobs;
 use crate::http::Body;
 use http::Response;
 
-/// One streamed piece of a candidate: its parts and their output tokens.
+/// One streamed piece of a candidate: its parts, their output tokens, and the text of each
+/// token (what `logprobsResult` describes; empty for function calls).
 pub(super) struct Segment {
     pub parts: Vec<Value>,
     pub tokens: u64,
+    pub pieces: Vec<String>,
 }
 
 pub(super) struct CandPlan {
@@ -46,6 +54,11 @@ pub(super) struct Plan {
     pub prompt_details: Vec<(&'static str, u64)>,
     pub thoughts: u64,
     pub cands: Vec<CandPlan>,
+    /// `Some(k)`: `responseLogprobs` was asked, with `k` alternatives per step.
+    pub logprobs: Option<u64>,
+    /// Prompt tokens reported as served from cache (`cachedContentTokenCount`; the
+    /// `cached_tokens` fault sets it, at most the prompt).
+    pub cached: u64,
 }
 
 impl Plan {
@@ -143,6 +156,31 @@ pub(super) fn plan(
         .and_then(Value::as_u64)
         .unwrap_or(1)
         .clamp(1, 64);
+    if n > 1 && model.starts_with("gemini-3") {
+        return Err(bad(
+            "Multiple candidates is not enabled for this model".into()
+        ));
+    }
+    let logprobs = match (
+        cfg.and_then(|c| field(c, "responseLogprobs", "response_logprobs"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        cfg.and_then(|c| field(c, "logprobs", "logprobs")),
+    ) {
+        (_, Some(k)) if k.as_u64().is_none_or(|k| k > 20) => {
+            return Err(bad(
+                "* GenerateContentRequest.generation_config.logprobs: must be in the range [0, 20]"
+                    .into(),
+            ));
+        }
+        (true, k) => Some(k.and_then(Value::as_u64).unwrap_or(0)),
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(bad(
+                "logprobs is only valid if response_logprobs is true".into()
+            ));
+        }
+    };
     let json_out = cfg
         .and_then(|c| field(c, "responseMimeType", "response_mime_type"))
         .and_then(Value::as_str)
@@ -164,7 +202,11 @@ pub(super) fn plan(
                         .map(|f| count_tokens(&canonical(f)))
                         .sum();
                     CandPlan {
-                        segments: vec![Segment { parts, tokens }],
+                        segments: vec![Segment {
+                            parts,
+                            tokens,
+                            pieces: Vec::new(),
+                        }],
                         finish: "STOP",
                     }
                 }
@@ -187,6 +229,8 @@ pub(super) fn plan(
         prompt_details,
         thoughts,
         cands,
+        logprobs,
+        cached: 0,
     })
 }
 
@@ -214,22 +258,29 @@ fn words_cand(seed: u64, reply: u64, room: u64, chunk: usize) -> CandPlan {
             segments: vec![Segment {
                 parts: Vec::new(),
                 tokens: 0,
+                pieces: Vec::new(),
             }],
             finish,
         };
     }
-    let total = words.len().div_ceil(chunk);
+    let last = words.len() - 1;
     let segments = words
         .chunks(chunk)
         .enumerate()
         .map(|(i, w)| {
-            let mut text = w.join(" ");
-            if i + 1 < total {
-                text.push(' ');
-            }
+            // One token per word, with the space after it (none after the last word).
+            let pieces: Vec<String> = w
+                .iter()
+                .enumerate()
+                .map(|(j, word)| match i * chunk + j == last {
+                    true => (*word).to_string(),
+                    false => format!("{word} "),
+                })
+                .collect();
             Segment {
-                parts: vec![json!({ "text": text })],
+                parts: vec![json!({ "text": pieces.concat() })],
                 tokens: w.len() as u64,
+                pieces,
             }
         })
         .collect();
@@ -253,15 +304,35 @@ fn text_cand(text: &str, room: u64, chunk: usize) -> CandPlan {
         segments.push(Segment {
             parts: vec![json!({ "text": piece })],
             tokens: count_tokens(piece),
+            pieces: pieces(piece),
         });
     }
     if segments.is_empty() {
         segments.push(Segment {
             parts: Vec::new(),
             tokens: 0,
+            pieces: Vec::new(),
         });
     }
     CandPlan { segments, finish }
+}
+
+/// The tokens of a text: slices of up to 4 bytes, cut on character boundaries (the tokenizer's
+/// one token per 4 bytes; non-ASCII text may give a piece more than it counts).
+fn pieces(text: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(text.len().div_ceil(4));
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut cut = prefix(rest, 4).len();
+        if cut == 0 {
+            // A character wider than 4 bytes cannot exist in UTF-8; guard the loop anyway.
+            cut = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        let (piece, tail) = rest.split_at(cut);
+        out.push(piece.to_string());
+        rest = tail;
+    }
+    out
 }
 
 /// The longest prefix of `s` of at most `bytes` bytes ending on a character boundary.

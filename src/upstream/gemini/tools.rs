@@ -2,7 +2,7 @@
 //! `functionResponse` parts with thought signatures (out), and `functionCall` parts (in).
 
 use super::types::{
-    FunctionCallOut, FunctionCallingConfig, FunctionDeclOut, FunctionResponseOut, GenerateResponse,
+    CandidateContent, FunctionCallOut, FunctionCallingConfig, FunctionDeclOut, FunctionResponseOut,
     InlineDataOut, PartOut, ToolConfig, ToolOut,
 };
 use crate::upstream::{Part, Role, ToolCall, ToolMode, Tools, Turn};
@@ -89,23 +89,22 @@ pub(super) fn tools_out(tools: &Tools) -> (Vec<ToolOut<'_>>, Option<ToolConfig<'
     (decls, config)
 }
 
-/// The first candidate's function calls, with their signatures, in order.
-pub(super) fn tool_calls(resp: &GenerateResponse<'_>, out: &mut Vec<ToolCall>) {
-    if let Some(content) = resp.candidates.first().and_then(|c| c.content.as_ref()) {
-        for part in &content.parts {
-            if let Some(call) = &part.function_call {
-                out.push(ToolCall {
-                    name: call.name.clone(),
-                    args: call
-                        .args
-                        .clone()
-                        .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
-                    signature: part.thought_signature.as_deref().map(str::to_string),
-                });
-            }
+/// A candidate's function calls, with their signatures, in order.
+pub(super) fn candidate_calls(content: &CandidateContent<'_>, out: &mut Vec<ToolCall>) {
+    for part in &content.parts {
+        if let Some(call) = &part.function_call {
+            out.push(ToolCall {
+                name: call.name.clone(),
+                args: call
+                    .args
+                    .clone()
+                    .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+                signature: part.thought_signature.as_deref().map(str::to_string),
+            });
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use super::candidates;
 pub use super::tools::SKIP_SIGNATURE;
-use super::tools::{parts_out, tool_calls, tools_out};
+use super::tools::{parts_out, tools_out};
 use super::types::{
     BatchEmbedRequest, BatchEmbedResponse, Content, EmbedRequest, ErrorEnvelope, ErrorObject,
     GenerateRequest, GenerateResponse, GenerationConfig, PartOut, ThinkingConfig, UsageMetadata,
@@ -43,7 +44,12 @@ pub fn encode_request(call: &ChatCall) -> Vec<u8> {
             seed: p.seed,
             presence_penalty: p.presence_penalty,
             frequency_penalty: p.frequency_penalty,
-            response_mime_type: p.json_mode.then_some("application/json"),
+            response_mime_type: (p.json_mode || p.response_schema.is_some())
+                .then_some("application/json"),
+            response_json_schema: p.response_schema.as_ref(),
+            candidate_count: (p.candidates > 1).then_some(p.candidates),
+            response_logprobs: p.logprobs.map(|_| true),
+            logprobs: p.logprobs.filter(|k| *k > 0),
             thinking_config: p.thinking.map(|t| match t {
                 Thinking::Budget(b) => ThinkingConfig {
                     thinking_budget: Some(b),
@@ -166,63 +172,20 @@ fn map_usage(u: &UsageMetadata) -> TokenUsage {
     }
 }
 
-/// Bytes of the first candidate's thought parts.
-fn thought_bytes(resp: &GenerateResponse<'_>) -> u64 {
-    resp.candidates
-        .first()
-        .and_then(|c| c.content.as_ref())
-        .map_or(0, |content| {
-            content
-                .parts
-                .iter()
-                .filter(|p| p.thought == Some(true))
-                .filter_map(|p| p.text.as_ref())
-                .map(|t| t.len() as u64)
-                .sum()
-        })
-}
-
-/// Visible text of the first candidate (thought parts excluded).
-fn visible_text(resp: &GenerateResponse<'_>, out: &mut String) {
-    if let Some(content) = resp.candidates.first().and_then(|c| c.content.as_ref()) {
-        for part in &content.parts {
-            if part.thought != Some(true)
-                && let Some(t) = &part.text
-            {
-                out.push_str(t);
-            }
-        }
-    }
-}
-
-fn finish_of(resp: &GenerateResponse<'_>) -> Option<Finish> {
-    if resp.candidates.is_empty() && resp.prompt_feedback.is_some() {
-        // The prompt itself was blocked: no candidates at all.
-        return Some(Finish::ContentFilter);
-    }
-    resp.candidates
-        .first()
-        .and_then(|c| c.finish_reason.as_deref())
-        .map(map_finish)
-}
-
-/// Decodes a unary `generateContent` answer.
+/// Decodes a unary `generateContent` answer (every candidate, `candidates`).
 pub fn decode_response(body: &[u8]) -> Result<Completion, UpstreamError> {
     let resp: GenerateResponse<'_> = serde_json::from_slice(body)
         .map_err(|e| UpstreamError::Protocol(format!("response JSON: {e}")))?;
     if let Some(err) = resp.error {
         return Err(error_from_object(err.code, err, ""));
     }
-    let mut text = String::new();
-    visible_text(&resp, &mut text);
-    let mut calls = Vec::new();
-    tool_calls(&resp, &mut calls);
+    let (first, more) = candidates::choices(&resp);
     Ok(Completion {
-        text,
-        finish: finish_of(&resp)
-            .unwrap_or(Finish::Stop)
-            .with_calls(calls.len()),
-        tool_calls: calls,
+        text: first.text,
+        tool_calls: first.tool_calls,
+        finish: first.finish,
+        logprobs: first.logprobs,
+        more,
         usage: resp
             .usage_metadata
             .as_ref()
@@ -232,31 +195,23 @@ pub fn decode_response(body: &[u8]) -> Result<Completion, UpstreamError> {
     })
 }
 
-/// Decodes one SSE `data:` payload into events, appended to `out`.
+/// Decodes one SSE `data:` payload into events, appended to `out`: thoughts, then each
+/// candidate's log probabilities, text and calls, then the usage, then the finishes.
 pub fn decode_chunk(data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError> {
     let resp: GenerateResponse<'_> = serde_json::from_slice(data)
         .map_err(|e| UpstreamError::Protocol(format!("stream chunk JSON: {e}")))?;
     if let Some(err) = resp.error {
         return Err(mid_stream_error(err));
     }
-    let thought = thought_bytes(&resp);
+    let thought = candidates::thought_bytes(&resp);
     if thought > 0 {
         out.push(StreamEvent::Thought(thought));
     }
-    let mut text = String::new();
-    visible_text(&resp, &mut text);
-    if !text.is_empty() {
-        out.push(StreamEvent::Delta(text));
-    }
-    let mut calls = Vec::new();
-    tool_calls(&resp, &mut calls);
-    out.extend(calls.into_iter().map(StreamEvent::ToolCall));
+    let finishes = candidates::chunk_events(&resp, out);
     if let Some(u) = &resp.usage_metadata {
         out.push(StreamEvent::Usage(map_usage(u)));
     }
-    if let Some(f) = finish_of(&resp) {
-        out.push(StreamEvent::Finish(f));
-    }
+    out.extend(finishes);
     Ok(())
 }
 

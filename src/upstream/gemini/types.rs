@@ -121,6 +121,16 @@ pub(super) struct GenerationConfig<'a> {
     pub frequency_penalty: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_mime_type: Option<&'static str>,
+    /// JSON Schema as is (mutually exclusive with the OpenAPI-subset `responseSchema`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_json_schema: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_logprobs: Option<bool>,
+    /// Alternatives per token, 0 to 20; only with `responseLogprobs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking_config: Option<ThinkingConfig>,
 }
@@ -188,6 +198,37 @@ pub(super) struct Candidate<'a> {
     pub content: Option<CandidateContent<'a>>,
     #[serde(default, borrow)]
     pub finish_reason: Option<Cow<'a, str>>,
+    /// Absent for candidate 0 (proto3 JSON omits zero values).
+    #[serde(default)]
+    pub index: u32,
+    #[serde(default)]
+    pub logprobs_result: Option<LogprobsResult>,
+}
+
+/// `{"topCandidates":[{"candidates":[…]}],"chosenCandidates":[…]}`, one entry per decoding step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct LogprobsResult {
+    #[serde(default)]
+    pub top_candidates: Vec<TopCandidates>,
+    #[serde(default)]
+    pub chosen_candidates: Vec<LogprobCandidate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct TopCandidates {
+    #[serde(default)]
+    pub candidates: Vec<LogprobCandidate>,
+}
+
+/// `{"token":…,"tokenId":…,"logProbability":…}`; a 0 probability is omitted on the wire.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct LogprobCandidate {
+    #[serde(default)]
+    pub token: String,
+    #[serde(default)]
+    pub log_probability: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
