@@ -166,8 +166,8 @@ def test_structured_output_default_method_json_schema(llm_factory) -> None:
     out = structured.invoke("Give me facts about Paris.")
     assert out["parsing_error"] is None, out
     assert_city_facts(out["parsed"])
-    sent = out["raw"].response_metadata
-    assert sent["finish_reason"] == "stop", sent
+    meta = out["raw"].response_metadata
+    assert meta["finish_reason"] == "stop", meta
 
 
 def test_structured_output_function_calling(llm_factory) -> None:
