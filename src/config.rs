@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -323,19 +324,36 @@ pub struct LimitsConfig {
     pub max_tracked: usize,
 }
 
-/// One network offered for x402 payments.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One network offered for x402 payments (built in, or `[x402.networks.<name>]`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Network {
-    /// v1 name: "base", "base-sepolia".
-    pub name: &'static str,
+    /// v1 name: "base", "base-sepolia", or the operator's name for it.
+    pub name: Arc<str>,
     /// CAIP-2: "eip155:8453".
-    pub caip2: &'static str,
+    pub caip2: Arc<str>,
     pub chain_id: u64,
-    /// USDC contract (EIP-712 verifyingContract).
+    /// The token contract (EIP-712 verifyingContract).
     pub asset: Wallet,
-    /// EIP-712 domain name and version of that USDC ("USD Coin"/"USDC", "2").
-    pub eip712_name: &'static str,
-    pub eip712_version: &'static str,
+    /// EIP-712 domain name and version of that token ("USD Coin"/"USDC", "2").
+    pub eip712_name: Arc<str>,
+    pub eip712_version: Arc<str>,
+    /// Token decimals: always 6 (1 credit = 1 atomic unit).
+    pub decimals: u8,
+    /// EVM JSON-RPC endpoint to read the token's state from; may carry a secret (never logged).
+    pub rpc_url: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("name", &self.name)
+            .field("caip2", &self.caip2)
+            .field("asset", &self.asset)
+            .field("eip712_name", &self.eip712_name)
+            .field("eip712_version", &self.eip712_version)
+            .field("rpc_url", &self.rpc_url.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -352,6 +370,8 @@ pub struct X402Config {
     pub settle_concurrency: usize,
     pub settle_timeout: Duration,
     pub settle_retries: u32,
+    /// How long a request waits for a settlement whose outcome is unknown (pending).
+    pub settle_pending_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -733,6 +753,11 @@ fn insert_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> R
         let entry = node
             .entry(seg.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // A list a variable descends into becomes a table (`x402.networks`: a list of names,
+        // or `VECTORWAY_X402__NETWORKS__<NAME>__<FIELD>` tables).
+        if matches!(entry, toml::Value::Array(_)) {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
         node = match entry {
             toml::Value::Table(t) => t,
             _ => return Err(format!("{seg} is not a section")),
@@ -781,7 +806,10 @@ impl Config {
 
 mod sections;
 
-pub use sections::{RawAuth, RawLimits, RawMemory, RawX402, known_network};
+mod networks;
+
+pub use networks::{RawNetwork, RawNetworks, known_network};
+pub use sections::{RawAuth, RawLimits, RawMemory, RawX402};
 
 #[cfg(test)]
 mod tests;

@@ -289,10 +289,10 @@ impl Verified {
     }
 
     /// The network as this payment's version names it (`base-sepolia` or `eip155:84532`).
-    pub fn network_name(&self) -> &'static str {
+    pub fn network_name(&self) -> &str {
         match self.version {
-            Version::V1 => self.network.name,
-            Version::V2 => self.network.caip2,
+            Version::V1 => &self.network.name,
+            Version::V2 => &self.network.caip2,
         }
     }
 
@@ -493,13 +493,13 @@ impl Payments {
         }
         let facilitator = self.facilitator.clone();
         let request = verified.facilitator_request();
-        let (payer, network) = (verified.payer, verified.network_name());
+        let (payer, network) = (verified.payer, verified.network_name().to_string());
         let amount = verified.amount;
         let settle = async move {
             let started = Instant::now();
             let result = facilitator.settle(&request).await.map(|r| Settlement {
                 transaction: r.transaction,
-                network: network.into(),
+                network,
                 payer,
                 amount,
             });
