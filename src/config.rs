@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -322,38 +321,6 @@ pub struct LimitsConfig {
     pub ip_burst: u32,
     /// Buckets kept at most, per table (wallets; IPs).
     pub max_tracked: usize,
-}
-
-/// One network offered for x402 payments (built in, or `[x402.networks.<name>]`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Network {
-    /// v1 name: "base", "base-sepolia", or the operator's name for it.
-    pub name: Arc<str>,
-    /// CAIP-2: "eip155:8453".
-    pub caip2: Arc<str>,
-    pub chain_id: u64,
-    /// The token contract (EIP-712 verifyingContract).
-    pub asset: Wallet,
-    /// EIP-712 domain name and version of that token ("USD Coin"/"USDC", "2").
-    pub eip712_name: Arc<str>,
-    pub eip712_version: Arc<str>,
-    /// Token decimals: always 6 (1 credit = 1 atomic unit).
-    pub decimals: u8,
-    /// EVM JSON-RPC endpoint to read the token's state from; may carry a secret (never logged).
-    pub rpc_url: Option<Arc<str>>,
-}
-
-impl std::fmt::Debug for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network")
-            .field("name", &self.name)
-            .field("caip2", &self.caip2)
-            .field("asset", &self.asset)
-            .field("eip712_name", &self.eip712_name)
-            .field("eip712_version", &self.eip712_version)
-            .field("rpc_url", &self.rpc_url.as_ref().map(|_| "<set>"))
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -808,7 +775,7 @@ mod sections;
 
 mod networks;
 
-pub use networks::{RawNetwork, RawNetworks, known_network};
+pub use networks::{Network, RawNetwork, RawNetworks, known_network};
 pub use sections::{RawAuth, RawLimits, RawMemory, RawX402};
 
 #[cfg(test)]

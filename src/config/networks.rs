@@ -27,11 +27,43 @@ use std::sync::Arc;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{ConfigError, Network, resolve_secret};
+use super::{ConfigError, resolve_secret};
 use crate::wallet::Wallet;
 
 /// The only token precision the credit unit allows (1 credit = 10^-6 token).
 pub const DECIMALS: u8 = 6;
+
+/// One network offered for x402 payments (built in, or `[x402.networks.<name>]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Network {
+    /// v1 name: "base", "base-sepolia", or the operator's name for it.
+    pub name: Arc<str>,
+    /// CAIP-2: "eip155:8453".
+    pub caip2: Arc<str>,
+    pub chain_id: u64,
+    /// The token contract (EIP-712 verifyingContract).
+    pub asset: Wallet,
+    /// EIP-712 domain name and version of that token ("USD Coin"/"USDC", "2").
+    pub eip712_name: Arc<str>,
+    pub eip712_version: Arc<str>,
+    /// Token decimals: always 6 (1 credit = 1 atomic unit).
+    pub decimals: u8,
+    /// EVM JSON-RPC endpoint to read the token's state from; may carry a secret (never logged).
+    pub rpc_url: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("name", &self.name)
+            .field("caip2", &self.caip2)
+            .field("asset", &self.asset)
+            .field("eip712_name", &self.eip712_name)
+            .field("eip712_version", &self.eip712_version)
+            .field("rpc_url", &self.rpc_url.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
 
 /// `x402.networks` as written: a list of built-in names, or a table of network definitions.
 #[derive(Debug, Clone, Serialize)]
@@ -197,7 +229,12 @@ fn define(name: &str, value: &toml::Value) -> Result<Network, ConfigError> {
             .parse()
             .map_err(|e: String| invalid(&format!("{key}.asset"), e))?,
         (None, Some(b)) => b.asset,
-        (None, None) => return Err(invalid(&key, "asset (the token address) is required".into())),
+        (None, None) => {
+            return Err(invalid(
+                &key,
+                "asset (the token address) is required".into(),
+            ));
+        }
     };
     if asset.0 == [0u8; 20] {
         return Err(invalid(&format!("{key}.asset"), "the zero address".into()));
@@ -217,7 +254,9 @@ fn define(name: &str, value: &toml::Value) -> Result<Network, ConfigError> {
     let eip712_version: Arc<str> = match &raw.eip712_version {
         Some(v) if !v.is_empty() => v.as_str().into(),
         Some(_) => return Err(invalid(&key, "eip712_version is empty".into())),
-        None => base.as_ref().map_or_else(|| "2".into(), |b| b.eip712_version.clone()),
+        None => base
+            .as_ref()
+            .map_or_else(|| "2".into(), |b| b.eip712_version.clone()),
     };
     let decimals = raw.decimals.unwrap_or(DECIMALS);
     if decimals != DECIMALS {
@@ -229,13 +268,19 @@ fn define(name: &str, value: &toml::Value) -> Result<Network, ConfigError> {
             ),
         ));
     }
-    let rpc_url = match resolve_secret(&format!("{key}.rpc_url"), raw.rpc_url.as_deref().unwrap_or(""))? {
+    let rpc_url = match resolve_secret(
+        &format!("{key}.rpc_url"),
+        raw.rpc_url.as_deref().unwrap_or(""),
+    )? {
         None => None,
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
             Some(Arc::from(url.trim_end_matches('/')))
         }
         Some(_) => {
-            return Err(invalid(&format!("{key}.rpc_url"), "want http(s)://…".into()));
+            return Err(invalid(
+                &format!("{key}.rpc_url"),
+                "want http(s)://…".into(),
+            ));
         }
     };
     Ok(Network {
@@ -275,7 +320,10 @@ pub fn validate(raw: &RawNetworks) -> Result<Vec<Network>, ConfigError> {
             .collect::<Result<Vec<_>, _>>()?,
     };
     if networks.is_empty() {
-        return Err(invalid("x402.networks", "offer at least one network".into()));
+        return Err(invalid(
+            "x402.networks",
+            "offer at least one network".into(),
+        ));
     }
     for (i, n) in networks.iter().enumerate() {
         if let Some(dup) = networks[..i]
@@ -346,11 +394,21 @@ mod tests {
         assert_eq!((&*anvil.name, &*anvil.caip2), ("anvil", "eip155:31337"));
         assert_eq!(anvil.chain_id, 31337);
         assert_eq!(anvil.asset, ANVIL_USDC.parse().unwrap());
-        assert_eq!((&*anvil.eip712_name, &*anvil.eip712_version), ("USD Coin", "2"));
+        assert_eq!(
+            (&*anvil.eip712_name, &*anvil.eip712_version),
+            ("USD Coin", "2")
+        );
         assert_eq!(anvil.decimals, 6);
         assert_eq!(anvil.rpc_url.as_deref(), Some("http://127.0.0.1:8545"));
-        assert!(!format!("{anvil:?}").contains("8545"), "the RPC URL is not logged");
-        assert_eq!(nets[1], known_network("base-sepolia").unwrap(), "the file's order");
+        assert!(
+            !format!("{anvil:?}").contains("8545"),
+            "the RPC URL is not logged"
+        );
+        assert_eq!(
+            nets[1],
+            known_network("base-sepolia").unwrap(),
+            "the file's order"
+        );
     }
 
     #[test]
@@ -384,19 +442,71 @@ mod tests {
     #[test]
     fn refusals_name_the_key() {
         let cases: &[(&str, &str, &str)] = &[
-            ("[x402]\nnetworks = [\"polygon\"]\n", "x402.networks", "unknown network polygon"),
-            ("[x402.networks.anvil]\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"USD Coin\"\n", "x402.networks.anvil", "chain_id is required"),
-            ("[x402.networks.anvil]\nchain_id = 31337\neip712_name = \"USD Coin\"\n", "x402.networks.anvil", "asset"),
-            ("[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n", "x402.networks.anvil", "eip712_name"),
-            ("[x402.networks.anvil]\nchain_id = 31337\ncaip2 = \"eip155:1\"\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\n", "x402.networks.anvil", "does not match"),
-            ("[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\ndecimals = 18\n", "x402.networks.anvil.decimals", "18 is not supported"),
-            ("[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\nrpc_url = \"ws://x\"\n", "x402.networks.anvil.rpc_url", "http"),
-            ("[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\nrpc_url = \"$VECTORWAY_TEST_UNSET_RPC\"\n", "x402.networks.anvil.rpc_url", "not set"),
-            ("[x402.networks.anvil]\nchain_id = 31337\nasset = \"0xnope\"\neip712_name = \"X\"\n", "x402.networks.anvil.asset", ""),
-            ("[x402.networks.anvil]\nchain_id = 84532\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\n[x402.networks.base-sepolia]\n", "x402.networks", "same network"),
-            ("[x402.networks.base]\nchain_id = 1\n", "x402.networks.base", "is chain 8453"),
-            ("[x402.networks.Anvil]\nchain_id = 1\n", "x402.networks.Anvil", "v1 name"),
-            ("[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\ncolour = \"blue\"\n", "x402.networks.anvil", "unknown field"),
+            (
+                "[x402]\nnetworks = [\"polygon\"]\n",
+                "x402.networks",
+                "unknown network polygon",
+            ),
+            (
+                "[x402.networks.anvil]\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"USD Coin\"\n",
+                "x402.networks.anvil",
+                "chain_id is required",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 31337\neip712_name = \"USD Coin\"\n",
+                "x402.networks.anvil",
+                "asset",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n",
+                "x402.networks.anvil",
+                "eip712_name",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 31337\ncaip2 = \"eip155:1\"\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\n",
+                "x402.networks.anvil",
+                "does not match",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\ndecimals = 18\n",
+                "x402.networks.anvil.decimals",
+                "18 is not supported",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\nrpc_url = \"ws://x\"\n",
+                "x402.networks.anvil.rpc_url",
+                "http",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\nrpc_url = \"$VECTORWAY_TEST_UNSET_RPC\"\n",
+                "x402.networks.anvil.rpc_url",
+                "not set",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 31337\nasset = \"0xnope\"\neip712_name = \"X\"\n",
+                "x402.networks.anvil.asset",
+                "",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 84532\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\n[x402.networks.base-sepolia]\n",
+                "x402.networks",
+                "same network",
+            ),
+            (
+                "[x402.networks.base]\nchain_id = 1\n",
+                "x402.networks.base",
+                "is chain 8453",
+            ),
+            (
+                "[x402.networks.Anvil]\nchain_id = 1\n",
+                "x402.networks.Anvil",
+                "v1 name",
+            ),
+            (
+                "[x402.networks.anvil]\nchain_id = 31337\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\neip712_name = \"X\"\ncolour = \"blue\"\n",
+                "x402.networks.anvil",
+                "unknown field",
+            ),
             ("[x402]\nnetworks = []\n", "x402.networks", "at least one"),
         ];
         for (file, key, message) in cases {
