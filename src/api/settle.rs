@@ -123,7 +123,7 @@ pub async fn money_in(
         }
         let settlement = start(&st, &v, IntentPurpose::Credit { kind, note }).await?;
         let outcome = settlement.await;
-        finish(&st, &v, outcome, None).await
+        finish(&st, &v, outcome, None, false).await
     };
     match state.effects.spawn("x402 money in", run).await {
         Ok(r) => r,
@@ -145,7 +145,7 @@ where
     let effects = state.effects.clone();
     effects.spawn("x402 call change", async move {
         let outcome = settlement.await;
-        finish(&state, &v, outcome, Some(kept)).await
+        finish(&state, &v, outcome, Some(kept), true).await
     })
 }
 
@@ -157,16 +157,19 @@ pub async fn finish_call_now(
     outcome: Result<Settlement, PaymentError>,
     kept: u64,
 ) -> Result<(Settlement, u64), PaymentError> {
-    finish(state, v, outcome, Some(kept)).await
+    finish(state, v, outcome, Some(kept), false).await
 }
 
 /// Ends an intent once its settlement's outcome is known: credit what is owed, or forget it.
-/// `kept`: what a paid call keeps (`None` for money in).
+/// `kept`: what a paid call keeps (`None` for money in); `delivered`: the call's content reached
+/// the client (a stream), so it keeps `kept` even if its settlement is only confirmed later
+/// (a withheld unary answer keeps nothing).
 async fn finish(
     state: &Arc<State>,
     v: &Verified,
     outcome: Result<Settlement, PaymentError>,
     kept: Option<u64>,
+    delivered: bool,
 ) -> Result<(Settlement, u64), PaymentError> {
     let id = intent_id(v);
     match outcome {
@@ -219,6 +222,9 @@ async fn finish(
                 // facilitator's answer says what happened.
                 tracing::error!(payer = %v.payer, intent = %id, error = %e,
                     "x402 settlement outcome unknown; recovering in the background");
+                if delivered && let Some(k) = kept {
+                    keep_on_recovery(state, &id, k).await;
+                }
                 recover_later(state, id);
             }
             if kept.is_some() {
@@ -238,6 +244,20 @@ pub fn note_refusal(state: &State, payer: &Wallet, e: &PaymentError) {
         PaymentError::SettlementRefused { .. } | PaymentError::NotSettled { .. }
     ) {
         state.settler.block(*payer);
+    }
+}
+
+/// Records in a call's intent what it keeps once its settlement is confirmed (durably: recovery
+/// after a crash must not refund content the client received).
+async fn keep_on_recovery(state: &State, id: &str, k: u64) {
+    let Ok(Some(mut rec)) = state.store.intent(id) else {
+        return;
+    };
+    if let IntentPurpose::Call { kept, .. } = &mut rec.purpose {
+        *kept = Some(k);
+    }
+    if let Err(e) = state.store.put_intent_durable(&rec).await {
+        tracing::warn!(%e, intent = %id, "what the call keeps was not stored; recovery refunds all");
     }
 }
 

@@ -492,3 +492,30 @@ def test_a_settlement_pending_past_the_wait_is_credited_when_it_confirms(
     (refund,) = ledger(api, key, "refund")
     assert refund["credits"] == paid.quote, refund
     assert books.moved() == (paid.quote, paid.quote), "and it moved once"
+
+
+def test_a_stream_whose_settlement_confirms_late_keeps_what_it_delivered(
+    gw_blind: Gateway, chain: chainmod.Chain, facilitator: SdkFacilitator, pay_to: str
+) -> None:
+    """A stream's content is delivered before it settles. When the settlement is still pending
+    at the end of the wait, the stream ends with an ``x402_settlement_pending`` error event;
+    once the transfer confirms, the payer gets the change only: the call keeps what it cost."""
+    api = api_of(gw_blind)
+    payer = chain_payer(chain, FUNDS)
+    books = Books(chain, payer.address, pay_to)
+    facilitator.pending_once(mine_after=4.0)
+    paid = pay(api, payer, "v2", CHAT, chat_body(stream=True))
+    assert paid.reply.status == 200, paid.reply.body
+    datas = [data for _, data in parse_sse(paid.reply.body)]
+    assert "[DONE]" not in datas, "no [DONE] before the payment settles"
+    chunks = [json.loads(d) for d in datas]
+    assert chunks[-1]["error"]["code"] == "x402_settlement_pending", chunks[-1]
+    kept = usd_micros([c for c in chunks if c.get("usage")][-1]["usage"]["usd_cost"])
+    assert MIN_QUOTE <= kept < paid.quote
+    assert eventually(lambda: books.moved() == (paid.quote, paid.quote), timeout=15)
+    key = payer_key(gw_blind, payer.address, "stream-late")
+    assert eventually(lambda: credits_of(api, key) == paid.quote - kept, timeout=20), (
+        credits_of(api, key), paid.quote, kept,
+    )
+    (refund,) = ledger(api, key, "refund")
+    assert refund["credits"] == paid.quote - kept, refund
