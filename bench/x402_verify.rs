@@ -50,6 +50,7 @@ fn cfg(threads: usize) -> X402Config {
         settle_concurrency: 8,
         settle_timeout: Duration::from_secs(5),
         settle_retries: 0,
+        settle_pending_wait: Duration::from_secs(1),
     }
 }
 

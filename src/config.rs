@@ -290,21 +290,6 @@ pub struct LimitsConfig {
     pub max_tracked: usize,
 }
 
-/// One network offered for x402 payments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Network {
-    /// v1 name: "base", "base-sepolia".
-    pub name: &'static str,
-    /// CAIP-2: "eip155:8453".
-    pub caip2: &'static str,
-    pub chain_id: u64,
-    /// USDC contract (EIP-712 verifyingContract).
-    pub asset: Wallet,
-    /// EIP-712 domain name and version of that USDC ("USD Coin"/"USDC", "2").
-    pub eip712_name: &'static str,
-    pub eip712_version: &'static str,
-}
-
 #[derive(Debug, Clone)]
 pub struct X402Config {
     pub networks: Vec<Network>,
@@ -319,6 +304,8 @@ pub struct X402Config {
     pub settle_concurrency: usize,
     pub settle_timeout: Duration,
     pub settle_retries: u32,
+    /// How long a request waits for a settlement whose outcome is unknown (pending).
+    pub settle_pending_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -709,6 +696,11 @@ fn insert_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> R
         let entry = node
             .entry(seg.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // A list a variable descends into becomes a table (`x402.networks`: a list of names,
+        // or `VECTORWAY_X402__NETWORKS__<NAME>__<FIELD>` tables).
+        if matches!(entry, toml::Value::Array(_)) {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
         node = match entry {
             toml::Value::Table(t) => t,
             _ => return Err(format!("{seg} is not a section")),
@@ -757,12 +749,14 @@ impl Config {
 
 mod agents;
 mod media;
+mod networks;
 mod prices;
 mod sections;
 
 pub use agents::{AgentsConfig, RawAgents};
 pub use media::{MediaConfig, RawMedia};
-pub use sections::{RawAuth, RawLimits, RawMemory, RawX402, known_network};
+pub use networks::{Network, RawNetwork, RawNetworks, known_network};
+pub use sections::{RawAuth, RawLimits, RawMemory, RawX402};
 
 #[cfg(test)]
 mod tests;

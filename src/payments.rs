@@ -20,9 +20,11 @@
 //!    gives the `PAYMENT-RESPONSE` / `X-PAYMENT-RESPONSE` header; the API credits
 //!    `amount − kept` to the payer as change.
 
+pub mod chain;
 pub mod facilitator;
 pub mod header;
 pub mod pipeline;
+pub mod reconcile;
 pub mod requirements;
 pub mod sign;
 pub mod types;
@@ -82,6 +84,22 @@ pub enum PaymentError {
         reason: String,
         message: Option<String>,
     },
+    /// Proven after the fact (the chain, or the facilitator reading it): no money moved.
+    #[error("the payment did not settle: {detail}")]
+    NotSettled {
+        reason: &'static str,
+        detail: String,
+    },
+    /// The settlement's outcome is not known yet (`settlement_pending`, or a retry refused
+    /// after an earlier attempt may have settled): it is looked up until it is.
+    #[error(
+        "the payment's settlement is not confirmed yet ({detail}); nothing is lost: if it \
+         settles, the payment is credited to the paying wallet"
+    )]
+    SettlementUnknown {
+        detail: String,
+        transaction: Option<String>,
+    },
     #[error("the payment facilitator failed: {0}")]
     Facilitator(String),
     /// No attempt could connect: the facilitator never saw the payment.
@@ -131,10 +149,12 @@ impl PaymentError {
             | PaymentError::Expired { .. } => 400,
             PaymentError::Unsatisfied { .. }
             | PaymentError::NotYetValid { .. }
-            | PaymentError::SettlementRefused { .. } => 402,
+            | PaymentError::SettlementRefused { .. }
+            | PaymentError::NotSettled { .. } => 402,
             PaymentError::NonceReused => 409,
             PaymentError::Storage(_) | PaymentError::Internal(_) => 500,
             PaymentError::Facilitator(_) | PaymentError::FacilitatorUnreachable(_) => 502,
+            PaymentError::SettlementUnknown { .. } => 504,
             PaymentError::Busy | PaymentError::Unavailable => 503,
         }
     }
@@ -152,7 +172,10 @@ impl PaymentError {
             PaymentError::NonceReused => "x402_nonce_reused",
             PaymentError::Busy => "x402_verifier_busy",
             PaymentError::Unavailable => "x402_verifier_unavailable",
-            PaymentError::SettlementRefused { .. } => "x402_settlement_failed",
+            PaymentError::SettlementRefused { .. } | PaymentError::NotSettled { .. } => {
+                "x402_settlement_failed"
+            }
+            PaymentError::SettlementUnknown { .. } => "x402_settlement_pending",
             PaymentError::Facilitator(_) | PaymentError::FacilitatorUnreachable(_) => {
                 "x402_facilitator_error"
             }
@@ -182,6 +205,8 @@ impl PaymentError {
                     .copied()
                     .unwrap_or("unexpected_settle_error"),
             ),
+            PaymentError::NotSettled { reason, .. } => Some(reason),
+            PaymentError::SettlementUnknown { .. } => Some("settlement_pending"),
             PaymentError::Facilitator(_) | PaymentError::FacilitatorUnreachable(_) => {
                 Some("unexpected_settle_error")
             }
@@ -202,11 +227,13 @@ impl PaymentError {
     }
 
     /// True when a failed settlement certainly moved no money: the facilitator was never
-    /// reached, or it refused for a reason that rules a transfer out. A timeout, a 5xx, a pending
-    /// or unknown outcome, or a nonce the facilitator already saw used are not certain.
+    /// reached, it refused on the one attempt that reached it for a reason that rules a transfer
+    /// out (a retry's refusal is `SettlementUnknown`: the earlier attempt may have settled), or
+    /// the chain proved it (`NotSettled`). A timeout, a 5xx, a pending or unknown outcome, or a
+    /// nonce the facilitator already saw used are not certain.
     pub fn nothing_settled(&self) -> bool {
         match self {
-            PaymentError::FacilitatorUnreachable(_) => true,
+            PaymentError::FacilitatorUnreachable(_) | PaymentError::NotSettled { .. } => true,
             PaymentError::SettlementRefused { reason, .. } => {
                 let r = reason.as_str();
                 (r.starts_with("invalid_")
@@ -289,10 +316,10 @@ impl Verified {
     }
 
     /// The network as this payment's version names it (`base-sepolia` or `eip155:84532`).
-    pub fn network_name(&self) -> &'static str {
+    pub fn network_name(&self) -> &str {
         match self.version {
-            Version::V1 => self.network.name,
-            Version::V2 => self.network.caip2,
+            Version::V1 => &self.network.name,
+            Version::V2 => &self.network.caip2,
         }
     }
 
@@ -403,6 +430,8 @@ pub struct Payments {
     store: Store,
     pipeline: Pipeline,
     facilitator: Arc<FacilitatorClient>,
+    /// Looks up settlements whose outcome is uncertain (`reconcile`).
+    resolver: reconcile::Resolver,
     effects: Effects,
 }
 
@@ -427,6 +456,7 @@ impl Payments {
         effects: Effects,
     ) -> Self {
         let cfg = Arc::new(cfg.clone());
+        let chain = chain::ChainReader::new(http.clone(), cfg.settle_timeout);
         let facilitator = Arc::new(FacilitatorClient::new(
             http,
             &facilitator_base,
@@ -437,6 +467,11 @@ impl Payments {
         Self {
             pipeline: Pipeline::start(cfg.clone(), store.clone(), pipeline::DEFAULT_CAPACITY),
             store,
+            resolver: reconcile::Resolver {
+                facilitator: facilitator.clone(),
+                chain,
+                wait: cfg.settle_pending_wait,
+            },
             cfg,
             facilitator,
             effects,
@@ -449,6 +484,11 @@ impl Payments {
 
     pub fn facilitator(&self) -> &FacilitatorClient {
         &self.facilitator
+    }
+
+    /// Looks up settlements whose outcome is uncertain.
+    pub fn resolver(&self) -> &reconcile::Resolver {
+        &self.resolver
     }
 
     /// The x402 price of a call whose worst case is `worst_case_credits`.
@@ -491,15 +531,45 @@ impl Payments {
                 ))),
             };
         }
-        let facilitator = self.facilitator.clone();
+        let resolver = self.resolver.clone();
         let request = verified.facilitator_request();
-        let (payer, network) = (verified.payer, verified.network_name());
+        let (payer, network) = (verified.payer, verified.network_name().to_string());
         let amount = verified.amount;
+        let (net, nonce, valid_before) = (
+            verified.network.clone(),
+            verified.nonce,
+            verified.valid_before,
+        );
+        let marker = format!(
+            "x402:{}",
+            hex::encode(verify::replay_key(&net, &payer, &nonce))
+        );
         let settle = async move {
             let started = Instant::now();
-            let result = facilitator.settle(&request).await.map(|r| Settlement {
-                transaction: r.transaction,
-                network: network.into(),
+            // An outcome the facilitator left uncertain is looked up before anyone is told
+            // "not paid" (`reconcile`).
+            let transaction = match resolver.facilitator.settle(&request).await {
+                Ok(r) => Ok(r.transaction),
+                Err(e) => {
+                    let hint = match &e {
+                        PaymentError::SettlementUnknown { transaction, .. } => transaction.clone(),
+                        _ => None,
+                    };
+                    let lookup = reconcile::Lookup {
+                        network: &net,
+                        from: payer,
+                        nonce,
+                        valid_before,
+                        request: &request,
+                        transaction: hint.as_deref(),
+                        marker: &marker,
+                    };
+                    resolver.reconcile(&lookup, e).await
+                }
+            };
+            let result = transaction.map(|transaction| Settlement {
+                transaction,
+                network,
                 payer,
                 amount,
             });

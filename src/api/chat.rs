@@ -283,12 +283,10 @@ pub async fn serve(
                 state.payments.release_nonce(&verified); // it may be sent again later
                 return Err(e.into());
             }
-            // A paid stream is delivered before it settles: the facilitator must vouch for the
-            // payment (balance, authorization state) before its first byte, and a payer whose
-            // settlement failed streams nothing until a payment of theirs settles.
-            if chat.stream
-                && let Err(e) = settle::preflight_stream(&state, &verified).await
-            {
+            // The facilitator vouches for the payment (balance, authorization state) before the
+            // model runs and before a stream's first byte; a payer whose stream settlement
+            // failed streams nothing until a payment of theirs settles.
+            if let Err(e) = settle::preflight(&state, &verified, chat.stream).await {
                 meter.record(e.status(), 0, None);
                 // `/verify` moves no money: the same payment may be sent again.
                 state.payments.release_nonce(&verified);

@@ -312,8 +312,8 @@ fn x402_terms(c: &Config) -> Value {
         .networks
         .iter()
         .map(|n| {
-            json!({"name": n.name, "network": n.caip2, "chainId": n.chain_id,
-                   "asset": to_checksum(&n.asset), "extra": {"name": n.eip712_name, "version": n.eip712_version}})
+            json!({"name": &*n.name, "network": &*n.caip2, "chainId": n.chain_id,
+                   "asset": to_checksum(&n.asset), "extra": {"name": &*n.eip712_name, "version": &*n.eip712_version}})
         })
         .collect();
     json!({"scheme": "exact", "payTo": to_checksum(&c.x402.pay_to), "networks": networks,
@@ -418,7 +418,7 @@ mod tests {
         let networks = x402["networks"].as_array().unwrap();
         assert_eq!(networks.len(), c.x402.networks.len());
         for (n, v) in c.x402.networks.iter().zip(networks) {
-            assert_eq!(v["network"], n.caip2);
+            assert_eq!(v["network"], *n.caip2);
             assert_eq!(v["asset"], to_checksum(&n.asset).as_str());
         }
         assert_eq!(spec["x-vectorway-limits"]["bodyLimitBytes"], 424_242);

@@ -4,13 +4,20 @@
 //! owed once it settles (all of it as credits for money in; the change for a paid call) is
 //! fsynced. The settlement and the credit then run as one effect (`crate::effects`), so a client
 //! that disconnects at any await point changes nothing, and a crash at any instant leaves the
-//! intent, which `recover` completes at start-up: it settles again (a facilitator that finds the
-//! authorization already used tells us the money moved), credits once (the ledger is checked for
-//! the credit's reference first), and forgets the intent. A credit that fails is retried.
+//! intent, which `recover` completes at start-up: it looks the payment up
+//! (`payments::reconcile`: the token's authorization state on the chain when the network has an
+//! RPC URL, else the facilitator's `/verify`, then `/settle` again), credits once (the ledger is
+//! checked for the credit's reference first), and forgets the intent. An outcome that stays
+//! unknown is looked up again in the background, and is never taken for "not paid" without
+//! proof. A credit that fails is retried.
 //!
-//! Paid streams are checked with the facilitator's `/verify` (balance and authorization state)
-//! before their first byte, and a payer one of whose stream settlements failed may not stream
-//! again until a payment of theirs settles (`Settler::blocked`).
+//! Every payment is checked with the facilitator's `/verify` (balance and authorization state,
+//! by simulating the transfer) before any work: before the model runs for a unary call, before
+//! the first byte of a stream, before settling money in. It costs one facilitator round trip
+//! before the model (a few ms against a local facilitator; on a hosted one, its `/verify`
+//! latency), and saves a generation and a reverted transaction for every payment that could
+//! never settle. A payer one of whose stream settlements failed may not stream again until a
+//! payment of theirs settles (`Settler::blocked`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +25,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::State;
+use crate::config::Network;
+use crate::payments::reconcile::{Lookup, Outcome};
 use crate::payments::verify::replay_key;
 use crate::payments::{PaymentError, Settlement, SettlementHandle, Verified};
 use crate::storage::intents::{IntentPurpose, IntentRecord, IntentState};
@@ -112,6 +121,11 @@ pub async fn money_in(
     let (st, v) = (state.clone(), v.clone());
     let run = async move {
         let account = to.as_ref().map(crate::agents::Pin::account);
+        // `/verify` moves no money: a refused payment may be sent again.
+        if let Err(e) = preflight(&st, &v, false).await {
+            st.payments.release_nonce(&v);
+            return Err(e);
+        }
         let purpose = IntentPurpose::Credit {
             kind,
             note,
@@ -119,7 +133,7 @@ pub async fn money_in(
         };
         let settlement = start(&st, &v, purpose).await?;
         let outcome = settlement.await;
-        let done = finish(&st, &v, outcome, None, account).await;
+        let done = finish(&st, &v, outcome, None, false, account).await;
         drop(to);
         done
     };
@@ -143,7 +157,7 @@ where
     let effects = state.effects.clone();
     effects.spawn("x402 call change", async move {
         let outcome = settlement.await;
-        finish(&state, &v, outcome, Some(kept), None).await
+        finish(&state, &v, outcome, Some(kept), true, None).await
     })
 }
 
@@ -155,17 +169,20 @@ pub async fn finish_call_now(
     outcome: Result<Settlement, PaymentError>,
     kept: u64,
 ) -> Result<(Settlement, u64), PaymentError> {
-    finish(state, v, outcome, Some(kept), None).await
+    finish(state, v, outcome, Some(kept), false, None).await
 }
 
 /// Ends an intent once its settlement's outcome is known: credit what is owed, or forget it.
-/// `kept`: what a paid call keeps (`None` for money in); `to`: the account money in credits
-/// when it is not the payer.
+/// `kept`: what a paid call keeps (`None` for money in); `delivered`: the call's content reached
+/// the client (a stream), so it keeps `kept` even if its settlement is only confirmed later
+/// (a withheld unary answer keeps nothing); `to`: the account money in credits when it is not
+/// the payer.
 async fn finish(
     state: &Arc<State>,
     v: &Verified,
     outcome: Result<Settlement, PaymentError>,
     kept: Option<u64>,
+    delivered: bool,
     to: Option<Wallet>,
 ) -> Result<(Settlement, u64), PaymentError> {
     let id = intent_id(v);
@@ -219,6 +236,9 @@ async fn finish(
                 // facilitator's answer says what happened.
                 tracing::error!(payer = %v.payer, intent = %id, error = %e,
                     "x402 settlement outcome unknown; recovering in the background");
+                if delivered && let Some(k) = kept {
+                    keep_on_recovery(state, &id, k).await;
+                }
                 recover_later(state, id);
             }
             if kept.is_some() {
@@ -233,8 +253,25 @@ async fn finish(
 /// authorization), the payer streams nothing until a payment of theirs settles. A facilitator
 /// that fails or is down blocks nobody.
 pub fn note_refusal(state: &State, payer: &Wallet, e: &PaymentError) {
-    if matches!(e, PaymentError::SettlementRefused { .. }) {
+    if matches!(
+        e,
+        PaymentError::SettlementRefused { .. } | PaymentError::NotSettled { .. }
+    ) {
         state.settler.block(*payer);
+    }
+}
+
+/// Records in a call's intent what it keeps once its settlement is confirmed (durably: recovery
+/// after a crash must not refund content the client received).
+async fn keep_on_recovery(state: &State, id: &str, k: u64) {
+    let Ok(Some(mut rec)) = state.store.intent(id) else {
+        return;
+    };
+    if let IntentPurpose::Call { kept, .. } = &mut rec.purpose {
+        *kept = Some(k);
+    }
+    if let Err(e) = state.store.put_intent_durable(&rec).await {
+        tracing::warn!(%e, intent = %id, "what the call keeps was not stored; recovery refunds all");
     }
 }
 
@@ -372,6 +409,11 @@ pub async fn recover(state: &State) -> Vec<(String, Recovered)> {
     let mut out = Vec::with_capacity(intents.len());
     for rec in intents {
         let r = recover_one(state, rec.clone()).await;
+        // What recovery finished stays finished through another crash (a restart loop does
+        // not redo it); intents are rare, so one fsync each is cheap.
+        if let Err(e) = state.store.flush().await {
+            tracing::warn!(%e, intent = %rec.id, "recovered intent not flushed");
+        }
         tracing::info!(intent = %rec.id, payer = %rec.payer, outcome = ?r, "settlement intent recovered");
         out.push((rec.id, r));
     }
@@ -388,25 +430,40 @@ async fn recover_one(state: &State, mut rec: IntentRecord) -> Recovered {
                 Ok(r) => r,
                 Err(e) => return unresolved(state, &mut rec, &format!("unreadable request: {e}")),
             };
-            match state.payments.facilitator().settle(&request).await {
-                Ok(s) => s.transaction,
-                Err(PaymentError::SettlementRefused { reason, .. })
-                    if reason == "invalid_exact_evm_nonce_already_used" =>
-                {
-                    // Our own earlier attempt settled it before the crash: the money moved.
-                    nonce_marker.clone()
-                }
-                Err(e @ PaymentError::SettlementRefused { .. })
-                    if e.nothing_settled() && !expiry(&e) =>
-                {
+            let Some((network, nonce)) = lookup_parts(state, &rec.id) else {
+                return unresolved(
+                    state,
+                    &mut rec,
+                    "the payment's network is no longer configured",
+                );
+            };
+            let lookup = Lookup {
+                network: &network,
+                from: rec.payer,
+                nonce,
+                valid_before: rec.valid_before,
+                request: &request,
+                transaction: None,
+                marker: &nonce_marker,
+            };
+            // Whatever happened before: the chain (or the facilitator) says, and the payment is
+            // settled again if it is still good.
+            let before =
+                PaymentError::Facilitator("an earlier attempt's outcome is unknown".into());
+            match state.payments.resolver().look(&lookup, &before, true).await {
+                Outcome::Moved(transaction) => transaction,
+                Outcome::NotMoved(e) => {
+                    tracing::info!(intent = %rec.id, reason = %e, "nothing moved; intent forgotten");
                     forget(state, &rec.id);
                     return Recovered::NothingMoved;
                 }
-                // An expired authorization may have been used before it expired: a chain
-                // checks expiry first and cannot say.
-                Err(e) if expiry(&e) => return unresolved(state, &mut rec, &e.to_string()),
-                Err(e) => {
-                    tracing::warn!(%e, intent = %rec.id, "recovery could not settle; kept");
+                // Past its window the authorization can no longer be judged (without a chain,
+                // or with one that cannot say which transaction spent it): the operator decides.
+                Outcome::Unknown(e) if crate::payments::unix_now() > rec.valid_before => {
+                    return unresolved(state, &mut rec, &e.to_string());
+                }
+                Outcome::Unknown(e) => {
+                    tracing::warn!(%e, intent = %rec.id, "settlement still unknown; kept");
                     return Recovered::Kept;
                 }
             }
@@ -434,9 +491,10 @@ fn recover_later(state: &Arc<State>, id: String) {
     let me = state.clone();
     drop(state.effects.spawn("settlement retry", async move {
         // A facilitator that just failed is given time; the authorization stays valid for
-        // minutes (x402's maxTimeoutSeconds), and the next start retries too.
-        let mut pause = Duration::from_secs(20);
-        for _ in 0..5 {
+        // minutes (x402's maxTimeoutSeconds), and the next start retries too. 5 s, 15 s, 45 s,
+        // then every 2 minutes: about 7 minutes in all.
+        let mut pause = Duration::from_secs(5);
+        for _ in 0..6 {
             tokio::time::sleep(pause).await;
             let Ok(Some(rec)) = store.intent(&id) else {
                 return;
@@ -452,9 +510,19 @@ fn recover_later(state: &Arc<State>, id: String) {
     }));
 }
 
-fn expiry(e: &PaymentError) -> bool {
-    matches!(e, PaymentError::SettlementRefused { reason, .. }
-        if reason.ends_with("valid_before") || reason.ends_with("valid_after"))
+/// The configured network and the nonce of an intent, from its id (the replay key: chain id ‖
+/// asset ‖ from ‖ nonce).
+fn lookup_parts(state: &State, id: &str) -> Option<(Network, [u8; 32])> {
+    let key = hex::decode(id).ok().filter(|k| k.len() == 80)?;
+    let chain_id = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let network = state
+        .config
+        .x402
+        .networks
+        .iter()
+        .find(|n| n.chain_id == chain_id && n.asset.as_bytes() == &key[8..28])?
+        .clone();
+    Some((network, key[48..80].try_into().ok()?))
 }
 
 fn unresolved(state: &State, rec: &mut IntentRecord, reason: &str) -> Recovered {
@@ -470,10 +538,10 @@ fn unresolved(state: &State, rec: &mut IntentRecord, reason: &str) -> Recovered 
     Recovered::Unresolved
 }
 
-/// A paid stream's checks before its first byte: the payer is not blocked, and the
-/// facilitator's `/verify` (balance, authorization state) accepts the payment.
-pub async fn preflight_stream(state: &State, v: &Verified) -> Result<(), PaymentError> {
-    if state.settler.is_blocked(&v.payer) {
+/// A payment's checks before any work: for a stream, the payer is not blocked; for every
+/// payment, the facilitator's `/verify` (balance, authorization state) accepts it.
+pub async fn preflight(state: &State, v: &Verified, stream: bool) -> Result<(), PaymentError> {
+    if stream && state.settler.is_blocked(&v.payer) {
         return Err(PaymentError::SettlementRefused {
             reason: "insufficient_funds".into(),
             message: Some(

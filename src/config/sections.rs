@@ -1,4 +1,4 @@
-//! Validation of the auth, x402 and memory sections, and the table of x402 networks.
+//! Validation of the auth, x402 and memory sections (x402 networks: `config::networks`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuthConfig, ConfigError, EmbedderKind, LimitsConfig, MemoryConfig, Network, X402Config,
-    resolve_secret,
+    AuthConfig, ConfigError, EmbedderKind, LimitsConfig, MemoryConfig, RawNetworks, X402Config,
+    networks, resolve_secret,
 };
 use crate::wallet::Wallet;
 
@@ -54,8 +54,9 @@ pub struct RawLimits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawX402 {
-    /// Networks offered, by v1 name: "base", "base-sepolia".
-    pub networks: Vec<String>,
+    /// Networks offered: a list of built-in names ("base", "base-sepolia"), or
+    /// `[x402.networks.<name>]` tables (`config::networks`).
+    pub networks: RawNetworks,
     /// Address that receives payments.
     pub pay_to: String,
     /// Facilitator base URL; empty: the built-in facilitator simulator.
@@ -72,6 +73,11 @@ pub struct RawX402 {
     pub settle_concurrency: usize,
     pub settle_timeout_ms: u64,
     pub settle_retries: u32,
+    /// How long a paid request waits for a settlement the facilitator left unknown
+    /// (`settlement_pending`, a retry refused after a time-out) to be confirmed, on the chain
+    /// (a network's `rpc_url`) or by the facilitator; past it the request is answered 504
+    /// `x402_settlement_pending` and the payment is credited when it confirms.
+    pub settle_pending_wait_ms: u64,
 }
 
 /// Wallet memory.
@@ -120,8 +126,7 @@ impl Default for RawLimits {
 impl Default for RawX402 {
     fn default() -> Self {
         Self {
-            // Testnet only by default: mainnet needs a real payTo and a real facilitator.
-            networks: vec!["base-sepolia".into()],
+            networks: RawNetworks::default(),
             // Anvil/Hardhat dev account #1: a safe default for the simulator; set your own.
             pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
             facilitator_url: String::new(),
@@ -132,6 +137,7 @@ impl Default for RawX402 {
             settle_concurrency: 64,
             settle_timeout_ms: 10_000,
             settle_retries: 2,
+            settle_pending_wait_ms: 15_000,
         }
     }
 }
@@ -147,41 +153,6 @@ impl Default for RawMemory {
             max_records: 10_000,
         }
     }
-}
-
-/// The USDC deployments x402 can use (reference x402-siwe.md §2.2).
-pub fn known_network(name: &str) -> Option<Network> {
-    let (name, caip2, chain_id, asset, eip712_name): (
-        &'static str,
-        &'static str,
-        u64,
-        &str,
-        &'static str,
-    ) = match name {
-        "base" | "eip155:8453" => (
-            "base",
-            "eip155:8453",
-            8453,
-            "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
-            "USD Coin",
-        ),
-        "base-sepolia" | "eip155:84532" => (
-            "base-sepolia",
-            "eip155:84532",
-            84532,
-            "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-            "USDC",
-        ),
-        _ => return None,
-    };
-    Some(Network {
-        name,
-        caip2,
-        chain_id,
-        asset: asset.parse().ok()?,
-        eip712_name,
-        eip712_version: "2",
-    })
 }
 
 impl RawAuth {
@@ -303,19 +274,7 @@ impl RawX402 {
             key: key.into(),
             message,
         };
-        let mut networks = Vec::new();
-        for n in &self.networks {
-            let net = known_network(n).ok_or_else(|| {
-                invalid(
-                    "x402.networks",
-                    format!("unknown network {n}; want base or base-sepolia"),
-                )
-            })?;
-            if networks.contains(&net) {
-                return Err(invalid("x402.networks", format!("{n} listed twice")));
-            }
-            networks.push(net);
-        }
+        let networks = networks::validate(&self.networks)?;
         let pay_to: Wallet = self
             .pay_to
             .parse()
@@ -393,6 +352,7 @@ impl RawX402 {
             settle_concurrency: self.settle_concurrency,
             settle_timeout: Duration::from_millis(self.settle_timeout_ms.max(1)),
             settle_retries: self.settle_retries,
+            settle_pending_wait: Duration::from_millis(self.settle_pending_wait_ms),
         })
     }
 }

@@ -7,8 +7,12 @@
 //! - Transport errors, timeouts and 5xx answers are retried `settle_retries` times with
 //!   exponential back-off (100 ms, 200 ms, 400 ms, …). Nothing else is retried: a
 //!   `success:false` or `isValid:false` is an answer, not a fault.
-//! - A retried `/settle` that is told the nonce is already used may have been settled by its own
-//!   earlier, timed-out attempt; that is `Facilitator` (outcome unknown), not a refusal.
+//! - A retried `/settle` that is refused after an earlier attempt may have reached the
+//!   facilitator proves nothing: the earlier attempt may have settled (the nonce is then used,
+//!   and a resent transfer reverts with `transaction_failed`). That is `SettlementUnknown`, looked
+//!   up on the chain or with the facilitator (`reconcile`), never a refusal.
+//! - `settlement_pending` (a transaction was broadcast, its receipt has not come) is
+//!   `SettlementUnknown` with that transaction, whatever the attempt.
 //! - A call none of whose attempts could connect is `FacilitatorUnreachable`: the request never
 //!   arrived, so nothing was settled. Any other failure may have had its effect.
 //! - Paid means HTTP 2xx, a JSON body with `success: true` and a non-empty `transaction`. A
@@ -101,22 +105,26 @@ impl FacilitatorClient {
     /// Settles a payment. `Ok` only for `success: true` with a transaction hash.
     pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, PaymentError> {
         let body = serde_json::to_vec(req).map_err(|e| PaymentError::Internal(e.to_string()))?;
-        let (status, bytes, attempt) = self.call(Method::POST, "settle", Some(body)).await?;
+        let (status, bytes, reached_before) = self.call(Method::POST, "settle", Some(body)).await?;
         let parsed: Option<SettleResponse> = serde_json::from_slice(&bytes).ok();
         match parsed {
-            // A retry that finds the nonce used may be looking at its own earlier attempt, which
-            // timed out after the facilitator had settled: the outcome is unknown, not refused.
-            Some(s)
-                if !s.success
-                    && attempt > 0
-                    && s.error_reason
-                        .as_deref()
-                        .is_some_and(|r| r.contains("nonce")) =>
-            {
-                Err(PaymentError::Facilitator(
-                    "settlement outcome unknown: a retry found the nonce already used".into(),
-                ))
+            Some(s) if !s.success && s.error_reason.as_deref() == Some("settlement_pending") => {
+                Err(PaymentError::SettlementUnknown {
+                    detail: "the facilitator broadcast the transfer and awaits its receipt \
+                             (settlement_pending)"
+                        .into(),
+                    transaction: Some(s.transaction).filter(|t| !t.is_empty()),
+                })
             }
+            // A retry's refusal may be about its own earlier attempt, which timed out after the
+            // facilitator had settled (the nonce is used; a resent transfer reverts): unknown.
+            Some(s) if !s.success && reached_before => Err(PaymentError::SettlementUnknown {
+                detail: format!(
+                    "a retry was refused ({}) after an earlier attempt may have settled",
+                    s.error_reason.as_deref().unwrap_or("no reason")
+                ),
+                transaction: None,
+            }),
             Some(s) if !s.success => Err(PaymentError::SettlementRefused {
                 reason: s
                     .error_reason
@@ -144,13 +152,14 @@ impl FacilitatorClient {
         parse(&bytes, "/supported")
     }
 
-    /// Sends one request with retries; the final answer is any status below 500.
+    /// Sends one request with retries; the final answer is any status below 500, with whether
+    /// an earlier attempt may have reached the facilitator.
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(u16, Bytes, u32), PaymentError> {
+    ) -> Result<(u16, Bytes, bool), PaymentError> {
         let url = format!("{}/{path}", self.base);
         let body = Bytes::from(body.unwrap_or_default());
         let mut last = String::new();
@@ -173,7 +182,7 @@ impl FacilitatorClient {
             };
             match outcome {
                 Attempt::Answered(status, bytes) if status < 500 => {
-                    return Ok((status, bytes, attempt));
+                    return Ok((status, bytes, reached));
                 }
                 Attempt::Answered(status, _) => {
                     reached = true;

@@ -35,7 +35,7 @@ pub fn quote_floor(worst_case_credits: u64, min_quote: u64) -> u64 {
 
 /// The token's EIP-712 domain, as `extra`.
 fn extra(net: &Network) -> serde_json::Value {
-    json!({"name": net.eip712_name, "version": net.eip712_version})
+    json!({"name": &*net.eip712_name, "version": &*net.eip712_version})
 }
 
 /// One version 1 requirement.
@@ -47,7 +47,7 @@ pub fn v1_requirement(
 ) -> RequirementsV1 {
     RequirementsV1 {
         scheme: SCHEME_EXACT.into(),
-        network: net.name.into(),
+        network: net.name.to_string(),
         max_amount_required: amount.to_string(),
         resource: resource.url.into(),
         description: resource.description.into(),
@@ -64,7 +64,7 @@ pub fn v1_requirement(
 pub fn v2_requirement(cfg: &X402Config, net: &Network, amount: u64) -> RequirementsV2 {
     RequirementsV2 {
         scheme: SCHEME_EXACT.into(),
-        network: net.caip2.into(),
+        network: net.caip2.to_string(),
         amount: amount.to_string(),
         asset: to_checksum(&net.asset),
         pay_to: to_checksum(&cfg.pay_to),
@@ -138,6 +138,7 @@ pub(crate) mod tests {
             settle_concurrency: 4,
             settle_timeout: Duration::from_secs(2),
             settle_retries: 1,
+            settle_pending_wait: Duration::from_secs(2),
         }
     }
 

@@ -160,7 +160,7 @@ impl SignedPayment {
         PaymentPayloadV1 {
             x402_version: 1,
             scheme: SCHEME_EXACT.into(),
-            network: self.network.name.into(),
+            network: self.network.name.to_string(),
             payload: self.exact(),
         }
     }
@@ -181,14 +181,14 @@ impl SignedPayment {
     pub fn matching_requirements(&self) -> RequirementsV2 {
         RequirementsV2 {
             scheme: SCHEME_EXACT.into(),
-            network: self.network.caip2.into(),
+            network: self.network.caip2.to_string(),
             amount: self.authorization.value.to_decimal(),
             asset: to_checksum(&self.network.asset),
             pay_to: to_checksum(&self.authorization.to),
             max_timeout_seconds: 300,
             extra: Some(serde_json::json!({
-                "name": self.network.eip712_name,
-                "version": self.network.eip712_version,
+                "name": &*self.network.eip712_name,
+                "version": &*self.network.eip712_version,
             })),
         }
     }

@@ -297,7 +297,8 @@ async fn facilitator_faults_are_retried_or_not_paid() {
         let e = r.payments.start_settlement(&v).await.unwrap_err();
         assert_eq!(e.code(), "x402_facilitator_error", "{body}");
     }
-    // A retry told "nonce already used" may be seeing its own earlier attempt: outcome unknown.
+    // A retry told "nonce already used" may be seeing its own earlier attempt: the outcome is
+    // looked up, and the facilitator's `/verify` says the authorization is spent: settled.
     let v = r
         .payments
         .verify(decoded_v2(&signed(1_000)), 1_000, RESOURCE)
@@ -308,9 +309,11 @@ async fn facilitator_faults_are_retried_or_not_paid() {
         .settle(&v.facilitator_request())
         .await
         .unwrap();
+    let verifies = r.sim.facilitator_stats().verify;
     r.sim.set_facilitator_faults(fault(503, "{}", 1));
-    let e = r.payments.start_settlement(&v).await.unwrap_err();
-    assert_eq!(e.code(), "x402_facilitator_error", "{e}");
+    let s = r.payments.start_settlement(&v).await.unwrap();
+    assert!(s.transaction.starts_with("x402:"), "{s:?}");
+    assert_eq!(r.sim.facilitator_stats().verify, verifies + 1);
     // Without a retry in between, the same answer is a plain refusal.
     let e = r.payments.start_settlement(&v).await.unwrap_err();
     assert_eq!(
@@ -400,4 +403,74 @@ async fn the_facilitator_client_reads_supported_and_verify() {
         .await
         .unwrap();
     assert!(answer.is_valid, "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_pending_settlement_is_looked_up_and_a_retry_refusal_is_not_a_proof() {
+    let r = rig(1).await;
+    let fault = |status: u16, body: &str| FacilitatorFaults {
+        endpoint: Some("settle".into()),
+        status: Some(status),
+        body: Some(body.into()),
+        delay_ms: None,
+        after_ms: None,
+        times: Some(1),
+    };
+    let signed_v = || async {
+        r.payments
+            .verify(decoded_v2(&signed(1_000)), 1_000, RESOURCE)
+            .await
+            .unwrap()
+    };
+    // `settlement_pending` once: the client learns it as an unknown outcome with its hash…
+    let pending = r#"{"success":false,"errorReason":"settlement_pending","transaction":"0xabc","network":"eip155:84532"}"#;
+    let v = signed_v().await;
+    r.sim.set_facilitator_faults(fault(200, pending));
+    let e = r
+        .payments
+        .facilitator()
+        .settle(&v.facilitator_request())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, PaymentError::SettlementUnknown { transaction: Some(t), .. } if t == "0xabc"),
+        "{e:?}"
+    );
+    assert_eq!((e.status(), e.code()), (504, "x402_settlement_pending"));
+    assert!(!e.nothing_settled());
+    // … and a settlement that meets it looks again (no chain here: `/verify`, then `/settle`,
+    // which now goes through): paid, once.
+    let v = signed_v().await;
+    r.sim.set_facilitator_faults(fault(200, pending));
+    let settled_before = r.sim.facilitator_stats().settled;
+    let s = r.payments.start_settlement(&v).await.unwrap();
+    assert!(
+        s.transaction.starts_with("0x") && s.transaction != "0xabc",
+        "{s:?}"
+    );
+    assert_eq!(r.sim.facilitator_stats().settled, settled_before + 1);
+    // A retry refused with `transaction_failed` after a 503: unknown, never "nothing settled".
+    let v = signed_v().await;
+    let failed = r#"{"success":false,"errorReason":"transaction_failed","transaction":"","network":"eip155:84532"}"#;
+    r.sim.set_facilitator_faults(FacilitatorFaults {
+        times: Some(1),
+        ..fault(503, "{}")
+    });
+    let client = r.payments.facilitator();
+    let request = v.facilitator_request();
+    let first = client.settle(&request);
+    // The 503 is retried after 100 ms; the retry meets the refusal.
+    let set_refusal = async {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        r.sim.set_facilitator_faults(fault(200, failed));
+    };
+    let (e, ()) = tokio::join!(first, set_refusal);
+    let e = e.unwrap_err();
+    assert!(matches!(e, PaymentError::SettlementUnknown { .. }), "{e:?}");
+    assert!(!e.nothing_settled());
+    // The same refusal on a first (only) attempt is a plain refusal.
+    r.sim.set_facilitator_faults(fault(200, failed));
+    let e = client.settle(&request).await.unwrap_err();
+    assert_eq!(e.invalid_reason(), Some("transaction_failed"));
+    assert!(e.nothing_settled());
 }

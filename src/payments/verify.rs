@@ -94,8 +94,8 @@ pub fn replay_key(network: &Network, from: &Wallet, nonce: &[u8; 32]) -> [u8; 80
 /// The EIP-712 digest of a `TransferWithAuthorization` under `net`'s USDC domain.
 pub fn transfer_digest(net: &Network, a: &Authorization) -> [u8; 32] {
     let domain = eip712_domain_separator(
-        net.eip712_name,
-        net.eip712_version,
+        &net.eip712_name,
+        &net.eip712_version,
         net.chain_id,
         &net.asset,
     );
@@ -132,8 +132,8 @@ pub fn check(
         .networks
         .iter()
         .find(|n| match version {
-            Version::V1 => n.name == wanted,
-            Version::V2 => n.caip2 == wanted,
+            Version::V1 => *n.name == *wanted,
+            Version::V2 => *n.caip2 == *wanted,
         })
         .ok_or_else(|| {
             unsatisfied(

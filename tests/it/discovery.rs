@@ -201,7 +201,7 @@ async fn documents_follow_the_live_config() {
         raw.models.get_mut("gemini-2.5-flash").unwrap().input_per_m = "0.77".into();
         raw.limits.runtime_per_min = 4321;
         raw.x402.pay_to = PAY_TO.into();
-        raw.x402.networks = vec!["base-sepolia".into(), "base".into()];
+        raw.x402.networks = vec!["base-sepolia".into(), "base".into()].into();
         raw.x402.facilitator_url = "https://facilitator.vectorway.example".into();
         raw.server.body_limit_bytes = 654_321;
         raw.server.public_base_url = format!("{BASE}/");

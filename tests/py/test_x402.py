@@ -621,7 +621,7 @@ def test_a_payer_without_usdc_gets_a_402_and_no_answer(
 ) -> None:
     payer = Payer()
     sim.set_balance(payer.address, 0)
-    stats = sim.stats()
+    stats, generations = sim.stats(), sim.generations()
     if mode in VERSIONS:
         paid = pay(api, payer, mode, CHAT, chat_body())
     else:
@@ -629,7 +629,10 @@ def test_a_payer_without_usdc_gets_a_402_and_no_answer(
     _assert_refused_for_funds(paid.reply)
     after = sim.stats()
     assert after["settled"] == stats["settled"], "nothing settled"
-    assert after["refused"] - stats["refused"] == 1, (stats, after)
+    # The facilitator's /verify refused it before the model ran: nothing went to /settle.
+    assert after["verify"] - stats["verify"] == 1, (stats, after)
+    assert after["settle"] == stats["settle"], (stats, after)
+    assert sim.generations() == generations, "the model never ran"
     assert sim.balance(payer.address) == 0
 
 
