@@ -46,6 +46,8 @@ pub struct FacilitatorClient {
     permits: Arc<Semaphore>,
     timeout: Duration,
     retries: u32,
+    /// Whether `/supported` was read and covers the configured networks (`supported`).
+    pub readiness: super::supported::Readiness,
 }
 
 impl std::fmt::Debug for FacilitatorClient {
@@ -82,11 +84,19 @@ impl FacilitatorClient {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,
             retries,
+            readiness: super::supported::Readiness::default(),
         }
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The facilitator's host and port, for messages (the URL's path or query may carry a token).
+    pub fn base_host(&self) -> &str {
+        let rest = self.base.split_once("://").map_or(self.base.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        authority.rsplit_once('@').map_or(authority, |(_, h)| h)
     }
 
     /// Asks the facilitator whether a payment is valid (balance and nonce included).
