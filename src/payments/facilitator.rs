@@ -94,7 +94,10 @@ impl FacilitatorClient {
 
     /// The facilitator's host and port, for messages (the URL's path or query may carry a token).
     pub fn base_host(&self) -> &str {
-        let rest = self.base.split_once("://").map_or(self.base.as_str(), |(_, r)| r);
+        let rest = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, r)| r);
         let authority = rest.split(['/', '?']).next().unwrap_or(rest);
         authority.rsplit_once('@').map_or(authority, |(_, h)| h)
     }
