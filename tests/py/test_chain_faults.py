@@ -64,7 +64,7 @@ from test_chain import (  # noqa: F401 (fixtures)
     payer_key,
     receipt_of,
 )
-from test_x402 import CHAT, TOPUP, chat_body, parse_sse, pay
+from test_x402 import CHAT, TOPUP, chat_body, parse_sse, pay, usd_micros
 
 #: One /settle attempt (and one chain read) gives up after this long; one retry. Shorter than
 #: the SDK facilitator's own receipt wait (1.5 s): a slow confirmation outlasts the gateway's
@@ -120,6 +120,15 @@ def gw(request, tmp_path_factory, vectorway_bin, log_dir, simulator, chain, faci
     data_dir = tmp_path_factory.mktemp("vectorway-faults")
     env = gateway_env(data_dir, simulator, chain, facilitator.url, pay_to)
     return start_gateway(request, tmp_path_factory, vectorway_bin, log_dir, env, "chain-faults")
+
+
+@pytest.fixture(scope="module")
+def gw2(request, tmp_path_factory, vectorway_bin, log_dir, simulator, chain, facilitator,  # noqa: F811
+        pay_to):  # noqa: F811
+    """A second replica: its own store, so it has not seen the first one's nonces."""
+    data_dir = tmp_path_factory.mktemp("vectorway-faults-2")
+    env = gateway_env(data_dir, simulator, chain, facilitator.url, pay_to)
+    return start_gateway(request, tmp_path_factory, vectorway_bin, log_dir, env, "chain-faults-2")
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,6 +314,26 @@ def test_an_authorization_canceled_before_it_is_sent_is_refused_at_verify(
     assert chain.balance_of(payer.address) == FUNDS
 
 
+def test_an_authorization_already_used_on_chain_streams_nothing_from_another_replica(
+    gw: Gateway, gw2: Gateway, chain: chainmod.Chain, facilitator: SdkFacilitator, pay_to: str,  # noqa: F811
+    simulator: ManagedProcess,
+) -> None:
+    """A replica that never saw a nonce cannot tell it is spent; the chain can: its ``/verify``
+    refuses a settled authorization before the first stream byte."""
+    payer = chain_payer(chain, FUNDS)
+    paid = pay(api_of(gw), payer, "v2", CHAT, chat_body(stream=True))
+    assert paid.reply.status == 200 and "[DONE]" in stream_frames(paid.reply)
+    assert chain.authorization_state(payer.address, nonce_of_header(paid.header))
+    books = Books(chain, payer.address, pay_to)
+    gens, settles = generations(simulator), facilitator.calls["settle"]
+    res = api_of(gw2)("POST", CHAT, headers=paid.header, json_body=chat_body(stream=True))
+    assert res.status == 402, f"{res.status} {res.body!r}"
+    assert isinstance(res.body, dict), "not one stream byte"
+    assert "nonce" in res.body["error"], res.body
+    assert generations(simulator) == gens and facilitator.calls["settle"] == settles
+    assert books.moved() == (0, 0)
+
+
 # --------------------------------------------------------------------------------------------
 # The chain stops answering mid-settlement, then comes back
 # --------------------------------------------------------------------------------------------
@@ -347,6 +376,35 @@ def test_a_chain_that_stops_mid_settlement_is_resolved_once_it_is_back(
     assert len(chain.transfers_to(pay_to, from_block=block)) == 1
     (refund,) = ledger(api, key, "refund")
     assert refund["credits"] == paid.quote
+    assert eventually(lambda: status_of(gw)["open_intents"] == 0)
+
+
+def test_a_stream_whose_chain_stops_keeps_what_it_delivered_once_the_chain_is_back(
+    gw: Gateway, chain: chainmod.Chain, facilitator: SdkFacilitator, pay_to: str,  # noqa: F811
+) -> None:
+    """The chain stops while a stream is paid for: the stream ends with an
+    ``x402_settlement_pending`` error event (no ``[DONE]``); its intent records what the
+    delivered content keeps, so once the chain is back the payer gets exactly the change."""
+    api = api_of(gw)
+    payer = chain_payer(chain, FUNDS)
+    books = Books(chain, payer.address, pay_to)
+    facilitator.before_settle(lambda _: os.kill(chain.proc.pid, signal.SIGSTOP))
+    try:
+        paid = pay(api, payer, "v2", CHAT, chat_body(stream=True))
+    finally:
+        os.kill(chain.proc.pid, signal.SIGCONT)
+    assert paid.reply.status == 200, paid.reply.body
+    frames = stream_frames(paid.reply)
+    assert "[DONE]" not in frames
+    chunks = [json.loads(f) for f in frames]
+    assert chunks[-1]["error"]["code"] == "x402_settlement_pending", chunks[-1]
+    kept = usd_micros([c for c in chunks if c.get("usage")][-1]["usage"]["usd_cost"])
+    assert 0 < kept < paid.quote
+    key = payer_key(gw, payer.address, "stream-chain-stopped")
+    assert eventually(lambda: credits_of(api, key) == paid.quote - kept, timeout=30), (
+        credits_of(api, key), paid.quote, kept,
+    )
+    assert books.moved() == (paid.quote, paid.quote), "paid once"
     assert eventually(lambda: status_of(gw)["open_intents"] == 0)
 
 
