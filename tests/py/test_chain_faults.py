@@ -30,15 +30,13 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
 import chain as chainmod
 from conftest import (
@@ -64,7 +62,7 @@ from test_chain import (  # noqa: F401 (fixtures)
     payer_key,
     receipt_of,
 )
-from test_x402 import CHAT, TOPUP, chat_body, parse_sse, pay, usd_micros
+from test_x402 import CHAT, TOPUP, chat_body, parse_sse, pay, quote_of, usd_micros
 
 #: One /settle attempt (and one chain read) gives up after this long; one retry. Shorter than
 #: the SDK facilitator's own receipt wait (1.5 s): a slow confirmation outlasts the gateway's
@@ -377,6 +375,34 @@ def test_a_chain_that_stops_mid_settlement_is_resolved_once_it_is_back(
     (refund,) = ledger(api, key, "refund")
     assert refund["credits"] == paid.quote
     assert eventually(lambda: status_of(gw)["open_intents"] == 0)
+
+
+def test_a_chain_stopped_before_the_request_is_a_502_and_the_same_payment_works_later(
+    gw: Gateway, chain: chainmod.Chain, facilitator: SdkFacilitator, pay_to: str,  # noqa: F811
+    simulator: ManagedProcess,
+) -> None:
+    """``/verify`` cannot read a stopped chain: 502 ``x402_facilitator_error`` before the model
+    runs, and the nonce is given back (``/verify`` moves no money), so the same signed payment
+    is good once the chain answers again."""
+    api = api_of(gw)
+    payer = chain_payer(chain, FUNDS)
+    challenge = api("POST", CHAT, json_body=chat_body())
+    header = payer.payment_header(payer.payment_required(challenge, "v2"))
+    books = Books(chain, payer.address, pay_to)
+    gens = generations(simulator)
+    os.kill(chain.proc.pid, signal.SIGSTOP)
+    try:
+        res = api("POST", CHAT, headers=header, json_body=chat_body())
+    finally:
+        os.kill(chain.proc.pid, signal.SIGCONT)
+    assert res.status == 502, f"{res.status} {res.body!r}"
+    assert res.body["error"]["code"] == "x402_facilitator_error", res.body
+    assert generations(simulator) == gens, "the model never ran"
+    assert books.moved() == (0, 0)
+    again = api("POST", CHAT, headers=header, json_body=chat_body())
+    assert again.status == 200, f"{again.status} {again.body!r}"
+    assert again.body["choices"][0]["message"]["content"]
+    assert books.moved() == (quote_of(challenge), quote_of(challenge)), "paid once"
 
 
 def test_a_stream_whose_chain_stops_keeps_what_it_delivered_once_the_chain_is_back(
