@@ -247,7 +247,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => false,
         Some(_) => {
             let fac = payments.facilitator();
-            match supported::check(fac, &config.x402.networks).await {
+            match supported::check_at_start(fac, &config.x402.networks).await {
                 supported::Check::Covered => false,
                 supported::Check::Missing(gone) => {
                     return Err(StartError::FacilitatorNetworks(

@@ -94,12 +94,7 @@ impl FacilitatorClient {
 
     /// The facilitator's host and port, for messages (the URL's path or query may carry a token).
     pub fn base_host(&self) -> &str {
-        let rest = self
-            .base
-            .split_once("://")
-            .map_or(self.base.as_str(), |(_, r)| r);
-        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-        authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+        host_of(&self.base)
     }
 
     /// Asks the facilitator whether a payment is valid (balance and nonce included).
@@ -252,6 +247,13 @@ impl FacilitatorClient {
             .await
             .unwrap_or_else(|_| Attempt::Transport(format!("no answer within {:?}", self.timeout))))
     }
+}
+
+/// The host (and port) of a URL, without its scheme, credentials, path or query.
+pub(crate) fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
 
 /// An error and its sources, one line (hyper's connect errors hide the cause in `source`).

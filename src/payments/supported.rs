@@ -8,8 +8,8 @@
 //! `/verify`, so the gateway does not start (`app::StartError::FacilitatorNetworks`).
 //!
 //! A facilitator that cannot be read at start (down, a time-out, a 5xx, an answer that is not a
-//! `/supported` body) does not stop the gateway: it starts, `/readyz` answers 503 with
-//! `facilitator: <why>`, and `watch` reads `/supported` again (1 s, doubling up to 30 s) until it
+//! `/supported` body, no answer within `START_WAIT`) does not stop the gateway: it starts,
+//! `/readyz` answers 503 with `facilitator: <why>`, and `watch` reads `/supported` again (1 s, doubling up to 30 s) until it
 //! answers. A late answer that lacks a configured network keeps `/readyz` at 503 for good, with
 //! the networks named (the process is already serving; the operator must fix the config).
 
@@ -76,6 +76,17 @@ pub fn missing(networks: &[Network], answer: &SupportedResponse) -> Vec<String> 
         .collect()
 }
 
+/// The longest the start waits for `/supported` (a facilitator that does not answer sooner is
+/// read again in the background, `watch`): the gateway comes up promptly either way.
+pub const START_WAIT: Duration = Duration::from_secs(5);
+
+/// `check`, waiting at most `START_WAIT` (the start-up read).
+pub async fn check_at_start(client: &FacilitatorClient, networks: &[Network]) -> Check {
+    tokio::time::timeout(START_WAIT, check(client, networks))
+        .await
+        .unwrap_or_else(|_| Check::Unreadable(format!("no answer within {START_WAIT:?}")))
+}
+
 /// Reads `/supported` once and checks `networks` against it.
 pub async fn check(client: &FacilitatorClient, networks: &[Network]) -> Check {
     match client.supported().await {
@@ -131,6 +142,18 @@ pub async fn watch(client: &FacilitatorClient, networks: &[Network], readiness: 
 mod tests {
     use super::*;
     use crate::config::known_network;
+    use crate::payments::facilitator::host_of;
+
+    #[test]
+    fn messages_name_the_host_without_path_query_or_credentials() {
+        assert_eq!(host_of("https://x402.org/facilitator"), "x402.org");
+        assert_eq!(host_of("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(
+            host_of("https://user:tok@fac.example:443/p?k=s"),
+            "fac.example:443"
+        );
+        assert_eq!(host_of("https://fac.example?key=secret"), "fac.example");
+    }
 
     fn answer(kinds: serde_json::Value) -> SupportedResponse {
         serde_json::from_value(serde_json::json!({ "kinds": kinds })).unwrap()
