@@ -169,6 +169,9 @@ impl FacilitatorClient {
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes, bool), PaymentError> {
         let url = format!("{}/{path}", self.base);
+        // Errors name the host and endpoint only: they reach clients and logs, and the
+        // configured URL's path or query may carry a token.
+        let shown = format!("{}/{path}", self.base_host());
         let body = Bytes::from(body.unwrap_or_default());
         let mut last = String::new();
         // Whether any attempt may have reached the facilitator (so a settlement may have run).
@@ -194,13 +197,13 @@ impl FacilitatorClient {
                 }
                 Attempt::Answered(status, _) => {
                     reached = true;
-                    last = format!("{url} answered {status}");
+                    last = format!("{shown} answered {status}");
                 }
                 Attempt::Transport(e) => {
                     reached = true;
-                    last = format!("{url}: {e}");
+                    last = format!("{shown}: {e}");
                 }
-                Attempt::Unreached(e) => last = format!("{url}: {e}"),
+                Attempt::Unreached(e) => last = format!("{shown}: {e}"),
             }
             tracing::warn!(attempt, error = %last, "facilitator call failed");
         }
