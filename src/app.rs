@@ -1,7 +1,9 @@
 //! Wiring: builds the state from a validated config, owns start-up and shutdown order.
 //!
 //! Start: open the store → start the journal → rebuild balances → load keys → pick the upstream
-//! (Gemini, or the in-process simulator when there is no key) → bind → write `server.json`.
+//! (Gemini, or the in-process simulator when there is no key) → read a remote facilitator's
+//! `/supported` (a configured network it lacks stops the start; an unreadable one starts the
+//! gateway not ready, `payments::supported`) → bind → write `server.json`.
 //! Background: the hold and idempotency sweeper, and the agent sweeper (`crate::agents`).
 //! Stop: refuse new connections and let open ones finish → flush the journal → stop the simulator.
 
@@ -19,7 +21,7 @@ use crate::auth::{ApiKeys, Sessions};
 use crate::billing::Billing;
 use crate::config::Config;
 use crate::http::server::{ServeOptions, load_tls, serve};
-use crate::payments::Payments;
+use crate::payments::{Payments, supported};
 use crate::simulate::Simulator;
 use crate::storage::journal::Journal;
 use crate::storage::{StorageError, Store};
@@ -46,6 +48,9 @@ pub enum StartError {
     },
     #[error("the system random number generator failed")]
     Randomness,
+    /// The remote facilitator's `/supported` lacks a configured network.
+    #[error("{0}")]
+    FacilitatorNetworks(String),
 }
 
 /// A running gateway.
@@ -236,6 +241,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         facilitator_base,
         effects.clone(),
     );
+    // A remote facilitator must settle every configured network: its `/supported` is read now
+    // (`payments::supported`). Unreadable: the gateway starts not ready and reads it again.
+    let read_supported_later = match &config.x402.facilitator_url {
+        None => false,
+        Some(_) => {
+            let fac = payments.facilitator();
+            match supported::check_at_start(fac, &config.x402.networks).await {
+                supported::Check::Covered => false,
+                supported::Check::Missing(gone) => {
+                    return Err(StartError::FacilitatorNetworks(
+                        supported::unsupported_message(fac.base_host(), &gone),
+                    ));
+                }
+                supported::Check::Unreadable(e) => {
+                    tracing::error!(error = %e, "the x402 facilitator's /supported could not be \
+                        read: starting NOT READY (/readyz 503) and reading it again");
+                    fac.readiness
+                        .set(Some(format!("facilitator /supported unreadable: {e}")));
+                    true
+                }
+            }
+        }
+    };
 
     let tls = match &config.tls {
         Some((cert, key)) => Some(load_tls(cert, key).map_err(StartError::Tls)?),
@@ -365,6 +393,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 }
             }
         };
+        let watch_state = sweeper_state.clone();
+        let facilitator_watch = async move {
+            if read_supported_later {
+                let x = &watch_state.config.x402;
+                let fac = watch_state.payments.facilitator();
+                supported::watch(fac, &x.networks, &fac.readiness).await;
+            }
+            std::future::pending::<()>().await;
+        };
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -372,6 +409,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = serve(listener, opts, handler, shutdown) => {}
             () = sweeper => {}
             () = agent_sweeper => {}
+            () = facilitator_watch => {}
         }
     });
     Ok(Running {

@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod reconcile;
 pub mod requirements;
 pub mod sign;
+pub mod supported;
 pub mod types;
 pub mod verify;
 

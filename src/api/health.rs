@@ -31,11 +31,13 @@ async fn upstream_ok(state: &State) -> Result<(), String> {
     result
 }
 
-/// Ready when the store answers and the upstream is reachable.
+/// Ready when the store answers, the upstream is reachable, and a remote facilitator's
+/// `/supported` was read and covers the configured networks (`payments::supported`).
 pub async fn ready(state: &State) -> Response<Body> {
     let store = state.store.check().map_err(|e| e.to_string());
     let upstream = upstream_ok(state).await;
-    let ok = store.is_ok() && upstream.is_ok();
+    let facilitator = state.payments.facilitator().readiness.not_ready();
+    let ok = store.is_ok() && upstream.is_ok() && facilitator.is_none();
     json(
         if ok {
             StatusCode::OK
@@ -44,7 +46,8 @@ pub async fn ready(state: &State) -> Response<Body> {
         },
         &j!({"status": if ok { "ready" } else { "not_ready" },
              "store": store.err().unwrap_or_else(|| "ok".into()),
-             "upstream": upstream.err().unwrap_or_else(|| "ok".into())}),
+             "upstream": upstream.err().unwrap_or_else(|| "ok".into()),
+             "facilitator": facilitator.unwrap_or_else(|| "ok".into())}),
     )
 }
 

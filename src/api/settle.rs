@@ -244,6 +244,12 @@ async fn finish(
             if kept.is_some() {
                 note_refusal(state, &v.payer, &e);
             }
+            if delivered
+                && let Some(k) = kept.filter(|k| *k > 0)
+                && e.nothing_settled()
+            {
+                note_unpaid_stream(&v.payer, k, &e);
+            }
             Err(e)
         }
     }
@@ -259,6 +265,18 @@ pub fn note_refusal(state: &State, payer: &Wallet, e: &PaymentError) {
     ) {
         state.settler.block(*payer);
     }
+}
+
+/// A stream's content reached the client and its settlement certainly failed (the payer moved
+/// the funds or canceled the authorization after `/verify`): the loss is counted
+/// (`vectorway_x402_unpaid_streams_total`, and the credits the call would have kept in
+/// `vectorway_x402_unpaid_stream_credits_total`) and logged; the payer is blocked
+/// (`note_refusal`) and the call's usage event is recorded with nothing charged.
+fn note_unpaid_stream(payer: &Wallet, kept: u64, e: &PaymentError) {
+    metrics::counter!("vectorway_x402_unpaid_streams_total").increment(1);
+    metrics::counter!("vectorway_x402_unpaid_stream_credits_total").increment(kept);
+    tracing::warn!(%payer, credits = kept, reason = %e,
+        "a paid stream was delivered and its settlement failed: loss recorded, payer blocked");
 }
 
 /// Records in a call's intent what it keeps once its settlement is confirmed (durably: recovery

@@ -46,6 +46,8 @@ pub struct FacilitatorClient {
     permits: Arc<Semaphore>,
     timeout: Duration,
     retries: u32,
+    /// Whether `/supported` was read and covers the configured networks (`supported`).
+    pub readiness: super::supported::Readiness,
 }
 
 impl std::fmt::Debug for FacilitatorClient {
@@ -82,11 +84,17 @@ impl FacilitatorClient {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,
             retries,
+            readiness: super::supported::Readiness::default(),
         }
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The facilitator's host and port, for messages (the URL's path or query may carry a token).
+    pub fn base_host(&self) -> &str {
+        host_of(&self.base)
     }
 
     /// Asks the facilitator whether a payment is valid (balance and nonce included).
@@ -161,6 +169,9 @@ impl FacilitatorClient {
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes, bool), PaymentError> {
         let url = format!("{}/{path}", self.base);
+        // Errors name the host and endpoint only: they reach clients and logs, and the
+        // configured URL's path or query may carry a token.
+        let shown = format!("{}/{path}", self.base_host());
         let body = Bytes::from(body.unwrap_or_default());
         let mut last = String::new();
         // Whether any attempt may have reached the facilitator (so a settlement may have run).
@@ -186,13 +197,13 @@ impl FacilitatorClient {
                 }
                 Attempt::Answered(status, _) => {
                     reached = true;
-                    last = format!("{url} answered {status}");
+                    last = format!("{shown} answered {status}");
                 }
                 Attempt::Transport(e) => {
                     reached = true;
-                    last = format!("{url}: {e}");
+                    last = format!("{shown}: {e}");
                 }
-                Attempt::Unreached(e) => last = format!("{url}: {e}"),
+                Attempt::Unreached(e) => last = format!("{shown}: {e}"),
             }
             tracing::warn!(attempt, error = %last, "facilitator call failed");
         }
@@ -239,6 +250,13 @@ impl FacilitatorClient {
             .await
             .unwrap_or_else(|_| Attempt::Transport(format!("no answer within {:?}", self.timeout))))
     }
+}
+
+/// The host (and port) of a URL, without its scheme, credentials, path or query.
+pub(crate) fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
 
 /// An error and its sources, one line (hyper's connect errors hide the cause in `source`).

@@ -23,8 +23,9 @@
 //!
 //! `Payments::start_settlement` runs `look` in the request (`Resolver::reconcile`) for a
 //! `SettlementUnknown` until `x402.settle_pending_wait_ms` has passed, so the payer gets the
-//! answer or the credits the moment the transfer confirms; a `Facilitator` error or a
-//! `transaction_failed` gets one look at the chain when there is one. Whatever is still unknown
+//! answer or the credits the moment the transfer confirms; so does a `Facilitator` error (a
+//! time-out or a 5xx after the request reached it) when the network has a chain to read, and
+//! a `transaction_failed` gets one look at the chain when there is one. Whatever is still unknown
 //! stays an open intent, which `api::settle` keeps looking up in the background and at start-up.
 
 use std::sync::Arc;
@@ -176,8 +177,9 @@ impl Resolver {
     }
 
     /// Looks until the outcome is known or `wait` has passed (within a request): for an
-    /// outcome the facilitator left open (`SettlementUnknown`). A `Facilitator` error or a
-    /// `transaction_failed` gets one look at the chain, when the network has one.
+    /// outcome the facilitator left open (`SettlementUnknown`), and for a `Facilitator` error
+    /// when the network has a chain. A `transaction_failed` gets one look at the chain, when the
+    /// network has one.
     pub async fn reconcile(
         &self,
         l: &Lookup<'_>,
@@ -186,7 +188,12 @@ impl Resolver {
         let has_chain = l.network.rpc_url.is_some();
         let keep_looking = match &first {
             PaymentError::SettlementUnknown { .. } => true,
-            PaymentError::Facilitator(_) => false,
+            // A time-out or a 5xx from a `/settle` that reached the facilitator: the transfer
+            // may be on its way (a confirmation slower than the facilitator's answer, a chain
+            // that stopped). With a chain to read, it is polled like a pending settlement, and
+            // an outcome still open at the end of the wait is `SettlementUnknown` (504
+            // `x402_settlement_pending`), not a facilitator failure.
+            PaymentError::Facilitator(_) => has_chain,
             PaymentError::SettlementRefused { reason, .. } if reason == "transaction_failed" => {
                 false
             }

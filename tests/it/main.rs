@@ -32,6 +32,7 @@ mod money;
 mod ops;
 mod responses;
 mod settle;
+mod supported;
 mod surface;
 mod tidy;
 mod tools;

@@ -18,7 +18,10 @@ on a real chain rather than inventing answers:
 * ``pending_once(mine_after)``: stop anvil's automatic mining before settling, so the SDK's
   receipt wait runs out and it answers ``settlement_pending`` with the broadcast hash (the
   SDK's own outcome for a slow confirmation); ``mine_after`` seconds later the block is mined
-  and automatic mining resumes.
+  and automatic mining resumes;
+* ``before_settle(hook)``: run ``hook(payload)`` (the parsed SDK payment payload) just before
+  settling, after the gateway's ``/verify`` passed: the payer moves the funds away or cancels
+  the authorization, or the chain stops, between verification and settlement.
 
 ``calls`` counts requests per endpoint and ``settlements`` keeps every settle answer.
 """
@@ -30,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 from x402 import x402FacilitatorSync
 from x402.mechanisms.evm import FacilitatorWeb3Signer
@@ -49,6 +52,7 @@ class _Fault:
     kind: str
     seconds: float
     times: int
+    hook: Callable[[Any], None] | None = None
 
 
 class SdkFacilitator:
@@ -87,6 +91,10 @@ class SdkFacilitator:
         with self._lock:
             self._fault = _Fault("pending", mine_after, 1)
 
+    def before_settle(self, hook: Callable[[Any], None], times: int = 1) -> None:
+        with self._lock:
+            self._fault = _Fault("before", 0.0, times, hook)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._fault = None
@@ -118,6 +126,8 @@ class SdkFacilitator:
                 threading.Timer(fault.seconds, self._resume_mining).start()
             self.settlements.append(answer)
             return answer
+        if fault is not None and fault.hook is not None:
+            fault.hook(payload)
         answer = _dump(self.facilitator.settle(payload, requirements))
         self.settlements.append(answer)
         if fault is not None and fault.kind == "delay_after":
