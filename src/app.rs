@@ -181,7 +181,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     // The built-in simulator stands in for whatever is not configured: Gemini without a key,
     // the x402 facilitator without a URL.
-    let needs_sim = config.upstream.base_url.is_none() || config.x402.facilitator_url.is_none();
+    let needs_sim = config.upstream.base_url.is_none()
+        || (config.x402.facilitator_url.is_none() && config.x402.own.is_none());
     let simulator = if needs_sim {
         let sim = Simulator::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -209,6 +210,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         (None, None) => String::new(),
     };
     let facilitator_base = match (&config.x402.facilitator_url, &simulator) {
+        _ if config.x402.own.is_some() => {
+            tracing::info!(
+                "x402 payments are verified and settled on chain by this gateway (facilitator = \"self\")"
+            );
+            String::new()
+        }
         (Some(url), _) => url.clone(),
         (None, Some(sim)) => {
             tracing::warn!(
