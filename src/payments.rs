@@ -471,13 +471,13 @@ impl Payments {
         let facilitator = Arc::new(match &cfg.own {
             None => remote(&facilitator_base),
             Some(own) => match sign::Signer::from_hex(own.key.expose()) {
-                Some(signer) => Facilitator::Own(own::OwnFacilitator::new(
+                Some(signer) => Facilitator::Own(Box::new(own::OwnFacilitator::new(
                     cfg.clone(),
                     store.clone(),
                     chain.clone(),
                     signer,
                     cfg.settle_timeout,
-                )),
+                ))),
                 None => {
                     // Config validation accepts only valid keys; should one slip through, every
                     // payment is refused before anything is sent (nothing listens on port 9).

@@ -246,7 +246,7 @@ impl FacilitatorClient {
 #[derive(Debug)]
 pub enum Facilitator {
     Remote(FacilitatorClient),
-    Own(super::own::OwnFacilitator),
+    Own(Box<super::own::OwnFacilitator>),
 }
 
 impl Facilitator {
