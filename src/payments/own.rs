@@ -63,6 +63,9 @@ pub struct OwnFacilitator {
     cursors: tokio::sync::Mutex<HashMap<u64, NonceCursor>>,
     /// Networks whose token domain was checked against the configuration.
     domains_checked: Mutex<HashSet<u64>>,
+    /// Authorizations being settled right now (one settlement at a time for each: a second
+    /// would only send a transaction doomed to revert).
+    in_flight: Arc<Mutex<HashSet<String>>>,
     receipt_timeout: Duration,
     /// Fault knob (`EXIT_AFTER_BROADCAST` in the environment): exit right after a broadcast.
     exit_after_broadcast: bool,
@@ -140,6 +143,7 @@ impl OwnFacilitator {
             signer,
             cursors: tokio::sync::Mutex::new(HashMap::new()),
             domains_checked: Mutex::new(HashSet::new()),
+            in_flight: Arc::default(),
             receipt_timeout,
             exit_after_broadcast: std::env::var_os(EXIT_AFTER_BROADCAST).is_some(),
         }
@@ -362,6 +366,12 @@ impl OwnFacilitator {
     /// Settles; see the module docs.
     pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, PaymentError> {
         let p = self.parse(req).map_err(|e| refused(&e))?;
+        let Some(_guard) = InFlight::enter(&self.in_flight, &p.id) else {
+            return Err(PaymentError::SettlementUnknown {
+                detail: "this authorization is being settled by another task".into(),
+                transaction: None,
+            });
+        };
         let net = &p.net;
         let from = p.decoded.authorization.from;
         let paid = |transaction: String| SettleResponse {
@@ -573,11 +583,15 @@ impl OwnFacilitator {
             if !self.known(net, &tx.hash).await {
                 // Lost by the node (or never broadcast: a crash right after the record): the
                 // very same bytes again. "nonce too low" means another transaction took its
-                // account nonce: it can never be mined.
-                match self
+                // account nonce: it can never be mined. Under the cursor lock, and the cursor
+                // re-reads the node afterwards, since this may take the nonce it would give.
+                let mut cursors = self.cursors.lock().await;
+                let resent = self
                     .rpc(net, "eth_sendRawTransaction", json!([tx.raw]))
-                    .await
-                {
+                    .await;
+                cursors.entry(net.chain_id).or_default().failed();
+                drop(cursors);
+                match resent {
                     Ok(_) => {
                         tracing::info!(tx = %tx.hash, "recorded settlement transaction resent");
                     }
@@ -645,6 +659,34 @@ impl OwnFacilitator {
     }
 }
 
+/// Marks an authorization as being settled until dropped.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl InFlight {
+    /// `None` when the authorization is already being settled.
+    fn enter(set: &Arc<Mutex<HashSet<String>>>, id: &str) -> Option<Self> {
+        let mut s = set.lock().ok()?;
+        if !s.insert(id.to_string()) {
+            return None;
+        }
+        Some(Self {
+            set: set.clone(),
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.id);
+        }
+    }
+}
+
 /// A local refusal as a settle refusal (nothing was sent).
 fn refused(e: &PaymentError) -> PaymentError {
     PaymentError::SettlementRefused {
@@ -661,4 +703,31 @@ fn no_gas(account: &Wallet, net: &Network, detail: &str) -> PaymentError {
         to_checksum(account),
         net.name
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_settlement_per_authorization_at_a_time() {
+        let set = Arc::default();
+        let first = InFlight::enter(&set, "aa").unwrap();
+        assert!(InFlight::enter(&set, "aa").is_none(), "a second is refused");
+        let other = InFlight::enter(&set, "ab");
+        assert!(other.is_some(), "another authorization is not held up");
+        drop(first);
+        assert!(
+            InFlight::enter(&set, "aa").is_some(),
+            "free again once the first ends"
+        );
+    }
+
+    #[test]
+    fn a_node_error_yields_its_revert_reason() {
+        // anvil's eth_estimateGas error for a FiatToken revert, as ChainReader reports it.
+        let e = r#"eth_estimateGas: {"code":3,"message":"execution reverted: ERC20: transfer amount exceeds balance","data":"0x08c379a00000000000000000000000000000000000000000000000000000000000000020000000000000000000000000000000000000000000000000000000000000002645524332303a207472616e7366657220616d6f756e7420657863656564732062616c616e63650000000000000000000000000000000000000000000000000000"}"#;
+        assert_eq!(rpc_revert(e), "ERC20: transfer amount exceeds balance");
+        assert_eq!(rpc_revert("eth_call: timed out"), "eth_call: timed out");
+    }
 }
