@@ -499,34 +499,39 @@ impl OwnFacilitator {
         let account = hex0x(self.account().as_bytes());
         let mut cursors = self.cursors.lock().await;
         let cursor = cursors.entry(net.chain_id).or_default();
-        if cursor.needs_sync() {
-            let pending = self
-                .rpc(net, "eth_getTransactionCount", json!([account, "pending"]))
+        let mut attempt = 0;
+        let (signed, record) = loop {
+            attempt += 1;
+            if cursor.needs_sync() {
+                let pending = self
+                    .rpc(net, "eth_getTransactionCount", json!([account, "pending"]))
+                    .await
+                    .map_err(unreachable)?;
+                cursor.sync(quantity(&pending, "eth_getTransactionCount").map_err(unreachable)?);
+            }
+            params.nonce = cursor
+                .take()
+                .ok_or_else(|| PaymentError::Internal("nonce cursor not synced".into()))?;
+            let signed = evm_tx::sign_call(&self.signer, &params, &net.asset, input.clone())?;
+            let record = SentTx {
+                authorization: p.id.clone(),
+                network: net.name.to_string(),
+                hash: hex0x(&signed.hash),
+                raw: hex0x(&signed.raw),
+                account_nonce: params.nonce,
+                created_ms: crate::storage::now_ms(),
+            };
+            if let Err(e) = self.store.put_sent_tx_durable(&record).await {
+                // Not recorded, not sent: the nonce goes back.
+                cursor.failed();
+                return Err(e.into());
+            }
+            let Err(e) = self
+                .rpc(net, "eth_sendRawTransaction", json!([record.raw]))
                 .await
-                .map_err(unreachable)?;
-            cursor.sync(quantity(&pending, "eth_getTransactionCount").map_err(unreachable)?);
-        }
-        params.nonce = cursor
-            .take()
-            .ok_or_else(|| PaymentError::Internal("nonce cursor not synced".into()))?;
-        let signed = evm_tx::sign_call(&self.signer, &params, &net.asset, input)?;
-        let record = SentTx {
-            authorization: p.id.clone(),
-            network: net.name.to_string(),
-            hash: hex0x(&signed.hash),
-            raw: hex0x(&signed.raw),
-            account_nonce: params.nonce,
-            created_ms: crate::storage::now_ms(),
-        };
-        if let Err(e) = self.store.put_sent_tx_durable(&record).await {
-            // Not recorded, not sent: the nonce goes back.
-            cursor.failed();
-            return Err(e.into());
-        }
-        if let Err(e) = self
-            .rpc(net, "eth_sendRawTransaction", json!([record.raw]))
-            .await
-        {
+            else {
+                break (signed, record);
+            };
             cursor.failed();
             // Did the node take it after all (a lost answer)? Its pending count says.
             let pending = self
@@ -534,13 +539,18 @@ impl OwnFacilitator {
                 .await
                 .ok()
                 .and_then(|v| quantity(&v, "eth_getTransactionCount").ok());
-            if pending.is_some_and(|n| n > params.nonce) && self.known(net, &record.hash).await {
-                return Ok(signed);
+            let taken = pending.is_some_and(|n| n > params.nonce);
+            if taken && self.known(net, &record.hash).await {
+                break (signed, record);
             }
             tracing::warn!(network = %net.name, nonce = params.nonce, error = %e,
                 "settlement transaction not accepted by the node");
-            return Err(unreachable(format!("eth_sendRawTransaction: {e}")));
-        }
+            // Another transaction of the account holds that nonce (sent from elsewhere): this
+            // one can never be mined, so a new one with the node's next nonce is safe.
+            if !(taken && attempt < 3) {
+                return Err(unreachable(format!("eth_sendRawTransaction: {e}")));
+            }
+        };
         if self.exit_after_broadcast {
             // The crash test's fault knob: die between "sent" and "confirmed".
             tracing::error!(tx = %record.hash, "{EXIT_AFTER_BROADCAST} is set: exiting now");

@@ -340,3 +340,21 @@ def test_a_crash_right_after_broadcast_settles_and_credits_once_after_restart(
     assert paid.reply.status == 200, paid.reply.body
     assert sender_of(chain, receipt_of(paid)["transaction"]) == (account.address, 1)
     assert books.moved() == (2_000_000, 2_000_000)
+
+
+def test_a_nonce_taken_behind_the_gateways_back_does_not_stall_settlements(
+    gw: Gateway, chain: chainmod.Chain, pay_to: str
+) -> None:
+    """Someone else sends from the settlement account: the gateway's cached account nonce is
+    stale, its broadcast is refused, and it re-reads the pending count and settles with the next
+    nonce instead of failing (or leaving a gap)."""
+    api = api_of(gw)
+    payer = chain_payer(chain, FUNDS)
+    first = pay(api, payer, "v2", TOPUP, {"amount": 1})
+    assert first.reply.status == 200, first.reply.body
+    receipt = chainmod._transact_value(chain.w3, settler(), Account.create().address, 1)
+    outside = chain.w3.eth.get_transaction(receipt["transactionHash"])["nonce"]
+    paid = pay(api, payer, "v2", TOPUP, {"amount": 1})
+    assert paid.reply.status == 200, paid.reply.body
+    assert sender_of(chain, receipt_of(paid)["transaction"]) == (settler().address, outside + 1)
+    assert chain.balance_of(payer.address) == FUNDS - 2_000_000
