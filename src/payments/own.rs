@@ -392,6 +392,7 @@ impl OwnFacilitator {
         };
         // 1. What was already sent for this authorization decides first.
         if let Some(tx) = self.resume_recorded(&p).await? {
+            self.forget(&p.id);
             return Ok(paid(tx));
         }
         // 2. A new transaction only for an authorization the chain proves unused.
@@ -408,7 +409,10 @@ impl OwnFacilitator {
                     return Err(refused(&e));
                 }
             }
-            super::chain::AuthorizationState::Used { transaction } => return Ok(paid(transaction)),
+            super::chain::AuthorizationState::Used { transaction } => {
+                self.forget(&p.id);
+                return Ok(paid(transaction));
+            }
             super::chain::AuthorizationState::Canceled { transaction } => {
                 return Err(PaymentError::NotSettled {
                     reason: "transaction_failed",
@@ -474,7 +478,10 @@ impl OwnFacilitator {
             )
             .await?;
         match self.wait_receipt(net, &signed.hash).await {
-            Some(Ok(true)) => Ok(paid(hex0x(&signed.hash))),
+            Some(Ok(true)) => {
+                self.forget(&p.id);
+                Ok(paid(hex0x(&signed.hash)))
+            }
             Some(Ok(false)) => Err(self.reverted(net, &signed.hash, &call).await),
             _ => Err(PaymentError::SettlementUnknown {
                 detail: format!(
@@ -558,6 +565,14 @@ impl OwnFacilitator {
         }
         metrics::counter!("vectorway_x402_self_transactions_total").increment(1);
         Ok(signed)
+    }
+
+    /// Drops the transaction records of an authorization the chain shows spent (its
+    /// `authorizationState` is the proof from now on; a later settle finds it there).
+    fn forget(&self, id: &str) {
+        if let Err(e) = self.store.forget_sent_txs(id) {
+            tracing::warn!(%e, authorization = id, "settlement transaction records not dropped");
+        }
     }
 
     /// Whether the node knows a transaction (pending or mined).
