@@ -43,6 +43,7 @@ fn cfg(threads: usize) -> X402Config {
             .unwrap_or_else(|| panic!("dev key 1"))
             .address(),
         facilitator_url: None,
+        own: None,
         allow_simulated_facilitator_with_real_upstream: false,
         min_quote: QUOTE,
         max_timeout_s: 300,

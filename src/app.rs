@@ -186,7 +186,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     // The built-in simulator stands in for whatever is not configured: Gemini without a key,
     // the x402 facilitator without a URL.
-    let needs_sim = config.upstream.base_url.is_none() || config.x402.facilitator_url.is_none();
+    let needs_sim = config.upstream.base_url.is_none()
+        || (config.x402.facilitator_url.is_none() && config.x402.own.is_none());
     let simulator = if needs_sim {
         let sim = Simulator::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -214,6 +215,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         (None, None) => String::new(),
     };
     let facilitator_base = match (&config.x402.facilitator_url, &simulator) {
+        _ if config.x402.own.is_some() => {
+            tracing::info!(
+                "x402 payments are verified and settled on chain by this gateway (facilitator = \"self\")"
+            );
+            String::new()
+        }
         (Some(url), _) => url.clone(),
         (None, Some(sim)) => {
             tracing::warn!(
@@ -243,26 +250,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     // A remote facilitator must settle every configured network: its `/supported` is read now
     // (`payments::supported`). Unreadable: the gateway starts not ready and reads it again.
-    let read_supported_later = match &config.x402.facilitator_url {
+    let remote = payments
+        .facilitator()
+        .remote()
+        .filter(|_| config.x402.facilitator_url.is_some());
+    let read_supported_later = match remote {
         None => false,
-        Some(_) => {
-            let fac = payments.facilitator();
-            match supported::check_at_start(fac, &config.x402.networks).await {
-                supported::Check::Covered => false,
-                supported::Check::Missing(gone) => {
-                    return Err(StartError::FacilitatorNetworks(
-                        supported::unsupported_message(fac.base_host(), &gone),
-                    ));
-                }
-                supported::Check::Unreadable(e) => {
-                    tracing::error!(error = %e, "the x402 facilitator's /supported could not be \
-                        read: starting NOT READY (/readyz 503) and reading it again");
-                    fac.readiness
-                        .set(Some(format!("facilitator /supported unreadable: {e}")));
-                    true
-                }
+        Some(fac) => match supported::check_at_start(fac, &config.x402.networks).await {
+            supported::Check::Covered => false,
+            supported::Check::Missing(gone) => {
+                return Err(StartError::FacilitatorNetworks(
+                    supported::unsupported_message(fac.base_host(), &gone),
+                ));
             }
-        }
+            supported::Check::Unreadable(e) => {
+                tracing::error!(error = %e, "the x402 facilitator's /supported could not be \
+                        read: starting NOT READY (/readyz 503) and reading it again");
+                fac.readiness
+                    .set(Some(format!("facilitator /supported unreadable: {e}")));
+                true
+            }
+        },
     };
 
     let tls = match &config.tls {
@@ -397,8 +405,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let facilitator_watch = async move {
             if read_supported_later {
                 let x = &watch_state.config.x402;
-                let fac = watch_state.payments.facilitator();
-                supported::watch(fac, &x.networks, &fac.readiness).await;
+                if let Some(fac) = watch_state.payments.facilitator().remote() {
+                    supported::watch(fac, &x.networks, &fac.readiness).await;
+                }
             }
             std::future::pending::<()>().await;
         };

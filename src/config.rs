@@ -296,6 +296,8 @@ pub struct X402Config {
     pub pay_to: Wallet,
     /// `None`: the built-in facilitator simulator.
     pub facilitator_url: Option<String>,
+    /// `x402.facilitator = "self"`: verify and settle on chain ourselves (`payments::own`).
+    pub own: Option<OwnFacilitator>,
     /// The operator accepted the facilitator simulator beside a real Gemini key (free credits).
     pub allow_simulated_facilitator_with_real_upstream: bool,
     pub min_quote: u64,
@@ -750,12 +752,14 @@ impl Config {
 mod agents;
 mod media;
 mod networks;
+mod own;
 mod prices;
 mod sections;
 
 pub use agents::{AgentsConfig, RawAgents};
 pub use media::{MediaConfig, RawMedia};
 pub use networks::{Network, RawNetwork, RawNetworks, known_network};
+pub use own::{OwnFacilitator, SettlementKey};
 pub use sections::{RawAuth, RawLimits, RawMemory, RawX402};
 
 #[cfg(test)]

@@ -21,8 +21,10 @@
 //!    `amount − kept` to the payer as change.
 
 pub mod chain;
+pub mod evm_tx;
 pub mod facilitator;
 pub mod header;
+pub mod own;
 pub mod pipeline;
 pub mod reconcile;
 pub mod requirements;
@@ -45,7 +47,7 @@ use crate::effects::{Effects, Finishing};
 use crate::storage::{StorageError, Store};
 use crate::upstream::client::HttpClient;
 use crate::wallet::Wallet;
-pub use facilitator::FacilitatorClient;
+pub use facilitator::{Facilitator, FacilitatorClient};
 pub use header::{DecodedPayment, HeaderKind};
 pub use pipeline::Pipeline;
 pub use requirements::{Resource, quote_floor};
@@ -430,7 +432,7 @@ pub struct Payments {
     cfg: Arc<X402Config>,
     store: Store,
     pipeline: Pipeline,
-    facilitator: Arc<FacilitatorClient>,
+    facilitator: Arc<Facilitator>,
     /// Looks up settlements whose outcome is uncertain (`reconcile`).
     resolver: reconcile::Resolver,
     effects: Effects,
@@ -458,13 +460,33 @@ impl Payments {
     ) -> Self {
         let cfg = Arc::new(cfg.clone());
         let chain = chain::ChainReader::new(http.clone(), cfg.settle_timeout);
-        let facilitator = Arc::new(FacilitatorClient::new(
-            http,
-            &facilitator_base,
-            cfg.settle_concurrency,
-            cfg.settle_timeout,
-            cfg.settle_retries,
-        ));
+        let remote = |base: &str| {
+            Facilitator::Remote(FacilitatorClient::new(
+                http.clone(),
+                base,
+                cfg.settle_concurrency,
+                cfg.settle_timeout,
+                cfg.settle_retries,
+            ))
+        };
+        let facilitator = Arc::new(match &cfg.own {
+            None => remote(&facilitator_base),
+            Some(own) => match sign::Signer::from_hex(own.key.expose()) {
+                Some(signer) => Facilitator::Own(Box::new(own::OwnFacilitator::new(
+                    cfg.clone(),
+                    store.clone(),
+                    chain.clone(),
+                    signer,
+                    cfg.settle_timeout,
+                ))),
+                None => {
+                    // Config validation accepts only valid keys; should one slip through, every
+                    // payment is refused before anything is sent (nothing listens on port 9).
+                    tracing::error!("x402.settlement_key is not a usable key");
+                    remote("http://127.0.0.1:9")
+                }
+            },
+        });
         Self {
             pipeline: Pipeline::start(cfg.clone(), store.clone(), pipeline::DEFAULT_CAPACITY),
             store,
@@ -483,7 +505,7 @@ impl Payments {
         &self.cfg
     }
 
-    pub fn facilitator(&self) -> &FacilitatorClient {
+    pub fn facilitator(&self) -> &Facilitator {
         &self.facilitator
     }
 

@@ -25,6 +25,7 @@ pub mod history;
 pub mod intents;
 pub mod journal;
 pub mod memlog;
+pub mod sent_txs;
 
 use std::collections::HashMap;
 use std::path::Path;

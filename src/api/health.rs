@@ -36,8 +36,13 @@ async fn upstream_ok(state: &State) -> Result<(), String> {
 pub async fn ready(state: &State) -> Response<Body> {
     let store = state.store.check().map_err(|e| e.to_string());
     let upstream = upstream_ok(state).await;
-    let facilitator = state.payments.facilitator().readiness.not_ready();
-    let ok = store.is_ok() && upstream.is_ok() && facilitator.is_none();
+    let facilitator = state
+        .payments
+        .facilitator()
+        .remote()
+        .and_then(|c| c.readiness.not_ready());
+    let settlement = settlement_ok(state).await;
+    let ok = store.is_ok() && upstream.is_ok() && facilitator.is_none() && settlement.is_ok();
     json(
         if ok {
             StatusCode::OK
@@ -47,8 +52,31 @@ pub async fn ready(state: &State) -> Response<Body> {
         &j!({"status": if ok { "ready" } else { "not_ready" },
              "store": store.err().unwrap_or_else(|| "ok".into()),
              "upstream": upstream.err().unwrap_or_else(|| "ok".into()),
-             "facilitator": facilitator.unwrap_or_else(|| "ok".into())}),
+             "facilitator": facilitator.unwrap_or_else(|| "ok".into()),
+             "settlement": settlement.err().unwrap_or_else(|| "ok".into())}),
     )
+}
+
+/// With `x402.facilitator = "self"`: the settlement account holds gas on every network (an
+/// empty one is an operator error: every payment would be refused).
+async fn settlement_ok(state: &State) -> Result<(), String> {
+    let Some(own) = state.payments.facilitator().own() else {
+        return Ok(());
+    };
+    for net in &state.config.x402.networks {
+        match own.gas_balance(net).await {
+            Ok(0) => {
+                return Err(format!(
+                    "the settlement account {} has no gas on {}: fund it",
+                    crate::crypto::to_checksum(&own.account()),
+                    net.name
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("{}: the chain cannot be read: {e}", net.name)),
+        }
+    }
+    Ok(())
 }
 
 /// Which facilitator settles x402 payments: the built-in simulator, or a remote one named by its
@@ -56,6 +84,15 @@ pub async fn ready(state: &State) -> Response<Body> {
 fn facilitator(state: &State) -> serde_json::Value {
     let x = &state.config.x402;
     let real_upstream = state.config.upstream.api_key.is_some();
+    if let Some(own) = state.payments.facilitator().own() {
+        // Our own facilitator: the account is public, its key never shown.
+        return j!({
+            "simulated": false,
+            "self": true,
+            "settlement_account": crate::crypto::to_checksum(&own.account()),
+            "free_credits_buy_real_calls": false,
+        });
+    }
     match &x.facilitator_url {
         None => j!({
             "simulated": true,

@@ -61,6 +61,11 @@ pub struct RawX402 {
     pub pay_to: String,
     /// Facilitator base URL; empty: the built-in facilitator simulator.
     pub facilitator_url: String,
+    /// `"self"`: verify and settle on chain ourselves (every network needs an `rpc_url`);
+    /// empty: `facilitator_url` (`config::own`).
+    pub facilitator: String,
+    /// The settlement account's private key for `facilitator = "self"`: 64 hex digits or `$VAR`.
+    pub settlement_key: String,
     /// Lets the built-in facilitator simulator run while a Gemini API key is set. The simulator
     /// moves no USDC and starts every address with $1,000, so this turns real Gemini calls into
     /// free ones: for a demo or a test of a real key, never for a public gateway.
@@ -130,6 +135,8 @@ impl Default for RawX402 {
             // Anvil/Hardhat dev account #1: a safe default for the simulator; set your own.
             pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
             facilitator_url: String::new(),
+            facilitator: String::new(),
+            settlement_key: String::new(),
             allow_simulated_facilitator_with_real_upstream: false,
             min_quote: 1_000,
             max_timeout_s: 300,
@@ -275,6 +282,7 @@ impl RawX402 {
             message,
         };
         let networks = networks::validate(&self.networks)?;
+        let own = super::own::validate(&self.facilitator, &self.settlement_key, &networks)?;
         let pay_to: Wallet = self
             .pay_to
             .parse()
@@ -298,7 +306,7 @@ impl RawX402 {
                     "a public dev key cannot receive mainnet USDC; set your own address".into(),
                 ));
             }
-            if self.facilitator_url.trim().is_empty() {
+            if self.facilitator_url.trim().is_empty() && own.is_none() {
                 return Err(invalid(
                     "x402.facilitator_url",
                     "mainnet (base) needs a real facilitator; the simulator moves no USDC".into(),
@@ -313,6 +321,7 @@ impl RawX402 {
             _ => return Err(invalid("x402.facilitator_url", "want http(s)://…".into())),
         };
         if facilitator_url.is_none()
+            && own.is_none()
             && real_upstream
             && !self.allow_simulated_facilitator_with_real_upstream
         {
@@ -344,6 +353,7 @@ impl RawX402 {
             networks,
             pay_to,
             facilitator_url,
+            own,
             allow_simulated_facilitator_with_real_upstream: self
                 .allow_simulated_facilitator_with_real_upstream,
             min_quote: self.min_quote,

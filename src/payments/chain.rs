@@ -77,7 +77,7 @@ fn hex0x(bytes: &[u8]) -> String {
 }
 
 /// A `0x…` quantity (block number, timestamp).
-fn quantity(v: &Value, what: &str) -> Result<u64, String> {
+pub(crate) fn quantity(v: &Value, what: &str) -> Result<u64, String> {
     v.as_str()
         .and_then(|s| s.strip_prefix("0x"))
         .and_then(|s| u64::from_str_radix(s, 16).ok())
@@ -158,7 +158,12 @@ impl ChainReader {
     }
 
     /// One JSON-RPC call; `Err` names the method, never the URL.
-    async fn rpc(&self, url: &str, method: &str, params: Value) -> Result<Value, String> {
+    pub(crate) async fn rpc(
+        &self,
+        url: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let req = Request::builder()
             .method(Method::POST)

@@ -259,6 +259,61 @@ pub(crate) fn host_of(url: &str) -> &str {
     authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
 
+/// The facilitator seam: a remote one over HTTP, or our own on chain (`own`). Both answer
+/// verify and settle with the same types and errors, so callers cannot tell them apart.
+#[derive(Debug)]
+pub enum Facilitator {
+    Remote(FacilitatorClient),
+    Own(Box<super::own::OwnFacilitator>),
+}
+
+impl Facilitator {
+    /// The remote base URL, or `self`.
+    pub fn base_url(&self) -> &str {
+        match self {
+            Facilitator::Remote(c) => c.base_url(),
+            Facilitator::Own(_) => "self",
+        }
+    }
+
+    pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, PaymentError> {
+        match self {
+            Facilitator::Remote(c) => c.verify(req).await,
+            Facilitator::Own(o) => o.verify(req).await,
+        }
+    }
+
+    pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, PaymentError> {
+        match self {
+            Facilitator::Remote(c) => c.settle(req).await,
+            Facilitator::Own(o) => o.settle(req).await,
+        }
+    }
+
+    pub async fn supported(&self) -> Result<SupportedResponse, PaymentError> {
+        match self {
+            Facilitator::Remote(c) => c.supported().await,
+            Facilitator::Own(o) => Ok(o.supported()),
+        }
+    }
+
+    /// Our own facilitator, when that is the mode.
+    pub fn own(&self) -> Option<&super::own::OwnFacilitator> {
+        match self {
+            Facilitator::Remote(_) => None,
+            Facilitator::Own(o) => Some(o),
+        }
+    }
+
+    /// The remote facilitator, when that is the mode.
+    pub fn remote(&self) -> Option<&FacilitatorClient> {
+        match self {
+            Facilitator::Remote(c) => Some(c),
+            Facilitator::Own(_) => None,
+        }
+    }
+}
+
 /// An error and its sources, one line (hyper's connect errors hide the cause in `source`).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -32,14 +32,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chain::{AuthorizationState, ChainReader};
-use super::{FacilitatorClient, FacilitatorRequest, PaymentError, unix_now};
+use super::{Facilitator, FacilitatorRequest, PaymentError, unix_now};
 use crate::config::Network;
 use crate::wallet::Wallet;
 
 /// Looks settlements up (cheap to clone: settlement tasks and recovery each hold one).
 #[derive(Debug, Clone)]
 pub struct Resolver {
-    pub(crate) facilitator: Arc<FacilitatorClient>,
+    pub(crate) facilitator: Arc<Facilitator>,
     pub(crate) chain: ChainReader,
     /// How long a request waits for an unknown outcome (`x402.settle_pending_wait_ms`).
     pub(crate) wait: Duration,

@@ -123,6 +123,7 @@ pub(crate) mod tests {
 
     pub(crate) fn cfg() -> X402Config {
         X402Config {
+            own: None,
             networks: vec![
                 known_network("base-sepolia").unwrap(),
                 known_network("base").unwrap(),

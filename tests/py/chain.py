@@ -237,6 +237,25 @@ def _transact(w3: Web3, sender: LocalAccount, call: Any) -> Any:
     return receipt
 
 
+def _transact_value(w3: Web3, sender: LocalAccount, to: str, wei: int) -> Any:
+    """Sends ``wei`` of ETH (gas money) from ``sender`` to ``to`` and waits for it."""
+    tx = {
+        "from": sender.address,
+        "to": Web3.to_checksum_address(to),
+        "value": wei,
+        "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
+        "chainId": CHAIN_ID,
+        "gas": 21_000,
+        "maxFeePerGas": 10 * w3.eth.gas_price,
+        "maxPriorityFeePerGas": w3.eth.max_priority_fee,
+    }
+    signed = sender.sign_transaction(tx)
+    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=30)
+    if receipt["status"] != 1:
+        raise RuntimeError(f"transfer reverted: {receipt}")
+    return receipt
+
+
 def _deploy(w3: Web3, sender: LocalAccount, abi: Any, bytecode: str) -> Any:
     contract = w3.eth.contract(abi=abi, bytecode=bytecode)
     receipt = _transact(w3, sender, contract.constructor())
