@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::describe::{auth_text, base_url, example, group, price_text, route_code, security};
-use super::routes::{Access, ROUTES, Route};
+use super::routes::{Access, ROUTES, Route, RouteId};
 use crate::billing::pricing::format_usd_micros;
 use crate::config::Config;
 use crate::crypto::to_checksum;
@@ -272,11 +272,12 @@ fn summary(c: &Config) -> String {
         .map(|n| format!("`{}` (USDC `{}`)", n.caip2, to_checksum(&n.asset)))
         .collect();
     format!(
-        "OpenAI-compatible Gemini gateway with x402, credits and wallet memory.\n\nPrices (1 credit = 1 atomic USDC = $0.000001): {}.\n\nx402: pay `{}` on {}. Request bodies: at most {} bytes.",
+        "OpenAI-compatible Gemini gateway with x402, credits and wallet memory.\n\nPrices (1 credit = 1 atomic USDC = $0.000001): {}.\n\nx402: pay `{}` on {}. Request bodies: at most {} bytes ({} on the chat, responses and MCP routes, for media).",
         prices.join("; "),
         to_checksum(&c.x402.pay_to),
         networks.join(", "),
-        c.body_limit
+        c.body_limit,
+        c.chat_body_limit()
     )
 }
 
@@ -328,7 +329,11 @@ pub fn document(c: &Config) -> String {
         let path = paths
             .entry(route.path.to_string())
             .or_insert_with(|| json!({}));
-        path[route.method.to_ascii_lowercase()] = operation(route, &s, c.body_limit);
+        let limit = match route.id {
+            RouteId::Chat | RouteId::Responses | RouteId::Mcp => c.chat_body_limit(),
+            _ => c.body_limit,
+        };
+        path[route.method.to_ascii_lowercase()] = operation(route, &s, limit);
     }
     let spec = json!({
         "openapi": "3.1.0",
@@ -336,7 +341,7 @@ pub fn document(c: &Config) -> String {
         "servers": [{"url": base_url(c)}],
         "x-vectorway-pricing": pricing(c),
         "x-vectorway-x402": x402_terms(c),
-        "x-vectorway-limits": {"bodyLimitBytes": c.body_limit, "runtimePerMin": c.limits.runtime_per_min,
+        "x-vectorway-limits": {"bodyLimitBytes": c.body_limit, "chatBodyLimitBytes": c.chat_body_limit(), "runtimePerMin": c.limits.runtime_per_min,
                                "controlPerMin": c.limits.control_per_min,
                                "ipPerMin": c.limits.ip_per_min, "ipBurst": c.limits.ip_burst,
                                "agentRegistrationsPerMin": c.agents.register_per_min,
@@ -422,6 +427,27 @@ mod tests {
             assert_eq!(v["asset"], to_checksum(&n.asset).as_str());
         }
         assert_eq!(spec["x-vectorway-limits"]["bodyLimitBytes"], 424_242);
-        assert!(chat["description"].as_str().unwrap().contains("424242"));
+        // The chat routes take media: their own cap, derived from `media.max_total_bytes`.
+        let chat_limit = c.chat_body_limit();
+        assert_eq!(
+            chat_limit,
+            (c.media.max_total_bytes.div_ceil(3) * 4) + 424_242
+        );
+        assert_eq!(spec["x-vectorway-limits"]["chatBodyLimitBytes"], chat_limit);
+        assert!(
+            chat["description"]
+                .as_str()
+                .unwrap()
+                .contains(&chat_limit.to_string())
+        );
+        let responses = &spec["paths"]["/v1/responses"]["post"]["requestBody"]["description"];
+        assert!(
+            responses
+                .as_str()
+                .unwrap()
+                .contains(&chat_limit.to_string())
+        );
+        let embeddings = &spec["paths"]["/v1/embeddings"]["post"]["requestBody"]["description"];
+        assert!(embeddings.as_str().unwrap().contains("424242"));
     }
 }

@@ -154,10 +154,22 @@ fn invalid(param: &'static str, msg: impl Into<String>) -> RequestError {
     RequestError::validation(param, msg)
 }
 
-/// Parses and validates a chat request body.
+/// Parses and validates a chat request body (simd-json parses in place, so this copies it).
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, RequestError> {
-    let mut buf = body.to_vec();
-    let raw: RawChat = simd_json::serde::from_slice(&mut buf).map_err(|e| {
+    parse_chat_mut(&mut body.to_vec())
+}
+
+/// Parses and validates a body that `read_body` returned, in place when nothing else shares its
+/// buffer: a media-sized body (up to `Config::chat_body_limit`) is not copied a second time.
+pub fn parse_chat_owned(body: bytes::Bytes) -> Result<ChatRequest, RequestError> {
+    match body.try_into_mut() {
+        Ok(mut owned) => parse_chat_mut(&mut owned),
+        Err(shared) => parse_chat(&shared),
+    }
+}
+
+fn parse_chat_mut(buf: &mut [u8]) -> Result<ChatRequest, RequestError> {
+    let raw: RawChat = simd_json::serde::from_slice(buf).map_err(|e| {
         // simd-json counts "nested too deep" (past 1024 levels) as a data error; it is a
         // property of the JSON text, not of the chat schema.
         if e.is_data() && *e.error() != simd_json::ErrorType::DepthLimitExceeded {
