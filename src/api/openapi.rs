@@ -399,6 +399,29 @@ mod tests {
         }
     }
 
+    /// Any two distinct entries of a documented `models` list name two distinct models: a list
+    /// with a model and its `gemini/` alias is schema-valid nowhere, since the gateway refuses it.
+    #[test]
+    fn documented_fallback_lists_never_name_one_model_twice() {
+        let c = Config::for_tests(std::path::Path::new("/nonexistent"), "http://127.0.0.1:9");
+        let spec: Value = serde_json::from_str(&document(&c)).unwrap();
+        assert!(c.prices.all().iter().any(|m| !m.aliases.is_empty()));
+        for path in ["/v1/chat/completions", "/v1/responses"] {
+            let body = &spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"];
+            let models = &body["properties"]["models"];
+            assert_eq!(models["uniqueItems"], true, "{path}");
+            let ids = models["items"]["enum"].as_array().unwrap();
+            let resolved: std::collections::HashSet<&str> = ids
+                .iter()
+                .map(|id| c.prices.get(id.as_str().unwrap()).unwrap().id.as_str())
+                .collect();
+            assert_eq!(resolved.len(), ids.len(), "{path}: {ids:?}");
+            // `model` still takes the aliases.
+            let model = body["properties"]["model"]["enum"].as_array().unwrap();
+            assert!(model.len() > ids.len(), "{path}");
+        }
+    }
+
     #[test]
     fn the_spec_carries_the_live_prices_payment_terms_and_body_cap() {
         let mut c = Config::for_tests(std::path::Path::new("/nonexistent"), "http://127.0.0.1:9");

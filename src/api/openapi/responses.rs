@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use super::shapes::{int, num, object, opt, r, string};
+use super::shapes::{fallback_models, int, num, object, opt, r, string};
 use crate::api::describe::price_text;
 use crate::config::Config;
 
@@ -70,8 +70,7 @@ pub(super) fn body(c: &Config) -> Value {
             "input": {"anyOf": [string(), items], "description": "A string (one user message) or items: `message` items (at least one from the user), `function_call` and `function_call_output` items (tool calling, see the README; a call's `extra_content` carries a Gemini thought signature back) and `reasoning` items (accepted, dropped). `item_reference` is refused: nothing is stored."},
             "instructions": opt(string()),
             "model": opt(model.clone()),
-            "models": opt(json!({"type": "array", "items": model, "minItems": 2, "maxItems": 3, "uniqueItems": true,
-                                 "description": "A fallback list, tried in order; instead of `model`."})),
+            "models": opt(fallback_models(c)),
             "stream": opt(json!({"type": "boolean"})),
             "max_output_tokens": opt(int(1, i128::from(max_out))),
             "temperature": opt(num(0.0, 2.0)),

@@ -212,6 +212,16 @@ fn upstream(mut s: Shape) -> Shape {
     s
 }
 
+/// `models`, a fallback list: canonical ids only. An alias is accepted there too, but a list
+/// naming one model twice (`<id>` and `gemini/<id>`) is a 422, which `uniqueItems` over aliases
+/// could not express; so the document describes the alias-free lists, all of which are valid.
+pub(super) fn fallback_models(c: &Config) -> Value {
+    let ids: Vec<&str> = c.prices.all().iter().map(|m| m.id.as_str()).collect();
+    json!({"type": "array", "items": {"type": "string", "enum": ids}, "minItems": 2, "maxItems": 3,
+           "uniqueItems": true,
+           "description": "A fallback list of 2 or 3 distinct models, tried in order; instead of `model`. Aliases (`gemini/<id>`) are accepted too, but two entries naming the same model are a 422."})
+}
+
 fn chat_body(c: &Config) -> Value {
     let mut models: Vec<Value> = Vec::new();
     for m in c.prices.all() {
@@ -252,8 +262,7 @@ fn chat_body(c: &Config) -> Value {
             "messages": {"type": "array", "minItems": 1, "items": message, "contains": user,
                          "description": "1 to 10,000 messages, at least one from the user. Assistant `tool_calls` and `tool` messages (tool calling, see the README) are accepted and not described here, and so are `image_url` (a base64 `data:` URL or an `https://` URL the gateway fetches), `input_audio` (wav, mp3) and `file` (PDF `file_data`) parts in user messages."},
             "model": opt(model.clone()),
-            "models": opt(json!({"type": "array", "items": model, "minItems": 2, "maxItems": 3, "uniqueItems": true,
-                                 "description": "A fallback list, tried in order; instead of `model`."})),
+            "models": opt(fallback_models(c)),
             "stream": opt(json!({"type": "boolean"})),
             "stream_options": opt(json!({"type": "object", "properties": {"include_usage": opt(json!({"type": "boolean"}))}})),
             "max_tokens": opt(tokens.clone()),
