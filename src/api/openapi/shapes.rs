@@ -283,7 +283,9 @@ fn chat_body(c: &Config) -> Value {
             "frequency_penalty": opt(num(-2.0, 2.0)),
             "response_format": opt(response_format()),
             "reasoning_effort": opt(json!({"enum": ["none", "minimal", "low", "medium", "high"]})),
-            "tools": opt(json!({"type": "array", "maxItems": 0, "description": "Function tools (`tools`, `tool_choice`, `parallel_tool_calls`) are accepted (see the README; a bad one is a 400 `invalid_tool` or `invalid_schema` naming the path); this document describes requests without them."})),
+            "tools": opt(json!({"type": "array", "items": function_tool(), "maxItems": 1, "description": "Function tools (Gemini function declarations). Several are accepted when their names are distinct (a name declared twice is a 400 `invalid_tool`), which JSON Schema cannot say, so this document describes lists of one. A bad tool is a 400 `invalid_tool` or `invalid_schema` naming the path."})),
+            "tool_choice": opt(json!({"enum": ["auto", "none", "required"], "description": "`auto`, `none`, `required` (needs `tools`), or `{\"type\": \"function\", \"function\": {\"name\": …}}` naming a declared tool (accepted; not described here, as a schema cannot tie the name to `tools`)."})),
+            "parallel_tool_calls": opt(json!({"type": "boolean", "description": "`false` keeps the first call of an answer."})),
             "memory_read": opt(json!({"type": "boolean", "default": true})),
             "memory_write": opt(json!({"type": "boolean", "default": true})),
             "memory_write_mode": opt(json!({"enum": ["auto", "raw", "summary"], "default": "auto"})),
@@ -304,8 +306,55 @@ fn chat_body(c: &Config) -> Value {
         {"if": {"required": ["models"], "properties": {"models": {"type": "array", "contains": gemini3}}}, "then": one},
         {"if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
          "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": true}}}},
+        // `tool_choice: required` needs a tool to call.
+        {"if": {"required": ["tool_choice"], "properties": {"tool_choice": {"const": "required"}}},
+         "then": {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}}},
     ]);
     body
+}
+
+/// `{type: function, function: {name, description?, parameters?, strict?}}`, constrained as far
+/// as the gateway checks it: Gemini's name rule, and parameters that are an object schema whose
+/// top the gateway's schema check reads (as in `response_format`).
+fn function_tool() -> Value {
+    object(
+        &["type", "function"],
+        json!({"type": {"const": "function"}, "function": object(&["name"], function_fields())}),
+    )
+}
+
+/// The Responses API's flat function tool: `{type: function, name, description?, parameters?,
+/// strict?}`, the same rules.
+pub(super) fn flat_function_tool() -> Value {
+    let mut fields = function_fields();
+    fields["type"] = json!({"const": "function"});
+    object(&["type", "name"], fields)
+}
+
+/// A function's `name`, `description`, `parameters` and `strict`.
+fn function_fields() -> Value {
+    json!({
+            "name": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$",
+                     "description": "Gemini's rule: a letter or `_`, then letters, digits, `_ . : -`; at most 64."},
+            "description": opt(string()),
+            "parameters": opt(json_schema_top(json!({"const": "object"}))),
+            "strict": {"description": "Accepted and ignored, whatever it holds: Gemini has no such switch."},
+    })
+}
+
+/// The top of a JSON Schema as the gateway's schema check reads it: `type` as `kind`, a
+/// subschema (an object or a boolean) per property, and the names in `required`.
+fn json_schema_top(kind: Value) -> Value {
+    let types = json!([
+        "string", "number", "integer", "boolean", "array", "object", "null"
+    ]);
+    let any = json!({"anyOf": [{"enum": types}, {"type": "array", "items": {"enum": types}}]});
+    let property =
+        json!({"anyOf": [{"type": "object", "properties": {"type": any}}, {"type": "boolean"}]});
+    json!({"type": "object", "properties": {
+        "type": kind,
+        "properties": {"type": "object", "additionalProperties": property},
+        "required": {"type": "array", "items": string()}}})
 }
 
 /// An agent account, by its UUID or its account id.
@@ -323,12 +372,7 @@ fn response_format() -> Value {
         "string", "number", "integer", "boolean", "array", "object", "null"
     ]);
     let kind = json!({"anyOf": [{"enum": types}, {"type": "array", "items": {"enum": types}}]});
-    let property =
-        json!({"anyOf": [{"type": "object", "properties": {"type": kind}}, {"type": "boolean"}]});
-    let schema = json!({"type": "object", "properties": {
-        "type": kind,
-        "properties": {"type": "object", "additionalProperties": property},
-        "required": {"type": "array", "items": string()}}});
+    let schema = json_schema_top(kind);
     let json_schema = object(
         &["name"],
         json!({"name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
