@@ -101,6 +101,41 @@ async fn a_photo_sized_data_url_is_accepted_on_chat_and_responses_and_billed_by_
         tokens(&res, "input_tokens") - tokens(&base, "input_tokens"),
         8 * 258
     );
+    // The MCP chat tool re-enters chat with the same arguments, so it takes the photo too.
+    let call = |url: &str| {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+               "params": {"name": "chat", "arguments": chat_body(url)}})
+    };
+    let mcp = |body: Value| {
+        let key = key.clone();
+        let env = &env;
+        async move {
+            let res = env
+                .send(
+                    Method::POST,
+                    "/mcp",
+                    &[
+                        ("x-api-key", key.as_str()),
+                        ("content-type", "application/json"),
+                        ("accept", "application/json, text/event-stream"),
+                    ],
+                    body.to_string(),
+                )
+                .await;
+            assert_eq!(
+                res.status,
+                StatusCode::OK,
+                "{}",
+                String::from_utf8_lossy(&res.body)
+            );
+            let v = res.json();
+            assert!(v.get("error").is_none(), "{v}");
+            v["result"]["structuredContent"]["usage"]["prompt_tokens"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    assert_eq!(mcp(call(&photo)).await - mcp(call(&small)).await, 8 * 258);
     env.stop().await;
 }
 
