@@ -73,8 +73,8 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads a whole request body, refusing anything larger than `limit` bytes with 413. A declared
 /// `Content-Length` over the limit is refused without buffering a byte; what the client sends of
-/// a refused body is read and dropped, up to `DRAIN_BYTES` and `DRAIN_TIME`, so that the client
-/// sees the answer instead of a reset.
+/// a refused body is read and dropped, up to `DRAIN_BYTES` (twice the limit when that is more)
+/// and `DRAIN_TIME`, so that the client sees the answer instead of a reset.
 pub async fn read_body<B>(
     headers: &http::HeaderMap,
     body: B,
@@ -85,11 +85,14 @@ where
     B::Error: std::fmt::Display + Into<BodyError>,
 {
     let mut body = std::pin::pin!(body);
+    // A route with a large limit (chat's, for media) drains up to twice it, so a client that
+    // sends a photo too many gets the 413 too; still within `DRAIN_TIME`, and nothing is kept.
+    let drain_cap = DRAIN_BYTES.max((limit as u64).saturating_mul(2));
     if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
         match len.parse::<u64>() {
             Ok(n) if n > limit as u64 => {
-                if n <= DRAIN_BYTES {
-                    drain(body.as_mut()).await;
+                if n <= drain_cap {
+                    drain(body.as_mut(), drain_cap).await;
                 }
                 return Err(RequestError::BodyTooLarge { limit });
             }
@@ -100,7 +103,7 @@ where
     match Limited::new(body.as_mut(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            drain(body).await;
+            drain(body, drain_cap).await;
             Err(RequestError::BodyTooLarge { limit })
         }
         Err(e) if e.is::<BodyTimeout>() => Err(RequestError::BodyTimeout(e.to_string())),
@@ -200,11 +203,11 @@ where
     }
 }
 
-/// Reads and drops the rest of a refused body, within `DRAIN_BYTES` and `DRAIN_TIME`.
-async fn drain<B: http_body::Body<Data = Bytes>>(mut body: std::pin::Pin<&mut B>) {
+/// Reads and drops the rest of a refused body, within `cap` bytes and `DRAIN_TIME`.
+async fn drain<B: http_body::Body<Data = Bytes>>(mut body: std::pin::Pin<&mut B>, cap: u64) {
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         let mut read = 0u64;
-        while read < DRAIN_BYTES {
+        while read < cap {
             match body.frame().await {
                 Some(Ok(frame)) => {
                     read += frame.data_ref().map_or(0, |d| d.len() as u64);

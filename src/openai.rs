@@ -20,6 +20,7 @@ pub mod answer;
 pub mod choices;
 pub mod content;
 pub mod history;
+pub mod object;
 pub mod responses;
 pub mod schema;
 pub mod surface;

@@ -41,7 +41,7 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 
 use super::memory::{self, Remember};
-use super::types::{ChatRequest, parse_chat};
+use super::types::{ChatRequest, parse_chat_owned};
 use super::{Ctx, ReqBody, State, journal_usage, pay, settle};
 use crate::auth::{AuthError, AuthMode};
 use crate::billing::pricing::ModelPrice;
@@ -230,8 +230,8 @@ pub fn completion_id(response_id: Option<&str>, request_id: &str) -> String {
 
 pub async fn completions(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
-    let mut chat = parse_chat(&bytes)?;
+    let bytes = read_body(&parts.headers, body, ctx.state.config.chat_body_limit()).await?;
+    let mut chat = parse_chat_owned(bytes)?;
     serve(ctx, &parts, &mut chat, CHAT).await
 }
 

@@ -55,7 +55,7 @@ pub async fn handle(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, 
         }
     }
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
+    let bytes = read_body(&parts.headers, body, ctx.state.config.chat_body_limit()).await?;
     let msg: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::describe::{auth_text, base_url, example, group, price_text, route_code, security};
-use super::routes::{Access, ROUTES, Route};
+use super::routes::{Access, ROUTES, Route, RouteId};
 use crate::billing::pricing::format_usd_micros;
 use crate::config::Config;
 use crate::crypto::to_checksum;
@@ -272,11 +272,12 @@ fn summary(c: &Config) -> String {
         .map(|n| format!("`{}` (USDC `{}`)", n.caip2, to_checksum(&n.asset)))
         .collect();
     format!(
-        "OpenAI-compatible Gemini gateway with x402, credits and wallet memory.\n\nPrices (1 credit = 1 atomic USDC = $0.000001): {}.\n\nx402: pay `{}` on {}. Request bodies: at most {} bytes.",
+        "OpenAI-compatible Gemini gateway with x402, credits and wallet memory.\n\nPrices (1 credit = 1 atomic USDC = $0.000001): {}.\n\nx402: pay `{}` on {}. Request bodies: at most {} bytes ({} on the chat, responses and MCP routes, for media).",
         prices.join("; "),
         to_checksum(&c.x402.pay_to),
         networks.join(", "),
-        c.body_limit
+        c.body_limit,
+        c.chat_body_limit()
     )
 }
 
@@ -328,7 +329,11 @@ pub fn document(c: &Config) -> String {
         let path = paths
             .entry(route.path.to_string())
             .or_insert_with(|| json!({}));
-        path[route.method.to_ascii_lowercase()] = operation(route, &s, c.body_limit);
+        let limit = match route.id {
+            RouteId::Chat | RouteId::Responses | RouteId::Mcp => c.chat_body_limit(),
+            _ => c.body_limit,
+        };
+        path[route.method.to_ascii_lowercase()] = operation(route, &s, limit);
     }
     let spec = json!({
         "openapi": "3.1.0",
@@ -336,7 +341,7 @@ pub fn document(c: &Config) -> String {
         "servers": [{"url": base_url(c)}],
         "x-vectorway-pricing": pricing(c),
         "x-vectorway-x402": x402_terms(c),
-        "x-vectorway-limits": {"bodyLimitBytes": c.body_limit, "runtimePerMin": c.limits.runtime_per_min,
+        "x-vectorway-limits": {"bodyLimitBytes": c.body_limit, "chatBodyLimitBytes": c.chat_body_limit(), "runtimePerMin": c.limits.runtime_per_min,
                                "controlPerMin": c.limits.control_per_min,
                                "ipPerMin": c.limits.ip_per_min, "ipBurst": c.limits.ip_burst,
                                "agentRegistrationsPerMin": c.agents.register_per_min,
@@ -394,6 +399,29 @@ mod tests {
         }
     }
 
+    /// Any two distinct entries of a documented `models` list name two distinct models: a list
+    /// with a model and its `gemini/` alias is schema-valid nowhere, since the gateway refuses it.
+    #[test]
+    fn documented_fallback_lists_never_name_one_model_twice() {
+        let c = Config::for_tests(std::path::Path::new("/nonexistent"), "http://127.0.0.1:9");
+        let spec: Value = serde_json::from_str(&document(&c)).unwrap();
+        assert!(c.prices.all().iter().any(|m| !m.aliases.is_empty()));
+        for path in ["/v1/chat/completions", "/v1/responses"] {
+            let body = &spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"];
+            let models = &body["properties"]["models"];
+            assert_eq!(models["uniqueItems"], true, "{path}");
+            let ids = models["items"]["enum"].as_array().unwrap();
+            let resolved: std::collections::HashSet<&str> = ids
+                .iter()
+                .map(|id| c.prices.get(id.as_str().unwrap()).unwrap().id.as_str())
+                .collect();
+            assert_eq!(resolved.len(), ids.len(), "{path}: {ids:?}");
+            // `model` still takes the aliases.
+            let model = body["properties"]["model"]["enum"].as_array().unwrap();
+            assert!(model.len() > ids.len(), "{path}");
+        }
+    }
+
     #[test]
     fn the_spec_carries_the_live_prices_payment_terms_and_body_cap() {
         let mut c = Config::for_tests(std::path::Path::new("/nonexistent"), "http://127.0.0.1:9");
@@ -422,6 +450,27 @@ mod tests {
             assert_eq!(v["asset"], to_checksum(&n.asset).as_str());
         }
         assert_eq!(spec["x-vectorway-limits"]["bodyLimitBytes"], 424_242);
-        assert!(chat["description"].as_str().unwrap().contains("424242"));
+        // The chat routes take media: their own cap, derived from `media.max_total_bytes`.
+        let chat_limit = c.chat_body_limit();
+        assert_eq!(
+            chat_limit,
+            (c.media.max_total_bytes.div_ceil(3) * 4) + 424_242
+        );
+        assert_eq!(spec["x-vectorway-limits"]["chatBodyLimitBytes"], chat_limit);
+        assert!(
+            chat["description"]
+                .as_str()
+                .unwrap()
+                .contains(&chat_limit.to_string())
+        );
+        let responses = &spec["paths"]["/v1/responses"]["post"]["requestBody"]["description"];
+        assert!(
+            responses
+                .as_str()
+                .unwrap()
+                .contains(&chat_limit.to_string())
+        );
+        let embeddings = &spec["paths"]["/v1/embeddings"]["post"]["requestBody"]["description"];
+        assert!(embeddings.as_str().unwrap().contains("424242"));
     }
 }

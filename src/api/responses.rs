@@ -19,7 +19,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 
 use super::chat::{self, Surface};
-use super::types::parse_chat;
+use super::types::parse_chat_owned;
 use super::{Ctx, ReqBody};
 use crate::error::Error;
 use crate::http::{Body, BodyError, read_body};
@@ -37,9 +37,10 @@ const SURFACE: Surface = Surface {
 
 pub async fn create(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, ctx.state.config.body_limit).await?;
-    let t = responses::translate(&bytes)?;
-    let mut chat = parse_chat(&t.chat).map_err(|e| t.remap(e))?;
+    let bytes = read_body(&parts.headers, body, ctx.state.config.chat_body_limit()).await?;
+    let mut t = responses::translate(&bytes)?;
+    drop(bytes); // translated: the chat body below is the one copy kept
+    let mut chat = parse_chat_owned(std::mem::take(&mut t.chat).into()).map_err(|e| t.remap(e))?;
     let base = ctx.request_id.trim_start_matches("req_").to_string();
     let res = chat::serve(ctx, &parts, &mut chat, SURFACE)
         .await

@@ -13,6 +13,7 @@ use crate::billing::pricing::ModelPrice;
 use crate::error::RequestError;
 use crate::openai::content::{self, Accepts, Piece, RawContent};
 use crate::openai::history::{self, CallIn, CallIndex, RawToolCall};
+use crate::openai::object;
 use crate::openai::surface::{self, RawResponseFormat, RawSurface, Surface};
 use crate::openai::tools::{self, RawTool, RawToolChoice, ToolSpec};
 use crate::upstream::{ChatCall, GenParams, Part, Role, Thinking, Turn};
@@ -24,8 +25,10 @@ pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
 struct RawChat {
     model: Option<String>,
     models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "object::opt_vec")]
     messages: Option<Vec<RawMessage>>,
     stream: Option<bool>,
+    #[serde(default, deserialize_with = "object::opt")]
     stream_options: Option<RawStreamOptions>,
     max_tokens: Option<Int<i64>>,
     max_completion_tokens: Option<Int<i64>>,
@@ -36,6 +39,7 @@ struct RawChat {
     seed: Option<Int<i64>>,
     presence_penalty: Option<f64>,
     frequency_penalty: Option<f64>,
+    #[serde(default, deserialize_with = "object::opt")]
     response_format: Option<RawResponseFormat>,
     logprobs: Option<bool>,
     top_logprobs: Option<Int<i64>>,
@@ -48,6 +52,7 @@ struct RawChat {
     logit_bias: Option<Value>,
     web_search_options: Option<Value>,
     reasoning_effort: Option<String>,
+    #[serde(default, deserialize_with = "object::opt_vec")]
     tools: Option<Vec<RawTool>>,
     tool_choice: Option<RawToolChoice>,
     parallel_tool_calls: Option<bool>,
@@ -59,6 +64,8 @@ struct RawChat {
     /// A namespace within the wallet's memory (one wallet, many agents).
     memory_namespace: Option<String>,
 }
+
+object::named!(RawMessage => "messages[]", RawStreamOptions => "stream_options");
 
 #[derive(Debug, Deserialize)]
 struct RawStreamOptions {
@@ -76,6 +83,7 @@ enum StopField {
 struct RawMessage {
     role: String,
     content: Option<RawContent>,
+    #[serde(default, deserialize_with = "object::opt_vec")]
     tool_calls: Option<Vec<RawToolCall>>,
     tool_call_id: Option<String>,
 }
@@ -154,13 +162,29 @@ fn invalid(param: &'static str, msg: impl Into<String>) -> RequestError {
     RequestError::validation(param, msg)
 }
 
-/// Parses and validates a chat request body.
+/// Parses and validates a chat request body (simd-json parses in place, so this copies it).
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, RequestError> {
-    let mut buf = body.to_vec();
-    let raw: RawChat = simd_json::serde::from_slice(&mut buf).map_err(|e| {
+    parse_chat_mut(&mut body.to_vec())
+}
+
+/// Parses and validates a body that `read_body` returned, in place when nothing else shares its
+/// buffer: a media-sized body (up to `Config::chat_body_limit`) is not copied a second time.
+pub fn parse_chat_owned(body: bytes::Bytes) -> Result<ChatRequest, RequestError> {
+    match body.try_into_mut() {
+        Ok(mut owned) => parse_chat_mut(&mut owned),
+        Err(shared) => parse_chat(&shared),
+    }
+}
+
+fn parse_chat_mut(buf: &mut [u8]) -> Result<ChatRequest, RequestError> {
+    let raw: RawChat = simd_json::serde::from_slice(buf).map_err(|e| {
         // simd-json counts "nested too deep" (past 1024 levels) as a data error; it is a
         // property of the JSON text, not of the chat schema.
         if e.is_data() && *e.error() != simd_json::ErrorType::DepthLimitExceeded {
+            let text = e.to_string();
+            if let Some(field) = object::param_of(&text, object::NAMES) {
+                return invalid(field, format!("{field} must be a JSON object: {text}"));
+            }
             invalid(
                 "body",
                 format!("request body does not match the chat schema: {e}"),
@@ -685,6 +709,8 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod object_tests;
 #[cfg(test)]
 mod tool_tests;
 

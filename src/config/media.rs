@@ -68,6 +68,18 @@ pub struct MediaConfig {
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
+impl super::Config {
+    /// The body limit of the routes that carry chat turns (`/v1/chat/completions`,
+    /// `/v1/responses`, `/mcp`): room for `media.max_total_bytes` of media as base64 (4/3 of it)
+    /// plus `server.body_limit_bytes` for the JSON around it (28 MiB with the defaults). Every
+    /// other route keeps `server.body_limit_bytes`. The body is still read into memory once, within
+    /// `server.body_read_timeout_ms`.
+    pub fn chat_body_limit(&self) -> usize {
+        let base64 = self.media.max_total_bytes.div_ceil(3).saturating_mul(4);
+        base64.saturating_add(self.body_limit)
+    }
+}
+
 impl RawMedia {
     pub fn validate(&self) -> Result<MediaConfig, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {

@@ -23,6 +23,7 @@ use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use serde::Deserialize;
 
+use super::object;
 use crate::error::{MediaFault, RequestError};
 use crate::media::{self as media_mod, Declared, IMAGE_MIMES, Media};
 use crate::upstream::{Blob, Part};
@@ -32,8 +33,11 @@ use crate::upstream::{Blob, Part};
 #[serde(untagged)]
 pub enum RawContent {
     Text(String),
-    Parts(Vec<RawPart>),
+    Parts(#[serde(deserialize_with = "object::vec")] Vec<RawPart>),
 }
+
+object::named!(RawPart => "messages[].content[]", RawImageObject => "messages[].content[].image_url",
+               RawAudio => "messages[].content[].input_audio", RawFile => "messages[].content[].file");
 
 #[derive(Debug, Deserialize)]
 pub struct RawPart {
@@ -41,15 +45,23 @@ pub struct RawPart {
     text: Option<String>,
     refusal: Option<String>,
     image_url: Option<RawImageUrl>,
+    #[serde(default, deserialize_with = "object::opt")]
     input_audio: Option<RawAudio>,
+    #[serde(default, deserialize_with = "object::opt")]
     file: Option<RawFile>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum RawImageUrl {
-    Object { url: String, detail: Option<String> },
+    Object(#[serde(deserialize_with = "object::one")] RawImageObject),
     Url(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawImageObject {
+    url: String,
+    detail: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,7 +185,7 @@ pub fn parse(i: usize, accepts: Accepts, raw: Option<RawContent>) -> Result<Cont
             }
             "image_url" => {
                 let (url, detail) = match p.image_url {
-                    Some(RawImageUrl::Object { url, detail }) => (url, detail),
+                    Some(RawImageUrl::Object(RawImageObject { url, detail })) => (url, detail),
                     Some(RawImageUrl::Url(url)) => (url, None),
                     None => {
                         return Err(invalid(

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::object;
 use crate::error::RequestError;
 use crate::upstream::{Part, ToolCall, ToolResult};
 
@@ -18,9 +19,16 @@ use crate::upstream::{Part, ToolCall, ToolResult};
 pub struct RawToolCall {
     id: Option<String>,
     r#type: Option<String>,
+    #[serde(default, deserialize_with = "object::opt")]
     function: Option<RawCallFunction>,
+    #[serde(default, deserialize_with = "object::opt")]
     extra_content: Option<RawExtra>,
 }
+
+object::named!(RawToolCall => "messages[].tool_calls[]",
+               RawCallFunction => "messages[].tool_calls[].function",
+               RawExtra => "messages[].tool_calls[].extra_content",
+               RawGoogle => "messages[].tool_calls[].extra_content.google");
 
 #[derive(Debug, Deserialize)]
 struct RawCallFunction {
@@ -30,6 +38,7 @@ struct RawCallFunction {
 
 #[derive(Debug, Deserialize)]
 struct RawExtra {
+    #[serde(default, deserialize_with = "object::opt")]
     google: Option<RawGoogle>,
 }
 

@@ -24,6 +24,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::object::Obj;
 use super::schema::{self, schema_err};
 use crate::error::RequestError;
 
@@ -39,6 +40,9 @@ pub struct RawResponseFormat {
     /// Read only for `type: json_schema` (other types ignore it, whatever it holds).
     json_schema: Option<Value>,
 }
+
+super::object::named!(RawResponseFormat => "response_format",
+                      RawJsonSchema => "response_format.json_schema");
 
 #[derive(Debug, Deserialize)]
 struct RawJsonSchema {
@@ -226,12 +230,15 @@ fn format(f: Option<RawResponseFormat>) -> Result<(bool, Option<Value>), Request
             let js = f
                 .json_schema
                 .ok_or_else(|| schema_err(AT, "a json_schema format needs json_schema"))?;
-            let js: RawJsonSchema = serde_json::from_value(js).map_err(|e| {
-                schema_err(
-                    AT,
-                    format!("want {{name, description?, schema?, strict?}}: {e}"),
-                )
-            })?;
+            let js: RawJsonSchema =
+                serde_json::from_value(js)
+                    .map(|o: Obj<_>| o.0)
+                    .map_err(|e| {
+                        schema_err(
+                            AT,
+                            format!("want {{name, description?, schema?, strict?}}: {e}"),
+                        )
+                    })?;
             let name = js.name.unwrap_or_default();
             if !valid_format_name(&name) {
                 return Err(schema_err(

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::object;
 use super::schema::{self, schema_err};
 use crate::error::RequestError;
 use crate::upstream::{FunctionDecl, ToolMode, Tools};
@@ -16,8 +17,12 @@ use crate::upstream::{FunctionDecl, ToolMode, Tools};
 #[derive(Debug, Deserialize)]
 pub struct RawTool {
     r#type: Option<String>,
+    #[serde(default, deserialize_with = "object::opt")]
     function: Option<RawFunction>,
 }
+
+object::named!(RawTool => "tools[]", RawFunction => "tools[].function",
+               RawNamedChoice => "tool_choice", RawChoiceFunction => "tool_choice.function");
 
 #[derive(Debug, Deserialize)]
 struct RawFunction {
@@ -32,10 +37,14 @@ struct RawFunction {
 #[serde(untagged)]
 pub enum RawToolChoice {
     Word(String),
-    Named {
-        r#type: Option<String>,
-        function: Option<RawChoiceFunction>,
-    },
+    Named(#[serde(deserialize_with = "object::one")] RawNamedChoice),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawNamedChoice {
+    r#type: Option<String>,
+    #[serde(default, deserialize_with = "object::opt")]
+    function: Option<RawChoiceFunction>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +173,7 @@ pub fn parse_tools(
             // Without tools, `auto` and `none` say nothing Gemini needs to hear.
             spec.tools.mode = declared.then_some(mode);
         }
-        Some(RawToolChoice::Named { r#type, function }) => {
+        Some(RawToolChoice::Named(RawNamedChoice { r#type, function })) => {
             if r#type.as_deref() != Some("function") {
                 return Err(tool_err(
                     "tool_choice.type",

@@ -189,7 +189,13 @@ async fn models_list_and_aliases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_fail_before_any_upstream_call() {
-    let env = Env::start().await;
+    // Media up to 256 KiB: the chat body limit is then 1 MiB + 4/3 of that.
+    let env = Env::with_knobs(crate::harness::fast_knobs(), |c| {
+        c.media.max_item_bytes = 256 << 10;
+        c.media.max_total_bytes = 256 << 10;
+    })
+    .await;
+    let limit = env.gw().state.config.chat_body_limit();
     let key = env.funded_key(W1, 100_000).await;
     let h = [("x-api-key", key.as_str())];
     let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
@@ -216,7 +222,7 @@ async fn bad_requests_fail_before_any_upstream_call() {
             "validation_error",
         ),
         (
-            vec![b' '; (1 << 20) + 1],
+            vec![b' '; limit + 1],
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
         ),

@@ -71,7 +71,13 @@ async fn healthy(env: &Env, key: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_before_any_hold() {
-    let env = Env::start().await;
+    // Media up to 256 KiB: the chat routes' limit (1 MiB + 4/3 of that) is under `big` too.
+    let env = Env::with_knobs(crate::harness::fast_knobs(), |c| {
+        c.media.max_item_bytes = 256 << 10;
+        c.media.max_total_bytes = 256 << 10;
+    })
+    .await;
+    assert!(env.gw().state.config.chat_body_limit() < 2 << 20);
     let key = env.funded_key(W1, 1_000_000).await;
     let secret = env.gw().state.admin_secret.clone();
     // A declared length over the limit, with the body sent anyway (as SDKs do): the body is not

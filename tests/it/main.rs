@@ -27,6 +27,8 @@ mod faults;
 mod harness;
 mod mcp;
 mod media;
+mod media_counts;
+mod media_limits;
 mod memory;
 mod money;
 mod ops;

@@ -55,11 +55,32 @@ fn logprobs() -> Value {
     ))
 }
 
+/// A tool call of an answer: `call_…` id, the function's name and its arguments as a JSON string;
+/// `extra_content.google.thought_signature` on Gemini 3 (send it back unchanged).
+fn tool_call(streamed: bool) -> Value {
+    let function =
+        json!({"type": "object", "properties": {"name": string(), "arguments": string()}});
+    let mut props = json!({"id": string(), "type": {"const": "function"}, "function": function,
+                           "extra_content": {"type": "object"}});
+    if streamed {
+        // The id, type and name come on a call's first delta, arguments after; `index` on each.
+        props["index"] = uint();
+        return object(&["index"], props);
+    }
+    object(&["id", "type", "function"], props)
+}
+
 fn chat_completion() -> Value {
-    let message = all(json!({
-        "role": {"const": "assistant"}, "content": string(), "refusal": {"type": "null"},
-        "annotations": {"type": "array", "maxItems": 0},
-    }));
+    let message = object(
+        &["role", "content", "refusal", "annotations"],
+        json!({
+            "role": {"const": "assistant"},
+            "content": {"type": ["string", "null"], "description": "`null` when the answer is only tool calls."},
+            "refusal": {"type": "null"},
+            "annotations": {"type": "array", "maxItems": 0},
+            "tool_calls": {"type": "array", "items": tool_call(false), "minItems": 1},
+        }),
+    );
     let choice = all(json!({
         "index": uint(), "message": message, "logprobs": logprobs(), "finish_reason": string(),
     }));
@@ -85,7 +106,8 @@ fn chat_event() -> Value {
 }
 
 fn chat_chunk() -> Value {
-    let delta = json!({"type": "object", "properties": {"role": {"const": "assistant"}, "content": string()}});
+    let delta = json!({"type": "object", "properties": {"role": {"const": "assistant"},
+        "content": {"type": ["string", "null"]}, "tool_calls": array(tool_call(true))}});
     let choice = all(json!({
         "index": uint(), "delta": delta, "logprobs": logprobs(), "finish_reason": opt(string()),
     }));

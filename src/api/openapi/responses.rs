@@ -2,14 +2,15 @@
 //! Response object, its usage and the typed stream events.
 //!
 //! As for chat, the body schema describes the requests that always succeed: a string `input` or
-//! message items with text parts, one of them from the user. Function tools, `function_call` /
-//! `function_call_output` items, images and `text.format: json_schema` are accepted too and
-//! described in words (see the README); what needs stored state is refused with 400
+//! message items with text parts, one of them from the user, and one flat function tool with
+//! `tool_choice` and `parallel_tool_calls`. More tools (distinct names), a named `tool_choice`,
+//! `function_call` / `function_call_output` items, images and `text.format: json_schema` are
+//! accepted too and described in words (see the README); what needs stored state is refused with 400
 //! `unsupported_parameter`.
 
 use serde_json::{Value, json};
 
-use super::shapes::{int, num, object, opt, r, string};
+use super::shapes::{fallback_models, flat_function_tool, int, num, object, opt, r, string};
 use crate::api::describe::price_text;
 use crate::config::Config;
 
@@ -70,13 +71,13 @@ pub(super) fn body(c: &Config) -> Value {
             "input": {"anyOf": [string(), items], "description": "A string (one user message) or items: `message` items (at least one from the user), `function_call` and `function_call_output` items (tool calling, see the README; a call's `extra_content` carries a Gemini thought signature back) and `reasoning` items (accepted, dropped). `item_reference` is refused: nothing is stored."},
             "instructions": opt(string()),
             "model": opt(model.clone()),
-            "models": opt(json!({"type": "array", "items": model, "minItems": 2, "maxItems": 3, "uniqueItems": true,
-                                 "description": "A fallback list, tried in order; instead of `model`."})),
+            "models": opt(fallback_models(c)),
             "stream": opt(json!({"type": "boolean"})),
             "max_output_tokens": opt(int(1, i128::from(max_out))),
             "temperature": opt(num(0.0, 2.0)),
             "top_p": opt(num(0.0, 1.0)),
-            "tools": opt(json!({"type": "array", "maxItems": 0, "description": "Flat function tools (`{type: function, name, description, parameters, strict}`) are accepted with `tool_choice` and `parallel_tool_calls` (see the README); other tool types are a 400 `invalid_tool` (no hosted tools); this document describes requests without them."})),
+            "tools": opt(json!({"type": "array", "items": flat_function_tool(), "maxItems": 1, "description": "Flat function tools. Several are accepted when their names are distinct, which JSON Schema cannot say, so this document describes lists of one; other tool types are a 400 `invalid_tool` (no hosted tools)."})),
+            "tool_choice": opt(json!({"enum": ["auto", "none", "required"], "description": "`auto`, `none`, `required` (needs `tools`), or `{\"type\": \"function\", \"name\": …}` naming a declared tool (accepted; not described here, as a schema cannot tie the name to `tools`)."})),
             "parallel_tool_calls": opt(json!({"type": "boolean"})),
             "text": opt(json!({"type": "object", "properties": {
                 "format": opt(object(&["type"], json!({"type": {"enum": ["text", "json_object"]}}))),
@@ -104,6 +105,11 @@ pub(super) fn body(c: &Config) -> Value {
     // `model` and `models` exclude each other (a null one is absent).
     body["not"] = json!({"required": ["model", "models"],
         "properties": {"model": {"type": "string"}, "models": {"type": "array"}}});
+    // `tool_choice: required` needs a tool to call.
+    body["if"] =
+        json!({"required": ["tool_choice"], "properties": {"tool_choice": {"const": "required"}}});
+    body["then"] =
+        json!({"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}});
     body
 }
 

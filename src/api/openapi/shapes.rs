@@ -212,6 +212,16 @@ fn upstream(mut s: Shape) -> Shape {
     s
 }
 
+/// `models`, a fallback list: canonical ids only. An alias is accepted there too, but a list
+/// naming one model twice (`<id>` and `gemini/<id>`) is a 422, which `uniqueItems` over aliases
+/// could not express; so the document describes the alias-free lists, all of which are valid.
+pub(super) fn fallback_models(c: &Config) -> Value {
+    let ids: Vec<&str> = c.prices.all().iter().map(|m| m.id.as_str()).collect();
+    json!({"type": "array", "items": {"type": "string", "enum": ids}, "minItems": 2, "maxItems": 3,
+           "uniqueItems": true,
+           "description": "A fallback list of 2 or 3 distinct models, tried in order; instead of `model`. Aliases (`gemini/<id>`) are accepted too, but two entries naming the same model are a 422."})
+}
+
 fn chat_body(c: &Config) -> Value {
     let mut models: Vec<Value> = Vec::new();
     for m in c.prices.all() {
@@ -252,8 +262,7 @@ fn chat_body(c: &Config) -> Value {
             "messages": {"type": "array", "minItems": 1, "items": message, "contains": user,
                          "description": "1 to 10,000 messages, at least one from the user. Assistant `tool_calls` and `tool` messages (tool calling, see the README) are accepted and not described here, and so are `image_url` (a base64 `data:` URL or an `https://` URL the gateway fetches), `input_audio` (wav, mp3) and `file` (PDF `file_data`) parts in user messages."},
             "model": opt(model.clone()),
-            "models": opt(json!({"type": "array", "items": model, "minItems": 2, "maxItems": 3, "uniqueItems": true,
-                                 "description": "A fallback list, tried in order; instead of `model`."})),
+            "models": opt(fallback_models(c)),
             "stream": opt(json!({"type": "boolean"})),
             "stream_options": opt(json!({"type": "object", "properties": {"include_usage": opt(json!({"type": "boolean"}))}})),
             "max_tokens": opt(tokens.clone()),
@@ -274,7 +283,9 @@ fn chat_body(c: &Config) -> Value {
             "frequency_penalty": opt(num(-2.0, 2.0)),
             "response_format": opt(response_format()),
             "reasoning_effort": opt(json!({"enum": ["none", "minimal", "low", "medium", "high"]})),
-            "tools": opt(json!({"type": "array", "maxItems": 0, "description": "Function tools (`tools`, `tool_choice`, `parallel_tool_calls`) are accepted (see the README; a bad one is a 400 `invalid_tool` or `invalid_schema` naming the path); this document describes requests without them."})),
+            "tools": opt(json!({"type": "array", "items": function_tool(), "maxItems": 1, "description": "Function tools (Gemini function declarations). Several are accepted when their names are distinct (a name declared twice is a 400 `invalid_tool`), which JSON Schema cannot say, so this document describes lists of one. A bad tool is a 400 `invalid_tool` or `invalid_schema` naming the path."})),
+            "tool_choice": opt(json!({"enum": ["auto", "none", "required"], "description": "`auto`, `none`, `required` (needs `tools`), or `{\"type\": \"function\", \"function\": {\"name\": …}}` naming a declared tool (accepted; not described here, as a schema cannot tie the name to `tools`)."})),
+            "parallel_tool_calls": opt(json!({"type": "boolean", "description": "`false` keeps the first call of an answer."})),
             "memory_read": opt(json!({"type": "boolean", "default": true})),
             "memory_write": opt(json!({"type": "boolean", "default": true})),
             "memory_write_mode": opt(json!({"enum": ["auto", "raw", "summary"], "default": "auto"})),
@@ -295,8 +306,55 @@ fn chat_body(c: &Config) -> Value {
         {"if": {"required": ["models"], "properties": {"models": {"type": "array", "contains": gemini3}}}, "then": one},
         {"if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
          "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": true}}}},
+        // `tool_choice: required` needs a tool to call.
+        {"if": {"required": ["tool_choice"], "properties": {"tool_choice": {"const": "required"}}},
+         "then": {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}}},
     ]);
     body
+}
+
+/// `{type: function, function: {name, description?, parameters?, strict?}}`, constrained as far
+/// as the gateway checks it: Gemini's name rule, and parameters that are an object schema whose
+/// top the gateway's schema check reads (as in `response_format`).
+fn function_tool() -> Value {
+    object(
+        &["type", "function"],
+        json!({"type": {"const": "function"}, "function": object(&["name"], function_fields())}),
+    )
+}
+
+/// The Responses API's flat function tool: `{type: function, name, description?, parameters?,
+/// strict?}`, the same rules.
+pub(super) fn flat_function_tool() -> Value {
+    let mut fields = function_fields();
+    fields["type"] = json!({"const": "function"});
+    object(&["type", "name"], fields)
+}
+
+/// A function's `name`, `description`, `parameters` and `strict`.
+fn function_fields() -> Value {
+    json!({
+            "name": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$",
+                     "description": "Gemini's rule: a letter or `_`, then letters, digits, `_ . : -`; at most 64."},
+            "description": opt(string()),
+            "parameters": opt(json_schema_top(json!({"const": "object"}))),
+            "strict": {"description": "Accepted and ignored, whatever it holds: Gemini has no such switch."},
+    })
+}
+
+/// The top of a JSON Schema as the gateway's schema check reads it: `type` as `kind`, a
+/// subschema (an object or a boolean) per property, and the names in `required`.
+fn json_schema_top(kind: Value) -> Value {
+    let types = json!([
+        "string", "number", "integer", "boolean", "array", "object", "null"
+    ]);
+    let any = json!({"anyOf": [{"enum": types}, {"type": "array", "items": {"enum": types}}]});
+    let property =
+        json!({"anyOf": [{"type": "object", "properties": {"type": any}}, {"type": "boolean"}]});
+    json!({"type": "object", "properties": {
+        "type": kind,
+        "properties": {"type": "object", "additionalProperties": property},
+        "required": {"type": "array", "items": string()}}})
 }
 
 /// An agent account, by its UUID or its account id.
@@ -314,12 +372,7 @@ fn response_format() -> Value {
         "string", "number", "integer", "boolean", "array", "object", "null"
     ]);
     let kind = json!({"anyOf": [{"enum": types}, {"type": "array", "items": {"enum": types}}]});
-    let property =
-        json!({"anyOf": [{"type": "object", "properties": {"type": kind}}, {"type": "boolean"}]});
-    let schema = json!({"type": "object", "properties": {
-        "type": kind,
-        "properties": {"type": "object", "additionalProperties": property},
-        "required": {"type": "array", "items": string()}}});
+    let schema = json_schema_top(kind);
     let json_schema = object(
         &["name"],
         json!({"name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},

@@ -8,6 +8,12 @@
 //!   `parameters` (OpenAPI subset) or `parametersJsonSchema`. A name that is empty, does not start
 //!   with a letter or `_`, has a character outside `a-z A-Z 0-9 _ . : -`, or is longer than 64 is
 //!   refused with Gemini's `Invalid function name` 400, one `*` line per bad declaration.
+//! - `parameters` is the protobuf `Schema` message (OpenAPI subset), which has no `$schema`
+//!   field: a root `$schema` there is Gemini's payload 400 `Invalid JSON payload received. Unknown
+//!   name "$schema" at 'tools[0].function_declarations[0].parameters': Cannot find field.`, one
+//!   line per declaration, before anything else is checked (as reported from Gemini in public
+//!   issue threads). `parametersJsonSchema` takes JSON Schema and is not refused for it (no report
+//!   of Gemini refusing it there; the gateway strips it anyway).
 //! - `toolConfig.functionCallingConfig.mode`: `NONE` never calls; `ANY` always calls (Google:
 //!   "the model is constrained to always predicting a function call"), even right after a
 //!   `functionResponse`; `AUTO`, `VALIDATED` or absent call only what the user asked for (below).
@@ -71,11 +77,19 @@ enum Mode {
 pub(super) fn declarations(body: &Value) -> Result<Vec<Decl<'_>>, String> {
     let mut out = Vec::new();
     let mut bad = String::new();
+    let mut payload = Vec::new();
     let tools = body.get("tools").and_then(Value::as_array);
     for (i, tool) in tools.into_iter().flatten().enumerate() {
         let decls =
             field(tool, "functionDeclarations", "function_declarations").and_then(Value::as_array);
         for (j, d) in decls.into_iter().flatten().enumerate() {
+            if d.get("parameters")
+                .is_some_and(|p| p.get("$schema").is_some())
+            {
+                payload.push(format!(
+                    "Invalid JSON payload received. Unknown name \"$schema\" at 'tools[{i}].function_declarations[{j}].parameters': Cannot find field."
+                ));
+            }
             let name = d.get("name").and_then(Value::as_str).unwrap_or("");
             if !valid_name(name) {
                 bad.push_str(&format!(
@@ -87,6 +101,9 @@ pub(super) fn declarations(body: &Value) -> Result<Vec<Decl<'_>>, String> {
                 .or_else(|| d.get("parameters"));
             out.push(Decl { name, schema });
         }
+    }
+    if !payload.is_empty() {
+        return Err(payload.join("\n"));
     }
     if bad.is_empty() { Ok(out) } else { Err(bad) }
 }

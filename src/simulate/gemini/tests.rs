@@ -410,6 +410,22 @@ async fn requests_gemini_refuses_get_its_400() {
     assert!(message.contains("tools[0].function_declarations[0].name: Invalid function name"));
     assert!(message.contains("tools[0].function_declarations[2].name: Invalid function name"));
     assert!(!message.contains("function_declarations[1]"));
+    // A root `$schema` in the OpenAPI-subset `parameters` is a payload 400, as from Gemini; in
+    // `parametersJsonSchema` it is JSON Schema and accepted.
+    let zod = json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                     "properties": {"city": {"type": "string"}}});
+    let body = json!({"contents": [user("hi")], "tools": [{"functionDeclarations": [
+        {"name": "a", "parametersJsonSchema": zod}, {"name": "b", "parameters": zod}]}]});
+    assert_400(
+        &s,
+        m,
+        &body,
+        "Invalid JSON payload received. Unknown name \"$schema\" at 'tools[0].function_declarations[1].parameters': Cannot find field.",
+    )
+    .await;
+    let body = json!({"contents": [user("hi")], "tools": [{"functionDeclarations": [
+        {"name": "a", "parametersJsonSchema": zod}]}]});
+    assert_eq!(unary(&s, m, &body).await.0, 200);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use super::types::{
     CandidateContent, FunctionCallOut, FunctionCallingConfig, FunctionDeclOut, FunctionResponseOut,
-    InlineDataOut, PartOut, ToolConfig, ToolOut,
+    InlineDataOut, JsonSchemaOut, PartOut, ToolConfig, ToolOut,
 };
 use crate::upstream::{Part, Role, ToolCall, ToolMode, Tools, Turn};
 
@@ -71,7 +71,7 @@ pub(super) fn tools_out(tools: &Tools) -> (Vec<ToolOut<'_>>, Option<ToolConfig<'
                 .map(|f| FunctionDeclOut {
                     name: &f.name,
                     description: f.description.as_deref(),
-                    parameters_json_schema: f.parameters.as_ref(),
+                    parameters_json_schema: f.parameters.as_ref().map(JsonSchemaOut),
                 })
                 .collect(),
         }]
@@ -184,6 +184,46 @@ mod tests {
             Tools::default(),
         );
         assert!(plain.get("tools").is_none() && plain.get("toolConfig").is_none());
+    }
+
+    /// zod / the Vercel AI SDK put the dialect URI at the root; Gemini refuses `$schema`, so it is
+    /// left out of both JSON Schema fields, and nothing else is touched (`$id`, `$defs`, `$ref`,
+    /// a property that happens to be named `$schema`).
+    #[test]
+    fn the_root_dollar_schema_is_left_out_of_both_json_schema_fields() {
+        use crate::upstream::FunctionDecl;
+        let sent = serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "urn:t",
+            "type": "object", "properties": {"$schema": {"type": "string"}, "at": {"$ref": "#/$defs/at"}},
+            "$defs": {"at": {"type": "string"}}, "required": ["at"]});
+        let mut want = sent.clone();
+        want.as_object_mut().unwrap().remove("$schema");
+        let tools = Tools {
+            functions: vec![FunctionDecl {
+                name: "f".into(),
+                description: None,
+                parameters: Some(sent.clone()),
+            }],
+            ..Tools::default()
+        };
+        let call = ChatCall {
+            model: "gemini-2.5-flash".into(),
+            system: None,
+            turns: vec![Turn::text(Role::User, "hi")],
+            params: GenParams {
+                response_schema: Some(sent.clone()),
+                ..GenParams::default()
+            },
+            tools,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode_request(&call)).unwrap();
+        let params = &v["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"];
+        assert_eq!(params, &want);
+        assert_eq!(v["generationConfig"]["responseJsonSchema"], want);
+        // A schema without it, or not an object, goes as is.
+        for same in [want.clone(), serde_json::json!(true)] {
+            assert_eq!(serde_json::to_value(JsonSchemaOut(&same)).unwrap(), same);
+        }
     }
 
     #[test]

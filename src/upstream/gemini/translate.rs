@@ -7,7 +7,8 @@ pub use super::tools::SKIP_SIGNATURE;
 use super::tools::{parts_out, tools_out};
 use super::types::{
     BatchEmbedRequest, BatchEmbedResponse, Content, EmbedRequest, ErrorEnvelope, ErrorObject,
-    GenerateRequest, GenerateResponse, GenerationConfig, PartOut, ThinkingConfig, UsageMetadata,
+    GenerateRequest, GenerateResponse, GenerationConfig, JsonSchemaOut, PartOut, ThinkingConfig,
+    UsageMetadata,
 };
 use crate::upstream::{
     ChatCall, Completion, Finish, Role, StreamEvent, Thinking, TokenUsage, ToolFailure,
@@ -46,7 +47,7 @@ pub fn encode_request(call: &ChatCall) -> Vec<u8> {
             frequency_penalty: p.frequency_penalty,
             response_mime_type: (p.json_mode || p.response_schema.is_some())
                 .then_some("application/json"),
-            response_json_schema: p.response_schema.as_ref(),
+            response_json_schema: p.response_schema.as_ref().map(JsonSchemaOut),
             candidate_count: (p.candidates > 1).then_some(p.candidates),
             response_logprobs: p.logprobs.map(|_| true),
             logprobs: p.logprobs.filter(|k| *k > 0),

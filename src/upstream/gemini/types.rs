@@ -32,9 +32,9 @@ pub(super) struct FunctionDeclOut<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
-    /// JSON Schema as is (reference §1.2; mutually exclusive with the OpenAPI-subset `parameters`).
+    /// JSON Schema (reference §1.2; mutually exclusive with the OpenAPI-subset `parameters`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameters_json_schema: Option<&'a serde_json::Value>,
+    pub parameters_json_schema: Option<JsonSchemaOut<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,9 +121,9 @@ pub(super) struct GenerationConfig<'a> {
     pub frequency_penalty: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_mime_type: Option<&'static str>,
-    /// JSON Schema as is (mutually exclusive with the OpenAPI-subset `responseSchema`).
+    /// JSON Schema (mutually exclusive with the OpenAPI-subset `responseSchema`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_json_schema: Option<&'a serde_json::Value>,
+    pub response_json_schema: Option<JsonSchemaOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate_count: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -299,4 +299,28 @@ pub(super) struct ErrorDetail {
     pub retry_delay: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// A JSON Schema as Gemini's `parametersJsonSchema` / `responseJsonSchema` get it: the root
+/// `$schema` (the dialect URI zod, the Vercel AI SDK and pydantic emit; Gemini's schema messages
+/// have no such field and refuse it with "Unknown name \"$schema\"") is left out, everything else
+/// is sent as is — `$id`, `$defs`, `$ref` and `$anchor` are keywords Gemini's JSON Schema support
+/// lists, and a `$ref` may resolve against the root `$id`. Serialized without copying the schema.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JsonSchemaOut<'a>(pub &'a serde_json::Value);
+
+impl Serialize for JsonSchemaOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            serde_json::Value::Object(m) if m.contains_key("$schema") => {
+                let mut map = s.serialize_map(Some(m.len() - 1))?;
+                for (k, v) in m.iter().filter(|(k, _)| *k != "$schema") {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            v => v.serialize(s),
+        }
+    }
 }
