@@ -105,6 +105,27 @@ impl Resp {
 }
 
 impl Env {
+    /// The body of the last `generateContent` / `streamGenerateContent` request the simulator
+    /// received.
+    pub fn last_generate(&self) -> Value {
+        self.sim
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.path.contains("enerateContent"))
+            .map(|r| r.body)
+            .unwrap_or_else(|| panic!("no generate request reached the simulator"))
+    }
+
+    /// How many generate requests reached the simulator (answered or refused).
+    pub fn generate_requests(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("enerateContent"))
+            .count()
+    }
+
     pub async fn start() -> Self {
         Self::with_knobs(fast_knobs(), |_| {}).await
     }

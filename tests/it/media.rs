@@ -326,17 +326,6 @@ async fn an_allowed_server_still_cannot_redirect_inward_or_serve_too_much_or_the
     env.stop().await;
 }
 
-/// The simulator's last `generateContent` body.
-fn last_generate(env: &Env) -> Value {
-    env.sim
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.path.contains("enerateContent"))
-        .map(|r| r.body)
-        .unwrap()
-}
-
 /// The call's usage object (the usage chunk of a stream).
 fn usage_of(res: &crate::harness::Resp, stream: bool) -> Value {
     if stream {
@@ -373,7 +362,7 @@ async fn an_allowed_loopback_image_is_fetched_and_sent_inline() {
             "{}",
             String::from_utf8_lossy(&res.body)
         );
-        let parts = &last_generate(&env)["contents"][0]["parts"];
+        let parts = &env.last_generate()["contents"][0]["parts"];
         assert_eq!(parts[0], json!({"text": "What is in this picture?"}));
         assert_eq!(
             parts[1],
@@ -409,7 +398,7 @@ async fn https_image_urls_are_verified_against_the_trusted_roots() {
         String::from_utf8_lossy(&res.body)
     );
     assert_eq!(
-        last_generate(&env)["contents"][0]["parts"][1]["inlineData"]["data"],
+        env.last_generate()["contents"][0]["parts"][1]["inlineData"]["data"],
         json!(STANDARD.encode(png(300, 200)))
     );
     env.stop().await;
@@ -436,7 +425,7 @@ async fn a_data_url_image_reaches_gemini_inline_and_is_counted_like_gemini() {
             (small.status, large.status),
             (StatusCode::OK, StatusCode::OK)
         );
-        let part = &last_generate(&env)["contents"][0]["parts"][1]["inlineData"];
+        let part = &env.last_generate()["contents"][0]["parts"][1]["inlineData"];
         assert_eq!(part["mimeType"], "image/png");
         assert_eq!(part["data"], json!(STANDARD.encode(png(2000, 1600))));
         let (s, l) = (usage_of(&small, stream), usage_of(&large, stream));
@@ -658,7 +647,7 @@ async fn a_turn_with_an_image_reads_and_writes_text_memory() {
         1,
         "recalled by the turn's text"
     );
-    let system = &last_generate(&env)["systemInstruction"]["parts"][0]["text"];
+    let system = &env.last_generate()["systemInstruction"]["parts"][0]["text"];
     assert!(system.as_str().unwrap().contains("Miso"));
     // The turn is remembered as text: the user's words, never the image's bytes.
     let stored = loop {

@@ -71,24 +71,6 @@ fn typed(body: &[u8]) -> Vec<(String, Value)> {
     typed
 }
 
-fn last_generate(env: &Env) -> Value {
-    env.sim
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.path.contains("enerateContent"))
-        .map(|r| r.body)
-        .unwrap()
-}
-
-fn generations(env: &Env) -> usize {
-    env.sim
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("enerateContent"))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unary_response_is_billed_exactly_like_the_chat_it_runs() {
     let env = Env::start().await;
@@ -120,7 +102,7 @@ async fn a_unary_response_is_billed_exactly_like_the_chat_it_runs() {
     assert!(!text.is_empty());
     assert_eq!(v["output_text"], text);
     // The request reached Gemini as the chat it stands for.
-    let sent = last_generate(&env);
+    let sent = env.last_generate();
     assert_eq!(
         sent["systemInstruction"]["parts"][0]["text"],
         "You are terse."
@@ -283,7 +265,7 @@ async fn a_function_tool_round_trip_carries_the_thought_signature_back() {
             "{case}: {}",
             String::from_utf8_lossy(&res.body)
         );
-        let sent = last_generate(&env);
+        let sent = env.last_generate();
         let part = &sent["contents"][1]["parts"][0];
         assert_eq!(
             part["functionCall"]["name"], "get_weather",
@@ -330,7 +312,7 @@ async fn text_format_json_schema_answers_json_that_fits_the_schema() {
         "{}",
         String::from_utf8_lossy(&res.body)
     );
-    let sent = last_generate(&env);
+    let sent = env.last_generate();
     assert_eq!(
         sent["generationConfig"]["responseMimeType"],
         "application/json"
@@ -349,7 +331,7 @@ async fn text_format_json_schema_answers_json_that_fits_the_schema() {
 async fn what_a_stateless_gateway_cannot_do_is_a_400_that_costs_nothing() {
     let env = Env::start().await;
     let key = env.funded_key(W2, 1_000_000).await;
-    let before = generations(&env);
+    let before = env.generate_requests();
     for (body, code, param) in [
         (
             json!({"input":"hi","tools":[{"type":"web_search"}]}),
@@ -395,7 +377,7 @@ async fn what_a_stateless_gateway_cannot_do_is_a_400_that_costs_nothing() {
     let res = respond(&env, &key, &json!({"input":"hi","max_output_tokens":0})).await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(res.json()["error"]["param"], "max_output_tokens");
-    assert_eq!(generations(&env), before, "nothing reached the model");
+    assert_eq!(env.generate_requests(), before, "nothing reached the model");
     let b = env.balance(W2);
     assert_eq!((b.balance, b.held), (1_000_000, 0), "nothing charged");
     env.stop().await;

@@ -26,24 +26,6 @@ fn credits(rates: (u128, u128, u128), prompt: u64, cached: u64, completion: u64)
     u64::try_from(micro.div_ceil(1_000_000)).unwrap()
 }
 
-fn generations(env: &Env) -> usize {
-    env.sim
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("enerateContent"))
-        .count()
-}
-
-fn last_generate(env: &Env) -> Value {
-    env.sim
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.path.contains("enerateContent"))
-        .map(|r| r.body)
-        .unwrap()
-}
-
 fn ok(res: &Resp) {
     assert_eq!(
         res.status,
@@ -178,7 +160,7 @@ async fn n_choices_are_billed_for_every_candidate_exactly() {
     assert_eq!(res.headers["x-model-used"], "gemini-2.5-flash");
     let v = res.json();
     assert_eq!(v["choices"].as_array().unwrap().len(), 2);
-    assert_eq!(last_generate(&env)["generationConfig"]["candidateCount"], 2);
+    assert_eq!(env.last_generate()["generationConfig"]["candidateCount"], 2);
     assert_eq!(
         v["usage"]["credit_cost"],
         credits(FLASH, v["usage"]["prompt_tokens"].as_u64().unwrap(), 0, 48)
@@ -212,13 +194,17 @@ async fn the_hold_and_the_quote_cover_every_choice() {
         );
     }
     let key = env.funded_key(W2, 5_000).await;
-    let sent = generations(&env);
+    let sent = env.generate_requests();
     let res = env.chat(&key, ask(2)).await;
     assert_eq!(
         (res.status, res.code()),
         (StatusCode::PAYMENT_REQUIRED, "insufficient_credits".into())
     );
-    assert_eq!(generations(&env), sent, "refused before any upstream call");
+    assert_eq!(
+        env.generate_requests(),
+        sent,
+        "refused before any upstream call"
+    );
     assert_eq!(env.balance(W2).balance, 5_000);
     ok(&env.chat(&key, ask(1)).await);
     env.stop().await;
@@ -411,7 +397,7 @@ async fn structured_outputs_reach_gemini_and_come_back_as_json() {
         let res = env.chat(&key, body).await;
         ok(&res);
         let case = format!("stream={stream} fallback={fallback} memory={memory}");
-        let g = &last_generate(&env)["generationConfig"];
+        let g = &env.last_generate()["generationConfig"];
         assert_eq!(g["responseMimeType"], "application/json", "{case}");
         assert_eq!(g["responseJsonSchema"], sent_schema, "{case}");
         let text = if stream {
@@ -519,7 +505,7 @@ async fn refusals_are_400s_naming_the_param_and_cost_nothing() {
             "metadata",
         ),
     ];
-    let sent = generations(&env);
+    let sent = env.generate_requests();
     for (extra, status, code, param) in cases {
         for stream in [false, true] {
             let mut body = json!({"messages":[{"role":"user","content":"hi"}],"stream":stream});
@@ -537,7 +523,11 @@ async fn refusals_are_400s_naming_the_param_and_cost_nothing() {
             assert_eq!(e["type"], "invalid_request_error");
         }
     }
-    assert_eq!(generations(&env), sent, "nothing reached the upstream");
+    assert_eq!(
+        env.generate_requests(),
+        sent,
+        "nothing reached the upstream"
+    );
     assert_eq!(env.balance(W1).balance, 1_000_000, "nothing was charged");
     // Unpaid, a refused request is refused before the price is asked.
     let res = env
@@ -564,7 +554,7 @@ async fn logprobs_come_back_per_choice_unary_and_streamed() {
     let res = env.chat(&key, ask(false, true)).await;
     ok(&res);
     let v = res.json();
-    let g = &last_generate(&env)["generationConfig"];
+    let g = &env.last_generate()["generationConfig"];
     assert_eq!(
         (&g["responseLogprobs"], &g["logprobs"]),
         (&json!(true), &json!(2))
@@ -620,7 +610,7 @@ async fn logprobs_come_back_per_choice_unary_and_streamed() {
     let res = env.chat(&key, ask(false, false)).await;
     assert!(res.json()["choices"][0]["logprobs"].is_null());
     assert!(
-        last_generate(&env)["generationConfig"]
+        env.last_generate()["generationConfig"]
             .get("responseLogprobs")
             .is_none()
     );
@@ -641,7 +631,7 @@ async fn service_tier_is_ignored_with_a_warning_and_metadata_stays_here() {
             .await;
         ok(&res);
         assert_eq!(res.headers["x-vectorway-warning"], "ignored: service_tier");
-        let sent = last_generate(&env).to_string();
+        let sent = env.last_generate().to_string();
         assert!(
             !sent.contains("end-user-42") && !sent.contains("T-981"),
             "{sent}"

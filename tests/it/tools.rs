@@ -16,24 +16,6 @@ fn weather_tool() -> Value {
         "parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"strict":true}})
 }
 
-fn last_generate(env: &Env) -> Value {
-    env.sim
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.path.contains("enerateContent"))
-        .map(|r| r.body)
-        .unwrap()
-}
-
-fn generate_calls(env: &Env) -> usize {
-    env.sim
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("enerateContent"))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_tools_and_tool_choice_reach_gemini() {
     let env = Env::start().await;
@@ -73,7 +55,7 @@ async fn declared_tools_and_tool_choice_reach_gemini() {
                     Some("[DONE]")
                 );
             }
-            let sent = last_generate(&env);
+            let sent = env.last_generate();
             assert_eq!(
                 sent["tools"],
                 json!([{"functionDeclarations":[{"name":"get_weather","description":"Current weather in a city",
@@ -112,7 +94,7 @@ async fn a_tool_round_trip_becomes_function_parts_with_signatures() {
         "{}",
         String::from_utf8_lossy(&res.body)
     );
-    let sent = last_generate(&env);
+    let sent = env.last_generate();
     assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Use tools.");
     let contents = sent["contents"].as_array().unwrap();
     assert_eq!(
@@ -142,7 +124,7 @@ async fn a_tool_round_trip_becomes_function_parts_with_signatures() {
         "{}",
         String::from_utf8_lossy(&res.body)
     );
-    let sent = last_generate(&env);
+    let sent = env.last_generate();
     assert_eq!(
         sent["contents"][1]["parts"][0]["thoughtSignature"],
         "skip_thought_signature_validator"
@@ -202,7 +184,7 @@ async fn bad_tool_requests_are_400s_naming_the_path_and_cost_nothing() {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], param, "{body}");
     }
-    assert_eq!(generate_calls(&env), 0, "nothing reached the upstream");
+    assert_eq!(env.generate_requests(), 0, "nothing reached the upstream");
     let b = env.balance(W1);
     assert_eq!(
         (b.balance, b.held),
@@ -225,7 +207,7 @@ async fn tool_declarations_and_results_count_in_the_hold() {
         "{}",
         String::from_utf8_lossy(&res.body)
     );
-    let calls = generate_calls(&env);
+    let calls = env.generate_requests();
     let mut big_tool = weather_tool();
     big_tool["function"]["description"] = json!("x".repeat(100_000));
     let mut with_tools = base.clone();
@@ -247,7 +229,7 @@ async fn tool_declarations_and_results_count_in_the_hold() {
         (StatusCode::PAYMENT_REQUIRED, "insufficient_credits")
     );
     assert_eq!(
-        generate_calls(&env),
+        env.generate_requests(),
         calls,
         "refused before any upstream call"
     );
