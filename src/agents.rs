@@ -147,10 +147,6 @@ impl Agents {
         }
     }
 
-    pub fn config(&self) -> &AgentsConfig {
-        &self.config
-    }
-
     /// Agents waiting for their first deposit.
     pub fn unfunded(&self) -> usize {
         self.unfunded.load(Ordering::Acquire)

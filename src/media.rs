@@ -63,11 +63,6 @@ pub fn image_tokens(w: u32, h: u32) -> u64 {
     u64::from(w.div_ceil(768)) * u64::from(h.div_ceil(768)) * TILE_TOKENS
 }
 
-/// True for the models that count media by `media_resolution` (Gemini 3.x).
-fn gemini3(upstream_model: &str) -> bool {
-    upstream_model.starts_with("gemini-3")
-}
-
 /// What a piece of media is, with what its token bound needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -170,7 +165,7 @@ impl Media {
 
     /// The most prompt tokens this media can cost on `upstream_model` (see the module rules).
     pub fn prompt_tokens(&self, upstream_model: &str) -> u64 {
-        let g3 = gemini3(upstream_model);
+        let g3 = crate::upstream::gemini3(upstream_model);
         match self.kind {
             Kind::Image(dims) => {
                 let (w, h) = dims.unwrap_or((UNKNOWN_SIDE, UNKNOWN_SIDE));

@@ -10,6 +10,12 @@ use std::time::Duration;
 
 pub use gemini::{Gemini, GeminiStream};
 
+/// True for Gemini 3.x models: thinking levels, thought signatures, media_resolution counts
+/// and a single candidate.
+pub fn gemini3(upstream_model: &str) -> bool {
+    upstream_model.starts_with("gemini-3")
+}
+
 /// Who said a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -125,7 +125,7 @@ pub fn balance(ctx: &Ctx) -> Result<Response<Body>, Error> {
 }
 
 /// The document's name for a ledger kind.
-pub fn seed_type(kind: LedgerKind) -> &'static str {
+fn seed_type(kind: LedgerKind) -> &'static str {
     match kind {
         LedgerKind::Topup => "deposit",
         LedgerKind::Debit => "charge",

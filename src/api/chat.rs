@@ -408,7 +408,7 @@ fn resolve(state: &State, req: &ChatRequest) -> Result<Vec<ModelPrice>, Error> {
             .into());
         }
         // Gemini 3 answers one candidate ("Multiple candidates is not enabled for this model").
-        if req.surface.n > 1 && model.upstream.starts_with("gemini-3") {
+        if req.surface.n > 1 && crate::upstream::gemini3(&model.upstream) {
             return Err(RequestError::Unsupported {
                 param: "n".into(),
                 message: format!(

@@ -124,15 +124,7 @@ async fn take_payment(
     )
     .await
     {
-        Ok((settlement, balance)) => {
-            if let Some(account) = to
-                && let Err(e) = state.agents.note_funded(&account)
-            {
-                // The sweeper finds the credit in the ledger and marks it then.
-                tracing::warn!(%e, %account, "agent not marked funded yet");
-            }
-            Ok((verified, settlement, balance))
-        }
+        Ok((settlement, balance)) => Ok((verified, settlement, balance)),
         Err(e) => {
             let failed = Err(e.clone());
             let mut res = pay::refusal(state, quote, path, description, e);

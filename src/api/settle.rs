@@ -134,6 +134,13 @@ pub async fn money_in(
         let settlement = start(&st, &v, purpose).await?;
         let outcome = settlement.await;
         let done = finish(&st, &v, outcome, None, false, account).await;
+        // Marked funded inside the effect, so a client that leaves cannot skip it (the agent
+        // would keep an unfunded slot until a sweep found the credit in the ledger).
+        if let (Ok(_), Some(account)) = (&done, account)
+            && let Err(e) = st.agents.note_funded(&account)
+        {
+            tracing::warn!(%e, %account, "agent not marked funded yet; the sweeper marks it");
+        }
         drop(to);
         done
     };

@@ -148,7 +148,6 @@ pub struct ChatRequest {
     pub seed: Option<i64>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
-    pub json_mode: bool,
     /// `n`, `logprobs`, the `json_schema` format and ignored fields (`crate::openai::surface`).
     pub surface: Surface,
     pub reasoning_effort: Option<&'static str>,
@@ -388,7 +387,6 @@ fn validate(raw: RawChat) -> Result<ChatRequest, RequestError> {
         seed: raw.seed.map(|s| s.0),
         presence_penalty: range("presence_penalty", raw.presence_penalty, -2.0, 2.0)?,
         frequency_penalty: range("frequency_penalty", raw.frequency_penalty, -2.0, 2.0)?,
-        json_mode: surface.json,
         surface,
         reasoning_effort,
         memory_namespace: crate::memory::validate_namespace(raw.memory_namespace.as_deref())
@@ -526,7 +524,7 @@ impl ChatRequest {
                 seed: self.seed,
                 presence_penalty: self.presence_penalty,
                 frequency_penalty: self.frequency_penalty,
-                json_mode: self.json_mode,
+                json_mode: self.surface.json,
                 response_schema: self.surface.schema.clone(),
                 candidates: self.surface.n,
                 logprobs: self.surface.logprobs,
@@ -541,7 +539,7 @@ impl ChatRequest {
 
 /// `reasoning_effort` → Gemini thinking (reference §6.3): budgets on 2.5, levels on 3.x.
 pub fn thinking_for(upstream_model: &str, effort: &'static str) -> Thinking {
-    if upstream_model.starts_with("gemini-3") {
+    if crate::upstream::gemini3(upstream_model) {
         return Thinking::Level(match effort {
             "none" | "minimal" => "low",
             other => other,

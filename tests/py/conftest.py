@@ -417,6 +417,24 @@ def _wait_for_gateway(proc: ManagedProcess, data_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def chain() -> Iterator[Any]:
+    """A fresh anvil with Circle's USDC deployed (tests/py/chain.py) for one test module; a
+    missing part fails the run (``.ci/run`` installs it), never skips."""
+    import chain as chainmod
+
+    missing = chainmod.missing_parts()
+    if missing:
+        pytest.fail(
+            "the test chain is not installed: run `npm ci --ignore-scripts` in tests/chain "
+            f"(missing: {', '.join(str(p) for p in missing)})",
+            pytrace=False,
+        )
+    c = chainmod.Chain.start()
+    yield c
+    c.stop()
+
+
 @pytest.fixture(scope="session")
 def vectorway_bin() -> Path:
     """Absolute path of the vectorway executable under test."""

@@ -70,20 +70,6 @@ FUNDS = 5_000_000
 
 
 @pytest.fixture(scope="module")
-def chain() -> Iterator[chainmod.Chain]:
-    missing = chainmod.missing_parts()
-    if missing:
-        pytest.fail(
-            "the test chain is not installed: run `npm ci --ignore-scripts` in tests/chain "
-            f"(missing: {', '.join(str(p) for p in missing)})",
-            pytrace=False,
-        )
-    c = chainmod.Chain.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
 def facilitator(chain: chainmod.Chain) -> Iterator[SdkFacilitator]:
     f = SdkFacilitator(chain)
     yield f

@@ -51,7 +51,6 @@ from sdk_facilitator import SdkFacilitator
 from test_chain import (  # noqa: F401 (fixtures)
     Books,
     api_of,
-    chain,
     chain_payer,
     credits_of,
     eventually,

@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from eth_account import Account
@@ -52,20 +52,6 @@ SETTLE_TIMEOUT_MS = 8_000
 FUNDS = 5_000_000
 #: anvil's dev account #7 settles (10,000 ETH of gas); payers are fresh wallets.
 SETTLER_INDEX = 7
-
-
-@pytest.fixture(scope="module")
-def chain() -> Iterator[chainmod.Chain]:
-    missing = chainmod.missing_parts()
-    if missing:
-        pytest.fail(
-            "the test chain is not installed: run `npm ci --ignore-scripts` in tests/chain "
-            f"(missing: {', '.join(str(p) for p in missing)})",
-            pytrace=False,
-        )
-    c = chainmod.Chain.start()
-    yield c
-    c.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
+use std::fmt::Write as _;
 
 use super::super::memory::Remember;
 use super::payer::{self, Payer, X402};
@@ -37,7 +38,7 @@ use crate::upstream::{
 const OPEN: &str = "{\"role\":\"assistant\",\"content\":\"\"}";
 
 /// Choices a stream tracks at most (`surface::MAX_N`); a candidate index beyond is ignored.
-const MAX_CHOICES: usize = 8;
+const MAX_CHOICES: usize = crate::openai::surface::MAX_N as usize;
 
 /// One choice's progress.
 #[derive(Default)]
@@ -146,7 +147,7 @@ impl ChatStream {
     ) {
         out.put_slice(&self.prefix);
         out.put_slice(b"[{\"index\":");
-        out.put_slice(index.to_string().as_bytes());
+        let _ = write!(out, "{index}");
         out.put_slice(b",\"delta\":");
         out.put_slice(delta.as_bytes());
         out.put_slice(b",\"logprobs\":");

@@ -10,8 +10,9 @@
 
 use serde_json::{Value, json};
 
-use super::shapes::{fallback_models, flat_function_tool, int, num, object, opt, r, string};
-use crate::api::describe::price_text;
+use super::shapes::{
+    fallback_models, flat_function_tool, int, model_and_max_output, num, object, opt, r, string,
+};
 use crate::config::Config;
 
 /// Every event type a Responses stream can carry (`event:` and `data.type`).
@@ -33,23 +34,7 @@ pub const EVENT_TYPES: &[&str] = &[
 ];
 
 pub(super) fn body(c: &Config) -> Value {
-    let mut models: Vec<Value> = Vec::new();
-    for m in c.prices.all() {
-        models.push(json!(m.id));
-        models.extend(m.aliases.iter().map(|a| json!(a)));
-    }
-    let max_out = c
-        .prices
-        .all()
-        .iter()
-        .map(|m| m.max_output_tokens)
-        .max()
-        .unwrap_or(1);
-    let prices: Vec<String> = c.prices.all().iter().map(price_text).collect();
-    let model = json!({"type": "string", "enum": models, "description": format!(
-        "A model id or one of its aliases. Prices: {}.",
-        prices.join("; ")
-    )});
+    let (model, max_out) = model_and_max_output(c);
     let part = object(
         &["type", "text"],
         json!({"type": {"enum": ["input_text", "output_text"]}, "text": string()}),

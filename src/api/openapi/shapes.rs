@@ -222,7 +222,9 @@ pub(super) fn fallback_models(c: &Config) -> Value {
            "description": "A fallback list of 2 or 3 distinct models, tried in order; instead of `model`. Aliases (`gemini/<id>`) are accepted too, but two entries naming the same model are a 422."})
 }
 
-fn chat_body(c: &Config) -> Value {
+/// The `model` field (every id and alias, with prices in words) and the largest output cap of
+/// the configured models; chat and responses describe them alike.
+pub(super) fn model_and_max_output(c: &Config) -> (Value, u32) {
     let mut models: Vec<Value> = Vec::new();
     for m in c.prices.all() {
         models.push(json!(m.id));
@@ -240,6 +242,11 @@ fn chat_body(c: &Config) -> Value {
         "A model id or one of its aliases. Prices: {}.",
         prices.join("; ")
     )});
+    (model, max_out)
+}
+
+fn chat_body(c: &Config) -> Value {
+    let (model, max_out) = model_and_max_output(c);
     let tokens = int(1, i128::from(max_out));
     let stop = json!({"type": "string", "minLength": 1});
     let part = object(

@@ -177,7 +177,7 @@ fn text_format_reasoning_and_stream_map_to_chat_fields() {
         r["text"],
         json!({"format":{"type":"json_object"},"verbosity":"low"})
     );
-    assert!(parse_chat(&t.chat).unwrap().json_mode);
+    assert!(parse_chat(&t.chat).unwrap().surface.json);
 }
 
 #[test]

@@ -239,7 +239,7 @@ fn unsupported_fields_are_refused_by_name() {
 #[test]
 fn json_schema_is_read_only_for_its_own_type() {
     let r = parse(json!({"response_format":{"type":"json_object","json_schema":5}})).unwrap();
-    assert!(r.json_mode && r.surface.schema.is_none());
+    assert!(r.surface.json && r.surface.schema.is_none());
     assert_eq!(
         refusal(json!({"response_format":{"type":"json_schema","json_schema":{"name":5}}})),
         (400, "invalid_schema", "response_format.json_schema".into())
@@ -247,5 +247,5 @@ fn json_schema_is_read_only_for_its_own_type() {
     // No schema: JSON of any shape.
     let r = parse(json!({"response_format":{"type":"json_schema","json_schema":{"name":"any"}}}))
         .unwrap();
-    assert!(r.json_mode && r.surface.schema.is_none());
+    assert!(r.surface.json && r.surface.schema.is_none());
 }

@@ -13,7 +13,7 @@ pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 
 /// True for the models that validate thought signatures on function calls (Gemini 3.x).
 fn validates_signatures(model: &str) -> bool {
-    model.starts_with("gemini-3")
+    crate::upstream::gemini3(model)
 }
 
 /// A turn's parts on the wire. On Gemini 3, a model turn whose calls all lost their signature
