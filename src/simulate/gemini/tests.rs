@@ -659,9 +659,9 @@ async fn inline_images_count_as_prompt_tokens_by_gemini_tile_rule() {
             json!([{"modality": "TEXT", "tokenCount": base}, {"modality": "IMAGE", "tokenCount": image}])
         );
     }
-    assert_eq!(media::image_tokens(384, 384), 258);
-    assert_eq!(media::image_tokens(385, 10), 258);
-    assert_eq!(media::image_tokens(769, 1537), 2 * 3 * 258);
+    assert_eq!(crate::media::image_tokens(384, 384), 258);
+    assert_eq!(crate::media::image_tokens(385, 10), 258);
+    assert_eq!(crate::media::image_tokens(769, 1537), 2 * 3 * 258);
 }
 
 #[test]
