@@ -164,8 +164,23 @@ where
     let effects = state.effects.clone();
     effects.spawn("x402 call change", async move {
         let outcome = settlement.await;
+        if let Err(e) = &outcome {
+            note_refusal(&state, &v.payer, e);
+        }
         finish(&state, &v, outcome, Some(kept), true, None).await
     })
+}
+
+/// A stream's settlement failed and its error event is about to be written: the payer is
+/// blocked now, before the client can read the event and send another stream (`note_refusal`,
+/// once for this failure), and the payment's intent ends in the background (forgotten, or
+/// recovered if money may have moved).
+pub fn finish_refused_stream(state: Arc<State>, v: Verified, e: PaymentError, kept: u64) {
+    note_refusal(&state, &v.payer, &e);
+    let effects = state.effects.clone();
+    drop(effects.spawn("x402 call change", async move {
+        finish(&state, &v, Err(e), Some(kept), true, None).await
+    }));
 }
 
 /// A paid call's settlement `outcome` is known and the call keeps `kept`: credit the change
@@ -176,6 +191,9 @@ pub async fn finish_call_now(
     outcome: Result<Settlement, PaymentError>,
     kept: u64,
 ) -> Result<(Settlement, u64), PaymentError> {
+    if let Err(e) = &outcome {
+        note_refusal(state, &v.payer, e);
+    }
     finish(state, v, outcome, Some(kept), false, None).await
 }
 
@@ -183,7 +201,7 @@ pub async fn finish_call_now(
 /// `kept`: what a paid call keeps (`None` for money in); `delivered`: the call's content reached
 /// the client (a stream), so it keeps `kept` even if its settlement is only confirmed later
 /// (a withheld unary answer keeps nothing); `to`: the account money in credits when it is not
-/// the payer.
+/// the payer. A paid call's refusal is noted (`note_refusal`) by the caller, once.
 async fn finish(
     state: &Arc<State>,
     v: &Verified,
@@ -247,9 +265,6 @@ async fn finish(
                     keep_on_recovery(state, &id, k).await;
                 }
                 recover_later(state, id);
-            }
-            if kept.is_some() {
-                note_refusal(state, &v.payer, &e);
             }
             if delivered
                 && let Some(k) = kept.filter(|k| *k > 0)
@@ -423,7 +438,11 @@ pub enum Recovered {
 
 /// Completes every intent a previous run left (start-up: nothing else is settling). Returns
 /// the outcome of each, in the store's order.
-pub async fn recover(state: &State) -> Vec<(String, Recovered)> {
+///
+/// An intent whose outcome is still unknown (`Recovered::Kept`: the facilitator or the chain
+/// could not be asked, or cannot tell yet) is handed to `recover_later`, which keeps looking in
+/// the background of this run instead of waiting for the next start.
+pub async fn recover(state: &Arc<State>) -> Vec<(String, Recovered)> {
     let intents = match state.store.intents() {
         Ok(v) => v,
         Err(e) => {
@@ -440,6 +459,17 @@ pub async fn recover(state: &State) -> Vec<(String, Recovered)> {
             tracing::warn!(%e, intent = %rec.id, "recovered intent not flushed");
         }
         tracing::info!(intent = %rec.id, payer = %rec.payer, outcome = ?r, "settlement intent recovered");
+        let label = match r {
+            Recovered::Credited => "credited",
+            Recovered::NothingMoved => "nothing_moved",
+            Recovered::Kept => "kept",
+            Recovered::Unresolved => "unresolved",
+        };
+        metrics::counter!("vectorway_x402_intents_recovered_total", "outcome" => label)
+            .increment(1);
+        if r == Recovered::Kept {
+            recover_later(state, rec.id.clone());
+        }
         out.push((rec.id, r));
     }
     out
@@ -517,14 +547,18 @@ fn recover_later(state: &Arc<State>, id: String) {
     drop(state.effects.spawn("settlement retry", async move {
         // A facilitator that just failed is given time; the authorization stays valid for
         // minutes (x402's maxTimeoutSeconds), and the next start retries too. 5 s, 15 s, 45 s,
-        // then every 2 minutes: about 7 minutes in all.
+        // then every 2 minutes: at least six looks, and on until the authorization has
+        // expired (past it, a look always decides: paid, not paid, or unresolved for the
+        // operator; only a failing credit stays open, for the next start).
         let mut pause = Duration::from_secs(5);
-        for _ in 0..6 {
+        for attempt in 1.. {
             tokio::time::sleep(pause).await;
             let Ok(Some(rec)) = store.intent(&id) else {
                 return;
             };
+            let expired = crate::payments::unix_now() > rec.valid_before;
             match recover_one(&me, rec).await {
+                Recovered::Kept if attempt >= 6 && expired => return,
                 Recovered::Kept => pause = (pause * 3).min(Duration::from_secs(120)),
                 done => {
                     tracing::info!(intent = %id, outcome = ?done, "settlement recovered");

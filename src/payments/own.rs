@@ -67,13 +67,7 @@ pub struct OwnFacilitator {
     /// would only send a transaction doomed to revert).
     in_flight: Arc<Mutex<HashSet<String>>>,
     receipt_timeout: Duration,
-    /// Fault knob (`EXIT_AFTER_BROADCAST` in the environment): exit right after a broadcast.
-    exit_after_broadcast: bool,
 }
-
-/// The environment variable of the crash test's fault knob (not a config key: never set it in
-/// production).
-pub const EXIT_AFTER_BROADCAST: &str = "X402_FAULT_EXIT_AFTER_BROADCAST";
 
 impl std::fmt::Debug for OwnFacilitator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,6 +111,17 @@ fn rpc_revert(e: &str) -> String {
     }
 }
 
+/// The node answered with a JSON-RPC error: it received the transaction and refused it.
+fn node_refused(e: &str) -> bool {
+    e.split_once(": ")
+        .is_some_and(|(_, rest)| rest.starts_with('{'))
+}
+
+/// No connection was made: the node never saw the request.
+fn never_connected(e: &str) -> bool {
+    e.contains("(Connect)")
+}
+
 fn hex0x(b: &[u8]) -> String {
     format!("0x{}", hex::encode(b))
 }
@@ -145,7 +150,6 @@ impl OwnFacilitator {
             domains_checked: Mutex::new(HashSet::new()),
             in_flight: Arc::default(),
             receipt_timeout,
-            exit_after_broadcast: std::env::var_os(EXIT_AFTER_BROADCAST).is_some(),
         }
     }
 
@@ -507,7 +511,7 @@ impl OwnFacilitator {
         let mut cursors = self.cursors.lock().await;
         let cursor = cursors.entry(net.chain_id).or_default();
         let mut attempt = 0;
-        let (signed, record) = loop {
+        let signed = loop {
             attempt += 1;
             if cursor.needs_sync() {
                 let pending = self
@@ -537,7 +541,7 @@ impl OwnFacilitator {
                 .rpc(net, "eth_sendRawTransaction", json!([record.raw]))
                 .await
             else {
-                break (signed, record);
+                break signed;
             };
             cursor.failed();
             // Did the node take it after all (a lost answer)? Its pending count says.
@@ -548,21 +552,25 @@ impl OwnFacilitator {
                 .and_then(|v| quantity(&v, "eth_getTransactionCount").ok());
             let taken = pending.is_some_and(|n| n > params.nonce);
             if taken && self.known(net, &record.hash).await {
-                break (signed, record);
+                break signed;
             }
             tracing::warn!(network = %net.name, nonce = params.nonce, error = %e,
                 "settlement transaction not accepted by the node");
             // Another transaction of the account holds that nonce (sent from elsewhere): this
             // one can never be mined, so a new one with the node's next nonce is safe.
             if !(taken && attempt < 3) {
-                return Err(unreachable(format!("eth_sendRawTransaction: {e}")));
+                if taken || node_refused(&e) || never_connected(&e) {
+                    return Err(unreachable(format!("eth_sendRawTransaction: {e}")));
+                }
+                // A time-out or a lost answer, and the node cannot say now: it may hold the
+                // transaction and mine it. Not "nothing settled": the outcome is unknown, and
+                // the record lets the lookup find it (or send it again, byte for byte).
+                return Err(PaymentError::SettlementUnknown {
+                    detail: format!("{}: eth_sendRawTransaction: {e}", net.name),
+                    transaction: Some(record.hash.clone()),
+                });
             }
         };
-        if self.exit_after_broadcast {
-            // The crash test's fault knob: die between "sent" and "confirmed".
-            tracing::error!(tx = %record.hash, "{EXIT_AFTER_BROADCAST} is set: exiting now");
-            std::process::exit(137);
-        }
         metrics::counter!("vectorway_x402_self_transactions_total").increment(1);
         Ok(signed)
     }
@@ -754,5 +762,21 @@ mod tests {
         let e = r#"eth_estimateGas: {"code":3,"message":"execution reverted: ERC20: transfer amount exceeds balance","data":"0x08c379a00000000000000000000000000000000000000000000000000000000000000020000000000000000000000000000000000000000000000000000000000000002645524332303a207472616e7366657220616d6f756e7420657863656564732062616c616e63650000000000000000000000000000000000000000000000000000"}"#;
         assert_eq!(rpc_revert(e), "ERC20: transfer amount exceeds balance");
         assert_eq!(rpc_revert("eth_call: timed out"), "eth_call: timed out");
+    }
+
+    #[test]
+    fn only_a_refusal_or_no_connection_proves_a_broadcast_was_not_taken() {
+        // The shapes `ChainReader::rpc` gives its errors.
+        let refused = r#"eth_sendRawTransaction: {"code":-32000,"message":"nonce too low"}"#;
+        assert!(node_refused(refused) && !never_connected(refused));
+        let down = "eth_sendRawTransaction: request failed: client error (Connect)";
+        assert!(never_connected(down) && !node_refused(down));
+        for maybe in [
+            "eth_sendRawTransaction: no answer within 1s",
+            "eth_sendRawTransaction: reading the answer failed: connection reset",
+            "eth_sendRawTransaction: the node answered 502 Bad Gateway",
+        ] {
+            assert!(!node_refused(maybe) && !never_connected(maybe), "{maybe}");
+        }
     }
 }

@@ -24,8 +24,9 @@
 //! `Payments::start_settlement` runs `look` in the request (`Resolver::reconcile`) for a
 //! `SettlementUnknown` until `x402.settle_pending_wait_ms` has passed, so the payer gets the
 //! answer or the credits the moment the transfer confirms; so does a `Facilitator` error (a
-//! time-out or a 5xx after the request reached it) when the network has a chain to read, and
-//! a `transaction_failed` gets one look at the chain when there is one. Whatever is still unknown
+//! time-out or a 5xx after the request reached it), with or without a chain to read (without
+//! one, the facilitator is asked again), and a `transaction_failed` gets one look at the chain
+//! when there is one. Whatever is still unknown
 //! stays an open intent, which `api::settle` keeps looking up in the background and at start-up.
 
 use std::sync::Arc;
@@ -190,10 +191,13 @@ impl Resolver {
             PaymentError::SettlementUnknown { .. } => true,
             // A time-out or a 5xx from a `/settle` that reached the facilitator: the transfer
             // may be on its way (a confirmation slower than the facilitator's answer, a chain
-            // that stopped). With a chain to read, it is polled like a pending settlement, and
-            // an outcome still open at the end of the wait is `SettlementUnknown` (504
-            // `x402_settlement_pending`), not a facilitator failure.
-            PaymentError::Facilitator(_) => has_chain,
+            // that stopped, an answer lost after the transfer mined). It is looked up like a
+            // pending settlement: on the chain when there is one, else by asking the
+            // facilitator again (`/verify`: a spent nonce is the chain's word that it moved;
+            // still good → `/settle` again, which EIP-3009 lets move the money at most once).
+            // An outcome still open at the end of the wait is `SettlementUnknown` (504
+            // `x402_settlement_pending`), never "not paid".
+            PaymentError::Facilitator(_) => true,
             PaymentError::SettlementRefused { reason, .. } if reason == "transaction_failed" => {
                 false
             }

@@ -218,6 +218,7 @@ async fn a_facilitator_past_its_timeout_withholds_the_answer_and_keeps_the_nonce
     let env = Env::with_knobs(fast_knobs(), |c| {
         c.x402.settle_timeout = Duration::from_millis(200);
         c.x402.settle_retries = 1;
+        c.x402.settle_pending_wait = Duration::from_millis(300);
     })
     .await;
     let q = quote(&env).await;
@@ -228,12 +229,14 @@ async fn a_facilitator_past_its_timeout_withholds_the_answer_and_keeps_the_nonce
         .set_facilitator_faults(settle_fault(Some(503), None, Some(1_000)));
     let header = payment(&s, q);
     let res = paid(&env, &header, &ask(false)).await;
-    withheld(&res, StatusCode::BAD_GATEWAY, "x402_facilitator_error");
-    // The gateway cannot know whether the payment went through: the nonce stays spent.
+    // The gateway cannot know whether the payment went through (the facilitator was asked
+    // again, and its answers came too late too): pending, not "failed", and the nonce stays
+    // spent.
+    withheld(&res, StatusCode::GATEWAY_TIMEOUT, "x402_settlement_pending");
     let res = paid(&env, &header, &ask(false)).await;
     withheld(&res, StatusCode::CONFLICT, "x402_nonce_reused");
     let res = paid(&env, &payment(&s, q), &ask(true)).await;
-    cut_with(&res, "x402_facilitator_error");
+    cut_with(&res, "x402_settlement_pending");
     tokio::time::sleep(Duration::from_millis(1_200)).await; // the simulator's delayed answers
     assert_eq!(env.sim.facilitator_stats().settled, 0);
     assert_eq!(env.sim.balance(&s.address()), usdc, "no USDC moved");
@@ -297,18 +300,22 @@ async fn a_facilitator_that_is_down_withholds_the_answer_and_burns_no_nonce() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_settlement_withholds_the_answer_and_keeps_nothing() {
-    let env = Env::start().await;
+    let env = Env::with_knobs(fast_knobs(), |c| {
+        c.x402.settle_pending_wait = Duration::from_millis(300);
+    })
+    .await;
     let q = quote(&env).await;
     let s = Signer::random().unwrap();
     let usdc = env.sim.balance(&s.address());
-    // 500 on every attempt: the outcome is unknown, so the nonce stays spent.
+    // 500 on every attempt: the outcome is unknown (pending, not failed), so the nonce stays
+    // spent.
     env.sim
         .set_facilitator_faults(settle_fault(Some(500), None, None));
     let header = payment(&s, q);
     withheld(
         &paid(&env, &header, &ask(false)).await,
-        StatusCode::BAD_GATEWAY,
-        "x402_facilitator_error",
+        StatusCode::GATEWAY_TIMEOUT,
+        "x402_settlement_pending",
     );
     withheld(
         &paid(&env, &header, &ask(false)).await,
@@ -317,7 +324,7 @@ async fn a_failing_settlement_withholds_the_answer_and_keeps_nothing() {
     );
     cut_with(
         &paid(&env, &payment(&s, q), &ask(true)).await,
-        "x402_facilitator_error",
+        "x402_settlement_pending",
     );
     // An explicit refusal that rules a transfer out: a fresh 402, and the payment stays usable.
     let failed = r#"{"success":false,"errorReason":"transaction_failed","transaction":"","network":"base-sepolia"}"#;

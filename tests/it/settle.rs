@@ -543,3 +543,162 @@ async fn a_call_that_kept_everything_is_not_refunded_after_a_crash() {
     assert!(store.intents().unwrap().is_empty());
     assert_eq!(sim.facilitator_stats().settled, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_recovery_cannot_resolve_at_start_is_resolved_later_in_the_same_run() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), fast_knobs(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let patient = [("VECTORWAY_X402__SETTLE_TIMEOUT_MS", "120000")];
+    let mut gw = Binary::start(dir.path(), &sim.base_url(), &patient);
+    let s = Signer::random().unwrap();
+    let w = s.address();
+    // The facilitator moves the money, then its answer never comes back in time.
+    sim.set_facilitator_faults(settle_fault(None, Some(60_000)));
+    let url = format!("{}/v1/topup", gw.base);
+    let pay = x_payment(&s, 2_000_000);
+    let waiting = tokio::spawn(async move {
+        call(
+            Method::POST,
+            &url,
+            &[("x-payment", &pay)],
+            json!({"amount": 2}).to_string(),
+        )
+        .await
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || sim.facilitator_stats().settled
+            == 1)
+        .await
+    );
+    gw.kill();
+    assert!(waiting.await.unwrap().is_none());
+    // At the next start the facilitator fails every call: start-up recovery cannot tell.
+    sim.set_facilitator_faults(FacilitatorFaults {
+        status: Some(500),
+        ..FacilitatorFaults::default()
+    });
+    let asked = sim.facilitator_stats().verify;
+    let gw = Binary::start(dir.path(), &sim.base_url(), &[]);
+    let open = |base: String| async move {
+        call(Method::GET, &format!("{base}/status"), &[], "")
+            .await
+            .map(|r| r.json()["x402"]["settlements"]["open_intents"].clone())
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || sim.facilitator_stats().verify
+            > asked)
+        .await,
+        "start-up recovery asked the facilitator"
+    );
+    // Start-up recovery has finished with the intent kept (its outcome counted on /metrics).
+    let kept = "vectorway_x402_intents_recovered_total{outcome=\"kept\"} 1";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = call(
+            Method::GET,
+            &format!("{}/metrics", gw.base),
+            &[("authorization", &format!("Bearer {}", gw.secret))],
+            "",
+        )
+        .await
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .unwrap_or_default();
+        if metrics.contains(kept) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recovery kept the intent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        open(gw.base.clone()).await,
+        Some(json!(1)),
+        "kept, not lost"
+    );
+    // The facilitator recovers. No restart: the kept intent is looked up again in the
+    // background of this run and credited, once.
+    sim.set_facilitator_faults(FacilitatorFaults::default());
+    let credits = |base: String, secret: String| async move {
+        call(
+            Method::GET,
+            &format!("{base}/admin/balance?wallet={w}"),
+            &[("x-admin-secret", &secret)],
+            "",
+        )
+        .await
+        .map(|r| r.json()["credits"].as_u64().unwrap_or(0))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while credits(gw.base.clone(), gw.secret.clone()).await != Some(2_000_000) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "credited in the background, without a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sim.facilitator_stats().settled, 1, "no second transfer");
+    assert_eq!(open(gw.base.clone()).await, Some(json!(0)));
+    drop(gw);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(topups(&store, &w), vec![2_000_000]);
+}
+
+async fn metrics_of(gw: &Binary) -> String {
+    call(
+        Method::GET,
+        &format!("{}/metrics", gw.base),
+        &[("authorization", &format!("Bearer {}", gw.secret))],
+        "",
+    )
+    .await
+    .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_settlement_is_refused_blocks_its_payer_once() {
+    // Its own process: the metrics below are this payment's alone.
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), fast_knobs(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Binary::start(dir.path(), &sim.base_url(), &[]);
+    let s = Signer::random().unwrap();
+    sim.set_facilitator_faults(FacilitatorFaults {
+        endpoint: Some("settle".into()),
+        status: Some(200),
+        body: Some(r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"base-sepolia"}"#.into()),
+        times: Some(1),
+        ..FacilitatorFaults::default()
+    });
+    let res = call(
+        Method::POST,
+        &format!("{}/v1/chat/completions", gw.base),
+        &[("x-payment", &x_payment(&s, 1_000_000))],
+        stream_ask().to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(!sse_data(&res.body).iter().any(|e| e == "[DONE]"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = metrics_of(&gw).await;
+        if text.contains("vectorway_x402_unpaid_streams_total 1") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the loss is counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The intent is ended (its effect ran) and the refusal was noted once: one block.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("vectorway_x402_payers_blocked_total"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(line, "vectorway_x402_payers_blocked_total 1", "{text}");
+}

@@ -424,6 +424,44 @@ def test_a_purchase_whose_settle_answer_was_lost_is_credited(
     assert credits_of(api, onboard.reply.body["api_key"]) == 1_300_000
 
 
+@pytest.mark.parametrize("what", ["chat", "topup"])
+def test_without_a_chain_every_settle_attempt_timing_out_is_resolved_by_verify(
+    what: str, gw_blind: Gateway, chain: chainmod.Chain, facilitator: SdkFacilitator,
+    pay_to: str,
+) -> None:
+    """No rpc_url, and every /settle attempt outlives the gateway's time-out (the first mines
+    the transfer, its answer and the retry's come too late): that is no proof of anything, so
+    the gateway does not answer 502 "facilitator failed" with the payer's money gone. It asks
+    the facilitator's /verify, whose ``invalid_exact_evm_nonce_already_used`` is the chain's
+    word that the authorization was used (only the facilitator and the payer hold it), and
+    answers with the paid call or the credits, once."""
+    api = api_of(gw_blind)
+    payer = chain_payer(chain, FUNDS)
+    books = Books(chain, payer.address, pay_to)
+    seen, verifies = len(facilitator.settlements), facilitator.calls["verify"]
+    facilitator.delay_after_settle(SETTLE_TIMEOUT_MS / 1000 + 1.0, times=2)
+    path, body = (CHAT, chat_body()) if what == "chat" else (TOPUP, {"amount": 1})
+    paid = pay(api, payer, "v2", path, body)
+    answers = facilitator.settlements[seen:]
+    assert len(answers) == 2 and answers[0]["success"] is True, answers
+    assert paid.reply.status == 200, f"{paid.reply.status} {paid.reply.body!r}"
+    # One /verify before the work, at least one more to resolve the unknown outcome.
+    assert facilitator.calls["verify"] >= verifies + 2
+    assert receipt_of(paid)["success"] is True
+    amount = paid.quote if what == "chat" else 1_000_000
+    assert books.moved() == (amount, amount), "paid once"
+    key = payer_key(gw_blind, payer.address, f"blind-timeouts-{what}")
+    if what == "chat":
+        assert paid.reply.body["choices"][0]["message"]["content"]
+        kept = usd_micros(paid.reply.body["usage"]["usd_cost"])
+        assert eventually(lambda: credits_of(api, key) == paid.quote - kept)
+        assert [e["credits"] for e in ledger(api, key, "refund")] == [paid.quote - kept]
+    else:
+        assert credits_of(api, key) == 1_000_000
+        assert [e["credits"] for e in ledger(api, key, "topup")] == [1_000_000]
+    assert books.moved() == (amount, amount)
+
+
 @pytest.mark.parametrize("which", ["rpc", "blind"])
 def test_a_pending_settlement_is_answered_once_it_confirms(
     which: str, request: pytest.FixtureRequest, chain: chainmod.Chain,
@@ -505,3 +543,55 @@ def test_a_stream_whose_settlement_confirms_late_keeps_what_it_delivered(
     )
     (refund,) = ledger(api, key, "refund")
     assert refund["credits"] == paid.quote - kept, refund
+
+
+# --------------------------------------------------------------------------------------------
+# MCP: a paid tool call settles on chain like the REST call it stands for
+# --------------------------------------------------------------------------------------------
+
+
+def mcp_chat_is_paid_on_chain(gateway: Gateway, chain: chainmod.Chain, pay_to: str) -> None:
+    """The x402 SDK's MCP client pays for the ``chat`` tool (probe, PaymentRequired, retry with
+    the payment in ``_meta``) with an authorization on the anvil token: the transfer is mined,
+    payTo receives exactly what the payer lost, and the change comes back as credits. Also run
+    under ``self`` (test_self_facilitator.py)."""
+    from mcp import ClientSession
+    from x402 import x402Client
+    from x402.mcp import x402MCPSession
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    from test_mcp import CHAT_ARGS, run_session
+
+    payer = chain_payer(chain, FUNDS)
+    client = x402Client()
+    register_exact_evm_client(client, payer.account)
+    client.set_spend_controls(
+        {
+            "max_amount_per_payment": "$10",
+            "allowed_assets": [
+                {"network": NETWORK, "asset": chain.asset, "max_amount_per_payment": "10000000"}
+            ],
+        }
+    )
+    books = Books(chain, payer.address, pay_to)
+
+    async def body(s: ClientSession) -> Any:
+        return await x402MCPSession(s, client).call_tool("chat", CHAT_ARGS)
+
+    result = run_session(gateway.url, {}, body)
+    assert result.payment_made and not result.is_error, result
+    assert result.content[0].text
+    receipt = result.payment_response
+    assert receipt is not None and receipt.success and receipt.network == NETWORK, receipt
+    paid, received = books.moved()
+    assert paid == received > 0, "payTo received exactly what the payer lost"
+    assert_mined_transfer(chain, receipt.transaction, payer.address, pay_to, paid)
+    api = api_of(gateway)
+    key = payer_key(gateway, payer.address, "mcp-on-chain")
+    assert eventually(lambda: 0 < credits_of(api, key) < paid), credits_of(api, key)
+    (refund,) = ledger(api, key, "refund")
+    assert refund["ref"] == receipt.transaction, refund
+
+
+def test_an_mcp_tool_call_is_paid_on_chain(gw: Gateway, chain: chainmod.Chain, pay_to: str) -> None:
+    mcp_chat_is_paid_on_chain(gw, chain, pay_to)

@@ -128,6 +128,16 @@ def gw2(request, tmp_path_factory, vectorway_bin, log_dir, simulator, chain, fac
     return start_gateway(request, tmp_path_factory, vectorway_bin, log_dir, env, "chain-faults-2")
 
 
+@pytest.fixture(scope="module")
+def gw_no_rpc(request, tmp_path_factory, vectorway_bin, log_dir, simulator, chain, facilitator,  # noqa: F811
+              pay_to):  # noqa: F811
+    """A gateway without an rpc_url: only the facilitator can tell it what happened."""
+    data_dir = tmp_path_factory.mktemp("vectorway-faults-no-rpc")
+    env = gateway_env(data_dir, simulator, chain, facilitator.url, pay_to)
+    del env["VECTORWAY_X402__NETWORKS__ANVIL__RPC_URL"]
+    return start_gateway(request, tmp_path_factory, vectorway_bin, log_dir, env, "faults-no-rpc")
+
+
 # --------------------------------------------------------------------------------------------
 # The payer's side of the chain: moving funds away, canceling an authorization
 # --------------------------------------------------------------------------------------------
@@ -374,6 +384,37 @@ def test_a_chain_that_stops_mid_settlement_is_resolved_once_it_is_back(
     (refund,) = ledger(api, key, "refund")
     assert refund["credits"] == paid.quote
     assert eventually(lambda: status_of(gw)["open_intents"] == 0)
+
+
+def test_without_a_chain_a_settlement_stuck_on_a_stopped_chain_is_pending_then_credited(
+    gw_no_rpc: Gateway, chain: chainmod.Chain, facilitator: SdkFacilitator, pay_to: str,  # noqa: F811
+) -> None:
+    """No rpc_url: the facilitator's /settle hangs on a stopped chain, every attempt times out,
+    and /verify cannot answer either. Nothing proves the money did not move, so the answer is
+    504 ``x402_settlement_pending`` (not a 502 "facilitator failed"), the intent stays, and once
+    the chain is back the gateway's background look (the facilitator's /verify:
+    ``nonce_already_used``) finds the transfer and credits the withheld call in full, once."""
+    api = api_of(gw_no_rpc)
+    payer = chain_payer(chain, FUNDS)
+    books = Books(chain, payer.address, pay_to)
+    facilitator.before_settle(lambda _: os.kill(chain.proc.pid, signal.SIGSTOP))
+    try:
+        paid = pay(api, payer, "v2", CHAT, chat_body())
+    finally:
+        os.kill(chain.proc.pid, signal.SIGCONT)
+    res = paid.reply
+    assert res.status == 504, f"{res.status} {res.body!r}"
+    assert res.body["error"]["code"] == "x402_settlement_pending", res.body
+    assert "choices" not in res.body
+    assert status_of(gw_no_rpc)["open_intents"] >= 1
+    key = payer_key(gw_no_rpc, payer.address, "no-rpc-chain-stopped")
+    assert eventually(lambda: credits_of(api, key) == paid.quote, timeout=40), (
+        credits_of(api, key), paid.quote, books.moved(),
+    )
+    assert books.moved() == (paid.quote, paid.quote), "paid once"
+    (refund,) = ledger(api, key, "refund")
+    assert refund["credits"] == paid.quote
+    assert eventually(lambda: status_of(gw_no_rpc)["open_intents"] == 0)
 
 
 def test_a_chain_stopped_before_the_request_is_a_502_and_the_same_payment_works_later(

@@ -6,10 +6,10 @@ clock) and sends ``transferWithAuthorization`` from its own settlement account (
 anvil, key given as ``$VAR``). Every check is on the chain: ``balanceOf`` of payer and payTo,
 the mined transactions, the settlement account's nonce.
 
-The crash test kills the gateway right after it broadcast a settlement (the fault knob
-``X402_FAULT_EXIT_AFTER_BROADCAST``, with anvil's automine off so the transaction is still
-pending), restarts it on the same data directory, mines, and checks the payment is settled and
-credited exactly once.
+The crash test turns anvil's automine off, waits until the gateway's settlement transaction
+is in anvil's pool (the settlement account's pending nonce), SIGKILLs the gateway from outside,
+restarts it on the same data directory, mines, and checks the payment is settled and credited
+exactly once.
 """
 
 from __future__ import annotations
@@ -285,26 +285,44 @@ def test_a_settlement_account_without_gas_is_an_operator_error(
 def test_a_crash_right_after_broadcast_settles_and_credits_once_after_restart(
     request, tmp_path_factory, vectorway_bin, log_dir, simulator, chain, pay_to
 ) -> None:
+    """SIGKILL from outside between "sent" and "confirmed": anvil holds the transaction in its
+    pool (automine off); the test waits until it is there, kills the gateway, restarts it on the
+    same data directory and mines. The restarted gateway finds its recorded transaction, awaits
+    it and credits once; no second transaction is ever sent."""
     data_dir = tmp_path_factory.mktemp("vectorway-crash")
     account = Account.create()
     chainmod._transact_value(chain.w3, chain.deployer, account.address, 10**18)
     first = start_self_gateway(
         request, log_dir, vectorway_bin, simulator, chain, pay_to, data_dir, "self-crash",
-        account.key.hex(), {"X402_FAULT_EXIT_AFTER_BROADCAST": "1"},
+        account.key.hex(),
     )
     api = api_of(first)
     payer = chain_payer(chain, FUNDS)
     books = Books(chain, payer.address, pay_to)
     challenge = api("POST", TOPUP, json_body={"amount": 1})
     header = payer.payment_header(payer.payment_required(challenge, "v2"))
+    replies: list[Any] = []
+
+    def send() -> None:
+        try:
+            replies.append(api("POST", TOPUP, headers=header, json_body={"amount": 1}))
+        except OSError as e:
+            replies.append(e)
+
+    def pending() -> int:
+        return int(chain.w3.eth.get_transaction_count(account.address, "pending"))
+
     chain.set_automine(False)
     try:
-        with pytest.raises(OSError):
-            api("POST", TOPUP, headers=header, json_body={"amount": 1})
+        client = threading.Thread(target=send)
+        client.start()
+        assert eventually(lambda: pending() == 1, timeout=20), "the settlement was broadcast"
+        first.process.proc.kill()  # SIGKILL, from outside the process
         first.process.proc.wait(timeout=10)
-        assert first.process.proc.returncode == 137
+        assert first.process.proc.returncode == -9
+        client.join(timeout=30)
+        assert len(replies) == 1 and isinstance(replies[0], OSError), replies
         assert books.moved() == (0, 0), "broadcast, not mined"
-        assert int(chain.w3.eth.get_transaction_count(account.address, "pending")) == 1
         second = start_self_gateway(
             request, log_dir, vectorway_bin, simulator, chain, pay_to, data_dir,
             "self-crash-2", account.key.hex(),
@@ -344,3 +362,13 @@ def test_a_nonce_taken_behind_the_gateways_back_does_not_stall_settlements(
     assert paid.reply.status == 200, paid.reply.body
     assert sender_of(chain, receipt_of(paid)["transaction"]) == (settler().address, outside + 1)
     assert chain.balance_of(payer.address) == FUNDS - 2_000_000
+
+
+def test_an_mcp_tool_call_is_settled_by_the_gateway_itself(
+    gw: Gateway, chain: chainmod.Chain, pay_to: str
+) -> None:
+    from test_chain import mcp_chat_is_paid_on_chain
+
+    nonce = account_nonce(chain, settler().address)
+    mcp_chat_is_paid_on_chain(gw, chain, pay_to)
+    assert account_nonce(chain, settler().address) == nonce + 1, "one transaction, ours"

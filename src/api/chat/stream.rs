@@ -381,11 +381,10 @@ impl ChatStream {
                 // Refuses this payer's streams until a payment of theirs settles (before the
                 // client can see this event), and ends the payment's intent: forgotten, or
                 // recovered if money may have moved.
-                settle::note_refusal(&self.meter.state, &a.verified.payer, e);
-                pay::credit_change_after(
+                settle::finish_refused_stream(
                     self.meter.state.clone(),
                     a.verified.clone(),
-                    std::future::ready(Err(e.clone())),
+                    e.clone(),
                     a.kept,
                 );
             }
