@@ -19,6 +19,7 @@ mod chat;
 mod conformance;
 mod crash;
 mod discovery;
+mod docs_html;
 mod edge;
 mod exhaustion;
 mod facilitator;

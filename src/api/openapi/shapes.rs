@@ -651,6 +651,7 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
             s
         }
         RouteId::DocsHtml => doc("text/html"),
+        RouteId::Assets => doc("text/*").errors(404, &["not_found"]),
         RouteId::Mcp => mcp(),
     }
 }
