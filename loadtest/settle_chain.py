@@ -44,6 +44,7 @@ import concurrent.futures as cf
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -190,7 +191,11 @@ def start_sim(binary: Path, tmp: Path) -> ManagedProcess:
     sim = ManagedProcess("simulator", [str(binary), "simulate", "--listen", "127.0.0.1:0",
                                        "--ttft-ms", "0", "--tokens-per-sec", "1000000"],
                          child_env(), tmp / "simulator.log")
-    sim.wait_for_url()
+    try:
+        sim.wait_for_url()
+    except BaseException:
+        sim.stop()
+        raise
     return sim
 
 
@@ -206,7 +211,11 @@ def start_gateway(binary: Path, tmp: Path, name: str, extra: dict[str, str]) -> 
         **extra,
     })
     proc = ManagedProcess(f"gateway-{name}", [str(binary), "serve"], env, tmp / f"{name}.log")
-    url = _wait_for_gateway(proc, data)
+    try:
+        url = _wait_for_gateway(proc, data)
+    except BaseException:  # a gateway that did not come up is not left running
+        proc.stop()
+        raise
     secret = (data / "admin.secret").read_text().strip()
     return proc, url, secret
 
@@ -461,6 +470,7 @@ def main() -> int:
             p.stop()
         if chain is not None:
             chain.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
