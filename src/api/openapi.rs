@@ -12,6 +12,7 @@
 //! body states that cap.
 
 mod components;
+mod console;
 mod responses;
 mod shapes;
 
@@ -196,6 +197,13 @@ fn operation(route: &Route, s: &Shape, body_limit: usize) -> Value {
             200,
             json!({"description": "The document", "content": {*media: {"schema": {"type": "string"}}}}),
         ),
+        Answer::Texts(media) => {
+            let content: Map<String, Value> = media
+                .iter()
+                .map(|m| (m.to_string(), json!({"schema": {"type": "string"}})))
+                .collect();
+            (200, json!({"description": "The file", "content": content}))
+        }
     };
     responses.insert(status.to_string(), ok);
     for (status, description, schema) in &s.also {
