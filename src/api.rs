@@ -9,6 +9,7 @@
 pub mod account;
 pub mod admin;
 pub mod agents;
+pub mod assets;
 pub mod chat;
 pub mod console;
 pub mod describe;
@@ -477,6 +478,7 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::SkillMd => Ok(discovery::serve(&ctx.state.docs.skill, req.headers())),
         RouteId::OpenApi => Ok(discovery::serve(&ctx.state.docs.openapi, req.headers())),
         RouteId::DocsHtml => Ok(discovery::serve(&ctx.state.docs.html, req.headers())),
+        RouteId::Assets => assets::get(&ctx.params, req.uri(), req.headers()),
         RouteId::MemorySearch => memory::search(&ctx, &req).await,
         RouteId::MemoryDelete => memory::delete(&ctx).await,
         RouteId::Embeddings => memory::embeddings(&ctx, req).await,

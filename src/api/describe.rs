@@ -46,7 +46,8 @@ pub(crate) fn group(id: RouteId) -> Option<&'static str> {
         | RouteId::DocsMd
         | RouteId::SkillMd
         | RouteId::OpenApi
-        | RouteId::DocsHtml => "Discovery",
+        | RouteId::DocsHtml
+        | RouteId::Assets => "Discovery",
         RouteId::AgentRegister
         | RouteId::AgentBalance
         | RouteId::AgentTransactions

@@ -72,6 +72,7 @@ pub enum RouteId {
     SkillMd,
     OpenApi,
     DocsHtml,
+    Assets,
     AgentRegister,
     AgentBalance,
     AgentTransactions,
@@ -163,6 +164,7 @@ pub const ROUTES: &[Route] = &[
     r(R::SkillMd, "GET", "/skill.md", Public, RateClass::None, "skill_md", "An Agent Skill: the one-page playbook."),
     r(R::OpenApi, "GET", "/openapi.json", Public, RateClass::None, "openapi", "OpenAPI 3.1 description of every route."),
     r(R::DocsHtml, "GET", "/docs", Public, RateClass::None, "docs_html", "The API reference as one HTML page."),
+    r(R::Assets, "GET", "/assets/{file}", Public, RateClass::None, "assets", "Static files (CSS, JS) of the HTML pages, embedded in the binary."),
     r(R::MemorySearch, "GET", "/v1/memory", ApiKey, Runtime, "memory_search", "Search the wallet's memories (no score floor); the query's embedding is billed per token."),
     r(R::MemoryDelete, "DELETE", "/v1/memory/{memory_id}", ApiKey, Runtime, "memory_delete", "Delete a memory by id."),
     r(R::Embeddings, "POST", "/v1/embeddings", ApiKey, Runtime, "embeddings", "OpenAI-compatible embeddings (float or base64), billed per input token."),
@@ -284,6 +286,7 @@ mod tests {
                 "/skill.md",
                 "/openapi.json",
                 "/docs",
+                "/assets/{file}",
                 "/console",
                 "/console/{file}",
                 "/api/v1/agents/register"

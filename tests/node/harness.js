@@ -229,7 +229,9 @@ function parseJsonObject(text) {
 
 /** A running simulator + gateway pair, with helpers to administer both. */
 export class Stack {
-  constructor() {
+  /** `options.env`: extra environment for the gateway (e.g. `VECTORWAY_SERVER__ADMIN_SECRET`). */
+  constructor(options = {}) {
+    this.extraEnv = options.env ?? {};
     this.binary = resolveBinary();
     this.dir = mkdtempSync(join(tmpdir(), 'vectorway-node-'));
     this.dataDir = join(this.dir, 'data');
@@ -255,6 +257,7 @@ export class Stack {
         VECTORWAY_LIMITS__IP_PER_MIN: '100000000',
         VECTORWAY_LIMITS__IP_BURST: '100000000',
         GEMINI_API_KEY: UPSTREAM_API_KEY,
+        ...this.extraEnv,
       });
       this.gateway = this.spawn('gateway', ['serve'], this.env);
       this.url = await this.waitForGateway(this.gateway);

@@ -653,6 +653,7 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
             s
         }
         RouteId::DocsHtml => doc("text/html"),
+        RouteId::Assets => doc("text/*").errors(404, &["not_found"]),
         RouteId::Mcp => mcp(),
         RouteId::UsageSummary => ok(r("UsageSummary"))
             .query("bucket", false, json!({"enum": ["hour", "day"], "default": "hour"}), "Bucket width: `hour` (UTC hours; kept for the last 35 days) or `day` (UTC days).")
