@@ -494,7 +494,6 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::AdminTopWallets => console::ops::top_wallets(&ctx, &req),
         RouteId::AdminConfig => console::ops::config(&ctx),
         RouteId::Console => Ok(console::page(&req)),
-        RouteId::ConsoleFile => console::file(&ctx, &req),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The web console's routes: the embedded app (`/console`) and the caller's spend summary.
+//! The web console's routes: its page (`/console`) and the caller's spend summary.
 //!
 //! The summary reads the caller's own wallet from the principal (another wallet named in the
 //! query is 403, as on every account route) and answers from `console::rollup`, never from a
@@ -7,15 +7,13 @@
 pub mod ops;
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, ETAG, HeaderName, HeaderValue, IF_NONE_MATCH,
-};
+use http::header::{CACHE_CONTROL, ETAG, HeaderValue, IF_NONE_MATCH};
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json as j};
 
 use super::{Ctx, ReqBody, same_wallet};
-use crate::console::assets::{self, Asset};
 use crate::console::rollup::{Bucket, HOUR_MS, HOUR_RETENTION, MAX_BUCKETS, Series};
 use crate::crypto::to_checksum;
 use crate::error::{Error, RequestError};
@@ -25,60 +23,36 @@ use crate::storage::now_ms;
 /// The latest `to` the summary takes (2100-01-01, in Unix seconds).
 pub const MAX_TO_S: u64 = 4_102_444_800;
 
-/// `GET /console`: the single-page app.
+/// The console page with its asset links filled in, and its ETag.
+static PAGE: LazyLock<(String, String)> = LazyLock::new(|| {
+    let html = crate::console::assets::render(super::assets::url);
+    let digest = ring::digest::digest(&ring::digest::SHA256, html.as_bytes());
+    let tag = format!("\"{}\"", &hex::encode(digest.as_ref())[..20]);
+    (html, tag)
+});
+
+/// `GET /console`: the single-page app, with the CSP and security headers of every page.
 pub fn page(req: &Request<ReqBody>) -> Response<Body> {
-    serve_asset(&assets::INDEX, req)
-}
-
-/// `GET /console/{file}`: one of the app's files; anything else is 404.
-pub fn file(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let name = ctx.params.first().map(String::as_str).unwrap_or_default();
-    match assets::file(name) {
-        Some(a) => Ok(serve_asset(a, req)),
-        None => Err(RequestError::NotFound {
-            method: "GET".into(),
-            path: format!("/console/{name}"),
-        }
-        .into()),
-    }
-}
-
-fn serve_asset(a: &Asset, req: &Request<ReqBody>) -> Response<Body> {
-    let tag = assets::etag(a);
-    let fresh = req
+    let (html, tag) = &*PAGE;
+    let mut res = if req
         .headers()
         .get(IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
-    let mut res = if fresh {
+        .is_some_and(|v| v.as_bytes() == tag.as_bytes())
+    {
         let mut r = Response::new(empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
         bytes_response(
             StatusCode::OK,
-            HeaderValue::from_static(a.content_type),
-            a.bytes,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+            html.clone(),
         )
     };
     let h = res.headers_mut();
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(assets::CSP),
-    );
+    super::assets::harden(h);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    for (name, value) in [
-        ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
-        ("cross-origin-opener-policy", "same-origin"),
-        ("x-frame-options", "DENY"),
-    ] {
-        h.insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
-    }
-    if let Ok(v) = HeaderValue::from_str(&tag) {
+    if let Ok(v) = HeaderValue::from_str(tag) {
         h.insert(ETAG, v);
     }
     res

@@ -59,8 +59,7 @@ pub(crate) fn group(id: RouteId) -> Option<&'static str> {
         | RouteId::AdminStats
         | RouteId::AdminTopWallets
         | RouteId::AdminConfig
-        | RouteId::Console
-        | RouteId::ConsoleFile => return None,
+        | RouteId::Console => return None,
     })
 }
 

@@ -197,13 +197,6 @@ fn operation(route: &Route, s: &Shape, body_limit: usize) -> Value {
             200,
             json!({"description": "The document", "content": {*media: {"schema": {"type": "string"}}}}),
         ),
-        Answer::Texts(media) => {
-            let content: Map<String, Value> = media
-                .iter()
-                .map(|m| (m.to_string(), json!({"schema": {"type": "string"}})))
-                .collect();
-            (200, json!({"description": "The file", "content": content}))
-        }
     };
     responses.insert(status.to_string(), ok);
     for (status, description, schema) in &s.also {

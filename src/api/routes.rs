@@ -82,7 +82,6 @@ pub enum RouteId {
     AdminTopWallets,
     AdminConfig,
     Console,
-    ConsoleFile,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,7 +177,6 @@ pub const ROUTES: &[Route] = &[
     r(R::AdminTopWallets, "GET", "/admin/top-wallets", Admin, RateClass::None, "admin_top_wallets", "The wallets that spent the most credits, with their balances (operator)."),
     r(R::AdminConfig, "GET", "/admin/config", Admin, RateClass::None, "admin_config", "The configuration in force, every secret redacted (operator)."),
     r(R::Console, "GET", "/console", Public, RateClass::None, "console", "The web console (a single-page app for wallets and operators)."),
-    r(R::ConsoleFile, "GET", "/console/{file}", Public, RateClass::None, "console_file", "A static file of the web console."),
     r(R::AgentRegister, "POST", "/api/v1/agents/register", Public, RateClass::None, "agent_register", "Register a named agent account without a wallet; its API key is shown once. Unfunded by the deposit deadline, it is deleted."),
     r(R::AgentBalance, "GET", "/api/v1/balance", KeyOrJwt, Control, "agent_balance", "The caller's balance in credits and USD (LLM-for-Agents)."),
     r(R::AgentTransactions, "GET", "/api/v1/transactions", KeyOrJwt, Control, "agent_transactions", "The caller's credit movements, newest first, by limit, offset and type (LLM-for-Agents)."),
@@ -288,7 +286,6 @@ mod tests {
                 "/docs",
                 "/assets/{file}",
                 "/console",
-                "/console/{file}",
                 "/api/v1/agents/register"
             ]
         );

@@ -34,8 +34,6 @@ pub enum Answer {
     JsonOrEvents(Value, Value),
     /// A text document of this media type.
     Text(&'static str),
-    /// A text document of one of these media types (static files).
-    Texts(&'static [&'static str]),
 }
 
 /// One route's shape.
@@ -668,10 +666,5 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
             .errors(422, &["validation_error"]),
         RouteId::AdminConfig => ok(r("AdminConfig")),
         RouteId::Console => doc("text/html"),
-        RouteId::ConsoleFile => {
-            let mut s = doc("text/javascript");
-            s.answer = Answer::Texts(&["text/javascript", "text/css"]);
-            s.errors(404, &["not_found"])
-        }
     }
 }

@@ -1,7 +1,7 @@
 // vectorway console: the operator view (live counters polled from /admin/stats, health, top
 // wallets, grants and the redacted config).
 
-import { $, api, chart, credits, dropChart, el, guard, PALETTE, rows, status } from "./lib.js";
+import { $, api, chart, credits, dropChart, el, guard, PALETTE, rows, status } from "./console-lib.js";
 
 const POLL_MS = 2000;
 let timer = null;

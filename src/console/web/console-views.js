@@ -1,6 +1,6 @@
 // vectorway console: the wallet views (balance, spend chart, usage, ledger, keys, memory).
 
-import { $, api, chart, credits, dropChart, el, guard, PALETTE, rows, session, status, usd, when } from "./lib.js";
+import { $, api, chart, credits, dropChart, el, guard, PALETTE, rows, session, status, usd, when } from "./console-lib.js";
 
 let spendChart = null;
 /** A key created in this tab: usable for memory search without pasting it (memory only). */

@@ -1,9 +1,9 @@
 // vectorway console: the entry module: sign-in (SIWE through an EIP-1193 wallet, an API key or
 // the operator secret) and the switch between the wallet and operator views.
 
-import { $, api, ApiError, session, setSession, status } from "./lib.js";
-import * as ops from "./ops.js";
-import * as views from "./views.js";
+import { $, api, ApiError, session, setSession, status } from "./console-lib.js";
+import * as ops from "./console-ops.js";
+import * as views from "./console-views.js";
 
 function hexOf(text) {
   return `0x${Array.from(new TextEncoder().encode(text), (b) => b.toString(16).padStart(2, "0")).join("")}`;
