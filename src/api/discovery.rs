@@ -1,5 +1,6 @@
 //! Self-description for agents, generated at start-up from the route table and the live config:
-//! `/llms.txt`, `/llms-full.txt` (= `/docs.md`), `/skill.md`, `/openapi.json` and `/docs`.
+//! `/llms.txt`, `/llms-full.txt` (= `/docs.md`), `/skill.md`, `/openapi.json` and `/docs`
+//! (the same markdown rendered to HTML by `discovery::html`).
 //!
 //! Nothing here is hand-copied: every endpoint listed comes from `ROUTES`, every price from the
 //! price table, every network and `payTo` from the x402 config, every limit from the limits
@@ -8,6 +9,9 @@
 use http::header::{CACHE_CONTROL, ETAG, HeaderValue, IF_NONE_MATCH};
 use http::{HeaderMap, Response, StatusCode};
 
+mod html;
+
+use super::assets;
 use super::describe::{GROUPS, auth_text, base_url, example, group, notes};
 use super::routes::{Access, ROUTES, Route};
 use crate::billing::pricing::format_usd_micros;
@@ -158,7 +162,7 @@ fn agent_accounts(c: &Config) -> String {
         .unwrap_or(u64::MAX)
         .div_ceil(60_000);
     format!(
-        "## Agent accounts (LLM-for-Agents)\n\n         - `POST /api/v1/agents/register {{\"name\": \"my-agent\"}}` (1 to 100 characters, no wallet, no credentials) answers 201 with `uuid`, `apiKey` (a `vw_…` key, shown once), `name`, `createdAt`, `requestId`, `depositDeadline`, `depositRequiredWithinMinutes` ({minutes}), `notice`, and `account` (the agent's account id, `0x…`, used wherever the API names a wallet) and `keyId`. {reg} registrations per minute per client IP (429 `rate_limited`); at most {max} agents may wait for their first deposit at once (503 `agent_capacity_reached` with `Retry-After`).\n         - **Deposit within {minutes} minutes or the agent is deleted** (its key, history and memory): the sweeper runs every {every} s, so the agent lives between the deadline and one sweep more. The first credit of any amount makes it permanent.\n         - Fund it from any wallet with x402: `POST /v1/topup {{\"amount\": <USD 1–1000>, \"agent\": \"<uuid or account>\"}}` (or `POST /v1/credits/purchase {{\"agent\", \"credits\"}}`); the agent is credited, not the payer. A top-up naming a deleted agent is 404 `agent_not_found` before any payment is taken.\n         - The agent's key works everywhere a wallet's key does: chat (with memory), `/v1/memory`, `/v1/embeddings`, `/v1/usage`, `/v1/credits/*`, MCP. Each account sees only its own data.\n         - `GET /api/v1/balance`, `GET /api/v1/transactions?limit=&offset=&type=` and `GET /api/v1/models` take `Authorization: Bearer <key>` (an agent's or a wallet's key, or a wallet's JWT). Transaction types: `deposit` (x402 money in), `charge` (calls), `grant` (operator), `refund` (x402 change). Errors keep the OpenAI envelope; on these routes a missing credential is `missing_api_key`, an unknown key `invalid_api_key`.\n\n",
+        "## Agent accounts (LLM-for-Agents)\n\n- `POST /api/v1/agents/register {{\"name\": \"my-agent\"}}` (1 to 100 characters, no wallet, no credentials) answers 201 with `uuid`, `apiKey` (a `vw_…` key, shown once), `name`, `createdAt`, `requestId`, `depositDeadline`, `depositRequiredWithinMinutes` ({minutes}), `notice`, and `account` (the agent's account id, `0x…`, used wherever the API names a wallet) and `keyId`. {reg} registrations per minute per client IP (429 `rate_limited`); at most {max} agents may wait for their first deposit at once (503 `agent_capacity_reached` with `Retry-After`).\n- **Deposit within {minutes} minutes or the agent is deleted** (its key, history and memory): the sweeper runs every {every} s, so the agent lives between the deadline and one sweep more. The first credit of any amount makes it permanent.\n- Fund it from any wallet with x402: `POST /v1/topup {{\"amount\": <USD 1–1000>, \"agent\": \"<uuid or account>\"}}` (or `POST /v1/credits/purchase {{\"agent\", \"credits\"}}`); the agent is credited, not the payer. A top-up naming a deleted agent is 404 `agent_not_found` before any payment is taken.\n- The agent's key works everywhere a wallet's key does: chat (with memory), `/v1/memory`, `/v1/embeddings`, `/v1/usage`, `/v1/credits/*`, MCP. Each account sees only its own data.\n- `GET /api/v1/balance`, `GET /api/v1/transactions?limit=&offset=&type=` and `GET /api/v1/models` take `Authorization: Bearer <key>` (an agent's or a wallet's key, or a wallet's JWT). Transaction types: `deposit` (x402 money in), `charge` (calls), `grant` (operator), `refund` (x402 change). Errors keep the OpenAI envelope; on these routes a missing credential is `missing_api_key`, an unknown key `invalid_api_key`.\n\n",
         reg = a.register_per_min,
         max = a.max_unfunded,
         every = a.sweep_interval.as_secs_f64(),
@@ -227,22 +231,12 @@ fn skill_md(c: &Config) -> String {
     )
 }
 
-fn html(full_md: &str) -> String {
-    let escaped = full_md
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Vectorway API reference</title>\n<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}pre{{white-space:pre-wrap}}</style></head>\n<body><pre>{escaped}</pre></body></html>\n"
-    )
-}
-
 impl Docs {
     pub fn build(c: &Config) -> Self {
         let full = llms_full(c);
         Self {
             llms: doc(llms_txt(c), "text/plain; charset=utf-8"),
-            html: doc(html(&full), "text/html; charset=utf-8"),
+            html: doc(html::render(&full), "text/html; charset=utf-8"),
             full: doc(full, "text/markdown; charset=utf-8"),
             skill: doc(skill_md(c), "text/markdown; charset=utf-8"),
             openapi: doc(super::openapi::document(c), "application/json"),
@@ -268,5 +262,8 @@ pub fn serve(d: &Doc, headers: &HeaderMap) -> Response<Body> {
         CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
     );
+    if d.content_type.starts_with("text/html") {
+        assets::harden(res.headers_mut());
+    }
     res
 }
