@@ -20,6 +20,7 @@ mod conformance;
 mod console;
 mod crash;
 mod discovery;
+mod docs_html;
 mod edge;
 mod exhaustion;
 mod facilitator;
