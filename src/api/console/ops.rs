@@ -19,7 +19,7 @@ use crate::http::{Body, json, query_pairs};
 use crate::storage::now_ms;
 
 /// Requests of these routes are left out of the live figures (the panel's own polling).
-const UNCOUNTED: &[&str] = &["admin_stats"];
+const UNCOUNTED: &[&str] = &["admin_stats", "admin_top_wallets"];
 
 /// What `/admin/stats` reads from the rendered metrics.
 #[derive(Debug, Default, PartialEq)]
