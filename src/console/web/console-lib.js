@@ -136,7 +136,12 @@ export const PALETTE = ["#0b57d0", "#c5221f", "#188038", "#e37400", "#8e24aa", "
 export function chart(container, opts, data) {
   container.replaceChildren();
   const width = Math.max(200, container.clientWidth || 320);
-  const u = new window.uPlot({ width, height: 220, ...opts }, data, container);
+  // Axis text and grid in the theme's colours (the canvas does not inherit CSS).
+  const css = getComputedStyle(document.documentElement);
+  const fg = css.getPropertyValue("--fg").trim() || "#1b1f24";
+  const line = css.getPropertyValue("--line").trim() || "#d0d5dc";
+  const axes = (opts.axes || [{}, {}]).map((a) => ({ stroke: fg, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 }, ...a }));
+  const u = new window.uPlot({ width, height: 220, ...opts, axes }, data, container);
   const ro = new ResizeObserver(() => u.setSize({ width: Math.max(200, container.clientWidth), height: 220 }));
   ro.observe(container);
   u.vwObserver = ro;
