@@ -11,6 +11,7 @@ pub mod admin;
 pub mod agents;
 pub mod assets;
 pub mod chat;
+pub mod console;
 pub mod describe;
 pub mod discovery;
 pub mod health;
@@ -488,6 +489,11 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::AgentBalance => agents::balance(&ctx),
         RouteId::AgentTransactions => agents::transactions(&ctx, &req),
         RouteId::AgentModels => Ok(models::list(&ctx.state)),
+        RouteId::UsageSummary => console::summary(&ctx, &req),
+        RouteId::AdminStats => console::ops::stats(&ctx),
+        RouteId::AdminTopWallets => console::ops::top_wallets(&ctx, &req),
+        RouteId::AdminConfig => console::ops::config(&ctx),
+        RouteId::Console => Ok(console::page(&req)),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod billing;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod effects;
 pub mod error;

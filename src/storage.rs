@@ -168,6 +168,7 @@ pub struct Store {
     history: Arc<History>,
     /// Chat totals per (wallet, API key): the agent-router usage view without a history walk.
     key_totals: Arc<DashMap<(Wallet, String), KeyTotals>>,
+    pub(crate) rollup: Arc<crate::console::rollup::Rollup>,
     accounts: sled::Tree,
     keys: sled::Tree,
     x402_nonces: sled::Tree,
@@ -233,7 +234,9 @@ impl Store {
         let history = Arc::new(open_history(dir, &db)?);
         let memories = Arc::new(open_memories(dir, &db)?);
         let key_totals = Arc::new(DashMap::new());
+        let rollup = Arc::new(crate::console::rollup::Rollup::default());
         history.scan_all(|rec| {
+            rollup.replay(&rec);
             if rec.stream == Stream::Forget {
                 key_totals.retain(|(w, _), _| *w != rec.wallet);
             } else if rec.stream == Stream::Usage
@@ -246,6 +249,7 @@ impl Store {
             flushes: Arc::default(),
             history,
             key_totals,
+            rollup,
             accounts: db.open_tree("accounts")?,
             keys: db.open_tree("keys")?,
             x402_nonces: db.open_tree("x402_nonces")?,
@@ -390,6 +394,7 @@ impl Store {
             records.push((Stream::Usage, w, serde_json::to_vec(e)?));
         }
         let end = self.history.append(records)?;
+        self.rollup.appended(ledger, usage);
         for (w, e) in usage {
             count_key_usage(&self.key_totals, *w, e);
         }
@@ -409,6 +414,7 @@ impl Store {
         let end =
             self.history
                 .append([(Stream::Ledger, &entry.wallet, serde_json::to_vec(entry)?)])?;
+        self.rollup.appended(std::slice::from_ref(entry), &[]);
         self.sync_history(end).await
     }
 

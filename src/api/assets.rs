@@ -36,6 +36,14 @@ const JS: &str = "text/javascript; charset=utf-8";
 pub static ASSETS: &[Asset] = &[
     Asset { name: "docs.css", content_type: CSS, body: include_bytes!("assets/docs.css") },
     Asset { name: "docs.js", content_type: JS, body: include_bytes!("assets/docs.js") },
+    // The web console (`src/console/web`); uPlot 1.6.32 is vendored there (see `console::assets`).
+    Asset { name: "console.css", content_type: CSS, body: include_bytes!("../console/web/console.css") },
+    Asset { name: "console-app.js", content_type: JS, body: include_bytes!("../console/web/console-app.js") },
+    Asset { name: "console-lib.js", content_type: JS, body: include_bytes!("../console/web/console-lib.js") },
+    Asset { name: "console-views.js", content_type: JS, body: include_bytes!("../console/web/console-views.js") },
+    Asset { name: "console-ops.js", content_type: JS, body: include_bytes!("../console/web/console-ops.js") },
+    Asset { name: "uplot.iife.min.js", content_type: JS, body: include_bytes!("../console/web/uplot.iife.min.js") },
+    Asset { name: "uplot.min.css", content_type: CSS, body: include_bytes!("../console/web/uplot.min.css") },
 ];
 
 /// The Content-Security-Policy of every HTML page and asset: scripts, styles, images, fonts and

@@ -29,7 +29,7 @@ pub(crate) fn group(id: RouteId) -> Option<&'static str> {
         | RouteId::SiweVerify
         | RouteId::Refresh
         | RouteId::Revoke => "Auth (SIWE + JWT, agent-first)",
-        RouteId::Me | RouteId::Usage => "Accounts",
+        RouteId::Me | RouteId::Usage | RouteId::UsageSummary => "Accounts",
         RouteId::CreditsPurchase | RouteId::CreditsMe | RouteId::Ledger | RouteId::Topup => {
             "Credits & Billing"
         }
@@ -55,7 +55,11 @@ pub(crate) fn group(id: RouteId) -> Option<&'static str> {
         RouteId::Metrics
         | RouteId::AdminGrant
         | RouteId::AdminCreateKey
-        | RouteId::AdminBalance => return None,
+        | RouteId::AdminBalance
+        | RouteId::AdminStats
+        | RouteId::AdminTopWallets
+        | RouteId::AdminConfig
+        | RouteId::Console => return None,
     })
 }
 

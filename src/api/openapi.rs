@@ -12,6 +12,7 @@
 //! body states that cap.
 
 mod components;
+mod console;
 mod responses;
 mod shapes;
 

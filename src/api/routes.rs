@@ -77,6 +77,11 @@ pub enum RouteId {
     AgentBalance,
     AgentTransactions,
     AgentModels,
+    UsageSummary,
+    AdminStats,
+    AdminTopWallets,
+    AdminConfig,
+    Console,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +155,7 @@ pub const ROUTES: &[Route] = &[
     idem(r(R::AuthKeysCreate, "POST", "/v1/auth/keys", Siwe, Control, "auth_keys_create", "Create an API key with a SIWE message (agent-router).")),
     r(R::AuthKeysList, "GET", "/v1/auth/keys", Siwe, Control, "auth_keys_list", "List API keys with a SIWE message (agent-router)."),
     r(R::AuthKeysRevoke, "DELETE", "/v1/auth/keys/{key_id}", Siwe, Control, "auth_keys_revoke", "Revoke an API key with a SIWE message (agent-router)."),
+    r(R::UsageSummary, "GET", "/v1/usage/summary", KeyOrJwt, Control, "usage_summary", "The caller's spend per hour or day, in total, by model and by API key (from rollups)."),
     r(R::UsageWallet, "GET", "/v1/usage/{wallet}", KeyJwtOrSiwe, Control, "usage_wallet", "Balance, held credits and per-key usage (agent-router)."),
     r(R::LlmsTxt, "GET", "/llms.txt", Public, RateClass::None, "llms_txt", "Index of the API for LLMs and agents."),
     r(R::LlmsFull, "GET", "/llms-full.txt", Public, RateClass::None, "llms_full", "The full API reference (markdown)."),
@@ -167,6 +173,10 @@ pub const ROUTES: &[Route] = &[
     idem(r(R::AdminGrant, "POST", "/admin/grant", Admin, RateClass::None, "admin_grant", "Grant credits to a wallet (operator).")),
     idem(r(R::AdminCreateKey, "POST", "/admin/keys", Admin, RateClass::None, "admin_keys", "Create an API key for a wallet (operator).")),
     r(R::AdminBalance, "GET", "/admin/balance", Admin, RateClass::None, "admin_balance", "A wallet's balance, held and available credits (operator)."),
+    r(R::AdminStats, "GET", "/admin/stats", Admin, RateClass::None, "admin_stats", "Live counters: requests by status class, latency percentiles, streams in flight, credits held (operator)."),
+    r(R::AdminTopWallets, "GET", "/admin/top-wallets", Admin, RateClass::None, "admin_top_wallets", "The wallets that spent the most credits, with their balances (operator)."),
+    r(R::AdminConfig, "GET", "/admin/config", Admin, RateClass::None, "admin_config", "The configuration in force, every secret redacted (operator)."),
+    r(R::Console, "GET", "/console", Public, RateClass::None, "console", "The web console (a single-page app for wallets and operators)."),
     r(R::AgentRegister, "POST", "/api/v1/agents/register", Public, RateClass::None, "agent_register", "Register a named agent account without a wallet; its API key is shown once. Unfunded by the deposit deadline, it is deleted."),
     r(R::AgentBalance, "GET", "/api/v1/balance", KeyOrJwt, Control, "agent_balance", "The caller's balance in credits and USD (LLM-for-Agents)."),
     r(R::AgentTransactions, "GET", "/api/v1/transactions", KeyOrJwt, Control, "agent_transactions", "The caller's credit movements, newest first, by limit, offset and type (LLM-for-Agents)."),
@@ -243,6 +253,10 @@ mod tests {
             RouteId::Usage
         );
         assert_eq!(
+            find_route(&Method::GET, "/v1/usage/summary").unwrap().0.id,
+            RouteId::UsageSummary
+        );
+        assert_eq!(
             match_path("/v1/api-keys/{id}", "/v1/api-keys/abc"),
             Some(vec!["abc"])
         );
@@ -271,6 +285,7 @@ mod tests {
                 "/openapi.json",
                 "/docs",
                 "/assets/{file}",
+                "/console",
                 "/api/v1/agents/register"
             ]
         );

@@ -154,6 +154,7 @@ impl Store {
             .history
             .append([(Stream::Forget, wallet, Vec::new())])?;
         self.key_totals.retain(|(w, _), _| w != wallet);
+        self.rollup.forget(wallet);
         self.sync_history(end).await
     }
 }

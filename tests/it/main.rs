@@ -17,6 +17,7 @@ mod agents;
 mod billing;
 mod chat;
 mod conformance;
+mod console;
 mod crash;
 mod discovery;
 mod docs_html;

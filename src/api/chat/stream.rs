@@ -111,6 +111,7 @@ impl ChatStream {
         let head = head.to_string();
         prefix.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
         prefix.extend_from_slice(b",\"choices\":");
+        metrics::gauge!("vectorway_streams_in_flight").increment(1.0);
         Self {
             upstream,
             payer: Some(payer),
@@ -458,6 +459,7 @@ impl http_body::Body for ChatStream {
 
 impl Drop for ChatStream {
     fn drop(&mut self) {
+        metrics::gauge!("vectorway_streams_in_flight").decrement(1.0);
         if self.payer.is_some() {
             // The client went away mid-stream: it pays for what was generated so far.
             self.settle_partial(CLIENT_CLOSED);

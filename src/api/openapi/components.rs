@@ -330,6 +330,7 @@ pub fn schemas() -> Map<String, Value> {
     entries
         .into_iter()
         .chain(super::responses::schemas())
+        .chain(super::console::schemas())
         .map(|(name, schema)| (name.to_string(), schema))
         .collect()
 }

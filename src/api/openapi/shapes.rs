@@ -653,5 +653,18 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
         RouteId::DocsHtml => doc("text/html"),
         RouteId::Assets => doc("text/*").errors(404, &["not_found"]),
         RouteId::Mcp => mcp(),
+        RouteId::UsageSummary => ok(r("UsageSummary"))
+            .query("bucket", false, json!({"enum": ["hour", "day"], "default": "hour"}), "Bucket width: `hour` (UTC hours; kept for the last 35 days) or `day` (UTC days).")
+            .query("buckets", false, int(1, i128::from(crate::console::rollup::MAX_BUCKETS)), "How many buckets, ending with the one that holds `to` (default 24 hours or 30 days).")
+            .query("to", false, int(0, i128::from(crate::api::console::MAX_TO_S)), "The end of the range, in Unix seconds (default now).")
+            .query("wallet", false, wallet(), "The caller's own wallet (optional); another wallet is 403.")
+            .errors(403, &["wallet_mismatch"])
+            .errors(422, &["validation_error"]),
+        RouteId::AdminStats => ok(r("AdminStats")),
+        RouteId::AdminTopWallets => ok(r("TopWallets"))
+            .query("limit", false, int(1, 100), "How many wallets (default 10).")
+            .errors(422, &["validation_error"]),
+        RouteId::AdminConfig => ok(r("AdminConfig")),
+        RouteId::Console => doc("text/html"),
     }
 }
