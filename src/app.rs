@@ -24,7 +24,7 @@ use crate::http::server::{ServeOptions, load_tls, serve};
 use crate::payments::{Payments, supported};
 use crate::simulate::Simulator;
 use crate::storage::journal::Journal;
-use crate::storage::{StorageError, Store};
+use crate::storage::{Storage, StorageError, Store};
 use crate::telemetry;
 use crate::upstream::{Gemini, client};
 
@@ -160,7 +160,7 @@ fn persisted_secret(path: &Path) -> Result<String, StartError> {
 
 /// Starts the gateway described by `config`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let store = Store::open(&config.data_dir)?;
+    let store = Storage::embedded(Store::open(&config.data_dir)?);
     let (journal, journal_run) = Journal::new(store.clone(), config.journal_interval);
     #[expect(
         clippy::disallowed_methods,
@@ -172,7 +172,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         journal.clone(),
         config.hold_max_age,
     )?);
-    let keys = ApiKeys::load(store.clone(), journal)?;
+    let keys = ApiKeys::load(store.clone(), journal).await?;
 
     let extra_roots = match &config.upstream.ca_file {
         Some(path) => client::load_roots(path).map_err(StartError::Tls)?,
@@ -318,7 +318,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store.clone(),
         config.auth.access_ttl,
         config.auth.refresh_ttl,
-    )?;
+    )
+    .await?;
     let state = Arc::new(
         State::new(Parts {
             config,
@@ -338,10 +339,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // No request survives a restart: idempotency claims left by the last run are forgotten, and
     // settlements it left are completed from their intents (in the background: the facilitator
     // may be slow, and a payment's intent is keyed by its nonce, which a new request cannot
-    // claim again).
+    // claim again). A shared store's claims may be another replica's requests in flight: they
+    // are left to expire (`api::idempotency::sweep`).
+    let claims_before = if state.store.is_shared() { 0 } else { u64::MAX };
     match state
         .store
-        .idem_sweep(api::idempotency::expired_before(), u64::MAX)
+        .idem_sweep(api::idempotency::expired_before(), claims_before)
+        .await
     {
         Ok(n) if n > 0 => tracing::info!(removed = n, "idempotency records cleared at start"),
         Ok(_) => {}
@@ -369,13 +373,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             loop {
                 tick.tick().await;
                 sweep_state.billing.sweep();
-                api::idempotency::sweep(&sweep_state);
+                api::idempotency::sweep(&sweep_state).await;
                 // Spent x402 nonces can be forgotten once their authorization has expired.
                 if last_prune.elapsed() > Duration::from_secs(600) {
                     last_prune = std::time::Instant::now();
                     if let Err(e) = sweep_state
                         .store
                         .prune_x402_nonces(crate::payments::unix_now())
+                        .await
                     {
                         tracing::warn!(%e, "x402 nonce pruning failed");
                     }

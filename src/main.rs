@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use vectorway::billing::Billing;
 use vectorway::config::{Config, RawConfig};
 use vectorway::storage::journal::Journal;
-use vectorway::storage::{LedgerKind, StorageError, Store};
+use vectorway::storage::{LedgerKind, Storage, StorageError, Store};
 use vectorway::wallet::Wallet;
 use vectorway::{app, simulate, telemetry};
 
@@ -221,14 +221,14 @@ async fn serve(config: Config) -> ExitCode {
 
 async fn admin(config: Config, action: AdminAction) -> ExitCode {
     match Store::open(&config.data_dir) {
-        Ok(store) => admin_direct(store, &config, action).await,
+        Ok(store) => admin_direct(Storage::embedded(store), &config, action).await,
         Err(StorageError::Locked(_)) => admin_remote(&config, action).await,
         Err(e) => fail(&format!("cannot open the store: {e}")),
     }
 }
 
 /// No server runs: work on the store directly.
-async fn admin_direct(store: Store, config: &Config, action: AdminAction) -> ExitCode {
+async fn admin_direct(store: Storage, config: &Config, action: AdminAction) -> ExitCode {
     let (journal, run) = Journal::new(store.clone(), config.journal_interval);
     #[expect(
         clippy::disallowed_methods,
@@ -245,7 +245,7 @@ async fn admin_direct(store: Store, config: &Config, action: AdminAction) -> Exi
             .await
             .map(|balance| serde_json::json!({"wallet": wallet, "granted": credits, "credits": balance}))
             .map_err(|e| e.to_string()),
-        AdminAction::CreateKey { wallet, name } => match vectorway::auth::ApiKeys::load(store.clone(), journal.clone()) {
+        AdminAction::CreateKey { wallet, name } => match vectorway::auth::ApiKeys::load(store.clone(), journal.clone()).await {
             Ok(keys) => keys
                 .create(wallet, &name)
                 .await

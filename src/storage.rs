@@ -21,6 +21,7 @@
 //! resident cost is one location per record.
 
 pub mod agents;
+pub mod backend;
 pub mod history;
 pub mod intents;
 pub mod journal;
@@ -35,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+pub use self::backend::Storage;
 use self::history::{History, Stream};
 use self::memlog::MemoryLog;
 use crate::wallet::Wallet;
