@@ -20,6 +20,7 @@ use crate::api::{self, Parts, State};
 use crate::auth::{ApiKeys, Sessions};
 use crate::billing::Billing;
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::http::server::{ServeOptions, load_tls, serve};
 use crate::payments::{Payments, supported};
 use crate::simulate::Simulator;
@@ -160,7 +161,18 @@ fn persisted_secret(path: &Path) -> Result<String, StartError> {
 
 /// Starts the gateway described by `config`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let store = Storage::embedded(Store::open(&config.data_dir)?);
+    let local = Store::open(&config.data_dir)?;
+    let store = match &config.backend {
+        StoreBackend::Embedded => Storage::embedded(local),
+        StoreBackend::Postgres(pg) => {
+            tracing::warn!(
+                "store.backend = \"postgres\": accounts, keys, sessions, idempotency and x402 \
+                 nonces are in PostgreSQL; balances, history, memory, intents and agents are \
+                 still in store.data_dir, so run one replica until they move"
+            );
+            Storage::postgres(local, crate::storage::pg::PgStore::open(pg).await?)
+        }
+    };
     let (journal, journal_run) = Journal::new(store.clone(), config.journal_interval);
     #[expect(
         clippy::disallowed_methods,

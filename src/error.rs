@@ -207,9 +207,12 @@ impl Error {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
             Error::Storage(e) => match e {
-                StorageError::Sled(_) | StorageError::Codec(_) | StorageError::Locked(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                StorageError::Sled(_)
+                | StorageError::Codec(_)
+                | StorageError::Locked(_)
+                | StorageError::Postgres(_)
+                | StorageError::Schema(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -284,6 +287,7 @@ impl Error {
                 | UpstreamError::Credentials(_)
                 | UpstreamError::Interrupted(_) => "upstream_error",
             },
+            Error::Storage(StorageError::Unavailable(_)) => "store_unavailable",
             Error::Storage(_) => "internal_error",
             Error::RateLimit(_) => "rate_limited",
             Error::Payment(e) => e.code(),

@@ -1,4 +1,4 @@
-//! The `vectorway` command line: `serve`, `simulate`, `admin`, `config check`. Thin by design.
+//! The `vectorway` command line: `serve`, `simulate`, `admin`, `migrate`, `config check`. Thin by design.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 
 use vectorway::billing::Billing;
-use vectorway::config::{Config, RawConfig};
+use vectorway::config::{Config, RawConfig, StoreBackend};
 use vectorway::storage::journal::Journal;
 use vectorway::storage::{LedgerKind, Storage, StorageError, Store};
 use vectorway::wallet::Wallet;
@@ -72,6 +72,19 @@ enum Command {
     },
     /// Validate the configuration and print it.
     ConfigCheck,
+    /// PostgreSQL schema migrations (store.backend = "postgres"); `serve` also applies them.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration (under an advisory lock; safe beside running gateways).
+    Up,
+    /// Print the applied, pending and unknown (newer) schema versions; exit 1 on unknown ones.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +129,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => match raw.validate() {
             Ok(config) => runtime.block_on(serve(config)),
+            Err(e) => config_error(&e),
+        },
+        Command::Migrate { action } => match raw.validate() {
+            Ok(config) => runtime.block_on(migrate(config, action)),
             Err(e) => config_error(&e),
         },
         Command::ConfigCheck => match raw.validate() {
@@ -216,6 +233,27 @@ async fn serve(config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("start-up failed: {e}")),
+    }
+}
+
+async fn migrate(config: Config, action: MigrateAction) -> ExitCode {
+    use vectorway::storage::pg::migrate as m;
+    let StoreBackend::Postgres(pg) = &config.backend else {
+        return fail(
+            "migrate needs store.backend = \"postgres\" (the embedded store has no schema)",
+        );
+    };
+    let result = match action {
+        MigrateAction::Up => m::cli_up(pg).await,
+        MigrateAction::Status => m::cli_status(pg).await,
+    };
+    match result {
+        Ok((report, true)) => out(&report.to_string()),
+        Ok((report, false)) => {
+            let _ = out(&report.to_string());
+            ExitCode::FAILURE
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

@@ -26,6 +26,7 @@ pub mod history;
 pub mod intents;
 pub mod journal;
 pub mod memlog;
+pub mod pg;
 pub mod sent_txs;
 
 use std::collections::HashMap;
@@ -49,6 +50,15 @@ pub enum StorageError {
     Codec(String),
     #[error("the data directory {0} is in use by another process")]
     Locked(String),
+    /// The database refused a statement (`storage::pg`).
+    #[error("database error: {0}")]
+    Postgres(String),
+    /// The database cannot be reached (or the pool waited past its timeout).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database schema is not one this binary can run on (`pg::migrate`).
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl From<sled::Error> for StorageError {

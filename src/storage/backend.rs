@@ -10,7 +10,7 @@
 
 use std::ops::Deref;
 
-use super::AccountRecord;
+use super::{AccountRecord, pg::PgStore};
 use super::{IdemBegin, IdemRecord, KeyRecord, RefreshRecord, StorageError, Store};
 use crate::wallet::Wallet;
 
@@ -27,6 +27,7 @@ pub struct Storage {
 #[derive(Clone)]
 enum Backend {
     Embedded,
+    Postgres(PgStore),
 }
 
 impl Deref for Storage {
@@ -46,17 +47,26 @@ impl Storage {
         }
     }
 
+    /// The moved record kinds in PostgreSQL, the rest in `local`.
+    pub fn postgres(local: Store, pg: PgStore) -> Self {
+        Self {
+            local,
+            backend: Backend::Postgres(pg),
+        }
+    }
+
     /// The backend's name, as `store.backend` spells it.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Embedded => "embedded",
+            Backend::Postgres(_) => "postgres",
         }
     }
 
     /// True when other gateways may share this store (PostgreSQL): start-up must not treat
     /// in-flight claims as abandoned, since another replica may be serving them.
     pub fn is_shared(&self) -> bool {
-        false
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Liveness probe for `/readyz`: every backend in use answers.
@@ -64,6 +74,7 @@ impl Storage {
         self.local.check()?;
         match &self.backend {
             Backend::Embedded => Ok(()),
+            Backend::Postgres(pg) => pg.check().await,
         }
     }
 
@@ -77,12 +88,14 @@ impl Storage {
     ) -> Result<(AccountRecord, bool), StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.ensure_account(wallet, now),
+            Backend::Postgres(pg) => pg.ensure_account(wallet, now).await,
         }
     }
 
     pub async fn account(&self, wallet: &Wallet) -> Result<Option<AccountRecord>, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.account(wallet),
+            Backend::Postgres(pg) => pg.account(wallet).await,
         }
     }
 
@@ -90,6 +103,7 @@ impl Storage {
     pub async fn remove_account(&self, wallet: &Wallet) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.remove_account(wallet),
+            Backend::Postgres(pg) => pg.remove_account(wallet).await,
         }
     }
 
@@ -98,6 +112,7 @@ impl Storage {
     pub async fn put_key(&self, key: &KeyRecord) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.put_key(key),
+            Backend::Postgres(pg) => pg.put_key(key).await,
         }
     }
 
@@ -105,12 +120,14 @@ impl Storage {
     pub async fn touch_key(&self, snapshot: &KeyRecord) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.touch_key(snapshot),
+            Backend::Postgres(pg) => pg.touch_key(snapshot).await,
         }
     }
 
     pub async fn all_keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.all_keys(),
+            Backend::Postgres(pg) => pg.all_keys().await,
         }
     }
 
@@ -118,6 +135,7 @@ impl Storage {
     pub async fn remove_key(&self, key_id: &str) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.remove_key(key_id),
+            Backend::Postgres(pg) => pg.remove_key(key_id).await,
         }
     }
 
@@ -131,6 +149,7 @@ impl Storage {
     ) -> Result<bool, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.claim_x402_nonce(key, valid_before),
+            Backend::Postgres(pg) => pg.claim_x402_nonce(key, valid_before).await,
         }
     }
 
@@ -138,6 +157,7 @@ impl Storage {
     pub async fn release_x402_nonce(&self, key: &[u8; 80]) -> Result<bool, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.release_x402_nonce(key),
+            Backend::Postgres(pg) => pg.release_x402_nonce(key).await,
         }
     }
 
@@ -145,6 +165,7 @@ impl Storage {
     pub async fn prune_x402_nonces(&self, now_s: u64) -> Result<usize, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.prune_x402_nonces(now_s),
+            Backend::Postgres(pg) => pg.prune_x402_nonces(now_s).await,
         }
     }
 
@@ -153,6 +174,7 @@ impl Storage {
     pub async fn put_refresh(&self, id: &str, rec: &RefreshRecord) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.put_refresh(id, rec),
+            Backend::Postgres(pg) => pg.put_refresh(id, rec).await,
         }
     }
 
@@ -160,18 +182,21 @@ impl Storage {
     pub async fn spend_refresh(&self, id: &str) -> Result<Option<RefreshRecord>, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.spend_refresh(id),
+            Backend::Postgres(pg) => pg.spend_refresh(id).await,
         }
     }
 
     pub async fn revoke_family(&self, family: &str, now: u64) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.revoke_family(family, now),
+            Backend::Postgres(pg) => pg.revoke_family(family, now).await,
         }
     }
 
     pub async fn revoked_families(&self) -> Result<Vec<String>, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.revoked_families(),
+            Backend::Postgres(pg) => pg.revoked_families().await,
         }
     }
 
@@ -191,6 +216,10 @@ impl Storage {
                 self.local
                     .idem_begin(key, body_sha256, now, expire_before, claims_before)
             }
+            Backend::Postgres(pg) => {
+                pg.idem_begin(key, body_sha256, now, expire_before, claims_before)
+                    .await
+            }
         }
     }
 
@@ -202,6 +231,7 @@ impl Storage {
     ) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.idem_finish(key, record),
+            Backend::Postgres(pg) => pg.idem_finish(key, record).await,
         }
     }
 
@@ -213,6 +243,7 @@ impl Storage {
     ) -> Result<usize, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.idem_sweep(expire_before, claims_before),
+            Backend::Postgres(pg) => pg.idem_sweep(expire_before, claims_before).await,
         }
     }
 }
