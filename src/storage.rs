@@ -50,15 +50,8 @@ pub enum StorageError {
     Codec(String),
     #[error("the data directory {0} is in use by another process")]
     Locked(String),
-    /// The database refused a statement (`storage::pg`).
-    #[error("database error: {0}")]
-    Postgres(String),
-    /// The database cannot be reached (or the pool waited past its timeout).
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
-    /// The database schema is not one this binary can run on (`pg::migrate`).
-    #[error("{0}")]
-    Schema(String),
+    #[error(transparent)]
+    Db(#[from] pg::DbError),
 }
 
 impl From<sled::Error> for StorageError {

@@ -2,8 +2,8 @@
 //!
 //! `PgStore` holds a `deadpool_postgres::Pool` of `tokio_postgres` connections whose every
 //! session runs with the configured `statement_timeout`. A failure to get or keep a connection
-//! is `StorageError::Unavailable` (503 `store_unavailable`); a statement the server refused is
-//! `StorageError::Postgres` (500). The schema is versioned (`migrate`): `PgStore::open` applies
+//! is `DbError::Unavailable` (503 `store_unavailable`); a statement the server refused is
+//! `DbError::Statement` (500). The schema is versioned (`migrate`): `PgStore::open` applies
 //! what is missing and refuses a database whose schema is newer than this binary knows.
 
 pub mod migrate;
@@ -14,6 +14,20 @@ use tokio_postgres::NoTls;
 
 use super::StorageError;
 use crate::config::PostgresConfig;
+
+/// What can go wrong with the database (`StorageError::Db`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// The database refused a statement.
+    #[error("database error: {0}")]
+    Statement(String),
+    /// The database cannot be reached (or the pool waited past its timeout): 503.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database schema is not one this binary can run on (`migrate`).
+    #[error("{0}")]
+    Schema(String),
+}
 
 /// The PostgreSQL store. Cloning is cheap (the pool is shared).
 #[derive(Clone)]
@@ -33,7 +47,9 @@ impl PgStore {
 
     /// The pool alone, without touching the database (connections open on first use).
     pub fn connect(cfg: &PostgresConfig) -> Result<Self, StorageError> {
-        let driver = cfg.driver_config().map_err(StorageError::Postgres)?;
+        let driver = cfg
+            .driver_config()
+            .map_err(|e| StorageError::Db(DbError::Statement(e)))?;
         let manager = Manager::from_config(
             driver,
             NoTls,
@@ -48,7 +64,7 @@ impl PgStore {
             .create_timeout(Some(cfg.connect_timeout))
             .recycle_timeout(Some(cfg.connect_timeout))
             .build()
-            .map_err(|e| StorageError::Postgres(e.to_string()))?;
+            .map_err(|e| StorageError::Db(DbError::Statement(e.to_string())))?;
         Ok(Self { pool })
     }
 
@@ -57,7 +73,7 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| StorageError::Unavailable(e.to_string()))
+            .map_err(|e| StorageError::Db(DbError::Unavailable(e.to_string())))
     }
 
     /// Liveness probe for `/readyz`: one round trip.
@@ -71,9 +87,9 @@ impl From<tokio_postgres::Error> for StorageError {
     fn from(e: tokio_postgres::Error) -> Self {
         // A closed connection or an I/O failure is the database being away, not a bad query.
         if e.is_closed() || e.as_db_error().is_none() {
-            StorageError::Unavailable(e.to_string())
+            DbError::Unavailable(e.to_string()).into()
         } else {
-            StorageError::Postgres(e.to_string())
+            DbError::Statement(e.to_string()).into()
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use vectorway::config::StoreBackend;
-use vectorway::storage::pg::{PgStore, migrate};
+use vectorway::storage::pg::{DbError, PgStore, migrate};
 use vectorway::storage::{IdemBegin, IdemRecord, KeyRecord, RefreshRecord, StorageError};
 use vectorway::wallet::Wallet;
 
@@ -70,7 +70,7 @@ async fn a_schema_newer_than_the_binary_is_refused() {
     .await
     .unwrap();
     match PgStore::open(&pg_config(&url)).await {
-        Err(StorageError::Schema(m)) => assert!(m.contains("9999"), "{m}"),
+        Err(StorageError::Db(DbError::Schema(m))) => assert!(m.contains("9999"), "{m}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a newer schema was accepted"),
     }
@@ -249,10 +249,13 @@ async fn an_unreachable_database_is_unavailable() {
     let mut cfg = pg_config(&format!("postgres://vw@127.0.0.1:{port}/x"));
     cfg.connect_timeout = Duration::from_millis(500);
     let s = PgStore::connect(&cfg).unwrap();
-    assert!(matches!(s.check().await, Err(StorageError::Unavailable(_))));
+    assert!(matches!(
+        s.check().await,
+        Err(StorageError::Db(DbError::Unavailable(_)))
+    ));
     assert!(matches!(
         PgStore::open(&cfg).await,
-        Err(StorageError::Unavailable(_))
+        Err(StorageError::Db(DbError::Unavailable(_)))
     ));
 }
 

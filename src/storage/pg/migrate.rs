@@ -4,10 +4,11 @@
 //! so replicas starting together apply each migration once (the others wait, then find nothing
 //! to do); each migration and its `schema_migrations` row commit in one transaction, so a crash
 //! leaves a version either wholly applied or not at all. A database holding a version this
-//! binary does not know (a newer gateway migrated it) is refused: `StorageError::Schema`.
+//! binary does not know (a newer gateway migrated it) is refused: `DbError::Schema`.
 
 use tokio_postgres::Client;
 
+use super::DbError;
 use crate::storage::StorageError;
 
 /// The migrations this binary knows, in order: (version, name, SQL).
@@ -150,10 +151,10 @@ pub async fn cli_status(
 pub fn refuse_unknown(st: &Status) -> Result<(), StorageError> {
     match st.unknown.last() {
         None => Ok(()),
-        Some(newest) => Err(StorageError::Schema(format!(
+        Some(newest) => Err(StorageError::Db(DbError::Schema(format!(
             "the database schema is at version {newest}, newer than this gateway knows ({}): \
              run a gateway at least as new as the one that migrated it",
             latest()
-        ))),
+        )))),
     }
 }

@@ -333,9 +333,7 @@ impl PgStore {
                 IdemBegin::Replay(cur)
             });
         }
-        Err(StorageError::Postgres(
-            "idempotency slot kept changing".into(),
-        ))
+        Err(super::DbError::Statement("idempotency slot kept changing".into()).into())
     }
 
     /// Stores the answer (or, with `None`, forgets the key so the request can be retried).
