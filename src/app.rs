@@ -184,6 +184,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         journal.clone(),
         config.hold_max_age,
     )?);
+    // The auth feed's end before the keys are read: a key written meanwhile is read twice at
+    // worst, never missed (`follow_auth`).
+    let auth_cursor = store.auth_cursor().await?;
     let keys = ApiKeys::load(store.clone(), journal).await?;
 
     let extra_roots = match &config.upstream.ca_file {
@@ -418,6 +421,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 }
             }
         };
+        let auth_follower = follow_auth(sweeper_state.clone(), auth_cursor);
         let watch_state = sweeper_state.clone();
         let facilitator_watch = async move {
             if read_supported_later {
@@ -435,6 +439,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = serve(listener, opts, handler, shutdown) => {}
             () = sweeper => {}
             () = agent_sweeper => {}
+            () = auth_follower => {}
             () = facilitator_watch => {}
         }
     });
@@ -446,4 +451,34 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         simulator,
         journal_task: Some(journal_task),
     })
+}
+
+/// How often a gateway sharing its store reads the keys and revocations others wrote: a key
+/// created or revoked, or a session family revoked, through one gateway is honoured or refused
+/// by every other within this plus one round trip.
+pub const AUTH_FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Follows the auth change feed (`storage::pg::ChangeFeed`) into the key cache and the
+/// revoked-family set; never returns. On the embedded backend (`cursor` is `None`) it waits.
+async fn follow_auth(state: Arc<State>, cursor: Option<i64>) {
+    let Some(cursor) = cursor else {
+        return std::future::pending().await;
+    };
+    let lookback = match &state.config.backend {
+        StoreBackend::Postgres(pg) => pg.statement_timeout + Duration::from_secs(1),
+        StoreBackend::Embedded => Duration::from_secs(1),
+    };
+    let mut feed = crate::storage::pg::ChangeFeed::new(cursor, lookback);
+    let mut tick = tokio::time::interval(AUTH_FOLLOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.auth_changes(&mut feed).await {
+            Ok(ch) => {
+                state.keys.apply_changes(&ch.keys);
+                state.sessions.apply_revocations(&ch.revoked_families);
+            }
+            Err(e) => tracing::warn!(%e, "reading the auth changes failed; retried"),
+        }
+    }
 }

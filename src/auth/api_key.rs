@@ -185,6 +185,37 @@ impl ApiKeys {
         Ok(ids.len())
     }
 
+    /// Takes key records another gateway wrote (`Storage::auth_changes`): a new key is usable
+    /// here from now on, a revocation is refused from now on. Returns how many changed the cache.
+    pub fn apply_changes(&self, records: &[KeyRecord]) -> usize {
+        let mut changed = 0;
+        for rec in records {
+            let Some(hash) = hex::decode(&rec.secret_sha256)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            else {
+                tracing::warn!(key = %rec.key_id, "a changed key has no valid hash; ignored");
+                continue;
+            };
+            match self.cache.get(&rec.key_id).map(|e| e.clone()) {
+                Some(entry) if entry.secret_hash == hash => {
+                    if let Some(at) = rec.revoked_at
+                        && entry.revoked_at.load(Ordering::Acquire) == 0
+                    {
+                        entry.revoked_at.store(at.max(1), Ordering::Release);
+                        changed += 1;
+                    }
+                }
+                _ => {
+                    self.cache
+                        .insert(rec.key_id.clone(), Arc::new(Entry::new(rec.clone(), hash)));
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
     /// Every key of a wallet (revoked ones included), oldest first.
     pub fn list(&self, wallet: &Wallet) -> Vec<KeyRecord> {
         let mut keys: Vec<KeyRecord> = self

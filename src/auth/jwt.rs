@@ -193,6 +193,13 @@ impl Sessions {
         self.revoke_family(&c.fam).await
     }
 
+    /// Takes family revocations another gateway wrote (`Storage::auth_changes`).
+    pub fn apply_revocations(&self, families: &[String]) {
+        for f in families {
+            self.revoked.insert(f.clone());
+        }
+    }
+
     async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
         self.revoked.insert(family.to_string());
         self.store

@@ -10,7 +10,8 @@
 
 use std::ops::Deref;
 
-use super::{AccountRecord, pg::PgStore};
+use super::AccountRecord;
+use super::pg::{AuthChanges, ChangeFeed, PgStore};
 use super::{IdemBegin, IdemRecord, KeyRecord, RefreshRecord, StorageError, Store};
 use crate::wallet::Wallet;
 
@@ -75,6 +76,23 @@ impl Storage {
         match &self.backend {
             Backend::Embedded => Ok(()),
             Backend::Postgres(pg) => pg.check().await,
+        }
+    }
+
+    /// The end of the auth change feed now (`pg::ChangeFeed`); `None` on the embedded backend,
+    /// whose gateway is the only writer of its keys and sessions.
+    pub async fn auth_cursor(&self) -> Result<Option<i64>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(None),
+            Backend::Postgres(pg) => pg.auth_cursor().await.map(Some),
+        }
+    }
+
+    /// Keys and revoked families other gateways wrote since the feed's cursor.
+    pub async fn auth_changes(&self, feed: &mut ChangeFeed) -> Result<AuthChanges, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(AuthChanges::default()),
+            Backend::Postgres(pg) => pg.auth_changes(feed).await,
         }
     }
 

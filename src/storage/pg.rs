@@ -6,8 +6,11 @@
 //! `DbError::Statement` (500). The schema is versioned (`migrate`): `PgStore::open` applies
 //! what is missing and refuses a database whose schema is newer than this binary knows.
 
+mod changes;
 pub mod migrate;
 mod records;
+
+pub use changes::{AuthChanges, ChangeFeed};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;

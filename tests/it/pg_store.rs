@@ -309,3 +309,86 @@ async fn gateways_share_keys_and_readiness_follows_the_database() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Polls `f` every 50 ms until it is true or `within` passes.
+async fn within<F: std::future::Future<Output = bool>>(
+    within: Duration,
+    mut f: impl FnMut() -> F,
+) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two running gateways on one database: a key created on A works on B, a key revoked on A is
+/// refused on B, and a session family revoked on B is refused on A, each within the follow
+/// interval (`app::AUTH_FOLLOW_EVERY`, 500 ms; 5 s allowed here for a loaded machine).
+#[tokio::test]
+async fn keys_and_revocations_reach_the_other_gateway_without_a_restart() {
+    let url = Postgres::shared().fresh_db().await;
+    // Replicas share the session signing secret (each would make its own in its data dir) and
+    // the public name sessions are bound to (`aud`, `iss`), as a deployment behind one name does.
+    let on_pg = |c: &mut vectorway::config::Config| {
+        c.backend = StoreBackend::Postgres(pg_config(&url));
+        c.auth.jwt_secret = Some("a-secret-all-replicas-share-0123456789".into());
+        c.auth.siwe_domain = "api.example.com".into();
+        c.public_base_url = Some("https://api.example.com".into());
+    };
+    let a = Env::with_knobs(crate::harness::fast_knobs(), on_pg).await;
+    let b = Env::with_knobs(crate::harness::fast_knobs(), on_pg).await;
+    let hello = serde_json::json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]});
+    // Created on A after B started: B learns it from the feed (402: known key, no credits).
+    let key = a.funded_key(W1, 0).await;
+    let bound = Duration::from_secs(5);
+    assert!(
+        within(bound, || async {
+            b.chat(&key, hello.clone()).await.status == StatusCode::PAYMENT_REQUIRED
+        })
+        .await,
+        "a key created on A works on B"
+    );
+    let key_id = &key[3..15];
+    assert!(a.gw().state.keys.revoke(&w(W1), key_id).await.unwrap());
+    assert!(
+        within(bound, || async {
+            b.chat(&key, hello.clone()).await.status == StatusCode::UNAUTHORIZED
+        })
+        .await,
+        "a key revoked on A is refused on B"
+    );
+
+    let pair = a.gw().state.sessions.issue(&w(W2)).await.unwrap();
+    assert!(
+        a.gw()
+            .state
+            .sessions
+            .authenticate(&pair.access_token)
+            .is_ok()
+    );
+    b.gw()
+        .state
+        .sessions
+        .revoke(&pair.refresh_token)
+        .await
+        .unwrap();
+    assert!(
+        within(bound, || async {
+            a.gw()
+                .state
+                .sessions
+                .authenticate(&pair.access_token)
+                .is_err()
+        })
+        .await,
+        "a family revoked on B is refused on A"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -21,7 +21,7 @@ fn opt_u64(v: Option<i64>) -> Option<u64> {
     v.map(to_u64)
 }
 
-fn key_of(row: &Row) -> Result<KeyRecord, StorageError> {
+pub(super) fn key_of(row: &Row) -> Result<KeyRecord, StorageError> {
     Ok(KeyRecord {
         key_id: row.try_get("key_id")?,
         wallet: wallet_of(row, "wallet")?,
