@@ -111,3 +111,6 @@ impl PgStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;
