@@ -27,7 +27,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vectorway::billing::Billing;
 use vectorway::billing::table::{CreditTable, Slot};
 use vectorway::storage::journal::Journal;
-use vectorway::storage::{LedgerKind, Store};
+use vectorway::storage::{LedgerKind, Storage, Store};
 use vectorway::wallet::Wallet;
 
 /// Credits held per call (a worst-case price) and charged at commit (the actual usage).
@@ -119,7 +119,7 @@ fn billing_benches(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("store: {e}"));
+    let store = Storage::embedded(Store::open(dir.path()).unwrap_or_else(|e| panic!("store: {e}")));
     let (journal, run) = Journal::new(store.clone(), Duration::from_millis(5));
     // The runtime owns the journal task; it ends when `billing` (the last sender) is dropped.
     let journal_task = rt.spawn(run);

@@ -26,7 +26,7 @@ use vectorway::payments::header::{DecodedPayment, decode_value};
 use vectorway::payments::sign::{DEV_KEY_0, DEV_KEY_1, Signer};
 use vectorway::payments::verify::{check, transfer_digest};
 use vectorway::payments::{HeaderKind, Pipeline, unix_now};
-use vectorway::storage::Store;
+use vectorway::storage::{Storage, Store};
 
 /// Submitting tasks, and submissions each keeps in flight.
 const TASKS: usize = 8;
@@ -145,7 +145,11 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &std::path::Pat
     for threads in [1usize, 2] {
         let store = Store::open(&dir.join(format!("bench-{threads}")))
             .unwrap_or_else(|e| panic!("store: {e}"));
-        let pipeline = Arc::new(Pipeline::start(Arc::new(cfg(threads)), store, 4_096));
+        let pipeline = Arc::new(Pipeline::start(
+            Arc::new(cfg(threads)),
+            Storage::embedded(store),
+            4_096,
+        ));
         g.bench_function(format!("pipeline_{threads}_threads"), |b| {
             b.iter_custom(|iters| run_pipeline(rt, &pipeline, payments(iters as usize)))
         });
@@ -168,7 +172,11 @@ fn ratio_report(rt: &tokio::runtime::Runtime, dir: &std::path::Path) {
     for threads in [1usize, 2] {
         let store = Store::open(&dir.join(format!("ratio-{threads}")))
             .unwrap_or_else(|e| panic!("store: {e}"));
-        let pipeline = Arc::new(Pipeline::start(Arc::new(cfg(threads)), store, 4_096));
+        let pipeline = Arc::new(Pipeline::start(
+            Arc::new(cfg(threads)),
+            Storage::embedded(store),
+            4_096,
+        ));
         let took = run_pipeline(rt, &pipeline, all.clone());
         let rate = RATIO_RUN as f64 / took.as_secs_f64();
         eprintln!(

@@ -35,7 +35,7 @@ use crate::billing::Billing;
 use crate::config::AgentsConfig;
 use crate::memory::Memory;
 use crate::storage::agents::AgentRecord;
-use crate::storage::{KeyRecord, StorageError, Store, now_ms};
+use crate::storage::{KeyRecord, Storage, StorageError, now_ms};
 use crate::wallet::Wallet;
 
 /// Domain tag of the account derivation (see the module doc).
@@ -107,7 +107,7 @@ pub struct Swept {
 
 /// The agent registry: the store's records, the pins and the unfunded count.
 pub struct Agents {
-    store: Store,
+    store: Storage,
     config: AgentsConfig,
     /// Agents not yet funded (registered, not swept); at most `config.max_unfunded`.
     unfunded: AtomicUsize,
@@ -134,7 +134,7 @@ pub struct Registered {
 }
 
 impl Agents {
-    pub fn new(store: Store, config: AgentsConfig) -> Self {
+    pub fn new(store: Storage, config: AgentsConfig) -> Self {
         let unfunded = AtomicUsize::new(store.unfunded_agents());
         Self {
             store,
@@ -178,7 +178,7 @@ impl Agents {
                 retry_after_s: self.config.sweep_interval.as_secs().max(1),
             });
         }
-        let agent = match self.insert_new(name) {
+        let agent = match self.insert_new(name).await {
             Ok(a) => a,
             Err(e) => {
                 self.unfunded.fetch_sub(1, Ordering::AcqRel);
@@ -197,7 +197,7 @@ impl Agents {
     }
 
     /// Draws a fresh UUID whose account is unused and stores the record.
-    fn insert_new(&self, name: &str) -> Result<AgentRecord, AgentError> {
+    async fn insert_new(&self, name: &str) -> Result<AgentRecord, AgentError> {
         for _ in 0..4 {
             let mut bytes = [0u8; 16];
             self.rng
@@ -205,7 +205,8 @@ impl Agents {
                 .map_err(|_| StorageError::Sled("no randomness".into()))?;
             let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
             let account = account_of(&uuid);
-            if self.store.account(&account)?.is_some() || self.store.ledger_counted(&account).1 > 0
+            if self.store.account(&account).await?.is_some()
+                || self.store.ledger_counted(&account).1 > 0
             {
                 continue;
             }
@@ -306,7 +307,7 @@ impl Agents {
                 .await
                 .map_err(|e| StorageError::Sled(e.to_string()))?;
             self.store.forget_history(account).await?;
-            self.store.remove_account(account)?;
+            self.store.remove_account(account).await?;
             if self.store.remove_agent(account)?.is_some() {
                 self.unfunded.fetch_sub(1, Ordering::AcqRel);
             }

@@ -51,7 +51,7 @@ use crate::memory::Memory;
 use crate::payments::Payments;
 use crate::ratelimit::{Quota, RateLimiter};
 use crate::storage::journal::JournalOp;
-use crate::storage::{Store, UsageEvent, now_ms};
+use crate::storage::{Storage, Store, UsageEvent, now_ms};
 use crate::upstream::Gemini;
 pub use routes::{Access, ROUTES, Route, RouteId, find_route, match_path};
 
@@ -62,7 +62,7 @@ pub type ReqBody = Either<TimedBody<Incoming>, Full<Bytes>>;
 /// Everything a handler may use; built by `app`.
 pub struct State {
     pub config: Config,
-    pub store: Store,
+    pub store: Storage,
     pub billing: Arc<Billing>,
     pub keys: ApiKeys,
     pub sessions: Sessions,
@@ -95,7 +95,7 @@ pub struct State {
 /// The parts `app` wires into a `State`.
 pub struct Parts {
     pub config: Config,
-    pub store: Store,
+    pub store: Storage,
     pub billing: Arc<Billing>,
     pub keys: ApiKeys,
     pub sessions: Sessions,
@@ -119,7 +119,8 @@ impl State {
         let limiter =
             RateLimiter::new(p.config.limits).with_registrations(p.config.agents.register_per_min);
         let agents = Arc::new(crate::agents::Agents::new(p.store.clone(), p.config.agents));
-        let memory = Memory::from_config(p.store.clone(), &p.config.memory, p.gemini.clone());
+        let memory =
+            Memory::from_config(Store::clone(&p.store), &p.config.memory, p.gemini.clone());
         let docs = discovery::Docs::build(&p.config);
         let media = crate::media::fetch::Fetcher::new(&p.config.media);
         Ok(Self {
@@ -447,7 +448,7 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
     match ctx.route.id {
         RouteId::Health | RouteId::Healthz => Ok(health::live()),
         RouteId::Readyz => Ok(health::ready(&ctx.state).await),
-        RouteId::Status => Ok(health::status(&ctx.state)),
+        RouteId::Status => Ok(health::status(&ctx.state).await),
         RouteId::Metrics => Ok(health::metrics(&ctx.state)),
         RouteId::Models => Ok(models::list(&ctx.state)),
         RouteId::Chat => chat::completions(ctx, req).await,

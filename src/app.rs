@@ -20,11 +20,12 @@ use crate::api::{self, Parts, State};
 use crate::auth::{ApiKeys, Sessions};
 use crate::billing::Billing;
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::http::server::{ServeOptions, load_tls, serve};
 use crate::payments::{Payments, supported};
 use crate::simulate::Simulator;
 use crate::storage::journal::Journal;
-use crate::storage::{StorageError, Store};
+use crate::storage::{Storage, StorageError, Store};
 use crate::telemetry;
 use crate::upstream::{Gemini, client};
 
@@ -160,7 +161,18 @@ fn persisted_secret(path: &Path) -> Result<String, StartError> {
 
 /// Starts the gateway described by `config`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let store = Store::open(&config.data_dir)?;
+    let local = Store::open(&config.data_dir)?;
+    let store = match &config.backend {
+        StoreBackend::Embedded => Storage::embedded(local),
+        StoreBackend::Postgres(pg) => {
+            tracing::warn!(
+                "store.backend = \"postgres\": accounts, keys, sessions, idempotency and x402 \
+                 nonces are in PostgreSQL; balances, history, memory, intents and agents are \
+                 still in store.data_dir, so run one replica until they move"
+            );
+            Storage::postgres(local, crate::storage::pg::PgStore::open(pg).await?)
+        }
+    };
     let (journal, journal_run) = Journal::new(store.clone(), config.journal_interval);
     #[expect(
         clippy::disallowed_methods,
@@ -172,7 +184,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         journal.clone(),
         config.hold_max_age,
     )?);
-    let keys = ApiKeys::load(store.clone(), journal)?;
+    // The auth feed's end before the keys are read: a key written meanwhile is read twice at
+    // worst, never missed (`follow_auth`).
+    let auth_cursor = store.auth_cursor().await?;
+    let keys = ApiKeys::load(store.clone(), journal).await?;
 
     let extra_roots = match &config.upstream.ca_file {
         Some(path) => client::load_roots(path).map_err(StartError::Tls)?,
@@ -318,7 +333,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store.clone(),
         config.auth.access_ttl,
         config.auth.refresh_ttl,
-    )?;
+    )
+    .await?;
     let state = Arc::new(
         State::new(Parts {
             config,
@@ -338,10 +354,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // No request survives a restart: idempotency claims left by the last run are forgotten, and
     // settlements it left are completed from their intents (in the background: the facilitator
     // may be slow, and a payment's intent is keyed by its nonce, which a new request cannot
-    // claim again).
+    // claim again). A shared store's claims may be another replica's requests in flight: they
+    // are left to expire (`api::idempotency::sweep`).
+    let claims_before = if state.store.is_shared() { 0 } else { u64::MAX };
     match state
         .store
-        .idem_sweep(api::idempotency::expired_before(), u64::MAX)
+        .idem_sweep(api::idempotency::expired_before(), claims_before)
+        .await
     {
         Ok(n) if n > 0 => tracing::info!(removed = n, "idempotency records cleared at start"),
         Ok(_) => {}
@@ -369,13 +388,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             loop {
                 tick.tick().await;
                 sweep_state.billing.sweep();
-                api::idempotency::sweep(&sweep_state);
+                api::idempotency::sweep(&sweep_state).await;
                 // Spent x402 nonces can be forgotten once their authorization has expired.
                 if last_prune.elapsed() > Duration::from_secs(600) {
                     last_prune = std::time::Instant::now();
                     if let Err(e) = sweep_state
                         .store
                         .prune_x402_nonces(crate::payments::unix_now())
+                        .await
                     {
                         tracing::warn!(%e, "x402 nonce pruning failed");
                     }
@@ -401,6 +421,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 }
             }
         };
+        let auth_follower = follow_auth(sweeper_state.clone(), auth_cursor);
         let watch_state = sweeper_state.clone();
         let facilitator_watch = async move {
             if read_supported_later {
@@ -418,6 +439,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = serve(listener, opts, handler, shutdown) => {}
             () = sweeper => {}
             () = agent_sweeper => {}
+            () = auth_follower => {}
             () = facilitator_watch => {}
         }
     });
@@ -429,4 +451,34 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         simulator,
         journal_task: Some(journal_task),
     })
+}
+
+/// How often a gateway sharing its store reads the keys and revocations others wrote: a key
+/// created or revoked, or a session family revoked, through one gateway is honoured or refused
+/// by every other within this plus one round trip.
+pub const AUTH_FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Follows the auth change feed (`storage::pg::ChangeFeed`) into the key cache and the
+/// revoked-family set; never returns. On the embedded backend (`cursor` is `None`) it waits.
+async fn follow_auth(state: Arc<State>, cursor: Option<i64>) {
+    let Some(cursor) = cursor else {
+        return std::future::pending().await;
+    };
+    let lookback = match &state.config.backend {
+        StoreBackend::Postgres(pg) => pg.statement_timeout + Duration::from_secs(1),
+        StoreBackend::Embedded => Duration::from_secs(1),
+    };
+    let mut feed = crate::storage::pg::ChangeFeed::new(cursor, lookback);
+    let mut tick = tokio::time::interval(AUTH_FOLLOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.auth_changes(&mut feed).await {
+            Ok(ch) => {
+                state.keys.apply_changes(&ch.keys);
+                state.sessions.apply_revocations(&ch.revoked_families);
+            }
+            Err(e) => tracing::warn!(%e, "reading the auth changes failed; retried"),
+        }
+    }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::storage::journal::{Journal, JournalOp};
-use crate::storage::{LedgerEntry, LedgerKind, StorageError, Store, now_ms};
+use crate::storage::{LedgerEntry, LedgerKind, Storage, StorageError, now_ms};
 use crate::wallet::Wallet;
 pub use table::Balance;
 use table::{CreditTable, Slot};
@@ -63,7 +63,7 @@ pub struct Billing {
     table: CreditTable,
     holds: DashMap<u64, HoldInfo>,
     next_hold: AtomicU64,
-    store: Store,
+    store: Storage,
     journal: Journal,
     hold_max_age: Duration,
 }
@@ -79,7 +79,7 @@ impl std::fmt::Debug for Billing {
 impl Billing {
     /// Rebuilds the table from the ledger. Nothing is held after a restart.
     pub fn recover(
-        store: Store,
+        store: Storage,
         journal: Journal,
         hold_max_age: Duration,
     ) -> Result<Self, StorageError> {
@@ -179,7 +179,9 @@ impl Billing {
             reference,
             note,
         };
-        self.store.ensure_account(&wallet, entry.ts_ms / 1000)?;
+        self.store
+            .ensure_account(&wallet, entry.ts_ms / 1000)
+            .await?;
         self.store.append_durable(&entry).await?;
         slot.credit(credits);
         Ok(slot.read().balance)
@@ -342,7 +344,7 @@ mod tests {
     use super::*;
 
     async fn billing(dir: &std::path::Path, max_age: Duration) -> Arc<Billing> {
-        let store = Store::open_when_free(dir).unwrap();
+        let store = Storage::embedded(crate::storage::Store::open_when_free(dir).unwrap());
         let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
         #[expect(clippy::disallowed_methods, reason = "the test owns its journal task")]
         tokio::spawn(run);
@@ -642,7 +644,7 @@ mod tests {
                 .build()
                 .unwrap();
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path()).unwrap();
+            let store = Storage::embedded(crate::storage::Store::open(dir.path()).unwrap());
             let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
             let journal_task = rt.spawn(run);
             let max_age = Duration::from_millis(max_age_ms);
@@ -702,7 +704,7 @@ mod tests {
             // Recovery on the same directory, once this instance has let go of the store.
             drop(b);
             rt.block_on(journal_task).unwrap();
-            let store = Store::open_when_free(dir.path()).unwrap();
+            let store = Storage::embedded(crate::storage::Store::open_when_free(dir.path()).unwrap());
             let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
             let journal_task = rt.spawn(run);
             let recovered = Billing::recover(store, journal, max_age).unwrap();

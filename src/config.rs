@@ -84,6 +84,12 @@ pub struct RawStore {
     pub data_dir: String,
     /// Group-commit window for debits and usage events.
     pub journal_interval_ms: u64,
+    /// `embedded` or `postgres`, with the `postgres_*` settings below (`config::store`).
+    pub backend: String,
+    pub postgres_url: String,
+    pub postgres_pool_size: usize,
+    pub postgres_connect_timeout_ms: u64,
+    pub postgres_statement_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +182,11 @@ impl Default for RawStore {
         Self {
             data_dir: "vectorway-data".into(),
             journal_interval_ms: 5,
+            backend: store::DEFAULT_BACKEND.into(),
+            postgres_url: String::new(),
+            postgres_pool_size: store::DEFAULT_POOL_SIZE,
+            postgres_connect_timeout_ms: store::DEFAULT_CONNECT_TIMEOUT_MS,
+            postgres_statement_timeout_ms: store::DEFAULT_STATEMENT_TIMEOUT_MS,
         }
     }
 }
@@ -250,6 +261,7 @@ pub struct Config {
     pub public_base_url: Option<String>,
     pub data_dir: PathBuf,
     pub journal_interval: Duration,
+    pub backend: StoreBackend,
     pub upstream: UpstreamConfig,
     pub default_max_tokens: u32,
     pub hold_max_age: Duration,
@@ -495,6 +507,7 @@ impl RawConfig {
                 "at most 1000 ms".into(),
             ));
         }
+        let backend = store::validate(&self.store)?;
         if self.store.data_dir.is_empty() {
             return Err(invalid("store.data_dir", "must not be empty".into()));
         }
@@ -614,6 +627,7 @@ impl RawConfig {
             public_base_url,
             data_dir: PathBuf::from(&self.store.data_dir),
             journal_interval: Duration::from_millis(self.store.journal_interval_ms),
+            backend,
             upstream: UpstreamConfig {
                 base_url,
                 api_key,
@@ -755,12 +769,14 @@ mod networks;
 mod own;
 mod prices;
 mod sections;
+mod store;
 
 pub use agents::{AgentsConfig, RawAgents};
 pub use media::{MediaConfig, RawMedia};
 pub use networks::{Network, RawNetwork, RawNetworks, known_network};
 pub use own::{OwnFacilitator, SettlementKey};
 pub use sections::{RawAuth, RawLimits, RawMemory, RawX402};
+pub use store::{PostgresConfig, StoreBackend};
 
 #[cfg(test)]
 mod tests;

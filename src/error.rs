@@ -17,6 +17,7 @@ use crate::memory::MemoryError;
 use crate::payments::PaymentError;
 use crate::ratelimit::RateLimited;
 use crate::storage::StorageError;
+use crate::storage::pg::DbError;
 use crate::upstream::UpstreamError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -207,9 +208,13 @@ impl Error {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
             Error::Storage(e) => match e {
-                StorageError::Sled(_) | StorageError::Codec(_) | StorageError::Locked(_) => {
+                StorageError::Sled(_)
+                | StorageError::Codec(_)
+                | StorageError::Locked(_)
+                | StorageError::Db(DbError::Statement(_) | DbError::Schema(_)) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
+                StorageError::Db(DbError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -284,6 +289,7 @@ impl Error {
                 | UpstreamError::Credentials(_)
                 | UpstreamError::Interrupted(_) => "upstream_error",
             },
+            Error::Storage(StorageError::Db(DbError::Unavailable(_))) => "store_unavailable",
             Error::Storage(_) => "internal_error",
             Error::RateLimit(_) => "rate_limited",
             Error::Payment(e) => e.code(),

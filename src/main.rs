@@ -1,4 +1,4 @@
-//! The `vectorway` command line: `serve`, `simulate`, `admin`, `config check`. Thin by design.
+//! The `vectorway` command line: `serve`, `simulate`, `admin`, `migrate`, `config check`. Thin by design.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,9 +11,9 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 
 use vectorway::billing::Billing;
-use vectorway::config::{Config, RawConfig};
+use vectorway::config::{Config, RawConfig, StoreBackend};
 use vectorway::storage::journal::Journal;
-use vectorway::storage::{LedgerKind, StorageError, Store};
+use vectorway::storage::{LedgerKind, Storage, StorageError, Store};
 use vectorway::wallet::Wallet;
 use vectorway::{app, simulate, telemetry};
 
@@ -72,6 +72,19 @@ enum Command {
     },
     /// Validate the configuration and print it.
     ConfigCheck,
+    /// PostgreSQL schema migrations (store.backend = "postgres"); `serve` also applies them.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration (under an advisory lock; safe beside running gateways).
+    Up,
+    /// Print the applied, pending and unknown (newer) schema versions; exit 1 on unknown ones.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +129,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => match raw.validate() {
             Ok(config) => runtime.block_on(serve(config)),
+            Err(e) => config_error(&e),
+        },
+        Command::Migrate { action } => match raw.validate() {
+            Ok(config) => runtime.block_on(migrate(config, action)),
             Err(e) => config_error(&e),
         },
         Command::ConfigCheck => match raw.validate() {
@@ -219,16 +236,37 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
+async fn migrate(config: Config, action: MigrateAction) -> ExitCode {
+    use vectorway::storage::pg::migrate as m;
+    let StoreBackend::Postgres(pg) = &config.backend else {
+        return fail(
+            "migrate needs store.backend = \"postgres\" (the embedded store has no schema)",
+        );
+    };
+    let result = match action {
+        MigrateAction::Up => m::cli_up(pg).await,
+        MigrateAction::Status => m::cli_status(pg).await,
+    };
+    match result {
+        Ok((report, true)) => out(&report.to_string()),
+        Ok((report, false)) => {
+            let _ = out(&report.to_string());
+            ExitCode::FAILURE
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
 async fn admin(config: Config, action: AdminAction) -> ExitCode {
     match Store::open(&config.data_dir) {
-        Ok(store) => admin_direct(store, &config, action).await,
+        Ok(store) => admin_direct(Storage::embedded(store), &config, action).await,
         Err(StorageError::Locked(_)) => admin_remote(&config, action).await,
         Err(e) => fail(&format!("cannot open the store: {e}")),
     }
 }
 
 /// No server runs: work on the store directly.
-async fn admin_direct(store: Store, config: &Config, action: AdminAction) -> ExitCode {
+async fn admin_direct(store: Storage, config: &Config, action: AdminAction) -> ExitCode {
     let (journal, run) = Journal::new(store.clone(), config.journal_interval);
     #[expect(
         clippy::disallowed_methods,
@@ -245,7 +283,7 @@ async fn admin_direct(store: Store, config: &Config, action: AdminAction) -> Exi
             .await
             .map(|balance| serde_json::json!({"wallet": wallet, "granted": credits, "credits": balance}))
             .map_err(|e| e.to_string()),
-        AdminAction::CreateKey { wallet, name } => match vectorway::auth::ApiKeys::load(store.clone(), journal.clone()) {
+        AdminAction::CreateKey { wallet, name } => match vectorway::auth::ApiKeys::load(store.clone(), journal.clone()).await {
             Ok(keys) => keys
                 .create(wallet, &name)
                 .await

@@ -44,7 +44,7 @@ use serde_json::Value;
 
 use crate::config::{Network, X402Config};
 use crate::effects::{Effects, Finishing};
-use crate::storage::{StorageError, Store};
+use crate::storage::{Storage, StorageError, Store};
 use crate::upstream::client::HttpClient;
 use crate::wallet::Wallet;
 pub use facilitator::{Facilitator, FacilitatorClient};
@@ -430,7 +430,7 @@ impl Future for SettlementHandle {
 /// The payments domain as the API uses it.
 pub struct Payments {
     cfg: Arc<X402Config>,
-    store: Store,
+    store: Storage,
     pipeline: Pipeline,
     facilitator: Arc<Facilitator>,
     /// Looks up settlements whose outcome is uncertain (`reconcile`).
@@ -453,7 +453,7 @@ impl Payments {
     /// Settlements run as `effects`, so they finish whatever happens to their request.
     pub fn new(
         cfg: &X402Config,
-        store: Store,
+        store: Storage,
         http: HttpClient,
         facilitator_base: String,
         effects: Effects,
@@ -474,7 +474,7 @@ impl Payments {
             Some(own) => match sign::Signer::from_hex(own.key.expose()) {
                 Some(signer) => Facilitator::Own(Box::new(own::OwnFacilitator::new(
                     cfg.clone(),
-                    store.clone(),
+                    Store::clone(&store),
                     chain.clone(),
                     signer,
                     cfg.settle_timeout,
@@ -618,9 +618,9 @@ impl Payments {
     /// Gives a verified payment's nonce back after a settlement that certainly moved no money
     /// (`PaymentError::nothing_settled`) for a call whose answer was withheld: the same signed
     /// payment may be sent again. Never after a client was served, or when money may have moved.
-    pub fn release_nonce(&self, verified: &Verified) {
+    pub async fn release_nonce(&self, verified: &Verified) {
         let key = verify::replay_key(&verified.network, &verified.payer, &verified.nonce);
-        match self.store.release_x402_nonce(&key) {
+        match self.store.release_x402_nonce(&key).await {
             Ok(_) => metrics::counter!("vectorway_x402_nonces_released_total").increment(1),
             Err(e) => tracing::error!(%e, payer = %verified.payer, "x402 nonce not released"),
         }

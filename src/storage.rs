@@ -21,10 +21,12 @@
 //! resident cost is one location per record.
 
 pub mod agents;
+pub mod backend;
 pub mod history;
 pub mod intents;
 pub mod journal;
 pub mod memlog;
+pub mod pg;
 pub mod sent_txs;
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+pub use self::backend::Storage;
 use self::history::{History, Stream};
 use self::memlog::MemoryLog;
 use crate::wallet::Wallet;
@@ -47,6 +50,8 @@ pub enum StorageError {
     Codec(String),
     #[error("the data directory {0} is in use by another process")]
     Locked(String),
+    #[error(transparent)]
+    Db(#[from] pg::DbError),
 }
 
 impl From<sled::Error> for StorageError {

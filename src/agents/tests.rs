@@ -10,7 +10,7 @@ use crate::storage::journal::Journal;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    store: Store,
+    store: Storage,
     keys: ApiKeys,
     memory: Memory,
     billing: Arc<Billing>,
@@ -26,17 +26,17 @@ fn config(deadline: Duration, max_unfunded: usize) -> AgentsConfig {
     }
 }
 
-fn fixture(deadline: Duration, max_unfunded: usize) -> Fixture {
+async fn fixture(deadline: Duration, max_unfunded: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Storage::embedded(crate::storage::Store::open(dir.path()).unwrap());
     let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
     #[expect(clippy::disallowed_methods, reason = "the test owns its journal task")]
     tokio::spawn(run);
-    let keys = ApiKeys::load(store.clone(), journal.clone()).unwrap();
+    let keys = ApiKeys::load(store.clone(), journal.clone()).await.unwrap();
     let billing =
         Arc::new(Billing::recover(store.clone(), journal, Duration::from_secs(60)).unwrap());
     let memory = Memory::new(
-        store.clone(),
+        crate::storage::Store::clone(&store),
         Embedder::Local(LocalEmbedder::new(64)),
         IndexParams::default(),
     );
@@ -80,7 +80,7 @@ fn ids_are_derived_from_the_uuid_under_a_domain_tag() {
 
 #[tokio::test]
 async fn register_stores_the_agent_and_a_working_key_and_caps_the_unfunded() {
-    let f = fixture(Duration::from_secs(900), 2);
+    let f = fixture(Duration::from_secs(900), 2).await;
     let r = f.agents.register("bot one", &f.keys).await.unwrap();
     assert_eq!(
         r.agent.account,
@@ -118,7 +118,7 @@ async fn register_stores_the_agent_and_a_working_key_and_caps_the_unfunded() {
 
 #[tokio::test]
 async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
-    let f = fixture(Duration::ZERO, 100);
+    let f = fixture(Duration::ZERO, 100).await;
     let doomed = f.agents.register("doomed", &f.keys).await.unwrap();
     let funded = f.agents.register("funded", &f.keys).await.unwrap();
     let pinned = f.agents.register("pinned", &f.keys).await.unwrap();
@@ -170,13 +170,20 @@ async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
         "its key is gone"
     );
     assert!(f.store.agent(&d).unwrap().is_none());
-    assert!(f.store.account(&d).unwrap().is_none());
+    assert!(f.store.account(&d).await.unwrap().is_none());
     assert_eq!(
         f.store.usage_raw_counted(&d).1,
         0,
         "its history is forgotten"
     );
-    assert!(f.store.all_keys().unwrap().iter().all(|k| k.wallet != d));
+    assert!(
+        f.store
+            .all_keys()
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.wallet != d)
+    );
     assert!(f.store.agent(&fu).unwrap().unwrap().funded_ms.is_some());
     assert!(f.keys.authenticate(&funded.api_key).is_ok());
     // Unpinned and no longer owed, the other two go at the next sweep.
@@ -198,7 +205,7 @@ async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
 /// deleted while the pin is held, and an agent that was deleted is never pinned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_and_sweeps_racing_never_lose_a_pinned_agent() {
-    let f = Arc::new(fixture(Duration::ZERO, 1000));
+    let f = Arc::new(fixture(Duration::ZERO, 1000).await);
     let (mut pinned, mut refused) = (0, 0);
     for _ in 0..100 {
         let r = f.agents.register("racer", &f.keys).await.unwrap();

@@ -280,7 +280,7 @@ pub async fn serve(
             // The payment is verified but not settled: a limited caller is not charged.
             if let Err(e) = state.limiter.check(verified.payer, RateClass::Runtime) {
                 meter.record(429, 0, None);
-                state.payments.release_nonce(&verified); // it may be sent again later
+                state.payments.release_nonce(&verified).await; // it may be sent again later
                 return Err(e.into());
             }
             // The facilitator vouches for the payment (balance, authorization state) before the
@@ -289,7 +289,7 @@ pub async fn serve(
             if let Err(e) = settle::preflight(&state, &verified, chat.stream).await {
                 meter.record(e.status(), 0, None);
                 // `/verify` moves no money: the same payment may be sent again.
-                state.payments.release_nonce(&verified);
+                state.payments.release_nonce(&verified).await;
                 let failed = Err(e.clone());
                 let mut res = pay::refusal(&state, quote, path, description, e);
                 pay::stamp_receipt(&mut res, &verified, &failed);

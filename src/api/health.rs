@@ -34,7 +34,7 @@ async fn upstream_ok(state: &State) -> Result<(), String> {
 /// Ready when the store answers, the upstream is reachable, and a remote facilitator's
 /// `/supported` was read and covers the configured networks (`payments::supported`).
 pub async fn ready(state: &State) -> Response<Body> {
-    let store = state.store.check().map_err(|e| e.to_string());
+    let store = state.store.check().await.map_err(|e| e.to_string());
     let upstream = upstream_ok(state).await;
     let facilitator = state
         .payments
@@ -121,8 +121,8 @@ fn facilitator(state: &State) -> serde_json::Value {
     }
 }
 
-pub fn status(state: &State) -> Response<Body> {
-    let store = state.store.check();
+pub async fn status(state: &State) -> Response<Body> {
+    let store = state.store.check().await;
     json(
         if store.is_ok() {
             StatusCode::OK

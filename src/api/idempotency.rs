@@ -60,7 +60,7 @@ pub fn expired_before() -> u64 {
 }
 
 /// Forgets expired answers and abandoned claims, at most once per `SWEEP_EVERY_S`.
-pub fn sweep(state: &State) {
+pub async fn sweep(state: &State) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = now_ms() / 1000;
     let last = LAST.load(Ordering::Relaxed);
@@ -74,6 +74,7 @@ pub fn sweep(state: &State) {
     match state
         .store
         .idem_sweep(expired_before(), now.saturating_sub(CLAIM_TTL_S))
+        .await
     {
         Ok(n) if n > 0 => tracing::debug!(removed = n, "idempotency records expired"),
         Ok(_) => {}
@@ -154,6 +155,7 @@ async fn guarded(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Resp
             expired_before(),
             now.saturating_sub(CLAIM_TTL_S),
         )
+        .await
         .map_err(|e| fail(e.into()))?
     {
         IdemBegin::Replay(rec) => return Ok(replay(rec)),
@@ -196,7 +198,7 @@ async fn guarded(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Resp
             body: redact(&collected, secrets),
             created_at: now_ms() / 1000,
         });
-        match store.idem_finish(&slot, record.as_ref()) {
+        match store.idem_finish(&slot, record.as_ref()).await {
             Err(e) => tracing::error!(%e, "idempotency record not stored"),
             Ok(()) if record.is_some() => {
                 if let Err(e) = store.flush().await {

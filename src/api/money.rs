@@ -99,7 +99,7 @@ async fn take_payment(
     };
     if let Err(e) = state.limiter.check(verified.payer, RateClass::Control) {
         // Nothing was settled: the same payment may be sent again once the limit allows.
-        state.payments.release_nonce(&verified);
+        state.payments.release_nonce(&verified).await;
         return Err(super::error_response(&e.into()));
     }
     // An agent swept since the body was read: refused before anything is settled.
@@ -108,7 +108,7 @@ async fn take_payment(
         Some(account) => match state.agents.pin(account).await {
             Ok(pin) => Some(pin),
             Err(e) => {
-                state.payments.release_nonce(&verified);
+                state.payments.release_nonce(&verified).await;
                 return Err(super::error_response(&e.into()));
             }
         },
@@ -167,7 +167,7 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
         );
     }
     payer_must_be(&parts.headers, &named)?;
-    let existed = ctx.state.store.account(&named)?.is_some();
+    let existed = ctx.state.store.account(&named).await?.is_some();
     let path = "/v1/auth/agent-onboard";
     let (v, s, balance) = match take_payment(
         ctx,
@@ -184,7 +184,10 @@ pub async fn onboard(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>,
         Err(res) => return Ok(res),
     };
     let state = &ctx.state;
-    state.store.ensure_account(&v.payer, now_ms() / 1000)?;
+    state
+        .store
+        .ensure_account(&v.payer, now_ms() / 1000)
+        .await?;
     let created = !existed;
     let tokens = state.sessions.issue(&v.payer).await?;
     let (raw, rec) = state.keys.create(v.payer, &key_name).await?;
@@ -245,7 +248,7 @@ pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>
     };
     let named = wallet(&wallet_address)?;
     credits_in_range(b.credits.0)?;
-    if ctx.state.store.account(&named)?.is_none() {
+    if ctx.state.store.account(&named).await?.is_none() {
         return Err(RequestError::NotFound {
             method: "POST".into(),
             path: format!(

@@ -98,7 +98,7 @@ pub async fn start(
         created_ms: now_ms(),
     };
     if let Err(e) = state.store.put_intent_durable(&rec).await {
-        state.payments.release_nonce(v);
+        state.payments.release_nonce(v).await;
         return Err(e.into());
     }
     Ok(state.payments.start_settlement(v))
@@ -123,7 +123,7 @@ pub async fn money_in(
         let account = to.as_ref().map(crate::agents::Pin::account);
         // `/verify` moves no money: a refused payment may be sent again.
         if let Err(e) = preflight(&st, &v, false).await {
-            st.payments.release_nonce(&v);
+            st.payments.release_nonce(&v).await;
             return Err(e);
         }
         let purpose = IntentPurpose::Credit {
@@ -252,7 +252,7 @@ async fn finish(
                 // when its answer was withheld (money in; a unary call's `Payer::settle` does
                 // its own release).
                 if kept.is_none() {
-                    state.payments.release_nonce(v);
+                    state.payments.release_nonce(v).await;
                 }
                 forget(state, &id);
             } else {

@@ -87,7 +87,7 @@ pub async fn verify(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, 
     let b: VerifyBody = json_body(ctx, req).await?;
     let wallet = verify_siwe(ctx, &b.message, &b.signature, Some(&b.wallet_address))?;
     let state = &ctx.state;
-    let (_, created) = state.store.ensure_account(&wallet, now_ms() / 1000)?;
+    let (_, created) = state.store.ensure_account(&wallet, now_ms() / 1000).await?;
     let grant = state.config.auth.signup_grant;
     if created && grant > 0 {
         state

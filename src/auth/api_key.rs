@@ -12,7 +12,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use super::{AuthError, AuthMode, Principal};
 use crate::storage::journal::{Journal, JournalOp};
-use crate::storage::{KeyRecord, StorageError, Store, now_ms};
+use crate::storage::{KeyRecord, Storage, StorageError, now_ms};
 use crate::wallet::Wallet;
 
 const ID_LEN: usize = 12;
@@ -32,7 +32,7 @@ struct Entry {
 
 /// All keys, cached in memory (the store is the truth; the cache is loaded at start-up).
 pub struct ApiKeys {
-    store: Store,
+    store: Storage,
     journal: Journal,
     cache: DashMap<String, Arc<Entry>>,
     rng: SystemRandom,
@@ -61,9 +61,9 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 }
 
 impl ApiKeys {
-    pub fn load(store: Store, journal: Journal) -> Result<Self, StorageError> {
+    pub async fn load(store: Storage, journal: Journal) -> Result<Self, StorageError> {
         let cache = DashMap::new();
-        for rec in store.all_keys()? {
+        for rec in store.all_keys().await? {
             let hash = hex::decode(&rec.secret_sha256)
                 .ok()
                 .and_then(|h| <[u8; 32]>::try_from(h).ok())
@@ -105,8 +105,8 @@ impl ApiKeys {
             last_used_at: None,
             revoked_at: None,
         };
-        self.store.ensure_account(&wallet, now)?;
-        self.store.put_key(&record)?;
+        self.store.ensure_account(&wallet, now).await?;
+        self.store.put_key(&record).await?;
         // The raw key is shown once: it must not be shown before it would survive a crash.
         self.store.flush().await?;
         self.cache
@@ -160,7 +160,7 @@ impl ApiKeys {
             return Ok(false);
         }
         entry.revoked_at.store(now_ms() / 1000, Ordering::Release);
-        self.store.put_key(&entry.snapshot())?;
+        self.store.put_key(&entry.snapshot()).await?;
         self.store.flush().await?;
         Ok(true)
     }
@@ -179,10 +179,41 @@ impl ApiKeys {
             .collect();
         for id in &ids {
             self.cache.remove(id);
-            self.store.remove_key(id)?;
+            self.store.remove_key(id).await?;
         }
         self.store.flush().await?;
         Ok(ids.len())
+    }
+
+    /// Takes key records another gateway wrote (`Storage::auth_changes`): a new key is usable
+    /// here from now on, a revocation is refused from now on. Returns how many changed the cache.
+    pub fn apply_changes(&self, records: &[KeyRecord]) -> usize {
+        let mut changed = 0;
+        for rec in records {
+            let Some(hash) = hex::decode(&rec.secret_sha256)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            else {
+                tracing::warn!(key = %rec.key_id, "a changed key has no valid hash; ignored");
+                continue;
+            };
+            match self.cache.get(&rec.key_id).map(|e| e.clone()) {
+                Some(entry) if entry.secret_hash == hash => {
+                    if let Some(at) = rec.revoked_at
+                        && entry.revoked_at.load(Ordering::Acquire) == 0
+                    {
+                        entry.revoked_at.store(at.max(1), Ordering::Release);
+                        changed += 1;
+                    }
+                }
+                _ => {
+                    self.cache
+                        .insert(rec.key_id.clone(), Arc::new(Entry::new(rec.clone(), hash)));
+                    changed += 1;
+                }
+            }
+        }
+        changed
     }
 
     /// Every key of a wallet (revoked ones included), oldest first.
@@ -247,11 +278,11 @@ mod tests {
     #[tokio::test]
     async fn create_authenticate_revoke_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Storage::embedded(crate::storage::Store::open(dir.path()).unwrap());
         let (journal, run) = Journal::new(store.clone(), Duration::from_millis(1));
         #[expect(clippy::disallowed_methods, reason = "the test owns its journal task")]
         tokio::spawn(run);
-        let keys = ApiKeys::load(store.clone(), journal.clone()).unwrap();
+        let keys = ApiKeys::load(store.clone(), journal.clone()).await.unwrap();
         let w: Wallet = "0x2222222222222222222222222222222222222222"
             .parse()
             .unwrap();
@@ -272,7 +303,7 @@ mod tests {
         assert!(keys.revoke(&w, &rec.key_id).await.unwrap());
         assert!(keys.authenticate(&raw).is_err(), "revocation is immediate");
         journal.sync().await;
-        let reloaded = ApiKeys::load(store, journal).unwrap();
+        let reloaded = ApiKeys::load(store, journal).await.unwrap();
         assert!(reloaded.authenticate(&raw).is_err());
         assert!(reloaded.list(&w)[0].revoked_at.is_some());
         assert!(reloaded.list(&w)[0].last_used_at.is_some());

@@ -18,7 +18,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::{AuthError, AuthMode, Principal};
-use crate::storage::{RefreshRecord, StorageError, Store, now_ms};
+use crate::storage::{RefreshRecord, Storage, StorageError, now_ms};
 use crate::wallet::Wallet;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub struct Sessions {
     validation: Validation,
     audience: String,
     issuer: String,
-    store: Store,
+    store: Storage,
     access_ttl: Duration,
     refresh_ttl: Duration,
     revoked: DashSet<String>,
@@ -59,11 +59,11 @@ pub struct Sessions {
 impl Sessions {
     /// Sessions signed with `secret` whose tokens carry `aud: audience` (the SIWE domain) and
     /// `iss: issuer` (the public base URL), and are accepted only with both.
-    pub fn new(
+    pub async fn new(
         secret: &[u8],
         audience: &str,
         issuer: &str,
-        store: Store,
+        store: Storage,
         access_ttl: Duration,
         refresh_ttl: Duration,
     ) -> Result<Self, StorageError> {
@@ -73,7 +73,7 @@ impl Sessions {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let revoked = store.revoked_families()?.into_iter().collect();
+        let revoked = store.revoked_families().await?.into_iter().collect();
         Ok(Self {
             enc: EncodingKey::from_secret(secret),
             dec: DecodingKey::from_secret(secret),
@@ -119,7 +119,7 @@ impl Sessions {
             .map_err(|_| AuthError::InvalidToken)
     }
 
-    fn pair(&self, wallet: &Wallet, family: &str) -> Result<TokenPair, AuthError> {
+    async fn pair(&self, wallet: &Wallet, family: &str) -> Result<TokenPair, AuthError> {
         let (access_token, _) =
             self.token(wallet, "access", &self.id()?, family, self.access_ttl)?;
         let jti = self.id()?;
@@ -132,6 +132,7 @@ impl Sessions {
         };
         self.store
             .put_refresh(&jti, &rec)
+            .await
             .map_err(AuthError::Storage)?;
         Ok(TokenPair {
             access_token,
@@ -143,7 +144,7 @@ impl Sessions {
 
     /// A new session (a new family) for a wallet that just signed in.
     pub async fn issue(&self, wallet: &Wallet) -> Result<TokenPair, AuthError> {
-        let pair = self.pair(wallet, &self.id()?)?;
+        let pair = self.pair(wallet, &self.id()?).await?;
         self.store.flush().await.map_err(AuthError::Storage)?;
         Ok(pair)
     }
@@ -174,13 +175,14 @@ impl Sessions {
         let rec = self
             .store
             .spend_refresh(&c.jti)
+            .await
             .map_err(AuthError::Storage)?
             .ok_or(AuthError::InvalidToken)?;
         if rec.used {
             self.revoke_family(&rec.family).await?;
             return Err(AuthError::RefreshReused);
         }
-        let pair = self.pair(&rec.wallet, &rec.family)?;
+        let pair = self.pair(&rec.wallet, &rec.family).await?;
         self.store.flush().await.map_err(AuthError::Storage)?;
         Ok(pair)
     }
@@ -191,10 +193,18 @@ impl Sessions {
         self.revoke_family(&c.fam).await
     }
 
+    /// Takes family revocations another gateway wrote (`Storage::auth_changes`).
+    pub fn apply_revocations(&self, families: &[String]) {
+        for f in families {
+            self.revoked.insert(f.clone());
+        }
+    }
+
     async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
         self.revoked.insert(family.to_string());
         self.store
             .revoke_family(family, now_ms() / 1000)
+            .await
             .map_err(AuthError::Storage)?;
         self.store.flush().await.map_err(AuthError::Storage)
     }
@@ -205,12 +215,12 @@ mod tests {
     use super::*;
     use base64::Engine;
 
-    fn sessions(dir: &std::path::Path) -> Sessions {
-        bound(dir, "api.example.com", "https://api.example.com")
+    async fn sessions(dir: &std::path::Path) -> Sessions {
+        bound(dir, "api.example.com", "https://api.example.com").await
     }
 
-    fn bound(dir: &std::path::Path, audience: &str, issuer: &str) -> Sessions {
-        let store = Store::open_when_free(dir).unwrap();
+    async fn bound(dir: &std::path::Path, audience: &str, issuer: &str) -> Sessions {
+        let store = Storage::embedded(crate::storage::Store::open_when_free(dir).unwrap());
         Sessions::new(
             &[7u8; 32],
             audience,
@@ -219,6 +229,7 @@ mod tests {
             Duration::from_secs(900),
             Duration::from_secs(86_400),
         )
+        .await
         .unwrap()
     }
 
@@ -231,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn rotation_and_reuse_revokes_the_family() {
         let dir = tempfile::tempdir().unwrap();
-        let s = sessions(dir.path());
+        let s = sessions(dir.path()).await;
         let first = s.issue(&w()).await.unwrap();
         assert_eq!(s.authenticate(&first.access_token).unwrap().wallet, w());
         assert!(
@@ -255,7 +266,7 @@ mod tests {
         s.revoke(&other.refresh_token).await.unwrap();
         assert!(s.authenticate(&other.access_token).is_err());
         drop(s);
-        let again = sessions(dir.path());
+        let again = sessions(dir.path()).await;
         assert!(
             again.authenticate(&second.access_token).is_err(),
             "revocations survive a restart"
@@ -265,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn alg_none_and_foreign_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let s = sessions(dir.path());
+        let s = sessions(dir.path()).await;
         let good = s.issue(&w()).await.unwrap().access_token;
         let payload = good.split('.').nth(1).unwrap();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -294,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn tokens_of_another_deployment_with_the_same_secret_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let here = sessions(dir.path());
+        let here = sessions(dir.path()).await;
         let good = here.issue(&w()).await.unwrap();
         assert!(here.authenticate(&good.access_token).is_ok());
         drop(here);
@@ -305,11 +316,11 @@ mod tests {
             ("evil.example.com", "https://evil.example.com"),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let there = bound(dir.path(), aud, iss);
+            let there = bound(dir.path(), aud, iss).await;
             let theirs = there.issue(&w()).await.unwrap();
             drop(there);
             let dir2 = tempfile::tempdir().unwrap();
-            let here = sessions(dir2.path());
+            let here = sessions(dir2.path()).await;
             assert!(
                 matches!(
                     here.authenticate(&theirs.access_token),
@@ -335,6 +346,6 @@ mod tests {
         )
         .unwrap();
         let dir3 = tempfile::tempdir().unwrap();
-        assert!(sessions(dir3.path()).authenticate(&unbound).is_err());
+        assert!(sessions(dir3.path()).await.authenticate(&unbound).is_err());
     }
 }

@@ -216,3 +216,66 @@ fn cache_read_prices_default_from_the_reference_and_never_exceed_input() {
         assert_eq!(r.is_ok(), ok, "{toml}: {:?}", r.err());
     }
 }
+
+/// `[store]`: embedded by default; `postgres` needs a parseable URL (literal or `$VAR`, never
+/// echoed back) and sane pool and timeout values.
+#[test]
+fn the_store_backend_is_validated() {
+    let load =
+        |pairs: &[(&str, &str)]| RawConfig::load(None, env(pairs)).and_then(RawConfig::validate);
+    assert!(matches!(load(&[]).unwrap().backend, StoreBackend::Embedded));
+    let pg = load(&[
+        ("VECTORWAY_STORE__BACKEND", "postgres"),
+        (
+            "VECTORWAY_STORE__POSTGRES_URL",
+            "postgres://vw:s3cret@127.0.0.1:5432/vw",
+        ),
+        ("VECTORWAY_STORE__POSTGRES_POOL_SIZE", "4"),
+        ("VECTORWAY_STORE__POSTGRES_STATEMENT_TIMEOUT_MS", "250"),
+    ])
+    .unwrap();
+    let StoreBackend::Postgres(p) = pg.backend else {
+        panic!("postgres expected");
+    };
+    assert_eq!(p.pool_size, 4);
+    assert_eq!(p.statement_timeout, Duration::from_millis(250));
+    assert_eq!(p.connect_timeout, Duration::from_millis(5_000));
+    assert!(
+        !format!("{p:?}").contains("s3cret"),
+        "Debug redacts the URL"
+    );
+    let driver = p.driver_config().unwrap();
+    assert_eq!(driver.get_options(), Some("-c statement_timeout=250"));
+    for (k, v) in [
+        ("VECTORWAY_STORE__BACKEND", "mysql"),
+        ("VECTORWAY_STORE__POSTGRES_POOL_SIZE", "0"),
+        ("VECTORWAY_STORE__POSTGRES_CONNECT_TIMEOUT_MS", "0"),
+    ] {
+        let with_url = [
+            ("VECTORWAY_STORE__BACKEND", "postgres"),
+            ("VECTORWAY_STORE__POSTGRES_URL", "postgres://h/db"),
+            (k, v),
+        ];
+        assert!(
+            matches!(load(&with_url), Err(ConfigError::Invalid { .. })),
+            "{k}={v}"
+        );
+    }
+    match load(&[("VECTORWAY_STORE__BACKEND", "postgres")]) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "store.postgres_url"),
+        other => panic!("a missing URL must be refused: {other:?}"),
+    }
+    match load(&[
+        ("VECTORWAY_STORE__BACKEND", "postgres"),
+        (
+            "VECTORWAY_STORE__POSTGRES_URL",
+            "postgres://u:pw@h:notaport/db",
+        ),
+    ]) {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "store.postgres_url");
+            assert!(!message.contains("pw@"), "{message}");
+        }
+        other => panic!("a bad URL must be refused: {other:?}"),
+    }
+}

@@ -1,7 +1,8 @@
 //! The verification pipeline: a bounded lock-free queue drained in batches by dedicated OS threads.
 //!
-//! Signature recovery costs tens of microseconds of pure CPU, and the nonce claim is a
-//! synchronous sled write; neither belongs on the tokio reactor. A request pushes a `Job` (the
+//! Signature recovery costs tens of microseconds of pure CPU, which does not belong on the tokio
+//! reactor; the nonce claim (`Storage::claim_x402_nonce`, a store write) follows on the caller's
+//! task once the threads have checked the payment. A request pushes a `Job` (the
 //! decoded payment, the quote, the resource, the time, and a oneshot sender) onto an `ArrayQueue`
 //! and awaits the answer. `verifier_threads` threads pop up to `BATCH` jobs at a time, verify
 //! each one, and answer through its oneshot. An idle thread parks; a submitter unparks one parked
@@ -22,7 +23,7 @@ use tokio::sync::oneshot;
 use super::header::DecodedPayment;
 use super::{PaymentError, Verified, verify};
 use crate::config::X402Config;
-use crate::storage::Store;
+use crate::storage::Storage;
 
 /// Jobs one thread takes off the queue at a time.
 pub const BATCH: usize = 32;
@@ -44,7 +45,7 @@ struct Job {
 struct Shared {
     queue: ArrayQueue<Job>,
     cfg: Arc<X402Config>,
-    store: Store,
+    store: Storage,
     stop: AtomicBool,
     /// One flag per thread: set while it is (about to be) parked.
     parked: Vec<AtomicBool>,
@@ -60,7 +61,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts `cfg.verifier_threads` threads behind a queue of `capacity` jobs.
-    pub fn start(cfg: Arc<X402Config>, store: Store, capacity: usize) -> Self {
+    pub fn start(cfg: Arc<X402Config>, store: Storage, capacity: usize) -> Self {
         let n = cfg.verifier_threads.max(1);
         let shared = Arc::new(Shared {
             queue: ArrayQueue::new(capacity.max(1)),
@@ -102,8 +103,32 @@ impl Pipeline {
         resource: &str,
         now: u64,
     ) -> Result<Verified, PaymentError> {
+        let verified = self.check(payment, quote, resource, now).await?;
+        let key = verify::replay_key(&verified.network, &verified.payer, &verified.nonce);
+        if !self
+            .shared
+            .store
+            .claim_x402_nonce(&key, verified.valid_before)
+            .await?
+        {
+            metrics::counter!("vectorway_x402_verify_total", "outcome" => "x402_nonce_reused")
+                .increment(1);
+            return Err(PaymentError::NonceReused);
+        }
+        metrics::counter!("vectorway_x402_verify_total", "outcome" => "ok").increment(1);
+        Ok(verified)
+    }
+
+    /// Checks `payment` on a verifier thread (everything but the nonce claim).
+    async fn check(
+        &self,
+        payment: DecodedPayment,
+        quote: u64,
+        resource: &str,
+        now: u64,
+    ) -> Result<Verified, PaymentError> {
         if self.threads.is_empty() {
-            // No thread could be started: verify here rather than never.
+            // No thread could be started: check here rather than never.
             return verify_one(&self.shared, &payment, quote, resource, now);
         }
         let (reply, answer) = oneshot::channel();
@@ -196,12 +221,10 @@ fn verify_one(
     resource: &str,
     now: u64,
 ) -> Result<Verified, PaymentError> {
-    let result = verify::verify(&shared.cfg, &shared.store, payment, quote, now)
+    let result = verify::check(&shared.cfg, payment, quote, now)
         .map(|checked| Verified::new(&shared.cfg, payment, checked, quote, resource));
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code(),
-    };
-    metrics::counter!("vectorway_x402_verify_total", "outcome" => label).increment(1);
+    if let Err(e) = &result {
+        metrics::counter!("vectorway_x402_verify_total", "outcome" => e.code()).increment(1);
+    }
     result
 }

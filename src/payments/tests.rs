@@ -27,7 +27,7 @@ struct Rig {
 
 async fn rig(threads: usize) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = crate::storage::Storage::embedded(Store::open(dir.path()).unwrap());
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let knobs = SimulatorKnobs {
         ttft: Duration::ZERO,

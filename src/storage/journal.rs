@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{KeyRecord, LedgerEntry, Store, UsageEvent};
+use super::{KeyRecord, LedgerEntry, Storage, UsageEvent};
 use crate::wallet::Wallet;
 
 /// One thing to write.
@@ -30,7 +30,10 @@ pub struct Journal {
 
 impl Journal {
     /// Creates the journal and the future that drains it (the caller spawns it).
-    pub fn new(store: Store, interval: Duration) -> (Self, impl std::future::Future<Output = ()>) {
+    pub fn new(
+        store: Storage,
+        interval: Duration,
+    ) -> (Self, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { tx }, run(store, rx, interval))
     }
@@ -49,7 +52,7 @@ impl Journal {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval: Duration) {
+async fn run(store: Storage, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval: Duration) {
     let mut ledger = Vec::new();
     let mut usage = Vec::new();
     let mut keys = Vec::new();
@@ -115,7 +118,7 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<JournalOp>, interval:
 /// Appends what is pending (clearing it once written and counting it), stores key touches, then
 /// makes everything up to `end` durable.
 async fn write_window(
-    store: &Store,
+    store: &Storage,
     ledger: &mut Vec<LedgerEntry>,
     usage: &mut Vec<(Wallet, UsageEvent)>,
     keys: &mut Vec<KeyRecord>,
@@ -131,7 +134,7 @@ async fn write_window(
     }
     // Key touches (last_used_at) are in sled: stored now, flushed after the log's sync.
     while let Some(k) = keys.last() {
-        store.touch_key(k)?; // on failure the rest stay queued for the retry
+        store.touch_key(k).await?; // on failure the rest stay queued for the retry
         keys.pop();
         *touched = true;
     }

@@ -338,7 +338,7 @@ async fn registrations_are_limited_per_ip_capped_while_unfunded_and_validated() 
         (StatusCode::SERVICE_UNAVAILABLE, "agent_capacity_reached")
     );
     assert!(res.headers.contains_key("retry-after"));
-    assert_eq!(env.gw().state.store.all_keys().unwrap().len(), 2);
+    assert_eq!(env.gw().state.store.all_keys().await.unwrap().len(), 2);
     for bad in [
         json!({"name": ""}),
         json!({"name": "x".repeat(101)}),
@@ -406,11 +406,12 @@ async fn the_sweep_deletes_the_unfunded_and_keeps_the_funded() {
         env.usage(&u.to_string()).await.is_empty(),
         "its history is gone"
     );
-    assert!(state.store.account(&u).unwrap().is_none());
+    assert!(state.store.account(&u).await.unwrap().is_none());
     assert!(
         state
             .store
             .all_keys()
+            .await
             .unwrap()
             .iter()
             .all(|r| r.wallet != u)
@@ -576,7 +577,7 @@ async fn a_top_up_racing_the_sweep_is_never_lost() {
             > later + 2)
         .await
     );
-    let live = state.store.all_keys().unwrap().len();
+    let live = state.store.all_keys().await.unwrap().len();
     assert_eq!(
         live,
         1 + outcomes.get(&200).copied().unwrap_or(0),

@@ -136,6 +136,7 @@ impl Env {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_tests(dir.path(), &sim.base_url());
+        backend_for_tests(&mut config).await;
         tweak(&mut config);
         let gw = app::start(config).await.unwrap();
         Self {
@@ -154,6 +155,7 @@ impl Env {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_tests(dir.path(), upstream_base_url);
+        backend_for_tests(&mut config).await;
         tweak(&mut config);
         let gw = app::start(config).await.unwrap();
         Self {
@@ -262,6 +264,15 @@ impl Env {
         if let Some(gw) = self.gw.take() {
             gw.shutdown().await;
         }
+    }
+}
+
+/// With `VECTORWAY_TEST_BACKEND=postgres`, a fresh database in the shared test cluster
+/// (`pg::Postgres`) becomes the gateway's store; otherwise the embedded default stays.
+pub async fn backend_for_tests(config: &mut Config) {
+    if crate::pg::wanted() {
+        let url = crate::pg::Postgres::shared().fresh_db().await;
+        config.backend = vectorway::config::StoreBackend::Postgres(crate::pg::pg_config(&url));
     }
 }
 

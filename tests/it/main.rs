@@ -34,6 +34,8 @@ mod media_limits;
 mod memory;
 mod money;
 mod ops;
+mod pg;
+mod pg_store;
 mod responses;
 mod settle;
 mod supported;

@@ -45,6 +45,9 @@ from typing import Any, Callable, Generator, Iterator
 import openai
 import pytest
 
+#: The PostgreSQL cluster fixtures (tests/py/pg.py).
+pytest_plugins = ["pg"]
+
 # --------------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ impl Payer {
                             // The answer is withheld: a payment that certainly moved no money
                             // may be sent again.
                             if e.nothing_settled() {
-                                state.payments.release_nonce(&verified);
+                                state.payments.release_nonce(&verified).await;
                             }
                             (Owed::new(meter, 0, usage), Err(e))
                         }

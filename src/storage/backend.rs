@@ -1,0 +1,267 @@
+//! `Storage`, the one store the gateway holds: a facade over the embedded backend and PostgreSQL.
+//!
+//! The API layer, auth, billing, payments and agents hold a `Storage` and never name a backend.
+//! Each record kind that lives in PostgreSQL when `store.backend = "postgres"` has an `async`
+//! method here that picks the backend; the embedded backend (`Store`: sled plus the history and
+//! memory logs) answers the rest through `Deref` until their kind moves too (see
+//! ARCHITECTURE.md, "Storage backends", for which kinds have moved). A method defined here
+//! shadows `Store`'s method of the same name, so a moved kind cannot be reached past the facade
+//! by accident: the call would have to name `Store` itself.
+
+use std::ops::Deref;
+
+use super::AccountRecord;
+use super::pg::{AuthChanges, ChangeFeed, PgStore};
+use super::{IdemBegin, IdemRecord, KeyRecord, RefreshRecord, StorageError, Store};
+use crate::wallet::Wallet;
+
+/// The gateway's store. Cloning is cheap.
+#[derive(Clone)]
+pub struct Storage {
+    /// The embedded store: everything with `Backend::Embedded`; with `Backend::Postgres`, the
+    /// record kinds that have not moved to PostgreSQL yet.
+    local: Store,
+    backend: Backend,
+}
+
+/// Where the moved record kinds live.
+#[derive(Clone)]
+enum Backend {
+    Embedded,
+    Postgres(PgStore),
+}
+
+impl Deref for Storage {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.local
+    }
+}
+
+impl Storage {
+    /// Everything in the embedded store (the default backend).
+    pub fn embedded(local: Store) -> Self {
+        Self {
+            local,
+            backend: Backend::Embedded,
+        }
+    }
+
+    /// The moved record kinds in PostgreSQL, the rest in `local`.
+    pub fn postgres(local: Store, pg: PgStore) -> Self {
+        Self {
+            local,
+            backend: Backend::Postgres(pg),
+        }
+    }
+
+    /// The backend's name, as `store.backend` spells it.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Embedded => "embedded",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// True when other gateways may share this store (PostgreSQL): start-up must not treat
+    /// in-flight claims as abandoned, since another replica may be serving them.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Liveness probe for `/readyz`: every backend in use answers.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.local.check()?;
+        match &self.backend {
+            Backend::Embedded => Ok(()),
+            Backend::Postgres(pg) => pg.check().await,
+        }
+    }
+
+    /// The end of the auth change feed now (`pg::ChangeFeed`); `None` on the embedded backend,
+    /// whose gateway is the only writer of its keys and sessions.
+    pub async fn auth_cursor(&self) -> Result<Option<i64>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(None),
+            Backend::Postgres(pg) => pg.auth_cursor().await.map(Some),
+        }
+    }
+
+    /// Keys and revoked families other gateways wrote since the feed's cursor.
+    pub async fn auth_changes(&self, feed: &mut ChangeFeed) -> Result<AuthChanges, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(AuthChanges::default()),
+            Backend::Postgres(pg) => pg.auth_changes(feed).await,
+        }
+    }
+
+    // === accounts ===
+
+    /// Creates the account if it does not exist; returns `(record, created)`.
+    pub async fn ensure_account(
+        &self,
+        wallet: &Wallet,
+        now: u64,
+    ) -> Result<(AccountRecord, bool), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.ensure_account(wallet, now),
+            Backend::Postgres(pg) => pg.ensure_account(wallet, now).await,
+        }
+    }
+
+    pub async fn account(&self, wallet: &Wallet) -> Result<Option<AccountRecord>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.account(wallet),
+            Backend::Postgres(pg) => pg.account(wallet).await,
+        }
+    }
+
+    /// Forgets an account record (not its keys, history or memory).
+    pub async fn remove_account(&self, wallet: &Wallet) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.remove_account(wallet),
+            Backend::Postgres(pg) => pg.remove_account(wallet).await,
+        }
+    }
+
+    // === keys ===
+
+    pub async fn put_key(&self, key: &KeyRecord) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.put_key(key),
+            Backend::Postgres(pg) => pg.put_key(key).await,
+        }
+    }
+
+    /// Writes a key snapshot taken earlier without undoing anything newer (`Store::touch_key`).
+    pub async fn touch_key(&self, snapshot: &KeyRecord) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.touch_key(snapshot),
+            Backend::Postgres(pg) => pg.touch_key(snapshot).await,
+        }
+    }
+
+    pub async fn all_keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.all_keys(),
+            Backend::Postgres(pg) => pg.all_keys().await,
+        }
+    }
+
+    /// Deletes a key record (not revokes: the key no longer exists at all).
+    pub async fn remove_key(&self, key_id: &str) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.remove_key(key_id),
+            Backend::Postgres(pg) => pg.remove_key(key_id).await,
+        }
+    }
+
+    // === x402 nonces ===
+
+    /// Claims an authorization nonce exactly once, across every gateway sharing the store.
+    pub async fn claim_x402_nonce(
+        &self,
+        key: &[u8; 80],
+        valid_before: u64,
+    ) -> Result<bool, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.claim_x402_nonce(key, valid_before),
+            Backend::Postgres(pg) => pg.claim_x402_nonce(key, valid_before).await,
+        }
+    }
+
+    /// Drops the claim of `key`; `Ok(false)` when it was not claimed.
+    pub async fn release_x402_nonce(&self, key: &[u8; 80]) -> Result<bool, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.release_x402_nonce(key),
+            Backend::Postgres(pg) => pg.release_x402_nonce(key).await,
+        }
+    }
+
+    /// Forgets claims whose authorization expired before `now_s`.
+    pub async fn prune_x402_nonces(&self, now_s: u64) -> Result<usize, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.prune_x402_nonces(now_s),
+            Backend::Postgres(pg) => pg.prune_x402_nonces(now_s).await,
+        }
+    }
+
+    // === sessions ===
+
+    pub async fn put_refresh(&self, id: &str, rec: &RefreshRecord) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.put_refresh(id, rec),
+            Backend::Postgres(pg) => pg.put_refresh(id, rec).await,
+        }
+    }
+
+    /// Marks a refresh token used; returns it as it was before (so `used == true` means reuse).
+    pub async fn spend_refresh(&self, id: &str) -> Result<Option<RefreshRecord>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.spend_refresh(id),
+            Backend::Postgres(pg) => pg.spend_refresh(id).await,
+        }
+    }
+
+    pub async fn revoke_family(&self, family: &str, now: u64) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.revoke_family(family, now),
+            Backend::Postgres(pg) => pg.revoke_family(family, now).await,
+        }
+    }
+
+    pub async fn revoked_families(&self) -> Result<Vec<String>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.revoked_families(),
+            Backend::Postgres(pg) => pg.revoked_families().await,
+        }
+    }
+
+    // === idempotency ===
+
+    /// Claims `key` for a request whose body hashes to `body_sha256` (`Store::idem_begin`).
+    pub async fn idem_begin(
+        &self,
+        key: &[u8],
+        body_sha256: &str,
+        now: u64,
+        expire_before: u64,
+        claims_before: u64,
+    ) -> Result<IdemBegin, StorageError> {
+        match &self.backend {
+            Backend::Embedded => {
+                self.local
+                    .idem_begin(key, body_sha256, now, expire_before, claims_before)
+            }
+            Backend::Postgres(pg) => {
+                pg.idem_begin(key, body_sha256, now, expire_before, claims_before)
+                    .await
+            }
+        }
+    }
+
+    /// Stores the answer (or, with `None`, forgets the key so the request can be retried).
+    pub async fn idem_finish(
+        &self,
+        key: &[u8],
+        record: Option<&IdemRecord>,
+    ) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.idem_finish(key, record),
+            Backend::Postgres(pg) => pg.idem_finish(key, record).await,
+        }
+    }
+
+    /// Forgets answers stored before `expire_before` and claims made before `claims_before`.
+    pub async fn idem_sweep(
+        &self,
+        expire_before: u64,
+        claims_before: u64,
+    ) -> Result<usize, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.idem_sweep(expire_before, claims_before),
+            Backend::Postgres(pg) => pg.idem_sweep(expire_before, claims_before).await,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The PostgreSQL backend: a connection pool, the schema's migrations, and the moved record kinds.
+//!
+//! `PgStore` holds a `deadpool_postgres::Pool` of `tokio_postgres` connections whose every
+//! session runs with the configured `statement_timeout`. A failure to get or keep a connection
+//! is `DbError::Unavailable` (503 `store_unavailable`); a statement the server refused is
+//! `DbError::Statement` (500). The schema is versioned (`migrate`): `PgStore::open` applies
+//! what is missing and refuses a database whose schema is newer than this binary knows.
+
+mod changes;
+pub mod migrate;
+mod records;
+
+pub use changes::{AuthChanges, ChangeFeed};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::StorageError;
+use crate::config::PostgresConfig;
+
+/// What can go wrong with the database (`StorageError::Db`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// The database refused a statement.
+    #[error("database error: {0}")]
+    Statement(String),
+    /// The database cannot be reached (or the pool waited past its timeout): 503.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database schema is not one this binary can run on (`migrate`).
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// The PostgreSQL store. Cloning is cheap (the pool is shared).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects, brings the schema up to date (`migrate::up`), and returns the store. A
+    /// database that cannot be reached within the connect timeout is `Unavailable`.
+    pub async fn open(cfg: &PostgresConfig) -> Result<Self, StorageError> {
+        let store = Self::connect(cfg)?;
+        let mut client = store.client().await?;
+        migrate::up(&mut client).await?;
+        Ok(store)
+    }
+
+    /// The pool alone, without touching the database (connections open on first use).
+    pub fn connect(cfg: &PostgresConfig) -> Result<Self, StorageError> {
+        let driver = cfg
+            .driver_config()
+            .map_err(|e| StorageError::Db(DbError::Statement(e)))?;
+        let manager = Manager::from_config(
+            driver,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(cfg.connect_timeout))
+            .create_timeout(Some(cfg.connect_timeout))
+            .recycle_timeout(Some(cfg.connect_timeout))
+            .build()
+            .map_err(|e| StorageError::Db(DbError::Statement(e.to_string())))?;
+        Ok(Self { pool })
+    }
+
+    /// A pooled connection, or `Unavailable`.
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StorageError::Db(DbError::Unavailable(e.to_string())))
+    }
+
+    /// Liveness probe for `/readyz`: one round trip.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // A closed connection or an I/O failure is the database being away, not a bad query.
+        if e.is_closed() || e.as_db_error().is_none() {
+            DbError::Unavailable(e.to_string()).into()
+        } else {
+            DbError::Statement(e.to_string()).into()
+        }
+    }
+}
+
+/// A `u64` for a `bigint` column; values past `i64::MAX` (sentinels like `u64::MAX`) saturate.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `bigint` column read back as `u64` (the schema's CHECKs keep them non-negative).
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
