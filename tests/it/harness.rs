@@ -353,6 +353,38 @@ impl Binary {
         let _ = self.child.wait();
     }
 
+    /// Waits (up to 30 s) until the counter `name`, summed over its labels on `/metrics`,
+    /// reaches `at_least`: a test waits for what the gateway did, not for a guessed time.
+    pub async fn wait_counter(&self, name: &str, at_least: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let total: u64 = match call(
+                Method::GET,
+                &format!("{}/metrics", self.base),
+                &[("x-admin-secret", &self.secret)],
+                Bytes::new(),
+            )
+            .await
+            {
+                Some(r) => String::from_utf8_lossy(&r.body)
+                    .lines()
+                    .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .map(|v| v as u64)
+                    .sum(),
+                None => 0,
+            };
+            if total >= at_least {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} stayed at {total} < {at_least}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Resident set size in KiB (Linux `/proc`).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;

@@ -359,7 +359,8 @@ async fn a_settled_intent_whose_credit_was_written_is_not_credited_again() {
     };
     let gw = Binary::start(dir.path(), &sim.base_url(), &[]);
     let dir_path = dir.path().to_path_buf();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    gw.wait_counter("vectorway_x402_intents_recovered_total", 1)
+        .await;
     drop(gw);
     let store = Store::open(&dir_path).unwrap();
     assert!(
@@ -512,9 +513,10 @@ async fn a_call_that_kept_everything_is_not_refunded_after_a_crash() {
     assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
     assert_eq!(res.json()["usage"]["usd_cost"], "0.001000");
     gw.kill();
-    {
+    let left = {
         let store = Store::open(dir.path()).unwrap();
-        for i in store.intents().unwrap() {
+        let intents = store.intents().unwrap();
+        for i in &intents {
             // Whatever is left must be the settled call with what it kept, never the bare
             // "pending, kept unknown" record that recovery would refund in full.
             assert!(matches!(i.state, IntentState::Settled { .. }), "{i:?}");
@@ -529,9 +531,11 @@ async fn a_call_that_kept_everything_is_not_refunded_after_a_crash() {
                 "{i:?}"
             );
         }
-    }
+        intents.len() as u64
+    };
     let gw = Binary::start(dir.path(), &sim.base_url(), &[]);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    gw.wait_counter("vectorway_x402_intents_recovered_total", left)
+        .await;
     drop(gw);
     let store = Store::open(dir.path()).unwrap();
     let refunds: Vec<_> = store
