@@ -387,7 +387,10 @@ impl RawConfig {
             let Some(rest) = var.strip_prefix("VECTORWAY_") else {
                 continue;
             };
-            if matches!(rest, "CONFIG" | "LOG" | "LOG_FORMAT" | "BIN" | "TEST_LOG") {
+            if matches!(
+                rest,
+                "CONFIG" | "LOG" | "LOG_FORMAT" | "BIN" | "TEST_LOG" | "MODEL_DIR" | "CACHE_DIR"
+            ) {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();

@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 
 use vectorway::billing::Billing;
-use vectorway::memory::model::fetch;
 use vectorway::config::{Config, RawConfig};
+use vectorway::memory::model::fetch;
 use vectorway::storage::journal::Journal;
 use vectorway::storage::{LedgerKind, StorageError, Store};
 use vectorway::wallet::Wallet;

