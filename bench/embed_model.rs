@@ -5,7 +5,10 @@
 //! fetched into `target/bench-model/`); without `--bench` (as `cargo test --benches` runs it)
 //! it embeds a few texts once, as a smoke test.
 
-#![expect(clippy::unwrap_used, reason = "a bench: any failure should stop it loudly")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a bench: any failure should stop it loudly"
+)]
 
 use std::path::PathBuf;
 use std::time::Instant;
