@@ -102,6 +102,8 @@ pub struct Parts {
     pub payments: Payments,
     pub effects: crate::effects::Effects,
     pub gemini: Gemini,
+    /// The memory embedder (`app` loads a local model before binding).
+    pub embedder: crate::memory::Embedder,
     pub metrics: PrometheusHandle,
     pub simulated: bool,
     pub admin_secret: String,
@@ -119,8 +121,8 @@ impl State {
         let limiter =
             RateLimiter::new(p.config.limits).with_registrations(p.config.agents.register_per_min);
         let agents = Arc::new(crate::agents::Agents::new(p.store.clone(), p.config.agents));
-        let memory =
-            Memory::from_config(Store::clone(&p.store), &p.config.memory, p.gemini.clone());
+        let memory = Memory::with_embedder(Store::clone(&p.store), &p.config.memory, p.embedder)
+            .with_effects(p.effects.clone());
         let docs = discovery::Docs::build(&p.config);
         let media = crate::media::fetch::Fetcher::new(&p.config.media);
         Ok(Self {

@@ -52,6 +52,9 @@ pub enum StartError {
     /// The remote facilitator's `/supported` lacks a configured network.
     #[error("{0}")]
     FacilitatorNetworks(String),
+    /// `memory.embedder = "local-model"` (or "auto" with the files present) cannot load it.
+    #[error(transparent)]
+    Model(#[from] crate::memory::model::ModelError),
 }
 
 /// A running gateway.
@@ -157,6 +160,27 @@ fn persisted_secret(path: &Path) -> Result<String, StartError> {
     let secret = hex::encode(bytes);
     write_private(path, &secret)?;
     Ok(secret)
+}
+
+/// The memory embedder, with the local model loaded and verified (on a blocking thread).
+async fn memory_embedder(
+    config: &Config,
+    gemini: Gemini,
+) -> Result<crate::memory::Embedder, StartError> {
+    use crate::memory::{Embedder, model::ModelError};
+    let cfg = config.memory.clone();
+    let embedder = tokio::task::spawn_blocking(move || Embedder::from_config(&cfg, gemini))
+        .await
+        .map_err(|e| ModelError::Load(format!("the loading task failed: {e}")))??;
+    match &embedder {
+        Embedder::Local(_) => tracing::warn!(
+            model_dir = %config.memory.model_dir.display(),
+            "memory uses FEATURE HASHING: recall matches shared words, not meaning. Run \
+             `vectorway model fetch` for the local model, or set GEMINI_API_KEY."
+        ),
+        e => tracing::info!(fingerprint = %e.fingerprint(), "memory embedder ready"),
+    }
+    Ok(embedder)
 }
 
 /// Starts the gateway described by `config`.
@@ -288,6 +312,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
     };
 
+    let embedder = memory_embedder(&config, gemini.clone()).await?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(load_tls(cert, key).map_err(StartError::Tls)?),
         None => None,
@@ -345,6 +370,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             payments,
             effects,
             gemini,
+            embedder,
             metrics: telemetry::metrics_handle(),
             simulated: gemini_simulated,
             admin_secret: secret,

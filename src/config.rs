@@ -325,12 +325,17 @@ pub struct X402Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbedderKind {
     Gemini,
+    /// all-MiniLM-L6-v2 in process, from `MemoryConfig::model_dir`.
+    LocalModel,
+    /// Feature hashing (the fallback).
     Local,
 }
 
 #[derive(Debug, Clone)]
 pub struct MemoryConfig {
     pub embedder: EmbedderKind,
+    /// Where the local model's files are (`<data_dir>/models/all-MiniLM-L6-v2` by default).
+    pub model_dir: PathBuf,
     pub embed_model: String,
     pub dims: usize,
     pub exact_threshold: usize,
@@ -394,7 +399,10 @@ impl RawConfig {
             let Some(rest) = var.strip_prefix("VECTORWAY_") else {
                 continue;
             };
-            if matches!(rest, "CONFIG" | "LOG" | "LOG_FORMAT" | "BIN" | "TEST_LOG") {
+            if matches!(
+                rest,
+                "CONFIG" | "LOG" | "LOG_FORMAT" | "BIN" | "TEST_LOG" | "MODEL_DIR" | "CACHE_DIR"
+            ) {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -605,7 +613,8 @@ impl RawConfig {
         let auth = self.auth.validate(&listen, public_base_url.as_deref())?;
         let limits = self.limits.validate()?;
         let x402 = self.x402.validate(api_key.is_some())?;
-        let memory = self.memory.validate(api_key.is_some())?;
+        let data_dir = PathBuf::from(&self.store.data_dir);
+        let memory = self.memory.validate(api_key.is_some(), &data_dir)?;
         let agents = self.agents.validate()?;
         let media = self.media.validate()?;
         if self.simulator.tokens_per_sec == 0 || self.simulator.chunk_tokens == 0 {
@@ -775,7 +784,9 @@ pub use agents::{AgentsConfig, RawAgents};
 pub use media::{MediaConfig, RawMedia};
 pub use networks::{Network, RawNetwork, RawNetworks, known_network};
 pub use own::{OwnFacilitator, SettlementKey};
-pub use sections::{RawAuth, RawLimits, RawMemory, RawX402};
+pub use sections::{
+    LOCAL_MODEL_DIMS, LOCAL_MODEL_DIR, LOCAL_MODEL_FILES, RawAuth, RawLimits, RawMemory, RawX402,
+};
 pub use store::{PostgresConfig, StoreBackend};
 
 #[cfg(test)]

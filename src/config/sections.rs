@@ -89,8 +89,12 @@ pub struct RawX402 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMemory {
-    /// "auto" (Gemini when a key is set, local otherwise), "gemini", or "local".
+    /// "auto" (Gemini when a key is set, else the local model when its files are in
+    /// `model_dir`, else feature hashing), "gemini", "local-model", or "local" (feature hashing).
     pub embedder: String,
+    /// The local model's directory (`vectorway model fetch` fills it); empty:
+    /// `<data_dir>/models/all-MiniLM-L6-v2`.
+    pub model_dir: String,
     pub embed_model: String,
     pub dims: usize,
     /// Below this many vectors a wallet's index is an exact scan; above it, HNSW.
@@ -153,6 +157,7 @@ impl Default for RawMemory {
     fn default() -> Self {
         Self {
             embedder: "auto".into(),
+            model_dir: String::new(),
             embed_model: "gemini-embedding-001".into(),
             dims: 768,
             exact_threshold: 2_000,
@@ -367,16 +372,44 @@ impl RawX402 {
     }
 }
 
+/// The local model's directory under `<data_dir>/models/`, its files and its vector size
+/// (`memory::model` loads them; a test there checks these agree).
+pub const LOCAL_MODEL_DIR: &str = "all-MiniLM-L6-v2";
+pub const LOCAL_MODEL_FILES: [&str; 3] = ["model.safetensors", "tokenizer.json", "config.json"];
+pub const LOCAL_MODEL_DIMS: usize = 384;
+
 impl RawMemory {
-    pub(super) fn validate(&self, has_gemini_key: bool) -> Result<MemoryConfig, ConfigError> {
+    pub(super) fn validate(
+        &self,
+        has_gemini_key: bool,
+        data_dir: &std::path::Path,
+    ) -> Result<MemoryConfig, ConfigError> {
         let invalid = |key: &str, message: &str| ConfigError::Invalid {
             key: key.into(),
             message: message.into(),
         };
+        let model_dir = if self.model_dir.is_empty() {
+            data_dir.join("models").join(LOCAL_MODEL_DIR)
+        } else {
+            std::path::PathBuf::from(&self.model_dir)
+        };
+        // "auto" looks for the model's files only; `app` verifies and loads them at start.
+        let has_model = || {
+            LOCAL_MODEL_FILES
+                .iter()
+                .all(|f| model_dir.join(f).is_file())
+        };
         let embedder = match (self.embedder.as_str(), has_gemini_key) {
             ("auto", true) | ("gemini", _) => EmbedderKind::Gemini,
+            ("auto", false) if has_model() => EmbedderKind::LocalModel,
+            ("local-model", _) => EmbedderKind::LocalModel,
             ("auto", false) | ("local", _) => EmbedderKind::Local,
-            _ => return Err(invalid("memory.embedder", "auto, gemini or local")),
+            _ => {
+                return Err(invalid(
+                    "memory.embedder",
+                    "auto, gemini, local-model or local",
+                ));
+            }
         };
         if !(8..=3072).contains(&self.dims) {
             return Err(invalid("memory.dims", "8..=3072"));
@@ -386,8 +419,14 @@ impl RawMemory {
         }
         Ok(MemoryConfig {
             embedder,
+            model_dir,
             embed_model: self.embed_model.clone(),
-            dims: self.dims,
+            // The model's size is fixed; `memory.dims` sizes Gemini's and the hashing vectors.
+            dims: if embedder == EmbedderKind::LocalModel {
+                LOCAL_MODEL_DIMS
+            } else {
+                self.dims
+            },
             exact_threshold: self.exact_threshold,
             score_floor: self.score_floor,
             max_records: self.max_records,

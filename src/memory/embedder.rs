@@ -1,8 +1,10 @@
-//! Text → unit vectors: Gemini `batchEmbedContents` in production, or a deterministic local
-//! feature-hashing embedder when no key is set and in tests.
+//! Text → unit vectors: Gemini `batchEmbedContents`, the local all-MiniLM-L6-v2 model
+//! (`model.rs`), or a deterministic feature-hashing embedder (the fallback, and in tests).
 
+use super::MemoryError;
+use super::model::{self, ModelEmbedder, ModelError};
 use crate::config::{EmbedderKind, MemoryConfig};
-use crate::upstream::{Gemini, UpstreamError};
+use crate::upstream::Gemini;
 
 /// Version tag of the local embedder's features; bump it when `LocalEmbedder` changes, so that
 /// stored vectors made by the old scheme are recognised as incomparable.
@@ -12,6 +14,8 @@ const LOCAL_VERSION: &str = "local-v1";
 #[derive(Debug, Clone)]
 pub enum Embedder {
     Gemini(Box<GeminiEmbedder>),
+    /// all-MiniLM-L6-v2 in process (`memory.embedder = "local-model"`).
+    Model(ModelEmbedder),
     Local(LocalEmbedder),
 }
 
@@ -25,14 +29,26 @@ pub struct GeminiEmbedder {
 
 impl Embedder {
     /// The embedder the memory config asks for; `client` is used only for `EmbedderKind::Gemini`.
-    pub fn from_config(cfg: &MemoryConfig, client: Gemini) -> Self {
-        match cfg.embedder {
+    /// The local model is loaded (and its files verified) here, so this blocks for a moment and
+    /// fails when the files are missing or corrupt.
+    pub fn from_config(cfg: &MemoryConfig, client: Gemini) -> Result<Self, ModelError> {
+        Ok(match cfg.embedder {
             EmbedderKind::Gemini => Embedder::Gemini(Box::new(GeminiEmbedder {
                 client,
                 model: cfg.embed_model.clone(),
                 dims: cfg.dims,
             })),
+            EmbedderKind::LocalModel => Embedder::Model(ModelEmbedder::open(&cfg.model_dir)?),
             EmbedderKind::Local => Embedder::Local(LocalEmbedder::new(cfg.dims)),
+        })
+    }
+
+    /// The model's name, for the `model` field of `/v1/embeddings` answers.
+    pub fn model_name(&self) -> &str {
+        match self {
+            Embedder::Gemini(g) => &g.model,
+            Embedder::Model(_) => model::MODEL_NAME,
+            Embedder::Local(_) => "local-feature-hashing",
         }
     }
 
@@ -40,6 +56,7 @@ impl Embedder {
     pub fn dims(&self) -> usize {
         match self {
             Embedder::Gemini(g) => g.dims,
+            Embedder::Model(_) => model::DIMS,
             Embedder::Local(l) => l.dims(),
         }
     }
@@ -48,14 +65,19 @@ impl Embedder {
     pub fn fingerprint(&self) -> String {
         match self {
             Embedder::Gemini(g) => format!("gemini:{}/{}", g.model, g.dims),
+            Embedder::Model(m) => format!("local-model:{}", m.fingerprint()),
             Embedder::Local(l) => format!("{LOCAL_VERSION}/{}", l.dims()),
         }
     }
 
     /// One unit vector per text, in order.
-    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, UpstreamError> {
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError> {
         match self {
-            Embedder::Gemini(g) => g.client.embed(&g.model, texts, g.dims).await,
+            Embedder::Gemini(g) => Ok(g.client.embed(&g.model, texts, g.dims).await?),
+            Embedder::Model(m) => m
+                .embed(texts.to_vec())
+                .await
+                .map_err(|e| MemoryError::Internal(e.to_string())),
             Embedder::Local(l) => Ok(texts.iter().map(|t| l.embed_one(t)).collect()),
         }
     }

@@ -430,7 +430,7 @@ async fn gemini_embeddings_are_batched_and_renormalized() {
     let mut mem_cfg = cfg.memory.clone();
     mem_cfg.embedder = crate::config::EmbedderKind::Gemini;
     mem_cfg.dims = 768;
-    let m = Memory::from_config(store, &mem_cfg, gemini);
+    let m = Memory::from_config(store, &mem_cfg, gemini).unwrap();
     assert_eq!(m.model(), "gemini-embedding-001");
 
     let texts: Vec<String> = (0..250).map(|i| format!("text number {i}")).collect();
@@ -469,7 +469,7 @@ async fn gemini_embeddings_are_batched_and_renormalized() {
     let gemini = Gemini::new(http, sim.base_url(), &cfg.upstream);
     let other_dir = tempfile::tempdir().unwrap();
     let store = Store::open(other_dir.path()).unwrap();
-    let bad = Memory::from_config(store, &bad_cfg, gemini);
+    let bad = Memory::from_config(store, &bad_cfg, gemini).unwrap();
     let e = bad.embed(&texts[..1]).await.unwrap_err();
     assert_eq!((e.status(), e.code()), (404, "model_not_found"));
     sim.stop().await;
@@ -506,4 +506,93 @@ fn memory_ids_made_in_one_millisecond_keep_their_order() {
     // Far more ids than milliseconds: many share one.
     let ms = |id: &MemoryId| id.as_bytes()[..6].to_vec();
     assert!(ids.windows(2).any(|p| ms(&p[0]) == ms(&p[1])));
+}
+
+/// Records of another embedder are never searched; a load re-embeds them in the background,
+/// in place (same ids), resuming from whatever a previous run left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_embedders_records_are_re_embedded_not_mixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let old = Memory::new(
+        store.clone(),
+        Embedder::Local(LocalEmbedder::new(64)),
+        IndexParams::default(),
+    );
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        ids.push(
+            old.write(ALICE, None, &format!("old note {i} about the orbit"))
+                .await
+                .unwrap(),
+        );
+    }
+    // One record of the new space already, as a half-finished earlier run would leave.
+    let new = Memory::new(
+        store.clone(),
+        Embedder::Local(LocalEmbedder::new(DIMS)),
+        IndexParams::default(),
+    );
+    let fresh = new
+        .write(ALICE, None, "new note about the orbit")
+        .await
+        .unwrap();
+    // A deleted record must stay deleted: `replace` never brings it back.
+    assert!(new.delete(ALICE, &ids[0].to_string()).await.unwrap());
+    assert!(
+        store
+            .memory_log()
+            .replace(&ALICE, ids[0].as_bytes(), b"x")
+            .unwrap()
+            .is_none()
+    );
+
+    let fp_new = new.fingerprint.clone();
+    let on_disk = || -> Vec<String> {
+        store
+            .memories_of(&ALICE)
+            .map(|r| {
+                RecordView::parse(&r.unwrap().1)
+                    .unwrap()
+                    .embedder
+                    .to_string()
+            })
+            .collect()
+    };
+    // Each result comes from the new space, whatever the re-embed has reached.
+    let first = new.search(ALICE, None, "orbit", 100).await.unwrap();
+    for m in &first {
+        let id: MemoryId = m.id.parse().unwrap();
+        let bytes = store.get_memory(&ALICE, id.as_bytes()).unwrap().unwrap();
+        assert_eq!(RecordView::parse(&bytes).unwrap().embedder, fp_new);
+    }
+    assert!(first.iter().any(|m| m.id == fresh.to_string()));
+    eventually(|| on_disk().iter().all(|fp| *fp == fp_new) && new.reembedding.is_empty()).await;
+    assert_eq!(
+        on_disk().len(),
+        150,
+        "149 re-embedded + 1 new; the deleted one stays gone"
+    );
+    let all = new
+        .search(ALICE, None, "old note 7 about the orbit", 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 100);
+    assert_eq!(all[0].text, "old note 7 about the orbit");
+    let vector = LocalEmbedder::new(DIMS).embed_one("old note 7 about the orbit");
+    let rec = MemoryRecord::decode(
+        &store
+            .get_memory(&ALICE, ids[7].as_bytes())
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (rec.vector.len(), rec.text.as_str()),
+        (DIMS, "old note 7 about the orbit")
+    );
+    assert!(
+        index::dot(&rec.vector, &vector) > 0.9999,
+        "the new embedder's vector, same id"
+    );
 }

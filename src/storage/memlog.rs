@@ -354,6 +354,34 @@ impl MemoryLog {
         })
     }
 
+    /// `put` only while the wallet still has a record under `id` (checked under the same lock
+    /// as `forget`, so a record deleted meanwhile is never brought back); `Ok(None)` when it
+    /// has none.
+    pub fn replace(
+        &self,
+        wallet: &Wallet,
+        id: &[u8; 16],
+        payload: &[u8],
+    ) -> Result<Option<Mark>, StorageError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(StorageError::Codec("memory record too large".into()));
+        }
+        let frame = encode(PUT, wallet, id, payload);
+        let mut s = write(&self.state);
+        if !s.wallets.get(wallet).is_some_and(|r| r.contains_key(id)) {
+            return Ok(None);
+        }
+        let loc = self.append(&mut s, &frame)?;
+        s.live_bytes += u64::from(loc.len);
+        if let Some(old) = s.wallets.entry(*wallet).or_default().insert(*id, loc) {
+            s.live_bytes -= u64::from(old.len);
+        }
+        Ok(Some(Mark {
+            epoch: s.epoch,
+            offset: s.end,
+        }))
+    }
+
     /// Forgets a wallet's record; `Ok(false)` when that wallet has no such record. Starts a
     /// background compaction when one is due.
     pub fn forget(self: &Arc<Self>, wallet: &Wallet, id: &[u8; 16]) -> Result<bool, StorageError> {

@@ -27,6 +27,7 @@ mod facilitator;
 mod fallback;
 mod faults;
 mod harness;
+mod local_model;
 mod mcp;
 mod media;
 mod media_counts;
