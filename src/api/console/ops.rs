@@ -252,7 +252,7 @@ pub fn view(c: &Config, simulated: bool) -> Value {
             "settle_pending_wait_ms": ms(x.settle_pending_wait),
         },
         "memory": {
-            "embedder": match c.memory.embedder { EmbedderKind::Gemini => "gemini", EmbedderKind::Local => "local" },
+            "embedder": match c.memory.embedder { EmbedderKind::Gemini => "gemini", EmbedderKind::Local => "local", EmbedderKind::LocalModel => "local-model" },
             "embed_model": c.memory.embed_model, "dims": c.memory.dims,
             "exact_threshold": c.memory.exact_threshold, "score_floor": c.memory.score_floor,
             "max_records": c.memory.max_records,
