@@ -401,7 +401,14 @@ impl RawConfig {
             };
             if matches!(
                 rest,
-                "CONFIG" | "LOG" | "LOG_FORMAT" | "BIN" | "TEST_LOG" | "MODEL_DIR" | "CACHE_DIR"
+                "CONFIG"
+                    | "LOG"
+                    | "LOG_FORMAT"
+                    | "BIN"
+                    | "TEST_LOG"
+                    | "TEST_BACKEND"
+                    | "MODEL_DIR"
+                    | "CACHE_DIR"
             ) {
                 continue;
             }

@@ -333,10 +333,15 @@ async fn a_new_embedder_re_embeds_old_memories_in_the_background() {
     let mut knobs = fast_knobs();
     knobs.reply_tokens = 2;
     // First run: feature hashing.
+    // The second run must find the first run's store: the same data directory and, when the
+    // suite runs against PostgreSQL, the same database.
+    let backend = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let first_backend = backend.clone();
     let env = Env::with_knobs(knobs, |c| {
         c.memory.embedder = EmbedderKind::Local;
         c.memory.dims = 384;
         c.data_dir = data.path().to_path_buf();
+        *first_backend.lock().unwrap() = Some(c.backend.clone());
     })
     .await;
     let key = env.funded_key(W1, 10_000_000).await;
@@ -353,10 +358,12 @@ async fn a_new_embedder_re_embeds_old_memories_in_the_background() {
 
     // Second run on the same data: the local model. Searches never mix the two spaces: each
     // result is a record the model has re-embedded, and in the end all of them are.
-    let env = Env::with_knobs(
-        knobs,
-        model_env(model_dir().await, Some(data.path().into())),
-    )
+    let same_backend = backend.lock().unwrap().take().unwrap();
+    let with_model = model_env(model_dir().await, Some(data.path().into()));
+    let env = Env::with_knobs(knobs, move |c| {
+        with_model(c);
+        c.backend = same_backend;
+    })
     .await;
     let state = env.gw().state.clone();
     let wallet = W1.parse().unwrap();
