@@ -359,11 +359,7 @@ def main() -> int:
             "VECTORWAY_X402__SETTLEMENT_KEY": "$LOADTEST_SETTLEMENT_KEY",
             "LOADTEST_SETTLEMENT_KEY": settler.key.hex(),
             "VECTORWAY_X402__PAY_TO": pay_to,
-            "VECTORWAY_X402__NETWORKS__ANVIL__CHAIN_ID": str(chainmod.CHAIN_ID),
-            "VECTORWAY_X402__NETWORKS__ANVIL__ASSET": chain.asset,
-            "VECTORWAY_X402__NETWORKS__ANVIL__EIP712_NAME": chainmod.TOKEN_NAME,
-            "VECTORWAY_X402__NETWORKS__ANVIL__EIP712_VERSION": chainmod.TOKEN_VERSION,
-            "VECTORWAY_X402__NETWORKS__ANVIL__RPC_URL": chain.rpc_url,
+            **chain.network_env(),
             "VECTORWAY_X402__SETTLE_TIMEOUT_MS": "30000",
             "VECTORWAY_X402__SETTLE_PENDING_WAIT_MS": "30000",
         })

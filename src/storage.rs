@@ -139,14 +139,23 @@ impl Store {
         let memories = Arc::new(open_memories(dir, &db)?);
         let key_totals = Arc::new(DashMap::new());
         let rollup = Arc::new(crate::console::rollup::Rollup::default());
-        history.scan_all(|rec| {
-            rollup.replay(&rec);
-            if rec.stream == Stream::Forget {
+        // One decode per record feeds both the key totals and the console's rollup; a record
+        // that does not decode is left to `check`.
+        history.scan_all(|rec| match rec.stream {
+            Stream::Forget => {
+                rollup.forget(&rec.wallet);
                 key_totals.retain(|(w, _), _| *w != rec.wallet);
-            } else if rec.stream == Stream::Usage
-                && let Ok(ev) = Self::decode_usage(&rec.payload)
-            {
-                count_key_usage(&key_totals, rec.wallet, &ev);
+            }
+            Stream::Usage => {
+                if let Ok(ev) = Self::decode_usage(&rec.payload) {
+                    rollup.add_usage(rec.wallet, &ev);
+                    count_key_usage(&key_totals, rec.wallet, &ev);
+                }
+            }
+            Stream::Ledger => {
+                if let Ok(e) = serde_json::from_slice::<LedgerEntry>(&rec.payload) {
+                    rollup.add_ledger(&e);
+                }
             }
         })?;
         Ok(Self {

@@ -17,22 +17,28 @@ use crate::error::{Error, RequestError};
 use crate::http::{Body, json, query_pairs};
 use crate::storage::{LedgerKind, Store};
 
-fn query(req: &Request<ReqBody>) -> HashMap<String, String> {
+/// The query string's pairs (a repeated name keeps its last value).
+pub(super) fn query(req: &Request<ReqBody>) -> HashMap<String, String> {
     query_pairs(req.uri().query()).into_iter().collect()
 }
 
-/// `limit` (1–100, default 50) and `cursor` (an offset) of a page.
-fn page(q: &HashMap<String, String>) -> Result<(usize, usize), Error> {
-    let limit = match q.get("limit") {
-        None => 50,
+/// `limit`: 1–100, `default` when absent.
+pub(super) fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, Error> {
+    match q.get("limit") {
+        None => Ok(default),
         Some(v) => v
             .parse::<usize>()
             .ok()
             .filter(|l| (1..=100).contains(l))
             .ok_or_else(|| {
-                RequestError::validation("limit", "limit must be an integer from 1 to 100")
-            })?,
-    };
+                RequestError::validation("limit", "limit must be an integer from 1 to 100").into()
+            }),
+    }
+}
+
+/// `limit` (1–100, default 50) and `cursor` (an offset) of a page.
+fn page(q: &HashMap<String, String>) -> Result<(usize, usize), Error> {
+    let limit = limit(q, 50)?;
     let cursor = match q.get("cursor").map(String::as_str) {
         None | Some("") => 0,
         Some(v) => v.parse::<usize>().map_err(|_| {

@@ -17,7 +17,7 @@ use super::{Ctx, ReqBody, same_wallet};
 use crate::console::rollup::{Bucket, HOUR_MS, HOUR_RETENTION, MAX_BUCKETS, Series};
 use crate::crypto::to_checksum;
 use crate::error::{Error, RequestError};
-use crate::http::{Body, bytes_response, empty, json, query_pairs};
+use crate::http::{Body, bytes_response, empty, json};
 use crate::storage::now_ms;
 
 /// The latest `to` the summary takes (2100-01-01, in Unix seconds).
@@ -87,7 +87,7 @@ fn uint(
 /// the `buckets` buckets ending with the one holding `to` (Unix seconds, default now).
 pub fn summary(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
-    let q: HashMap<String, String> = query_pairs(req.uri().query()).into_iter().collect();
+    let q = super::account::query(req);
     if let Some(w) = q.get("wallet") {
         same_wallet(p, w)?;
     }

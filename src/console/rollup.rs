@@ -17,7 +17,6 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use serde::Serialize;
 
-use crate::storage::history::{Scanned, Stream};
 use crate::storage::{LedgerEntry, LedgerKind, UsageEvent};
 use crate::wallet::Wallet;
 
@@ -189,24 +188,6 @@ impl Rollup {
         }
         for (w, ev) in usage {
             self.add_usage(*w, ev);
-        }
-    }
-
-    /// Counts one record of the history log's scan at open (a tombstone forgets the wallet).
-    /// A record that does not decode is left to the store's own checks.
-    pub fn replay(&self, rec: &Scanned) {
-        match rec.stream {
-            Stream::Forget => self.forget(&rec.wallet),
-            Stream::Usage => {
-                if let Ok(ev) = serde_json::from_slice::<UsageEvent>(&rec.payload) {
-                    self.add_usage(rec.wallet, &ev);
-                }
-            }
-            Stream::Ledger => {
-                if let Ok(e) = serde_json::from_slice::<LedgerEntry>(&rec.payload) {
-                    self.add_ledger(&e);
-                }
-            }
         }
     }
 

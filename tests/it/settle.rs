@@ -228,17 +228,13 @@ async fn money_in_whose_client_leaves_at_any_point_is_settled_and_credited_exact
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_after_the_transfer_is_credited_at_the_next_start_exactly_once() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), fast_knobs(), None)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+/// A top-up whose facilitator moves the money and never answers in time, cut off by a SIGKILL
+/// of the gateway between the transfer and the credit: returns the payer (owed 2,000,000).
+async fn topup_killed_after_the_transfer(sim: &Simulator, dir: &std::path::Path) -> Wallet {
     // The gateway waits long for the facilitator: only the kill may end the wait.
     let patient = [("VECTORWAY_X402__SETTLE_TIMEOUT_MS", "120000")];
-    let mut gw = Binary::start(dir.path(), &sim.base_url(), &patient);
+    let mut gw = Binary::start(dir, &sim.base_url(), &patient);
     let s = Signer::random().unwrap();
-    let w = s.address();
     // The facilitator moves the money, then its answer never comes back in time.
     sim.set_facilitator_faults(settle_fault(None, Some(60_000)));
     let url = format!("{}/v1/topup", gw.base);
@@ -260,6 +256,36 @@ async fn kill_9_after_the_transfer_is_credited_at_the_next_start_exactly_once() 
     );
     gw.kill(); // SIGKILL between the transfer and the credit
     assert!(waiting.await.unwrap().is_none(), "the client got no answer");
+    s.address()
+}
+
+/// Waits (up to `within`) until the operator's view of `w`'s credits is `credits`.
+async fn wait_credits(gw: &Binary, w: Wallet, credits: u64, within: Duration, what: &str) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let now = call(
+            Method::GET,
+            &format!("{}/admin/balance?wallet={w}", gw.base),
+            &[("x-admin-secret", &gw.secret)],
+            "",
+        )
+        .await
+        .map(|r| r.json()["credits"].as_u64().unwrap_or(0));
+        if now == Some(credits) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {now:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_the_transfer_is_credited_at_the_next_start_exactly_once() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), fast_knobs(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = topup_killed_after_the_transfer(&sim, dir.path()).await;
     {
         let store = Store::open(dir.path()).unwrap();
         assert!(
@@ -273,24 +299,14 @@ async fn kill_9_after_the_transfer_is_credited_at_the_next_start_exactly_once() 
     }
     sim.set_facilitator_faults(FacilitatorFaults::default());
     let mut gw = Binary::start(dir.path(), &sim.base_url(), &[]);
-    let balance = |base: String, secret: String| async move {
-        call(
-            Method::GET,
-            &format!("{base}/admin/balance?wallet={w}"),
-            &[("x-admin-secret", &secret)],
-            "",
-        )
-        .await
-        .map(|r| r.json()["credits"].as_u64().unwrap_or(0))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while balance(gw.base.clone(), gw.secret.clone()).await != Some(2_000_000) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "credited after restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_credits(
+        &gw,
+        w,
+        2_000_000,
+        Duration::from_secs(15),
+        "credited after restart",
+    )
+    .await;
     assert_eq!(sim.facilitator_stats().settled, 1, "no second transfer");
     let status = call(Method::GET, &format!("{}/status", gw.base), &[], "")
         .await
@@ -299,13 +315,11 @@ async fn kill_9_after_the_transfer_is_credited_at_the_next_start_exactly_once() 
     assert_eq!(status["x402"]["settlements"]["open_intents"], 0);
     // Another crash and start: nothing is credited twice.
     gw.kill();
-    let _gw = Binary::start(dir.path(), &sim.base_url(), &[]);
+    let gw = Binary::start(dir.path(), &sim.base_url(), &[]);
+    // Recovery has nothing left to do; give a double credit the time to show if it would.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        balance(_gw.base.clone(), _gw.secret.clone()).await,
-        Some(2_000_000)
-    );
-    drop(_gw);
+    wait_credits(&gw, w, 2_000_000, Duration::ZERO, "not credited twice").await;
+    drop(gw);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(topups(&store, &w), vec![2_000_000]);
     assert!(store.intents().unwrap().is_empty());
@@ -554,30 +568,7 @@ async fn an_intent_recovery_cannot_resolve_at_start_is_resolved_later_in_the_sam
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let patient = [("VECTORWAY_X402__SETTLE_TIMEOUT_MS", "120000")];
-    let mut gw = Binary::start(dir.path(), &sim.base_url(), &patient);
-    let s = Signer::random().unwrap();
-    let w = s.address();
-    // The facilitator moves the money, then its answer never comes back in time.
-    sim.set_facilitator_faults(settle_fault(None, Some(60_000)));
-    let url = format!("{}/v1/topup", gw.base);
-    let pay = x_payment(&s, 2_000_000);
-    let waiting = tokio::spawn(async move {
-        call(
-            Method::POST,
-            &url,
-            &[("x-payment", &pay)],
-            json!({"amount": 2}).to_string(),
-        )
-        .await
-    });
-    assert!(
-        eventually(Duration::from_secs(10), || sim.facilitator_stats().settled
-            == 1)
-        .await
-    );
-    gw.kill();
-    assert!(waiting.await.unwrap().is_none());
+    let w = topup_killed_after_the_transfer(&sim, dir.path()).await;
     // At the next start the facilitator fails every call: start-up recovery cannot tell.
     sim.set_facilitator_faults(FacilitatorFaults {
         status: Some(500),
@@ -597,27 +588,11 @@ async fn an_intent_recovery_cannot_resolve_at_start_is_resolved_later_in_the_sam
         "start-up recovery asked the facilitator"
     );
     // Start-up recovery has finished with the intent kept (its outcome counted on /metrics).
-    let kept = "vectorway_x402_intents_recovered_total{outcome=\"kept\"} 1";
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let metrics = call(
-            Method::GET,
-            &format!("{}/metrics", gw.base),
-            &[("authorization", &format!("Bearer {}", gw.secret))],
-            "",
-        )
-        .await
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .unwrap_or_default();
-        if metrics.contains(kept) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "recovery kept the intent"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_counter(
+        "vectorway_x402_intents_recovered_total{outcome=\"kept\"}",
+        1,
+    )
+    .await;
     assert_eq!(
         open(gw.base.clone()).await,
         Some(json!(1)),
@@ -626,24 +601,14 @@ async fn an_intent_recovery_cannot_resolve_at_start_is_resolved_later_in_the_sam
     // The facilitator recovers. No restart: the kept intent is looked up again in the
     // background of this run and credited, once.
     sim.set_facilitator_faults(FacilitatorFaults::default());
-    let credits = |base: String, secret: String| async move {
-        call(
-            Method::GET,
-            &format!("{base}/admin/balance?wallet={w}"),
-            &[("x-admin-secret", &secret)],
-            "",
-        )
-        .await
-        .map(|r| r.json()["credits"].as_u64().unwrap_or(0))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while credits(gw.base.clone(), gw.secret.clone()).await != Some(2_000_000) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "credited in the background, without a restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_credits(
+        &gw,
+        w,
+        2_000_000,
+        Duration::from_secs(30),
+        "credited in the background, without a restart",
+    )
+    .await;
     assert_eq!(sim.facilitator_stats().settled, 1, "no second transfer");
     assert_eq!(open(gw.base.clone()).await, Some(json!(0)));
     drop(gw);

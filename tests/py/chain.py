@@ -103,6 +103,21 @@ class Chain:
         """The token's checksummed address."""
         return str(self.token.address)
 
+    def network_env(self, *, chain_id: int = CHAIN_ID, rpc: bool = True) -> dict[str, str]:
+        """The gateway's `[x402.networks.anvil]` for this chain, as `VECTORWAY_*` variables: the
+        token wherever the deployment put it, known to the gateway only from here (and the RPC
+        URL that `self` settles through and a remote facilitator's lookups use, unless `rpc` is
+        off)."""
+        env = {
+            "VECTORWAY_X402__NETWORKS__ANVIL__CHAIN_ID": str(chain_id),
+            "VECTORWAY_X402__NETWORKS__ANVIL__ASSET": self.asset,
+            "VECTORWAY_X402__NETWORKS__ANVIL__EIP712_NAME": TOKEN_NAME,
+            "VECTORWAY_X402__NETWORKS__ANVIL__EIP712_VERSION": TOKEN_VERSION,
+        }
+        if rpc:
+            env["VECTORWAY_X402__NETWORKS__ANVIL__RPC_URL"] = self.rpc_url
+        return env
+
     @classmethod
     def start(cls) -> "Chain":
         missing = missing_parts()

@@ -101,11 +101,7 @@ def _start_gateway(
         "VECTORWAY_UPSTREAM__BASE_URL": simulator.wait_for_url(),
         "VECTORWAY_X402__FACILITATOR_URL": facilitator.url,
         "VECTORWAY_X402__PAY_TO": pay_to,
-        # The token, wherever the deployment put it: known to the gateway only from here.
-        "VECTORWAY_X402__NETWORKS__ANVIL__CHAIN_ID": str(chainmod.CHAIN_ID),
-        "VECTORWAY_X402__NETWORKS__ANVIL__ASSET": chain.asset,
-        "VECTORWAY_X402__NETWORKS__ANVIL__EIP712_NAME": chainmod.TOKEN_NAME,
-        "VECTORWAY_X402__NETWORKS__ANVIL__EIP712_VERSION": chainmod.TOKEN_VERSION,
+        **chain.network_env(rpc=rpc),
         "VECTORWAY_X402__SETTLE_TIMEOUT_MS": str(SETTLE_TIMEOUT_MS),
         "VECTORWAY_X402__SETTLE_RETRIES": "1",
         "VECTORWAY_X402__SETTLE_PENDING_WAIT_MS": str(PENDING_WAIT_MS[rpc]),
@@ -113,8 +109,6 @@ def _start_gateway(
         "VECTORWAY_LIMITS__IP_BURST": "100000000",
         "GEMINI_API_KEY": UPSTREAM_API_KEY,
     }
-    if rpc:
-        env["VECTORWAY_X402__NETWORKS__ANVIL__RPC_URL"] = chain.rpc_url
     env = child_env(env)
     proc = ManagedProcess(f"gateway-{name}", [str(binary), "serve"], env, log_dir / f"{name}.log")
     request.addfinalizer(proc.stop)

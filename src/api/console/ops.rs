@@ -14,8 +14,8 @@ use serde_json::{Value, json as j};
 use super::super::{Ctx, ReqBody};
 use crate::config::{Config, EmbedderKind};
 use crate::crypto::to_checksum;
-use crate::error::{Error, RequestError};
-use crate::http::{Body, json, query_pairs};
+use crate::error::Error;
+use crate::http::{Body, json};
 use crate::storage::now_ms;
 
 /// Requests of these routes are left out of the live figures (the panel's own polling).
@@ -145,17 +145,7 @@ pub fn stats(ctx: &Ctx) -> Result<Response<Body>, Error> {
 /// `GET /admin/top-wallets?limit=`: the wallets that spent the most credits (all time), with
 /// their balances and credits in by kind.
 pub fn top_wallets(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let q: HashMap<String, String> = query_pairs(req.uri().query()).into_iter().collect();
-    let limit = match q.get("limit") {
-        None => 10,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| {
-                RequestError::validation("limit", "limit must be an integer from 1 to 100")
-            })?,
-    };
+    let limit = crate::api::account::limit(&crate::api::account::query(req), 10)?;
     let s = &ctx.state;
     let wallets: Vec<Value> = s
         .store

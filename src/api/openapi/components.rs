@@ -3,36 +3,15 @@
 
 use serde_json::{Map, Value, json};
 
-use super::shapes::{object, opt, r, string, wallet};
-
-fn uint() -> Value {
-    json!({"type": "integer", "minimum": 0})
-}
+use super::shapes::{all, array, boolean, object, opt, r, string, uint, wallet};
 
 fn int() -> Value {
     json!({"type": "integer"})
 }
 
-fn boolean() -> Value {
-    json!({"type": "boolean"})
-}
-
-fn array(items: Value) -> Value {
-    json!({"type": "array", "items": items})
-}
-
 /// A wallet as `Wallet` serializes it: lower-case hex.
 fn hex_wallet() -> Value {
     json!({"type": "string", "pattern": "^0x[0-9a-f]{40}$"})
-}
-
-/// Every field of `properties`, required.
-fn all(properties: Value) -> Value {
-    let names: Vec<&str> = properties
-        .as_object()
-        .map(|m| m.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    object(&names, properties.clone())
 }
 
 fn page(event: Value) -> Value {

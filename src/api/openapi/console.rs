@@ -2,24 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::shapes::{object, opt, string, wallet};
-
-fn uint() -> Value {
-    json!({"type": "integer", "minimum": 0})
-}
-
-fn array(items: Value) -> Value {
-    json!({"type": "array", "items": items})
-}
-
-/// Every field of `properties`, required.
-fn all(properties: Value) -> Value {
-    let names: Vec<&str> = properties
-        .as_object()
-        .map(|m| m.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    object(&names, properties.clone())
-}
+use super::shapes::{all, array, opt, string, uint, wallet};
 
 fn totals() -> Value {
     all(json!({

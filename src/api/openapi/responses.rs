@@ -11,7 +11,8 @@
 use serde_json::{Value, json};
 
 use super::shapes::{
-    fallback_models, flat_function_tool, int, model_and_max_output, num, object, opt, r, string,
+    all, boolean, fallback_models, flat_function_tool, int, model_and_max_output, num, object, opt,
+    r, string, uint,
 };
 use crate::config::Config;
 
@@ -96,23 +97,6 @@ pub(super) fn body(c: &Config) -> Value {
     body["then"] =
         json!({"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}});
     body
-}
-
-fn uint() -> Value {
-    json!({"type": "integer", "minimum": 0})
-}
-
-fn boolean() -> Value {
-    json!({"type": "boolean"})
-}
-
-/// Every field of `properties`, required.
-fn all(properties: Value) -> Value {
-    let names: Vec<&str> = properties
-        .as_object()
-        .map(|m| m.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    object(&names, properties.clone())
 }
 
 fn response() -> Value {

@@ -154,6 +154,27 @@ fn text() -> Value {
     json!({"type": "string", "pattern": "\\S", "maxLength": crate::memory::MAX_TEXT_BYTES})
 }
 
+pub(super) fn uint() -> Value {
+    json!({"type": "integer", "minimum": 0})
+}
+
+pub(super) fn boolean() -> Value {
+    json!({"type": "boolean"})
+}
+
+pub(super) fn array(items: Value) -> Value {
+    json!({"type": "array", "items": items})
+}
+
+/// Every field of `properties`, required.
+pub(super) fn all(properties: Value) -> Value {
+    let names: Vec<&str> = properties
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    object(&names, properties.clone())
+}
+
 pub(super) fn object(required: &[&str], properties: Value) -> Value {
     json!({"type": "object", "required": required, "properties": properties})
 }
