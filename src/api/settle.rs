@@ -572,16 +572,16 @@ fn recover_later(state: &Arc<State>, id: String) {
 /// The configured network and the nonce of an intent, from its id (the replay key: chain id ‖
 /// asset ‖ from ‖ nonce).
 fn lookup_parts(state: &State, id: &str) -> Option<(Network, [u8; 32])> {
-    let key = hex::decode(id).ok().filter(|k| k.len() == 80)?;
-    let chain_id = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let key: [u8; 80] = hex::decode(id).ok()?.try_into().ok()?;
+    let (chain_id, asset, nonce) = crate::payments::verify::split_replay_key(&key);
     let network = state
         .config
         .x402
         .networks
         .iter()
-        .find(|n| n.chain_id == chain_id && n.asset.as_bytes() == &key[8..28])?
+        .find(|n| n.chain_id == chain_id && *n.asset.as_bytes() == asset)?
         .clone();
-    Some((network, key[48..80].try_into().ok()?))
+    Some((network, nonce))
 }
 
 fn unresolved(state: &State, rec: &mut IntentRecord, reason: &str) -> Recovered {

@@ -91,6 +91,17 @@ pub fn replay_key(network: &Network, from: &Wallet, nonce: &[u8; 32]) -> [u8; 80
     k
 }
 
+/// The parts of a replay key (`replay_key`'s layout read back): chain id, asset, nonce.
+pub fn split_replay_key(k: &[u8; 80]) -> (u64, [u8; 20], [u8; 32]) {
+    let mut chain_id = [0u8; 8];
+    chain_id.copy_from_slice(&k[..8]);
+    let mut asset = [0u8; 20];
+    asset.copy_from_slice(&k[8..28]);
+    let mut nonce = [0u8; 32];
+    nonce.copy_from_slice(&k[48..]);
+    (u64::from_be_bytes(chain_id), asset, nonce)
+}
+
 /// The EIP-712 digest of a `TransferWithAuthorization` under `net`'s USDC domain.
 pub fn transfer_digest(net: &Network, a: &Authorization) -> [u8; 32] {
     let domain = eip712_domain_separator(

@@ -471,3 +471,15 @@ fn unsupported_scheme() {
     );
     nonce_is_free(&store, &p);
 }
+
+#[test]
+fn a_replay_key_reads_back_into_its_parts() {
+    let net = sepolia();
+    let from = payer().address();
+    let nonce = [0xabu8; 32];
+    let key = replay_key(&net, &from, &nonce);
+    assert_eq!(
+        split_replay_key(&key),
+        (net.chain_id, *net.asset.as_bytes(), nonce)
+    );
+}
