@@ -739,7 +739,7 @@ async fn the_documents_describe_agent_accounts() {
     );
     assert_eq!(
         codes("/api/v1/agents/register", "post", "503"),
-        json!(["agent_capacity_reached"])
+        json!(["agent_capacity_reached", "store_unavailable"])
     );
     let topup = &spec["paths"]["/v1/topup"]["post"];
     assert!(
