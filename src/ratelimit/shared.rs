@@ -87,7 +87,7 @@ impl Shared {
 
     /// A token from the live lease, or a refusal while the shared bucket is known to be dry;
     /// `None` when a borrow must decide.
-    fn from_lease(
+    fn spend_lease(
         &self,
         key: (Wallet, RateClass),
         limit: u32,
@@ -118,14 +118,14 @@ impl Shared {
         limit: u32,
     ) -> Result<Option<Result<Quota, RateLimited>>, StorageError> {
         let key = (wallet, class);
-        if let Some(verdict) = self.from_lease(key, limit) {
+        if let Some(verdict) = self.spend_lease(key, limit) {
             return Ok(Some(verdict));
         }
         // One borrow at a time per wallet and class (per stripe): the requests that found the
         // lease empty meanwhile spend what it brought instead of each borrowing a batch.
         let stripe = (self.hasher.hash_one(key) % self.flights.len() as u64) as usize;
         let _flight = self.flights[stripe].lock().await;
-        if let Some(verdict) = self.from_lease(key, limit) {
+        if let Some(verdict) = self.spend_lease(key, limit) {
             return Ok(Some(verdict));
         }
         let now = Instant::now();
