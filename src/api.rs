@@ -51,7 +51,7 @@ use crate::memory::Memory;
 use crate::payments::Payments;
 use crate::ratelimit::{Quota, RateLimiter};
 use crate::storage::journal::JournalOp;
-use crate::storage::{Storage, Store, UsageEvent, now_ms};
+use crate::storage::{Storage, UsageEvent, now_ms};
 use crate::upstream::Gemini;
 pub use routes::{Access, ROUTES, Route, RouteId, find_route, match_path};
 
@@ -117,11 +117,12 @@ impl State {
         let a = &p.config.auth;
         let siwe = Siwe::new(a.siwe_domain.clone(), a.chain_ids.clone(), a.nonce_ttl)
             .with_origin(&describe::base_url(&p.config))
-            .with_max_nonces(a.max_nonces);
+            .with_max_nonces(a.max_nonces)
+            .with_store(&p.store);
         let limiter =
             RateLimiter::new(p.config.limits).with_registrations(p.config.agents.register_per_min);
         let agents = Arc::new(crate::agents::Agents::new(p.store.clone(), p.config.agents));
-        let memory = Memory::with_embedder(Store::clone(&p.store), &p.config.memory, p.embedder)
+        let memory = Memory::with_embedder(p.store.clone(), &p.config.memory, p.embedder)
             .with_effects(p.effects.clone());
         let docs = discovery::Docs::build(&p.config);
         let media = crate::media::fetch::Fetcher::new(&p.config.media);
@@ -468,9 +469,9 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::ApiKeyList => account::list_keys(&ctx),
         RouteId::ApiKeyRevoke => account::revoke_key(&ctx).await,
         RouteId::AuthKeysCreate => signin::router_create_key(&ctx, req).await,
-        RouteId::AuthKeysList => signin::router_list_keys(&ctx, &req),
+        RouteId::AuthKeysList => signin::router_list_keys(&ctx, &req).await,
         RouteId::AuthKeysRevoke => signin::router_revoke_key(&ctx, req).await,
-        RouteId::UsageWallet => signin::router_usage(&ctx, &req),
+        RouteId::UsageWallet => signin::router_usage(&ctx, &req).await,
         RouteId::AdminGrant => admin::grant(&ctx, req).await,
         RouteId::AdminCreateKey => admin::create_key(&ctx, req).await,
         RouteId::AdminBalance => admin::balance(&ctx, &req),

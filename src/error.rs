@@ -172,6 +172,7 @@ impl Error {
                     | SiweError::ChainId(_)
                     | SiweError::SignatureInvalid => StatusCode::UNAUTHORIZED,
                 },
+                AuthError::Storage(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
                 AuthError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 AuthError::InvalidWallet(_) => StatusCode::UNPROCESSABLE_ENTITY,
             },
@@ -269,6 +270,7 @@ impl Error {
                     SiweError::SignatureInvalid => "siwe_signature_invalid",
                     SiweError::WalletMismatch { .. } => "wallet_mismatch",
                 },
+                AuthError::Storage(e) if e.is_unavailable() => "store_unavailable",
                 AuthError::Storage(_) => "internal_error",
             },
             Error::Billing(e) => match e {

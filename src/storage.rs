@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-pub use self::backend::Storage;
+pub use self::backend::{MemoryChange, MemoryScan, Storage};
 use self::history::{History, Stream};
 use self::memlog::MemoryLog;
 pub use self::records::{
@@ -56,6 +56,13 @@ pub enum StorageError {
     Locked(String),
     #[error(transparent)]
     Db(#[from] pg::DbError),
+}
+
+impl StorageError {
+    /// The database is out of reach (503 `store_unavailable` in every layer that nests it).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StorageError::Db(pg::DbError::Unavailable(_)))
+    }
 }
 
 impl From<sled::Error> for StorageError {

@@ -45,7 +45,8 @@ pub async fn challenge(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body
     let c = ctx
         .state
         .siwe
-        .challenge(wallet, b.chain_id.map_or(1, |c| c.0), now_s())?;
+        .issue(wallet, b.chain_id.map_or(1, |c| c.0), now_s())
+        .await?;
     Ok(json(
         StatusCode::OK,
         &j!({"wallet_address": to_checksum(&wallet), "message": c.message, "nonce": c.nonce,
@@ -61,13 +62,13 @@ struct VerifyBody {
 }
 
 /// Verifies a signed message and checks it is for `wallet` (when the request names one).
-fn verify_siwe(
+async fn verify_siwe(
     ctx: &Ctx,
     message: &str,
     signature: &str,
     wallet: Option<&str>,
 ) -> Result<Wallet, Error> {
-    let m = ctx.state.siwe.verify(message, signature, now_s())?;
+    let m = ctx.state.siwe.redeem(message, signature, now_s()).await?;
     if let Some(w) = wallet {
         let named = parse_wallet(w)?;
         if named != m.address {
@@ -85,7 +86,7 @@ fn verify_siwe(
 /// `POST /v1/auth/siwe/verify`: creates the account on first sign-in.
 pub async fn verify(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: VerifyBody = json_body(ctx, req).await?;
-    let wallet = verify_siwe(ctx, &b.message, &b.signature, Some(&b.wallet_address))?;
+    let wallet = verify_siwe(ctx, &b.message, &b.signature, Some(&b.wallet_address)).await?;
     let state = &ctx.state;
     let (_, created) = state.store.ensure_account(&wallet, now_ms() / 1000).await?;
     let grant = state.config.auth.signup_grant;
@@ -139,7 +140,7 @@ struct RouterKeyBody {
 /// `POST /v1/auth/keys` (agent-router): SIWE in the body, the key shown once.
 pub async fn router_create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: RouterKeyBody = json_body(ctx, req).await?;
-    let wallet = verify_siwe(ctx, &b.message, &b.signature, None)?;
+    let wallet = verify_siwe(ctx, &b.message, &b.signature, None).await?;
     let label = b.label.unwrap_or_else(|| "default".into());
     if label.chars().count() > 128 {
         return Err(RequestError::validation("label", "at most 128 characters").into());
@@ -158,17 +159,17 @@ fn query_map(req: &Request<ReqBody>) -> HashMap<String, String> {
     query_pairs(req.uri().query()).into_iter().collect()
 }
 
-fn siwe_from_query(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Wallet, Error> {
+async fn siwe_from_query(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Wallet, Error> {
     let q = query_map(req);
     match (q.get("message"), q.get("signature")) {
-        (Some(m), Some(s)) => verify_siwe(ctx, m, s, None),
+        (Some(m), Some(s)) => verify_siwe(ctx, m, s, None).await,
         _ => Err(AuthError::MissingCredentials.into()),
     }
 }
 
 /// `GET /v1/auth/keys?message=&signature=` (agent-router): every key, revoked ones with `revoked_at`.
-pub fn router_list_keys(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let wallet = siwe_from_query(ctx, req)?;
+pub async fn router_list_keys(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let wallet = siwe_from_query(ctx, req).await?;
     let data: Vec<_> = ctx
         .state
         .keys
@@ -185,7 +186,7 @@ pub fn router_list_keys(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Bo
 /// `DELETE /v1/auth/keys/{key_id}` (agent-router): SIWE in the body.
 pub async fn router_revoke_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: RouterKeyBody = json_body(ctx, req).await?;
-    let wallet = verify_siwe(ctx, &b.message, &b.signature, None)?;
+    let wallet = verify_siwe(ctx, &b.message, &b.signature, None).await?;
     let key_id = ctx.params.first().map(String::as_str).unwrap_or_default();
     if ctx.state.keys.revoke(&wallet, key_id).await? {
         Ok(json(StatusCode::OK, &j!({"revoked": true})))
@@ -199,10 +200,10 @@ pub async fn router_revoke_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Respo
 }
 
 /// `GET /v1/usage/{wallet}` (agent-router): balance, held credits, per-key totals.
-pub fn router_usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+pub async fn router_usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
     let caller = match &ctx.principal {
         Some(p) => p.clone(),
-        None => siwe_principal(siwe_from_query(ctx, req)?),
+        None => siwe_principal(siwe_from_query(ctx, req).await?),
     };
     let named = ctx.params.first().map(String::as_str).unwrap_or_default();
     same_wallet(&caller, named)?;

@@ -7,6 +7,7 @@
 //! what is missing and refuses a database whose schema is newer than this binary knows.
 
 mod changes;
+mod memory;
 pub mod migrate;
 mod records;
 
