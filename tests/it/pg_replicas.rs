@@ -15,7 +15,7 @@ use vectorway::storage::pg::PgStore;
 use vectorway::wallet::Wallet;
 
 use crate::account::Signer;
-use crate::harness::{Env, W1, fast_knobs};
+use crate::harness::{Env, Resp, W1, fast_knobs};
 use crate::pg::{Postgres, pg_config};
 
 /// What a write through one gateway may take to be searchable through another whose index of
@@ -268,4 +268,67 @@ async fn a_key_revoked_on_b_is_refused_on_a() {
     for e in envs {
         e.stop().await;
     }
+}
+
+/// With the database away, memory searches and deletes and SIWE challenges answer 503
+/// `store_unavailable` (not a 500, not stale results), and work again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_sign_in_answer_503_while_the_database_is_away() {
+    let mut pg = Postgres::start();
+    let url = pg.url("postgres");
+    let env = Env::with_knobs(fast_knobs(), |c| {
+        c.backend = StoreBackend::Postgres(pg_config(&url));
+    })
+    .await;
+    let key = env.funded_key(W1, 10_000_000).await;
+    let id = mem(&env)
+        .write(w(W1), None, "kept through an outage")
+        .await
+        .unwrap();
+    assert_eq!(
+        search(&env, &key, "kept through an outage").await,
+        vec![id.to_string()]
+    );
+    let challenge = json!({"wallet_address": Signer::new(9).address, "chain_id": 8453}).to_string();
+
+    let delete_one = format!("/v1/memory/{id}");
+    let calls = [
+        (Method::GET, "/v1/memory?q=kept+through&k=5", String::new()),
+        (Method::DELETE, delete_one.as_str(), String::new()),
+        (Method::POST, "/v1/auth/siwe/challenge", challenge),
+    ];
+    async fn send(env: &Env, key: &str, call: &(Method, &str, String)) -> Resp {
+        let (method, path, body) = call;
+        env.send(method.clone(), path, &[("x-api-key", key)], body.clone())
+            .await
+    }
+
+    pg.stop();
+    for call in &calls {
+        let res = send(&env, &key, call).await;
+        assert_eq!(
+            (res.status, res.code().as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            "{} {}",
+            call.0,
+            call.1
+        );
+    }
+
+    pg.restart();
+    let started = Instant::now();
+    while send(&env, &key, &calls[0]).await.status != StatusCode::OK {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "back without a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(send(&env, &key, &calls[2]).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&env, &key, &calls[1]).await.status,
+        StatusCode::OK,
+        "deleted once it is back"
+    );
+    env.stop().await;
 }
