@@ -118,8 +118,8 @@ impl MemoryError {
                 | UpstreamError::Credentials(_)
                 | UpstreamError::Interrupted(_) => 502,
             },
-            MemoryError::Storage(e) if e.is_unavailable() => 503,
-            MemoryError::Storage(_) | MemoryError::Internal(_) => 500,
+            MemoryError::Storage(s) => s.status(),
+            MemoryError::Internal(_) => 500,
         }
     }
 
@@ -141,8 +141,8 @@ impl MemoryError {
                 | UpstreamError::Credentials(_)
                 | UpstreamError::Interrupted(_) => "upstream_error",
             },
-            MemoryError::Storage(e) if e.is_unavailable() => "store_unavailable",
-            MemoryError::Storage(_) | MemoryError::Internal(_) => "internal_error",
+            MemoryError::Storage(s) => s.code(),
+            MemoryError::Internal(_) => "internal_error",
         }
     }
 

@@ -59,9 +59,25 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// The database is out of reach (503 `store_unavailable` in every layer that nests it).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StorageError::Db(pg::DbError::Unavailable(_)))
+    /// The HTTP status of a request that failed on this: 503 while the database is out of
+    /// reach (the request may be retried), 500 otherwise. Every layer whose error wraps a
+    /// `StorageError` answers with this and `code`.
+    pub fn status(&self) -> u16 {
+        match self {
+            StorageError::Db(pg::DbError::Unavailable(_)) => 503,
+            StorageError::Sled(_)
+            | StorageError::Codec(_)
+            | StorageError::Locked(_)
+            | StorageError::Db(pg::DbError::Statement(_) | pg::DbError::Schema(_)) => 500,
+        }
+    }
+
+    /// The stable code beside `status`: `store_unavailable` or `internal_error`.
+    pub fn code(&self) -> &'static str {
+        match self.status() {
+            503 => "store_unavailable",
+            _ => "internal_error",
+        }
     }
 }
 

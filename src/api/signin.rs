@@ -41,7 +41,7 @@ struct ChallengeBody {
 pub async fn challenge(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: ChallengeBody = json_body(ctx, req).await?;
     let wallet = parse_wallet(&b.wallet_address)?;
-    ctx.state.limiter.check(wallet, RateClass::Control)?;
+    ctx.state.limiter.check(wallet, RateClass::Control).await?;
     let c = ctx
         .state
         .siwe
@@ -79,7 +79,10 @@ async fn verify_siwe(
             .into());
         }
     }
-    ctx.state.limiter.check(m.address, RateClass::Control)?;
+    ctx.state
+        .limiter
+        .check(m.address, RateClass::Control)
+        .await?;
     Ok(m.address)
 }
 
@@ -155,12 +158,12 @@ pub async fn router_create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Respo
     Ok(res)
 }
 
-fn query_map(req: &Request<ReqBody>) -> HashMap<String, String> {
+/// The query string's pairs (taken before any wait, so no borrow of the request is held).
+pub fn query_map(req: &Request<ReqBody>) -> HashMap<String, String> {
     query_pairs(req.uri().query()).into_iter().collect()
 }
 
-async fn siwe_from_query(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Wallet, Error> {
-    let q = query_map(req);
+async fn siwe_from_query(ctx: &Ctx, q: &HashMap<String, String>) -> Result<Wallet, Error> {
     match (q.get("message"), q.get("signature")) {
         (Some(m), Some(s)) => verify_siwe(ctx, m, s, None).await,
         _ => Err(AuthError::MissingCredentials.into()),
@@ -168,8 +171,11 @@ async fn siwe_from_query(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Wallet, Er
 }
 
 /// `GET /v1/auth/keys?message=&signature=` (agent-router): every key, revoked ones with `revoked_at`.
-pub async fn router_list_keys(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let wallet = siwe_from_query(ctx, req).await?;
+pub async fn router_list_keys(
+    ctx: &Ctx,
+    query: HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
+    let wallet = siwe_from_query(ctx, &query).await?;
     let data: Vec<_> = ctx
         .state
         .keys
@@ -200,10 +206,13 @@ pub async fn router_revoke_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Respo
 }
 
 /// `GET /v1/usage/{wallet}` (agent-router): balance, held credits, per-key totals.
-pub async fn router_usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+pub async fn router_usage(
+    ctx: &Ctx,
+    query: HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
     let caller = match &ctx.principal {
         Some(p) => p.clone(),
-        None => siwe_principal(siwe_from_query(ctx, req).await?),
+        None => siwe_principal(siwe_from_query(ctx, &query).await?),
     };
     let named = ctx.params.first().map(String::as_str).unwrap_or_default();
     same_wallet(&caller, named)?;

@@ -36,6 +36,7 @@ mod memory;
 mod money;
 mod ops;
 mod pg;
+mod pg_limits;
 mod pg_replicas;
 mod pg_store;
 mod responses;
