@@ -51,7 +51,7 @@ use crate::memory::Memory;
 use crate::payments::Payments;
 use crate::ratelimit::{Quota, RateLimiter};
 use crate::storage::journal::JournalOp;
-use crate::storage::{Storage, Store, UsageEvent, now_ms};
+use crate::storage::{Storage, UsageEvent, now_ms};
 use crate::upstream::Gemini;
 pub use routes::{Access, ROUTES, Route, RouteId, find_route, match_path};
 
@@ -117,12 +117,13 @@ impl State {
         let a = &p.config.auth;
         let siwe = Siwe::new(a.siwe_domain.clone(), a.chain_ids.clone(), a.nonce_ttl)
             .with_origin(&describe::base_url(&p.config))
-            .with_max_nonces(a.max_nonces);
+            .with_max_nonces(a.max_nonces)
+            .with_store(&p.store);
         let limiter = RateLimiter::new(p.config.limits)
             .with_registrations(p.config.agents.register_per_min)
             .with_shared(p.store.clone());
         let agents = Arc::new(crate::agents::Agents::new(p.store.clone(), p.config.agents));
-        let memory = Memory::with_embedder(Store::clone(&p.store), &p.config.memory, p.embedder)
+        let memory = Memory::with_embedder(p.store.clone(), &p.config.memory, p.embedder)
             .with_effects(p.effects.clone());
         let docs = discovery::Docs::build(&p.config);
         let media = crate::media::fetch::Fetcher::new(&p.config.media);

@@ -190,9 +190,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         StoreBackend::Embedded => Storage::embedded(local),
         StoreBackend::Postgres(pg) => {
             tracing::warn!(
-                "store.backend = \"postgres\": accounts, keys, sessions, idempotency and x402 \
-                 nonces are in PostgreSQL; balances, history, memory, intents and agents are \
-                 still in store.data_dir, so run one replica until they move"
+                "store.backend = \"postgres\": accounts, keys, sessions, SIWE challenges, \
+                 idempotency, x402 nonces and memory are in PostgreSQL; balances, history, \
+                 intents and agents are still in store.data_dir, so run one replica until they move"
             );
             Storage::postgres(local, crate::storage::pg::PgStore::open(pg).await?)
         }
@@ -211,6 +211,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The auth feed's end before the keys are read: a key written meanwhile is read twice at
     // worst, never missed (`follow_auth`).
     let auth_cursor = store.auth_cursor().await?;
+    // Indexes load lazily, after this: whatever the feed skips before it, a load reads.
+    let memory_cursor = store.memory_cursor().await?;
     let keys = ApiKeys::load(store.clone(), journal).await?;
 
     let extra_roots = match &config.upstream.ca_file {
@@ -448,6 +450,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         };
         let auth_follower = follow_auth(sweeper_state.clone(), auth_cursor);
+        let memory_follower = follow_memory(sweeper_state.clone(), memory_cursor);
         let watch_state = sweeper_state.clone();
         let facilitator_watch = async move {
             if read_supported_later {
@@ -466,6 +469,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = sweeper => {}
             () = agent_sweeper => {}
             () = auth_follower => {}
+            () = memory_follower => {}
             () = facilitator_watch => {}
         }
     });
@@ -484,19 +488,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// by every other within this plus one round trip.
 pub const AUTH_FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
+/// A change feed from `cursor`, re-reading one statement timeout (plus a second) back
+/// (`ChangeFeed`), and the interval to read it at.
+fn follow_from(
+    state: &State,
+    cursor: i64,
+    every: Duration,
+) -> (crate::storage::pg::ChangeFeed, tokio::time::Interval) {
+    let lookback = match &state.config.backend {
+        StoreBackend::Postgres(pg) => pg.statement_timeout + Duration::from_secs(1),
+        StoreBackend::Embedded => Duration::from_secs(1),
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    (crate::storage::pg::ChangeFeed::new(cursor, lookback), tick)
+}
+
 /// Follows the auth change feed (`storage::pg::ChangeFeed`) into the key cache and the
 /// revoked-family set; never returns. On the embedded backend (`cursor` is `None`) it waits.
 async fn follow_auth(state: Arc<State>, cursor: Option<i64>) {
     let Some(cursor) = cursor else {
         return std::future::pending().await;
     };
-    let lookback = match &state.config.backend {
-        StoreBackend::Postgres(pg) => pg.statement_timeout + Duration::from_secs(1),
-        StoreBackend::Embedded => Duration::from_secs(1),
-    };
-    let mut feed = crate::storage::pg::ChangeFeed::new(cursor, lookback);
-    let mut tick = tokio::time::interval(AUTH_FOLLOW_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut feed, mut tick) = follow_from(&state, cursor, AUTH_FOLLOW_EVERY);
     loop {
         tick.tick().await;
         match state.store.auth_changes(&mut feed).await {
@@ -505,6 +519,54 @@ async fn follow_auth(state: Arc<State>, cursor: Option<i64>) {
                 state.sessions.apply_revocations(&ch.revoked_families);
             }
             Err(e) => tracing::warn!(%e, "reading the auth changes failed; retried"),
+        }
+    }
+}
+
+/// How often a gateway sharing its store reads the memory records others wrote and deleted: a
+/// memory written through one gateway is searchable through every other within this plus one
+/// round trip (at once where its (wallet, namespace) index is not loaded: the load reads it).
+pub const MEMORY_FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// How long a memory tombstone stays for the other gateways' feeds. A gateway that could not
+/// read its feed for half of it drops its loaded indexes (they reload from the store), so a
+/// delete is never missed for good; searches are unaffected either way (they read hits back).
+pub const MEMORY_TOMBSTONES_KEPT: Duration = Duration::from_secs(600);
+
+/// How often a gateway prunes old tombstones and expired SIWE challenges from a shared store.
+const PRUNE_SHARED_EVERY: Duration = Duration::from_secs(60);
+
+/// Follows the memory change feed into the loaded indexes, and prunes what a shared store
+/// keeps only for the feeds; never returns. On the embedded backend it waits.
+async fn follow_memory(state: Arc<State>, cursor: Option<i64>) {
+    let Some(cursor) = cursor else {
+        return std::future::pending().await;
+    };
+    let (mut feed, mut tick) = follow_from(&state, cursor, MEMORY_FOLLOW_EVERY);
+    let mut read_at = std::time::Instant::now();
+    let mut pruned_at = std::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let wallets = state.memory.loaded_wallets();
+        match state.store.memory_changes(&mut feed, &wallets).await {
+            Ok(changes) => {
+                if read_at.elapsed() >= MEMORY_TOMBSTONES_KEPT / 2 {
+                    tracing::warn!("the memory feed fell behind; loaded indexes reload");
+                    state.memory.drop_indexes();
+                } else {
+                    state.memory.apply_changes(&changes);
+                }
+                read_at = std::time::Instant::now();
+            }
+            Err(e) => tracing::warn!(%e, "reading the memory changes failed; retried"),
+        }
+        if pruned_at.elapsed() >= PRUNE_SHARED_EVERY {
+            pruned_at = std::time::Instant::now();
+            let now = crate::storage::now_ms();
+            let before = now.saturating_sub(MEMORY_TOMBSTONES_KEPT.as_millis() as u64);
+            if let Err(e) = state.store.prune_shared(before, now / 1000).await {
+                tracing::warn!(%e, "pruning the shared store failed; retried");
+            }
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Wallet-scoped vector memory: write, search and delete texts by meaning, and embed texts for
 //! `/v1/embeddings`.
 //!
-//! The store's memory log is the truth: every record lives there under wallet ‖ id, in the
-//! layout of `record.rs`. The in-memory indexes are a cache, one per (wallet, namespace), built
-//! from the log on that pair's first search after start. A search only ever reads the index of its
+//! The store is the truth (the embedded memory log, or PostgreSQL shared by every replica):
+//! every record lives there under wallet ‖ id, in the layout of `record.rs`. The in-memory
+//! indexes are a cache, one per (wallet, namespace), built from the store on that pair's first
+//! search after start; on a shared store `follow.rs` keeps them fresh with what other gateways
+//! wrote and deleted, and a search returns only hits it reads back from the store, so a delete
+//! answered by any gateway is never returned afterwards. A search only ever reads the index of its
 //! own (wallet, namespace) key and fetches texts under its own wallet's prefix, so one wallet
 //! can never see another's rows.
 //!
@@ -12,8 +15,8 @@
 //! memory write runs after the answer; a crash before that fsync loses the record, never one that
 //! a search has shown.
 //!
-//! Concurrency of the lazy load: a slot is `Loading` while a blocking task scans the log; writes
-//! and deletes that land meanwhile are queued on the slot (after they reached the log) and replayed
+//! Concurrency of the lazy load: a slot is `Loading` while a task scans the store; writes
+//! and deletes that land meanwhile (here, or on another gateway and seen by the feed) are queued on the slot (after they reached the log) and replayed
 //! once the scan is done. Inserts are idempotent, so a record both scanned and queued is indexed
 //! once, and a delete queued after the scan saw the record still removes it. Waiters share the
 //! result through a watch channel; the scan runs to the end even if every waiter goes away.
@@ -22,8 +25,10 @@
 //! request waits for it; until it is installed, searches scan the rows it does not cover yet.
 
 pub mod embedder;
+mod follow;
 mod id;
 pub mod index;
+mod load;
 pub mod model;
 pub mod record;
 mod reembed;
@@ -43,10 +48,11 @@ pub use id::MemoryId;
 pub use index::{Index, IndexParams};
 
 use crate::locks::{lock, read, write};
+use load::{load_index, over_cap};
 use record::{MemoryRecord, RecordView};
 
 use crate::config::MemoryConfig;
-use crate::storage::{StorageError, Store, now_ms};
+use crate::storage::{Storage, StorageError, now_ms};
 use crate::upstream::{Gemini, UpstreamError};
 use crate::wallet::Wallet;
 
@@ -320,80 +326,11 @@ fn run_job(ix: &Shared<Index>, job: index::Job) {
     }
 }
 
-/// Scans a wallet's records in the log into a fresh index of one namespace. Records of other
-/// namespaces are skipped after reading their header; records from another embedder (or of
-/// another size) and unreadable records are skipped with a warning.
-fn load_index(
-    store: &Store,
-    wallet: &Wallet,
-    namespace: Option<&str>,
-    fingerprint: &str,
-    (dims, params, cap): (usize, IndexParams, usize),
-) -> Result<(Index, usize), MemoryError> {
-    let mut index = Index::new(dims, params);
-    let (mut foreign, mut corrupt) = (0usize, 0usize);
-    let mut vector = Vec::with_capacity(dims);
-    for item in store.memories_of(wallet) {
-        let (id, bytes) = item?;
-        let view = match RecordView::parse(&bytes) {
-            Ok(v) if v.id == id => v,
-            _ => {
-                corrupt += 1;
-                continue;
-            }
-        };
-        if view.namespace != namespace {
-            continue;
-        }
-        if view.embedder != fingerprint || view.dims() != dims {
-            foreign += 1;
-            continue;
-        }
-        vector.clear();
-        view.append_vector(&mut vector);
-        index.insert(MemoryId(id), &vector);
-    }
-    if index.rows() > 0 {
-        // The scan may have read a record whose writer is still waiting for its fsync: make
-        // what this index will show durable before anyone searches it.
-        store.sync_memories_blocking()?;
-    }
-    if foreign + corrupt > 0 {
-        tracing::warn!(
-            %wallet, namespace, foreign, corrupt, fingerprint,
-            "memory records skipped while loading: made by another embedder, or unreadable"
-        );
-    }
-    metrics::counter!("vectorway_memory_index_loads_total").increment(1);
-    // Written while unloaded (a write only counts against a loaded index): trim it now.
-    forget_oldest(store, wallet, &mut index, cap)?;
-    Ok((index, foreign))
-}
-
-/// Forgets the oldest records of a (wallet, namespace) index until at most `cap` are left
-/// (0: no limit): gone from the log, then from the index.
-fn forget_oldest(
-    store: &Store,
-    wallet: &Wallet,
-    index: &mut Index,
-    cap: usize,
-) -> Result<(), MemoryError> {
-    while cap > 0 && index.live() > cap {
-        let Some(id) = index.oldest() else {
-            break;
-        };
-        store.delete_memory(wallet, &id.0)?;
-        index.delete(&id);
-        metrics::counter!("vectorway_memory_forgotten_total").increment(1);
-    }
-    Ok(())
-}
-
 // === Memory ===
 
 /// The memory service: the store, the embedder, and the lazily loaded indexes.
 pub struct Memory {
-    store: Store,
+    store: Storage,
     embedder: Embedder,
     fingerprint: String,
     params: IndexParams,
@@ -415,9 +352,9 @@ impl fmt::Debug for Memory {
 }
 
 impl Memory {
-    pub fn new(store: Store, embedder: Embedder, params: IndexParams) -> Self {
+    pub fn new(store: impl Into<Storage>, embedder: Embedder, params: IndexParams) -> Self {
         Self {
-            store,
+            store: store.into(),
             fingerprint: embedder.fingerprint(),
             embedder,
             params,
@@ -443,7 +380,7 @@ impl Memory {
     /// The embedder and exact-scan threshold from config; graph settings are the defaults.
     /// Blocks while a local model loads; fails when its files are missing or corrupt.
     pub fn from_config(
-        store: Store,
+        store: impl Into<Storage>,
         cfg: &MemoryConfig,
         gemini: Gemini,
     ) -> Result<Self, model::ModelError> {
@@ -455,7 +392,11 @@ impl Memory {
     }
 
     /// `from_config` with an embedder made already (`app` loads the model before binding).
-    pub fn with_embedder(store: Store, cfg: &MemoryConfig, embedder: Embedder) -> Self {
+    pub fn with_embedder(
+        store: impl Into<Storage>,
+        cfg: &MemoryConfig,
+        embedder: Embedder,
+    ) -> Self {
         let params = IndexParams {
             exact_threshold: cfg.exact_threshold,
             ..IndexParams::default()
@@ -492,14 +433,26 @@ impl Memory {
             text: text.to_string(),
             vector,
         };
-        self.store.put_memory(&wallet, &id.0, &record.encode())?;
-        // A record is acknowledged when a search can return it: on disk before it is indexed.
-        self.store.sync_memories().await?;
-        if let Some(slot) = self.existing_slot(wallet, namespace)
-            && let Some(ix) = slot.apply(Pending::Insert(id, record.vector))
-        {
-            forget_oldest(&self.store, &wallet, &mut write(&ix), self.cap)?;
-            maintain(&ix);
+        // A record is acknowledged when a search can return it: durable before it is indexed.
+        let forgotten = self
+            .store
+            .put_memory(&wallet, &id.0, namespace, &record.encode(), self.cap)
+            .await?;
+        if let Some(slot) = self.existing_slot(wallet, namespace) {
+            for gone in forgotten {
+                slot.apply(Pending::Delete(MemoryId(gone)));
+            }
+            if let Some(ix) = slot.apply(Pending::Insert(id, record.vector)) {
+                if !self.store.is_shared() {
+                    // The embedded store leaves the cap to the loaded index: forgotten here
+                    // (from the index, then the log).
+                    let doomed = over_cap(&mut write(&ix), self.cap);
+                    for old in doomed {
+                        self.store.delete_memory(&wallet, &old.0).await?;
+                    }
+                }
+                maintain(&ix);
+            }
         }
         metrics::counter!("vectorway_memory_writes_total").increment(1);
         Ok(id)
@@ -527,10 +480,19 @@ impl Memory {
         let query = self.embed_one(query).await?;
         let ix = self.index_for(wallet, namespace).await?;
         let hits = read(&ix).search(&query, k);
+        // The texts are read back from the store, in one round trip: a record deleted since
+        // the index was read (here, or by another gateway before it answered) is gone, and
+        // skipped.
+        let ids: Vec<[u8; 16]> = hits.iter().map(|(id, _)| id.0).collect();
+        let mut found: std::collections::HashMap<[u8; 16], Vec<u8>> = self
+            .store
+            .get_memories(&wallet, &ids)
+            .await?
+            .into_iter()
+            .collect();
         let mut out = Vec::with_capacity(hits.len());
         for (id, score) in hits {
-            // A record deleted since the index was read is gone from the log: skip it.
-            let Some(bytes) = self.store.get_memory(&wallet, &id.0)? else {
+            let Some(bytes) = found.remove(&id.0) else {
                 continue;
             };
             match RecordView::parse(&bytes) {
@@ -554,16 +516,14 @@ impl Memory {
         };
         // Synced on every path: "not found" may be the answer because a delete that is not on
         // disk yet (another request's, or the cap's) got there first.
-        let Some(bytes) = self.store.get_memory(&wallet, &id.0)? else {
+        let Some(bytes) = self.store.get_memory(&wallet, &id.0).await? else {
             self.store.sync_memories().await?;
             return Ok(false);
         };
         let namespace = RecordView::parse(&bytes)
             .ok()
             .map(|v| v.namespace.map(str::to_string));
-        let deleted = self.store.delete_memory(&wallet, &id.0)?;
-        self.store.sync_memories().await?;
-        if !deleted {
+        if !self.store.delete_memory(&wallet, &id.0).await? {
             return Ok(false);
         }
         // An unreadable record was never indexed: there is nothing to tombstone.
@@ -581,13 +541,7 @@ impl Memory {
     /// on disk before this returns. Returns how many records there were.
     pub async fn forget_wallet(&self, wallet: Wallet) -> Result<usize, MemoryError> {
         self.slots.retain(|(w, _), _| *w != wallet);
-        let ids = self.store.memories_of(&wallet).map(|r| r.map(|(id, _)| id));
-        let ids: Vec<[u8; 16]> = ids.collect::<Result<_, _>>()?;
-        for id in &ids {
-            self.store.delete_memory(&wallet, id)?;
-        }
-        self.store.sync_memories().await?;
-        Ok(ids.len())
+        Ok(self.store.forget_memories_of(&wallet).await?)
     }
 
     /// One unit vector per text, in order (`POST /v1/embeddings`).
@@ -690,7 +644,7 @@ impl Memory {
         }
     }
 
-    /// Loads a slot on the blocking pool: scan the log, replay what was queued meanwhile, publish.
+    /// Loads a slot on its own task: scan the store, replay what was queued meanwhile, publish.
     fn start_load(&self, key: SlotKey, slot: Arc<Slot>) {
         let store = self.store.clone();
         let slots = self.slots.clone();
@@ -707,10 +661,19 @@ impl Memory {
         };
         // Detached on purpose: the load must finish and publish even if every waiter is gone,
         // or later waiters would find the slot stuck in `Loading`.
+        // On a blocking thread that drives the (async) scan itself: the store's scan moves its
+        // own CPU work to the blocking pool as well.
+        let runtime = tokio::runtime::Handle::current();
         drop(tokio::task::spawn_blocking(move || {
-            let (wallet, namespace) = (&key.0, key.1.as_deref());
+            let (wallet, namespace) = (key.0, key.1.as_deref());
             let loaded = catch_unwind(AssertUnwindSafe(|| {
-                load_index(&store, wallet, namespace, &fingerprint, (dims, params, cap))
+                runtime.block_on(load_index(
+                    &store,
+                    wallet,
+                    namespace,
+                    &fingerprint,
+                    (dims, params, cap),
+                ))
             }))
             .unwrap_or_else(|_| {
                 Err(MemoryError::Internal(
@@ -719,7 +682,7 @@ impl Memory {
             });
             // Records of another embedder are re-embedded in the background (`reembed.rs`).
             if matches!(&loaded, Ok((_, foreign)) if *foreign > 0) {
-                reembed.start(&effects, *wallet);
+                reembed.start(&effects, wallet);
             } else {
                 drop(reembed);
             }

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-pub use self::backend::Storage;
+pub use self::backend::{MemoryChange, MemoryScan, Storage};
 use self::history::{History, Stream};
 use self::memlog::MemoryLog;
 pub use self::records::{

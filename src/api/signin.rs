@@ -45,7 +45,8 @@ pub async fn challenge(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body
     let c = ctx
         .state
         .siwe
-        .challenge(wallet, b.chain_id.map_or(1, |c| c.0), now_s())?;
+        .issue(wallet, b.chain_id.map_or(1, |c| c.0), now_s())
+        .await?;
     Ok(json(
         StatusCode::OK,
         &j!({"wallet_address": to_checksum(&wallet), "message": c.message, "nonce": c.nonce,
@@ -67,7 +68,7 @@ async fn verify_siwe(
     signature: &str,
     wallet: Option<&str>,
 ) -> Result<Wallet, Error> {
-    let m = ctx.state.siwe.verify(message, signature, now_s())?;
+    let m = ctx.state.siwe.redeem(message, signature, now_s()).await?;
     if let Some(w) = wallet {
         let named = parse_wallet(w)?;
         if named != m.address {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::AuthError;
 use crate::crypto;
+use crate::storage::Storage;
 use crate::wallet::Wallet;
 pub use nonces::Nonces;
 
@@ -239,6 +241,9 @@ pub struct Siwe {
     chain_ids: Vec<u64>,
     ttl: Duration,
     nonces: Nonces,
+    /// A store other gateways share (PostgreSQL): challenges are recorded there, so any
+    /// gateway can spend one, once. `None`: the nonce table above is the only record.
+    shared: Option<Storage>,
     rng: SystemRandom,
 }
 
@@ -258,6 +263,7 @@ impl Siwe {
             chain_ids,
             ttl,
             nonces: Nonces::new(ttl, DEFAULT_MAX_NONCES),
+            shared: None,
             rng: SystemRandom::new(),
         }
     }
@@ -273,6 +279,12 @@ impl Siwe {
     /// At most `max` challenges outstanding (issued within the TTL).
     pub fn with_max_nonces(mut self, max: usize) -> Self {
         self.nonces = Nonces::new(self.ttl, max);
+        self
+    }
+
+    /// Records challenges in `store` when other gateways share it (`issue`, `redeem`).
+    pub fn with_store(mut self, store: &Storage) -> Self {
+        self.shared = store.is_shared().then(|| store.clone());
         self
     }
 
@@ -323,6 +335,43 @@ impl Siwe {
         Ok(Challenge { message, nonce })
     }
 
+    /// `challenge`, recorded in the shared store when there is one (each gateway still counts
+    /// the challenges it issued against its own cap).
+    pub async fn issue(
+        &self,
+        wallet: Wallet,
+        chain_id: u64,
+        now: i64,
+    ) -> Result<Challenge, AuthError> {
+        let c = self.challenge(wallet, chain_id, now)?;
+        if let Some(store) = &self.shared {
+            let now = u64::try_from(now).unwrap_or(0);
+            store
+                .put_siwe_nonce(&c.nonce, &wallet, now, now + self.ttl.as_secs())
+                .await?;
+        }
+        Ok(c)
+    }
+
+    /// `verify`, spending the nonce in the shared store when there is one: a challenge issued
+    /// by any gateway is accepted once, by exactly one of them.
+    pub async fn redeem(
+        &self,
+        message: &str,
+        signature_hex: &str,
+        now: i64,
+    ) -> Result<SiweMessage, AuthError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.verify(message, signature_hex, now)?);
+        };
+        let m = self.check(message, now)?;
+        let issued_to = store
+            .take_siwe_nonce(&m.nonce, u64::try_from(now).unwrap_or(0))
+            .await?
+            .ok_or(SiweError::NonceInvalid)?;
+        Ok(Self::finish(m, message, signature_hex, issued_to)?)
+    }
+
     /// Verifies a signed message; on success the nonce is spent and the signer returned.
     pub fn verify(
         &self,
@@ -330,6 +379,18 @@ impl Siwe {
         signature_hex: &str,
         now: i64,
     ) -> Result<SiweMessage, SiweError> {
+        let m = self.check(message, now)?;
+        // Spend the nonce before checking the signature: one attempt per challenge.
+        let issued_to = self
+            .nonces
+            .take(&m.nonce, Instant::now())
+            .ok_or(SiweError::NonceInvalid)?;
+        Self::finish(m, message, signature_hex, issued_to)
+    }
+
+    /// Everything about a message but its nonce and signature: grammar, domain, origin,
+    /// chain and time.
+    fn check(&self, message: &str, now: i64) -> Result<SiweMessage, SiweError> {
         let m = parse(message)?;
         if m.domain != self.domain {
             return Err(SiweError::DomainMismatch {
@@ -353,11 +414,16 @@ impl Siwe {
         {
             return Err(SiweError::Expired);
         }
-        // Spend the nonce before checking the signature: one attempt per challenge.
-        let issued_to = self
-            .nonces
-            .take(&m.nonce, Instant::now())
-            .ok_or(SiweError::NonceInvalid)?;
+        Ok(m)
+    }
+
+    /// The rest of a check whose nonce was spent (issued to `issued_to`): the signer.
+    fn finish(
+        m: SiweMessage,
+        message: &str,
+        signature_hex: &str,
+        issued_to: Wallet,
+    ) -> Result<SiweMessage, SiweError> {
         if issued_to != m.address {
             return Err(SiweError::NonceInvalid);
         }

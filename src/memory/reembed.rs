@@ -7,12 +7,13 @@
 //! loaded the index stays, and shutdown waits for it within the grace period.
 //!
 //! Each record is rewritten in place (same id, creation time, namespace and text; the new
-//! vector and fingerprint) with `MemoryLog::replace`, which never brings back a record deleted
+//! vector and fingerprint) with `Storage::replace_memory`, which never brings back a record deleted
 //! meanwhile. The work is resumable: a restart or a failed embedding call leaves the remaining
 //! records foreign, and the next load of the wallet starts again with exactly those. While it
 //! runs, searches see the records already re-embedded plus new writes, never a vector of the old
 //! space: after each round the wallet's loaded indexes are dropped, so the next search loads
-//! the log again (in creation order, which the cap relies on).
+//! the store again (in creation order, which the cap relies on). On a shared store the other
+//! gateways' feeds deliver each rewritten record as a change.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use dashmap::DashMap;
 use super::record::{MemoryRecord, RecordView};
 use super::{Embedder, MemoryError, Slot, SlotKey};
 use crate::effects::Effects;
-use crate::storage::Store;
+use crate::storage::{MemoryScan, Storage};
 use crate::wallet::Wallet;
 
 /// Texts embedded per round.
@@ -32,7 +33,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 /// What a re-embed needs from `Memory`.
 pub(super) struct Reembed {
-    pub store: Store,
+    pub store: Storage,
     pub embedder: Embedder,
     pub fingerprint: String,
     pub dims: usize,
@@ -65,12 +66,7 @@ impl Reembed {
 
     /// Re-embeds every foreign record of `wallet`; returns how many were rewritten.
     async fn run(&self, wallet: Wallet) -> Result<usize, MemoryError> {
-        let ids = {
-            let (store, fp, dims) = (self.store.clone(), self.fingerprint.clone(), self.dims);
-            tokio::task::spawn_blocking(move || foreign_ids(&store, &wallet, &fp, dims))
-                .await
-                .map_err(|e| MemoryError::Internal(format!("re-embed scan: {e}")))??
-        };
+        let ids = foreign_ids(&self.store, wallet, self.fingerprint.clone(), self.dims).await?;
         metrics::gauge!("vectorway_memory_reembed_pending").increment(ids.len() as f64);
         let mut done = 0;
         let mut refreshed = Instant::now();
@@ -100,7 +96,7 @@ impl Reembed {
         let mut records = Vec::with_capacity(ids.len());
         for id in ids {
             // Read again: it may have been deleted, or rewritten by an earlier run.
-            let Some(bytes) = self.store.get_memory(&wallet, id)? else {
+            let Some(bytes) = self.store.get_memory(&wallet, id).await? else {
                 continue;
             };
             match MemoryRecord::decode(&bytes) {
@@ -125,10 +121,10 @@ impl Reembed {
             super::index::normalize(&mut vector);
             record.vector = vector;
             record.embedder.clone_from(&self.fingerprint);
-            let log = self.store.memory_log();
-            if log
-                .replace(&wallet, &record.id, &record.encode())?
-                .is_some()
+            if self
+                .store
+                .replace_memory(&wallet, &record.id, &record.encode())
+                .await?
             {
                 rewritten += 1;
             }
@@ -144,21 +140,21 @@ impl Reembed {
 }
 
 /// The ids of `wallet`'s records made by another embedder (or of another size), oldest first.
-fn foreign_ids(
-    store: &Store,
-    wallet: &Wallet,
-    fingerprint: &str,
+async fn foreign_ids(
+    store: &Storage,
+    wallet: Wallet,
+    fingerprint: String,
     dims: usize,
 ) -> Result<Vec<[u8; 16]>, MemoryError> {
-    let mut out = Vec::new();
-    for item in store.memories_of(wallet) {
-        let (id, bytes) = item?;
-        if let Ok(view) = RecordView::parse(&bytes)
+    let scan = move |out: &mut Vec<[u8; 16]>, id: [u8; 16], bytes: &[u8]| {
+        if let Ok(view) = RecordView::parse(bytes)
             && view.id == id
             && (view.embedder != fingerprint || view.dims() != dims)
         {
             out.push(id);
         }
-    }
-    Ok(out)
+    };
+    Ok(store
+        .fold_memories(wallet, MemoryScan::All, Vec::new(), scan)
+        .await?)
 }

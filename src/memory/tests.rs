@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::config::Config;
 use crate::simulate::Simulator;
+use crate::storage::Store;
 
 const DIMS: usize = 256;
 const ALICE: Wallet = Wallet([0xa1; 20]);

@@ -8,8 +8,11 @@
 //! shadows `Store`'s method of the same name, so a moved kind cannot be reached past the facade
 //! by accident: the call would have to name `Store` itself.
 
+mod memory;
+
 use std::ops::Deref;
 
+pub use self::memory::{MemoryChange, MemoryScan};
 use super::AccountRecord;
 use super::pg::buckets::Borrowed;
 use super::pg::{AuthChanges, ChangeFeed, PgStore};

@@ -8,6 +8,7 @@
 
 pub mod buckets;
 mod changes;
+mod memory;
 pub mod migrate;
 mod records;
 

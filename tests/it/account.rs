@@ -8,19 +8,19 @@ use vectorway::crypto;
 
 use crate::harness::{Env, eventually, fast_knobs};
 
-struct Signer {
+pub(crate) struct Signer {
     key: SigningKey,
-    address: String,
+    pub(crate) address: String,
 }
 
 impl Signer {
-    fn new(seed: u8) -> Self {
+    pub(crate) fn new(seed: u8) -> Self {
         let key = SigningKey::from_slice(&[seed; 32]).unwrap();
         let address = crypto::to_checksum(&crypto::address_of(key.verifying_key()));
         Self { key, address }
     }
 
-    fn sign(&self, msg: &str) -> String {
+    pub(crate) fn sign(&self, msg: &str) -> String {
         let (sig, recid) = self
             .key
             .sign_prehash_recoverable(&crypto::eip191_hash(msg.as_bytes()))

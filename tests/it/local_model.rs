@@ -14,6 +14,7 @@ use vectorway::config::{EmbedderKind, RawConfig};
 use vectorway::memory::model::fetch::{self, FetchOptions, Outcome};
 use vectorway::memory::model::{self, ModelError, sha256_hex};
 use vectorway::memory::record::RecordView;
+use vectorway::storage::MemoryScan;
 
 use crate::harness::{Env, W1, eventually, fast_knobs, read_request};
 
@@ -369,9 +370,7 @@ async fn a_new_embedder_re_embeds_old_memories_in_the_background() {
     let wallet = W1.parse().unwrap();
     let fingerprint_of = |id: &str| -> String {
         let id: vectorway::memory::MemoryId = id.parse().unwrap();
-        let bytes = state
-            .store
-            .get_memory(&wallet, id.as_bytes())
+        let bytes = futures_block(state.store.get_memory(&wallet, id.as_bytes()))
             .unwrap()
             .unwrap();
         RecordView::parse(&bytes).unwrap().embedder.to_string()
@@ -397,14 +396,11 @@ async fn a_new_embedder_re_embeds_old_memories_in_the_background() {
     );
     let all: Vec<String> = state
         .store
-        .memories_of(&wallet)
-        .map(|r| {
-            RecordView::parse(&r.unwrap().1)
-                .unwrap()
-                .embedder
-                .to_string()
+        .fold_memories(wallet, MemoryScan::All, Vec::new(), |all, _, bytes| {
+            all.push(RecordView::parse(bytes).unwrap().embedder.to_string());
         })
-        .collect();
+        .await
+        .unwrap();
     assert_eq!(
         all.len(),
         MEMORIES.len(),

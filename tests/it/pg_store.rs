@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use vectorway::config::StoreBackend;
-use vectorway::storage::pg::{DbError, PgStore, migrate};
+use vectorway::storage::pg::{ChangeFeed, DbError, PgStore, migrate};
 use vectorway::storage::{IdemBegin, IdemRecord, KeyRecord, RefreshRecord, StorageError};
 use vectorway::wallet::Wallet;
 
@@ -411,4 +411,83 @@ async fn keys_and_revocations_reach_the_other_gateway_without_a_restart() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// Memory rows: the feed reports writes (values only for the wallets asked about) and
+/// deletes (of every wallet), a deleted record is never read back or resurrected by a
+/// rewrite, tombstones are pruned only past their age, and a SIWE challenge is spent once,
+/// never after it expired.
+#[tokio::test]
+async fn memory_rows_the_feed_tombstones_and_siwe_challenges() {
+    let (_, s) = store().await;
+    let (a, b) = (w(W1), w(W2));
+    let mut feed = ChangeFeed::new(s.memory_cursor().await.unwrap(), Duration::ZERO);
+    assert!(
+        s.put_memory(&a, &[1; 16], None, b"one", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.put_memory(&b, &[2; 16], Some("ns"), b"two", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ch = s.memory_changes(&mut feed, &[a]).await.unwrap();
+    assert_eq!(ch.len(), 1, "B's write is not asked about: {ch:?}");
+    assert_eq!(
+        (ch[0].wallet, ch[0].id, ch[0].value.as_deref()),
+        (a, [1; 16], Some(&b"one"[..]))
+    );
+    assert!(s.memory_changes(&mut feed, &[a]).await.unwrap().is_empty());
+
+    assert!(s.delete_memory(&b, &[2; 16]).await.unwrap());
+    assert!(
+        !s.delete_memory(&b, &[2; 16]).await.unwrap(),
+        "deleted once"
+    );
+    assert!(
+        !s.delete_memory(&a, &[2; 16]).await.unwrap(),
+        "not A's record"
+    );
+    assert!(!s.replace_memory(&b, &[2; 16], b"back").await.unwrap());
+    assert_eq!(s.get_memory(&b, &[2; 16]).await.unwrap(), None);
+    let ch = s.memory_changes(&mut feed, &[a]).await.unwrap();
+    assert_eq!(ch.len(), 1);
+    assert_eq!(
+        (
+            ch[0].wallet,
+            ch[0].namespace.as_deref(),
+            ch[0].value.is_none()
+        ),
+        (b, Some("ns"), true)
+    );
+
+    // A tombstone outlives a prune of older ones, and goes with a prune past it.
+    let now = vectorway::storage::now_ms();
+    assert_eq!(s.prune_memory_tombstones(now - 60_000).await.unwrap(), 0);
+    assert_eq!(s.prune_memory_tombstones(now + 60_000).await.unwrap(), 1);
+    assert_eq!(
+        s.get_memories(&a, &[[1; 16], [2; 16]]).await.unwrap().len(),
+        1
+    );
+
+    s.put_siwe_nonce("n1", &a, 100, 400).await.unwrap();
+    s.put_siwe_nonce("n2", &a, 100, 400).await.unwrap();
+    let takes = (0..6).map(|_| s.take_siwe_nonce("n1", 200));
+    let taken = futures_util::future::join_all(takes).await;
+    assert_eq!(
+        taken
+            .iter()
+            .filter(|t| t.as_ref().unwrap() == &Some(a))
+            .count(),
+        1
+    );
+    assert_eq!(s.take_siwe_nonce("n2", 400).await.unwrap(), None, "expired");
+    assert_eq!(
+        s.take_siwe_nonce("n2", 200).await.unwrap(),
+        None,
+        "spent by the expired try"
+    );
 }

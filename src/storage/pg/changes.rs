@@ -38,8 +38,13 @@ impl ChangeFeed {
         }
     }
 
+    /// The highest value seen so far.
+    pub(super) fn last(&self) -> i64 {
+        self.seen.back().map_or(0, |s| s.1)
+    }
+
     /// The value to read above: the highest seen at least `lookback` ago.
-    fn from(&self) -> i64 {
+    pub(super) fn from(&self) -> i64 {
         let cut = Instant::now().checked_sub(self.lookback);
         self.seen
             .iter()
@@ -49,7 +54,7 @@ impl ChangeFeed {
             .map_or(0, |s| s.1)
     }
 
-    fn record(&mut self, highest: i64) {
+    pub(super) fn record(&mut self, highest: i64) {
         let now = Instant::now();
         self.seen.push_back((now, highest));
         // Keep one entry older than the lookback (the current `from`) and everything newer.
@@ -83,7 +88,7 @@ impl PgStore {
     pub async fn auth_changes(&self, feed: &mut ChangeFeed) -> Result<AuthChanges, StorageError> {
         let from = feed.from();
         let c = self.client().await?;
-        let mut highest = feed.seen.back().map_or(from, |s| s.1);
+        let mut highest = feed.last().max(from);
         let mut out = AuthChanges::default();
         for row in c
             .query(
