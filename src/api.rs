@@ -483,6 +483,8 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::DocsHtml => Ok(discovery::serve(&ctx.state.docs.html, req.headers())),
         RouteId::Assets => assets::get(&ctx.params, req.uri(), req.headers()),
         RouteId::MemorySearch => memory::search(&ctx, &req).await,
+        RouteId::MemoryNamespaces => memory::namespaces(&ctx).await,
+        RouteId::MemoryList => memory::list(&ctx, &req).await,
         RouteId::MemoryDelete => memory::delete(&ctx).await,
         RouteId::Embeddings => memory::embeddings(&ctx, req).await,
         RouteId::AgentOnboard => money::onboard(&ctx, req).await,
