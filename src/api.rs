@@ -232,11 +232,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
 fn unmatched(e: &crate::error::RequestError, path: &str) -> Response<Body> {
     let mut res = error_response(&Error::from(e.clone()));
     if matches!(e, crate::error::RequestError::MethodNotAllowed { .. }) {
-        let allowed: Vec<&str> = ROUTES
-            .iter()
-            .filter(|r| match_path(r.path, path).is_some())
-            .map(|r| r.method)
-            .collect();
+        let allowed: Vec<&str> = routes::routes_at(path).map(|(r, _)| r.method).collect();
         if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
             res.headers_mut().insert(http::header::ALLOW, v);
         }

@@ -121,7 +121,7 @@ pub async fn list(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, E
     let q: HashMap<String, String> = query_pairs(req.uri().query()).into_iter().collect();
     let limit = super::account::limit(&q, 20)?;
     let before = match q.get("before").map(String::as_str) {
-        None | Some("") => None,
+        None => None,
         Some(v) => Some(v.parse::<crate::memory::MemoryId>().map_err(|_| {
             RequestError::validation("before", "before must be a memory id (a UUID)")
         })?),

@@ -168,10 +168,17 @@ async fn a_session_browses_searches_and_deletes_its_own_memories_only() {
         "/v1/memory/records?limit=0",
         "/v1/memory/records?limit=101",
         "/v1/memory/records?before=nope",
+        "/v1/memory/records?before=",
         "/v1/memory/records?namespace=no+spaces",
     ] {
         let res = get(&env, bad, &sa).await;
         assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
+    // The literal paths are not memory ids: no delete there, and `Allow` names only GET.
+    let res = env
+        .send(Method::DELETE, "/v1/memory/namespaces", &sa, "")
+        .await;
+    assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers["allow"], "GET");
     env.stop().await;
 }
