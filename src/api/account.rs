@@ -222,6 +222,7 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
             "model": ev.model, "prompt_tokens": ev.prompt_tokens, "completion_tokens": ev.completion_tokens,
             "memory_read": ev.memory_read, "memory_write": ev.memory_write, "memories_used": ev.memories_used,
             "key_id": ev.key_id, "auth_mode": ev.auth_mode, "request_id": ev.request_id,
+            "transaction": ev.transaction.as_deref().and_then(transaction_hash),
         }));
         if filter == "all" && page.full() {
             break;

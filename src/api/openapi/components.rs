@@ -165,6 +165,8 @@ pub fn schemas() -> Map<String, Value> {
         "model": opt(string()), "prompt_tokens": uint(), "completion_tokens": uint(),
         "memory_read": boolean(), "memory_write": boolean(), "memories_used": uint(),
         "key_id": opt(string()), "auth_mode": string(), "request_id": string(),
+        "transaction": opt(json!({"type": "string", "pattern": "^0x[0-9a-f]{64}$",
+                                  "description": "An x402 call's settlement transaction."})),
     }));
     let router_key = all(json!({
         "id": string(), "label": string(), "created_at": string(), "last_used_at": opt(string()),

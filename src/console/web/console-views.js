@@ -63,22 +63,27 @@ export async function usage(page = pages.usage) {
     s.events.map((e) =>
       el("tr", {}, el("td", {}, when(e.ts_iso)), el("td", {}, `${e.method} ${e.path}`), el("td", {}, e.status),
         el("td", {}, e.model ?? ""), el("td", {}, e.key_id ?? e.auth_mode), el("td", {}, e.prompt_tokens + e.completion_tokens),
-        el("td", {}, credits(e.credits))),
+        el("td", {}, credits(e.credits)), el("td", {}, e.transaction ? tx(e.transaction) : "")),
     ),
     "No calls.",
   );
   pager("usage-pager", page, s, usage);
 }
 
-/** A ledger row's reference: an x402 payment's or refund's transaction hash, with a copy button. */
-function reference(e) {
-  if (!e.transaction) return e.ref ? el("code", {}, e.ref) : "";
+/** An on-chain transaction hash with a copy button. */
+function tx(hash) {
   const copy = () => guard(async () => {
-    await navigator.clipboard.writeText(e.transaction);
+    await navigator.clipboard.writeText(hash);
     status("Transaction hash copied.");
   });
-  return el("span", { class: "tx" }, el("code", { "data-tx": e.transaction, title: "On-chain transaction" }, e.transaction),
-    el("button", { type: "button", class: "quiet", "aria-label": `Copy transaction hash ${e.transaction}`, onclick: copy }, "Copy"));
+  return el("span", { class: "tx" }, el("code", { "data-tx": hash, title: "On-chain transaction" }, hash),
+    el("button", { type: "button", class: "quiet", "aria-label": `Copy transaction hash ${hash}`, onclick: copy }, "Copy"));
+}
+
+/** A ledger row's reference: an x402 payment's or refund's transaction, else the reference. */
+function reference(e) {
+  if (e.transaction) return tx(e.transaction);
+  return e.ref ? el("code", {}, e.ref) : "";
 }
 
 export async function ledger(page = pages.ledger) {

@@ -3,7 +3,7 @@
 // ledger view (the injected window.ethereum signs the EIP-3009 authorization), the ledger shows
 // the top-up with its transaction hash, and that hash is a mined transaction on anvil that moved
 // the USDC from the wallet to payTo. Then a paid chat call's change appears as a refund with its
-// own transaction.
+// own transaction, and the call's row in the usage table names that transaction too.
 
 import assert from 'node:assert/strict';
 import { Wallet, getAddress, hexlify, randomBytes } from 'ethers';
@@ -130,6 +130,11 @@ it('a wallet tops up with x402 from the console and sees the on-chain transactio
   });
   assert.match(await page.textContent('#ledger-table tbody tr'), /x402 change: paid/);
   await screenshot(page, 'console-x402-refund');
+  // The call itself, in the usage table, names the same transaction.
+  await tab(page, 'usage');
+  await page.waitForSelector(`#usage-table tr:has-text("/v1/chat/completions") [data-tx="${receipt.transaction}"]`);
+  await noSeriousAxe(page, 'usage with a paid call');
+  await fitsPhone(page, 'usage with a paid call');
   // The only failed answer the page saw is the top-up's 402 challenge.
   assert.deepEqual(page.problems.filter((p) => !p.startsWith(`response: 402 ${env.url}/v1/topup`)), []);
 });
