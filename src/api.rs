@@ -234,11 +234,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
 fn unmatched(e: &crate::error::RequestError, path: &str) -> Response<Body> {
     let mut res = error_response(&Error::from(e.clone()));
     if matches!(e, crate::error::RequestError::MethodNotAllowed { .. }) {
-        let allowed: Vec<&str> = ROUTES
-            .iter()
-            .filter(|r| match_path(r.path, path).is_some())
-            .map(|r| r.method)
-            .collect();
+        let allowed: Vec<&str> = routes::routes_at(path).map(|(r, _)| r.method).collect();
         if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
             res.headers_mut().insert(http::header::ALLOW, v);
         }
@@ -485,6 +481,8 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::DocsHtml => Ok(discovery::serve(&ctx.state.docs.html, req.headers())),
         RouteId::Assets => assets::get(&ctx.params, req.uri(), req.headers()),
         RouteId::MemorySearch => memory::search(&ctx, &req).await,
+        RouteId::MemoryNamespaces => memory::namespaces(&ctx).await,
+        RouteId::MemoryList => memory::list(&ctx, &req).await,
         RouteId::MemoryDelete => memory::delete(&ctx).await,
         RouteId::Embeddings => memory::embeddings(&ctx, req).await,
         RouteId::AgentOnboard => money::onboard(&ctx, req).await,

@@ -24,6 +24,7 @@
 //! Graph work (`index::Job`) runs on tokio's blocking pool and installs its own result, so no
 //! request waits for it; until it is installed, searches scan the rows it does not cover yet.
 
+mod browse;
 pub mod embedder;
 mod follow;
 mod id;
@@ -43,6 +44,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::watch;
 
+pub use browse::{ListPage, Listed, MAX_LIST, Namespace};
 pub use embedder::{Embedder, GeminiEmbedder, LocalEmbedder};
 pub use id::MemoryId;
 pub use index::{Index, IndexParams};

@@ -506,11 +506,12 @@ impl Store {
         self.memories.get(wallet, id)
     }
 
-    /// Every record of one wallet, as `(id, value)`, in id order. Never another wallet's.
+    /// Every record of one wallet, as `(id, value)`, in id order (`.rev()`: newest first).
+    /// Never another wallet's.
     pub fn memories_of(
         &self,
         wallet: &Wallet,
-    ) -> impl Iterator<Item = Result<([u8; 16], Vec<u8>), StorageError>> + use<> {
+    ) -> impl DoubleEndedIterator<Item = Result<([u8; 16], Vec<u8>), StorageError>> + use<> {
         self.memories.records_of(wallet)
     }
 

@@ -156,7 +156,8 @@ pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error
             continue;
         }
         page.offer(|| j!({"ts": format_rfc3339((e.ts_ms / 1000) as i64), "kind": e.kind, "credits": e.credits,
-                       "usd": format_usd_micros(e.credits.unsigned_abs()), "ref": e.reference, "note": e.note}));
+                       "usd": format_usd_micros(e.credits.unsigned_abs()), "ref": e.reference, "note": e.note,
+                       "transaction": e.reference.as_deref().and_then(transaction_hash)}));
         if kind.is_none() && page.full() {
             break;
         }
@@ -169,6 +170,15 @@ pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error
             Some(_) => page.finish(&wallet),
         },
     ))
+}
+
+/// The transaction hash a ledger reference names, lower case: an x402 top-up or refund is
+/// credited with its settlement's transaction as the reference (`x402:<intent id>` when only the
+/// facilitator vouched for it, a request id for a debit: neither is a hash).
+fn transaction_hash(reference: &str) -> Option<String> {
+    let hex = reference.strip_prefix("0x")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| reference.to_ascii_lowercase())
 }
 
 /// `GET /v1/usage?limit=&cursor=&filter=all|errors|<exact path>`
@@ -212,6 +222,7 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
             "model": ev.model, "prompt_tokens": ev.prompt_tokens, "completion_tokens": ev.completion_tokens,
             "memory_read": ev.memory_read, "memory_write": ev.memory_write, "memories_used": ev.memories_used,
             "key_id": ev.key_id, "auth_mode": ev.auth_mode, "request_id": ev.request_id,
+            "transaction": ev.transaction.as_deref().and_then(transaction_hash),
         }));
         if filter == "all" && page.full() {
             break;
@@ -293,6 +304,21 @@ pub async fn revoke_key(ctx: &Ctx) -> Result<Response<Body>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_whole_hash_is_a_transaction() {
+        let h = format!("0x{}", "Ab".repeat(32));
+        assert_eq!(transaction_hash(&h), Some(h.to_ascii_lowercase()));
+        for not in [
+            "x402:eip155:8453:0xabc",
+            "req_123",
+            &h[..65],
+            &format!("{h}0"),
+            &format!("0x{}", "zz".repeat(32)),
+        ] {
+            assert_eq!(transaction_hash(not), None, "{not}");
+        }
+    }
 
     #[test]
     fn pages_count_everything_but_build_only_the_page() {

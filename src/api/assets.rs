@@ -41,6 +41,8 @@ pub static ASSETS: &[Asset] = &[
     Asset { name: "console-app.js", content_type: JS, body: include_bytes!("../console/web/console-app.js") },
     Asset { name: "console-lib.js", content_type: JS, body: include_bytes!("../console/web/console-lib.js") },
     Asset { name: "console-views.js", content_type: JS, body: include_bytes!("../console/web/console-views.js") },
+    Asset { name: "console-memory.js", content_type: JS, body: include_bytes!("../console/web/console-memory.js") },
+    Asset { name: "console-topup.js", content_type: JS, body: include_bytes!("../console/web/console-topup.js") },
     Asset { name: "console-ops.js", content_type: JS, body: include_bytes!("../console/web/console-ops.js") },
     Asset { name: "uplot.iife.min.js", content_type: JS, body: include_bytes!("../console/web/uplot.iife.min.js") },
     Asset { name: "uplot.min.css", content_type: CSS, body: include_bytes!("../console/web/uplot.min.css") },

@@ -102,6 +102,17 @@ impl Meter {
     /// Journals the event (group commit; never blocks the answer). `credits` is what the call
     /// kept: credits on the API-key path, atomic USDC on x402.
     pub fn record(&self, status: u16, credits: u64, usage: Option<&TokenUsage>) {
+        self.record_paid(status, credits, usage, None);
+    }
+
+    /// `record` for an x402 call, naming the transaction its payment settled in.
+    pub fn record_paid(
+        &self,
+        status: u16,
+        credits: u64,
+        usage: Option<&TokenUsage>,
+        transaction: Option<String>,
+    ) {
         let ev = UsageEvent {
             method: "POST".into(),
             path: self.path.into(),
@@ -118,6 +129,7 @@ impl Meter {
             key_id: self.key_id.clone(),
             auth_mode: self.mode.as_str().into(),
             request_id: self.request_id.clone(),
+            transaction,
             ..UsageEvent::default()
         };
         if let Some(u) = usage {

@@ -34,7 +34,11 @@ pub(crate) fn group(id: RouteId) -> Option<&'static str> {
             "Credits & Billing"
         }
         RouteId::ApiKeyCreate | RouteId::ApiKeyList | RouteId::ApiKeyRevoke => "API Key Management",
-        RouteId::MemorySearch | RouteId::MemoryDelete | RouteId::Embeddings => "Memory",
+        RouteId::MemorySearch
+        | RouteId::MemoryNamespaces
+        | RouteId::MemoryList
+        | RouteId::MemoryDelete
+        | RouteId::Embeddings => "Memory",
         RouteId::Models => "Models",
         RouteId::AuthKeysCreate
         | RouteId::AuthKeysList

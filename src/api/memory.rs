@@ -102,6 +102,60 @@ fn search_send(
     })
 }
 
+/// `GET /v1/memory/namespaces` → `{"object":"list","data":[{namespace,records,newest_at}]}`:
+/// the caller's namespaces only (`namespace: null` is the default one).
+pub async fn namespaces(ctx: &Ctx) -> Result<Response<Body>, Error> {
+    let wallet = ctx.caller()?.wallet;
+    let list = ctx.state.memory.namespaces(wallet).await?;
+    let data: Vec<_> = list
+        .into_iter()
+        .map(|n| j!({"namespace": n.namespace, "records": n.records, "newest_at": iso_ms(n.newest_at_ms)}))
+        .collect();
+    Ok(json(StatusCode::OK, &j!({"object": "list", "data": data})))
+}
+
+/// `GET /v1/memory/records?namespace=&limit=&before=` → one namespace's records newest first
+/// (`{"object":"list","data":[{id,namespace,text,created_at}],"has_more","next_before"}`).
+pub async fn list(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let wallet = ctx.caller()?.wallet;
+    let q: HashMap<String, String> = query_pairs(req.uri().query()).into_iter().collect();
+    let limit = super::account::limit(&q, 20)?;
+    let before = match q.get("before").map(String::as_str) {
+        None => None,
+        Some(v) => Some(v.parse::<crate::memory::MemoryId>().map_err(|_| {
+            RequestError::validation("before", "before must be a memory id (a UUID)")
+        })?),
+    };
+    let namespace = q.get("namespace").map(String::as_str);
+    let page = ctx
+        .state
+        .memory
+        .list(wallet, namespace, limit, before)
+        .await?;
+    let next = page
+        .has_more
+        .then(|| page.records.last().map(|r| r.id.to_string()))
+        .flatten();
+    let data: Vec<_> = page
+        .records
+        .into_iter()
+        .map(|r| j!({"id": r.id, "namespace": r.namespace, "text": r.text, "created_at": iso_ms(r.created_at_ms)}))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &j!({"object": "list", "data": data, "has_more": page.has_more, "next_before": next}),
+    ))
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds (`2026-12-07T21:20:16.123Z`).
+fn iso_ms(ms: u64) -> String {
+    let secs = crate::auth::siwe::format_rfc3339((ms / 1000) as i64);
+    match secs.strip_suffix('Z') {
+        Some(head) => format!("{head}.{:03}Z", ms % 1000),
+        None => secs,
+    }
+}
+
 /// `DELETE /v1/memory/{memory_id}`: another wallet's id (or an unknown one) is 404.
 pub async fn delete(ctx: &Ctx) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;

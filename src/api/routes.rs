@@ -64,6 +64,8 @@ pub enum RouteId {
     CreditsPurchase,
     Topup,
     MemorySearch,
+    MemoryNamespaces,
+    MemoryList,
     MemoryDelete,
     Embeddings,
     LlmsTxt,
@@ -164,8 +166,10 @@ pub const ROUTES: &[Route] = &[
     r(R::OpenApi, "GET", "/openapi.json", Public, RateClass::None, "openapi", "OpenAPI 3.1 description of every route."),
     r(R::DocsHtml, "GET", "/docs", Public, RateClass::None, "docs_html", "The API reference as one HTML page."),
     r(R::Assets, "GET", "/assets/{file}", Public, RateClass::None, "assets", "Static files (CSS, JS) of the HTML pages, embedded in the binary."),
-    r(R::MemorySearch, "GET", "/v1/memory", ApiKey, Runtime, "memory_search", "Search the wallet's memories (no score floor); the query's embedding is billed per token."),
-    r(R::MemoryDelete, "DELETE", "/v1/memory/{memory_id}", ApiKey, Runtime, "memory_delete", "Delete a memory by id."),
+    r(R::MemorySearch, "GET", "/v1/memory", KeyOrJwt, Runtime, "memory_search", "Search the wallet's memories (no score floor); the query's embedding is billed per token."),
+    r(R::MemoryNamespaces, "GET", "/v1/memory/namespaces", KeyOrJwt, Control, "memory_namespaces", "The wallet's memory namespaces, each with its record count and newest record's time."),
+    r(R::MemoryList, "GET", "/v1/memory/records", KeyOrJwt, Control, "memory_list", "One namespace's memories, newest first, without a query (nothing is embedded or billed)."),
+    r(R::MemoryDelete, "DELETE", "/v1/memory/{memory_id}", KeyOrJwt, Runtime, "memory_delete", "Delete a memory by id."),
     r(R::Embeddings, "POST", "/v1/embeddings", ApiKey, Runtime, "embeddings", "OpenAI-compatible embeddings (float or base64), billed per input token."),
     idem(r(R::AgentOnboard, "POST", "/v1/auth/agent-onboard", X402, RateClass::None, "agent_onboard", "Onboard with one x402 payment: account, credits, JWTs and an API key.")),
     idem(r(R::CreditsPurchase, "POST", "/v1/credits/purchase", X402, RateClass::None, "credits_purchase", "Buy credits with an x402 payment.")),
@@ -200,19 +204,30 @@ pub fn match_path<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
     }
 }
 
+/// The routes served at `path`, in table order. A literal path wins over a pattern: where a
+/// route without `{param}` segments matches (`/v1/memory/namespaces`), the patterns that would
+/// also match (`/v1/memory/{memory_id}`) are not served there, so `Allow` lists only its methods.
+pub fn routes_at(path: &str) -> impl Iterator<Item = (&'static Route, Vec<&str>)> {
+    let literal = ROUTES
+        .iter()
+        .any(|r| !r.path.contains('{') && r.path == path);
+    ROUTES
+        .iter()
+        .filter(move |r| !literal || !r.path.contains('{'))
+        .filter_map(move |r| match_path(r.path, path).map(|params| (r, params)))
+}
+
 /// Finds the route for a request: `Ok((route, params))`, or 404 / 405.
 pub fn find_route<'p>(
     method: &Method,
     path: &'p str,
 ) -> Result<(&'static Route, Vec<&'p str>), RequestError> {
     let mut path_matched = false;
-    for route in ROUTES {
-        if let Some(params) = match_path(route.path, path) {
-            if route.method == method.as_str() {
-                return Ok((route, params));
-            }
-            path_matched = true;
+    for (route, params) in routes_at(path) {
+        if route.method == method.as_str() {
+            return Ok((route, params));
         }
+        path_matched = true;
     }
     let (method, path) = (method.to_string(), path.to_string());
     Err(if path_matched {
@@ -261,6 +276,19 @@ mod tests {
             Some(vec!["abc"])
         );
         assert_eq!(match_path("/v1/api-keys/{id}", "/v1/api-keys/"), None);
+        // A literal path is not also a `{memory_id}`: DELETE there is 405, not a delete.
+        assert!(matches!(
+            find_route(&Method::DELETE, "/v1/memory/namespaces"),
+            Err(RequestError::MethodNotAllowed { .. })
+        ));
+        assert_eq!(
+            find_route(&Method::DELETE, "/v1/memory/0190").unwrap().0.id,
+            RouteId::MemoryDelete
+        );
+        let at: Vec<_> = routes_at("/v1/memory/records")
+            .map(|(r, _)| r.method)
+            .collect();
+        assert_eq!(at, ["GET"]);
         let public: Vec<_> = ROUTES
             .iter()
             .filter(|r| r.access == Access::Public)

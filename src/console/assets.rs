@@ -2,7 +2,7 @@
 //!
 //! `web/` holds the single-page app: `index.html` (this template: each `{{name}}` becomes the
 //! versioned `/assets/<name>` URL at start-up), plain JavaScript modules (`console-app.js`, the
-//! entry; `console-lib.js`, `console-views.js`, `console-ops.js`) and `console.css`: nothing is
+//! entry; `console-lib.js`, `console-views.js`, `console-memory.js`, `console-topup.js`, `console-ops.js`) and `console.css`: nothing is
 //! built and nothing is fetched at run time. `web/uplot.iife.min.js` and `web/uplot.min.css` are
 //! uPlot 1.6.32 (MIT), copied unchanged from `tests/browser/node_modules/uplot/dist/` as `npm ci`
 //! installs it from `tests/browser/package-lock.json` (integrity `sha512-KIMVnG68…tpiQIw==`).

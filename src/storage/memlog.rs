@@ -454,7 +454,7 @@ impl MemoryLog {
     pub fn records_of(
         &self,
         wallet: &Wallet,
-    ) -> impl Iterator<Item = Result<([u8; 16], Vec<u8>), StorageError>> + use<> {
+    ) -> impl DoubleEndedIterator<Item = Result<([u8; 16], Vec<u8>), StorageError>> + use<> {
         let (file, locs): (Arc<File>, Vec<([u8; 16], Loc)>) = {
             let s = read(&self.state);
             let locs = s

@@ -68,6 +68,9 @@ pub struct UsageEvent {
     pub key_id: Option<String>,
     pub auth_mode: String,
     pub request_id: String,
+    /// An x402 call's settlement transaction, once it settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<String>,
 }
 
 /// A key's chat totals: what the agent-router usage view reports per key.

@@ -65,9 +65,10 @@ export function launchBrowser() {
 
 /** The running gateway, the browser, and the per-test helpers. */
 export class BrowserEnv {
-  constructor() {
+  /** `env`: extra environment for the gateway (a chain's network, another facilitator). */
+  constructor(env = {}) {
     this.adminSecret = randomBytes(24).toString('hex');
-    this.stack = new Stack({ env: { VECTORWAY_SERVER__ADMIN_SECRET: this.adminSecret } });
+    this.stack = new Stack({ env: { VECTORWAY_SERVER__ADMIN_SECRET: this.adminSecret, ...env } });
     this.browser = null;
     this.contexts = [];
   }
@@ -129,15 +130,20 @@ export class BrowserEnv {
 /**
  * Registers the fixture for the calling test file and returns `{ env, it }`: `env()` is the
  * running BrowserEnv (inside tests); `it(name, fn)` declares a test that gets it and, when it
- * fails, reports the gateway's recent output and keeps its logs.
+ * fails, reports the gateway's recent output and keeps its logs. `prepare`, when given, runs
+ * first and returns `{ env, stop }`: more gateway environment (a chain started for the file)
+ * and what to stop after the gateway.
  */
-export function useBrowser() {
+export function useBrowser({ prepare } = {}) {
   let current = null;
+  let prepared = null;
   before(async () => {
-    current = await new BrowserEnv().start();
+    prepared = prepare ? await prepare() : null;
+    current = await new BrowserEnv(prepared?.env).start();
   });
   after(async () => {
     await current?.stop();
+    await prepared?.stop?.();
   });
   const it = (name, fn) =>
     test(name, async (t) => {
@@ -190,8 +196,9 @@ export async function axeViolations(page, options = {}) {
  * Installs `window.ethereum` (EIP-1193) in every document the page loads, backed by `wallet`
  * (an ethers Wallet) in Node: `eth_requestAccounts` and `eth_accounts` answer its address,
  * `eth_chainId` the hex chain id (Base, 8453, unless given), `personal_sign` signs with EIP-191
- * (a 0x-hex message is signed as bytes, as wallets do). Other methods reject with EIP-1193 error
- * 4200. `page.walletCalls` lists every method the page called, in order.
+ * (a 0x-hex message is signed as bytes, as wallets do), `eth_signTypedData_v4` signs EIP-712
+ * typed data given as its JSON string (an x402 authorization). Other methods reject with
+ * EIP-1193 error 4200. `page.walletCalls` lists every method the page called, in order.
  */
 export async function injectWallet(page, wallet, { chainId = 8453 } = {}) {
   const address = wallet.address;
@@ -213,6 +220,15 @@ export async function injectWallet(page, wallet, { chainId = 8453 } = {}) {
         }
         const payload = isHexString(message) ? getBytes(message) : String(message);
         return { result: await wallet.signMessage(payload) };
+      }
+      case 'eth_signTypedData_v4': {
+        const [signer, json] = params ?? [];
+        if (typeof signer !== 'string' || signer.toLowerCase() !== address.toLowerCase()) {
+          return { error: { code: 4100, message: `eth_signTypedData_v4 for ${signer}, not ${address}` } };
+        }
+        const { domain, types, message } = JSON.parse(json);
+        const { EIP712Domain: _, ...rest } = types;
+        return { result: await wallet.signTypedData(domain, rest, message) };
       }
       default:
         return { error: { code: 4200, message: `unsupported method ${method}` } };

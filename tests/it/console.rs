@@ -23,7 +23,7 @@ fn hi(model: &str) -> Value {
 }
 
 /// A SIWE session for a fresh wallet: (checksummed address, access token).
-async fn sign_in(env: &Env, seed: u8) -> (String, String) {
+pub(crate) async fn sign_in(env: &Env, seed: u8) -> (String, String) {
     let key = SigningKey::from_slice(&[seed; 32]).unwrap();
     let address = crypto::to_checksum(&crypto::address_of(key.verifying_key()));
     let c = env

@@ -33,6 +33,7 @@ mod media;
 mod media_counts;
 mod media_limits;
 mod memory;
+mod memory_browse;
 mod money;
 mod ops;
 mod pg;

@@ -114,6 +114,14 @@ async fn unary_pay_per_call_settles_and_credits_the_change() {
         )
         .unwrap();
         assert_eq!(receipt["success"], true);
+        // The call's usage event names the transaction its payment settled in.
+        let payer_address = s.address().to_string();
+        let newest = env.usage(&payer_address).await.remove(0);
+        assert_eq!(
+            newest.transaction.as_deref(),
+            receipt["transaction"].as_str(),
+            "{newest:?}"
+        );
         assert_eq!(
             receipt["network"],
             if i == 0 {

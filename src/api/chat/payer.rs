@@ -66,6 +66,8 @@ pub struct Owed {
     meter: Option<Meter>,
     credits: u64,
     usage: TokenUsage,
+    /// The x402 settlement's transaction, when the payment settled.
+    transaction: Option<String>,
 }
 
 impl Owed {
@@ -74,13 +76,24 @@ impl Owed {
             meter: Some(meter),
             credits,
             usage,
+            transaction: None,
         }
+    }
+
+    fn settled_in(mut self, transaction: &str) -> Self {
+        self.transaction = Some(transaction.to_string()).filter(|t| !t.is_empty());
+        self
     }
 
     /// Records the call with `status` and the credits it kept.
     pub fn record(mut self, status: u16) {
         if let Some(m) = self.meter.take() {
-            m.record(status, self.credits, Some(&self.usage));
+            m.record_paid(
+                status,
+                self.credits,
+                Some(&self.usage),
+                self.transaction.take(),
+            );
         }
     }
 }
@@ -88,7 +101,12 @@ impl Owed {
 impl Drop for Owed {
     fn drop(&mut self) {
         if let Some(m) = self.meter.take() {
-            m.record(CLIENT_CLOSED, self.credits, Some(&self.usage));
+            m.record_paid(
+                CLIENT_CLOSED,
+                self.credits,
+                Some(&self.usage),
+                self.transaction.take(),
+            );
         }
     }
 }
@@ -129,7 +147,7 @@ impl Payer {
                     let outcome = settlement.await;
                     match settle::finish_call_now(&state, &verified, outcome, kept).await {
                         Ok((s, _)) => (
-                            Owed::new(meter, kept, usage),
+                            Owed::new(meter, kept, usage).settled_in(&s.transaction),
                             Ok(Settled::X402 {
                                 kept,
                                 verified,
@@ -214,7 +232,10 @@ where
     F: Future<Output = Result<Settlement, PaymentError>>,
 {
     let outcome = settlement.await;
-    let credits = if outcome.is_ok() { kept } else { 0 };
-    meter.record(status, credits, Some(&usage));
+    let (credits, transaction) = match &outcome {
+        Ok(s) => (kept, Some(s.transaction.clone()).filter(|t| !t.is_empty())),
+        Err(_) => (0, None),
+    };
+    meter.record_paid(status, credits, Some(&usage), transaction);
     outcome
 }

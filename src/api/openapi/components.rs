@@ -156,6 +156,8 @@ pub fn schemas() -> Map<String, Value> {
     let ledger_event = all(json!({
         "ts": string(), "kind": {"enum": ["topup", "debit", "refund", "grant"]}, "credits": int(),
         "usd": string(), "ref": opt(string()), "note": opt(string()),
+        "transaction": opt(json!({"type": "string", "pattern": "^0x[0-9a-f]{64}$",
+                                  "description": "The on-chain transaction of an x402 payment or refund, when the reference is one."})),
     }));
     let usage_event = all(json!({
         "ts": {"type": "number"}, "ts_iso": string(), "method": string(), "path": string(),
@@ -163,6 +165,8 @@ pub fn schemas() -> Map<String, Value> {
         "model": opt(string()), "prompt_tokens": uint(), "completion_tokens": uint(),
         "memory_read": boolean(), "memory_write": boolean(), "memories_used": uint(),
         "key_id": opt(string()), "auth_mode": string(), "request_id": string(),
+        "transaction": opt(json!({"type": "string", "pattern": "^0x[0-9a-f]{64}$",
+                                  "description": "An x402 call's settlement transaction."})),
     }));
     let router_key = all(json!({
         "id": string(), "label": string(), "created_at": string(), "last_used_at": opt(string()),
@@ -292,6 +296,24 @@ pub fn schemas() -> Map<String, Value> {
         ("AgentRegistered", agent_registered()),
         ("AgentBalance", agent_balance()),
         ("TransactionPage", transaction_page()),
+        (
+            "MemoryNamespaces",
+            all(
+                json!({"object": {"const": "list"}, "data": array(all(json!({
+                    "namespace": {"type": ["string", "null"]}, "records": uint(),
+                    "newest_at": {"type": "string", "format": "date-time"},
+                })))}),
+            ),
+        ),
+        (
+            "MemoryRecords",
+            all(
+                json!({"object": {"const": "list"}, "data": array(all(json!({
+                "id": string(), "namespace": {"type": ["string", "null"]}, "text": string(),
+                "created_at": {"type": "string", "format": "date-time"},
+            }))), "has_more": boolean(), "next_before": {"type": ["string", "null"]}}),
+            ),
+        ),
         (
             "MemoryMatches",
             all(json!({"matches": array(all(json!({

@@ -648,6 +648,12 @@ pub fn shape(id: RouteId, c: &Config) -> Shape {
         )
         .errors(402, &["insufficient_credits"])
         .errors(422, &["validation_error"]),
+        RouteId::MemoryNamespaces => ok(r("MemoryNamespaces")),
+        RouteId::MemoryList => ok(r("MemoryRecords"))
+            .query("namespace", false, namespace(), "The namespace to list (absent or empty: the default one).")
+            .query("limit", false, int(1, crate::memory::MAX_LIST as i128), "Records per page, 1 to 100 (default 20).")
+            .query("before", false, json!({"type": "string", "pattern": "^([0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$"}), "Only records older than this memory id (the previous page's `next_before`).")
+            .errors(422, &["validation_error"]),
         RouteId::MemoryDelete => ok(object(
             &["status", "memory_id"],
             json!({"status": {"const": "deleted"}, "memory_id": string()}),

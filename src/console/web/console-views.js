@@ -1,10 +1,11 @@
-// vectorway console: the wallet views (balance, spend chart, usage, ledger, keys, memory).
+// vectorway console: the wallet views (balance, spend chart, usage, ledger, keys; memory is in
+// console-memory.js).
 
-import { $, api, chart, credits, dropChart, el, guard, PALETTE, rows, session, status, usd, when } from "./console-lib.js";
+import { $, api, chart, credits, dropChart, el, guard, PALETTE, rows, session, status, when } from "./console-lib.js";
+import * as memory from "./console-memory.js";
+import * as topup from "./console-topup.js";
 
 let spendChart = null;
-/** A key created in this tab: usable for memory search without pasting it (memory only). */
-let freshKey = null;
 const pages = { usage: 0, ledger: 0 };
 
 export async function balance() {
@@ -62,22 +63,39 @@ export async function usage(page = pages.usage) {
     s.events.map((e) =>
       el("tr", {}, el("td", {}, when(e.ts_iso)), el("td", {}, `${e.method} ${e.path}`), el("td", {}, e.status),
         el("td", {}, e.model ?? ""), el("td", {}, e.key_id ?? e.auth_mode), el("td", {}, e.prompt_tokens + e.completion_tokens),
-        el("td", {}, credits(e.credits))),
+        el("td", {}, credits(e.credits)), el("td", {}, e.transaction ? tx(e.transaction) : "")),
     ),
     "No calls.",
   );
   pager("usage-pager", page, s, usage);
 }
 
+/** An on-chain transaction hash with a copy button. */
+function tx(hash) {
+  const copy = () => guard(async () => {
+    await navigator.clipboard.writeText(hash);
+    status("Transaction hash copied.");
+  });
+  return el("span", { class: "tx" }, el("code", { "data-tx": hash, title: "On-chain transaction" }, hash),
+    el("button", { type: "button", class: "quiet", "aria-label": `Copy transaction hash ${hash}`, onclick: copy }, "Copy"));
+}
+
+/** A ledger row's reference: an x402 payment's or refund's transaction, else the reference. */
+function reference(e) {
+  if (e.transaction) return tx(e.transaction);
+  return e.ref ? el("code", {}, e.ref) : "";
+}
+
 export async function ledger(page = pages.ledger) {
   pages.ledger = page;
+  topup.offer();
   const kind = $("ledger-kind").value;
   const s = await api(`/v1/credits/ledger?limit=20&cursor=${page * 20}${kind ? `&kind=${kind}` : ""}`);
   rows(
     $("ledger-table").tBodies[0],
     s.events.map((e) =>
       el("tr", {}, el("td", {}, when(e.ts)), el("td", {}, e.kind), el("td", {}, credits(e.credits)), el("td", {}, e.usd),
-        el("td", {}, e.ref ? el("code", {}, e.ref) : ""), el("td", {}, e.note ?? "")),
+        el("td", {}, reference(e)), el("td", {}, e.note ?? "")),
     ),
     "No movements.",
   );
@@ -107,7 +125,6 @@ export async function keys() {
 async function revoke(k) {
   if (!window.confirm(`Revoke the key "${k.key_name}"? Calls with it will fail at once.`)) return;
   await api(`/v1/api-keys/${encodeURIComponent(k.key_id)}`, { method: "DELETE" });
-  if (freshKey && freshKey.includes(`_${k.key_id}_`)) freshKey = null;
   status(`Key ${k.key_name} revoked.`);
   await keys();
 }
@@ -120,7 +137,6 @@ async function createKey(ev) {
     body: { wallet_address: session.wallet, key_name: name },
     headers: { "idempotency-key": crypto.randomUUID() },
   });
-  freshKey = r.api_key;
   $("new-key-value").textContent = r.api_key;
   $("new-key").hidden = false;
   $("key-name").value = "";
@@ -128,35 +144,7 @@ async function createKey(ev) {
   await keys();
 }
 
-async function memorySearch(ev) {
-  ev.preventDefault();
-  const key = $("memory-key").value.trim() || (session.kind === "key" ? session.token : freshKey);
-  if (!key) {
-    status("Memory search needs an API key: paste one or create one under API keys.", true);
-    return;
-  }
-  const q = new URLSearchParams({ q: $("memory-q").value });
-  const ns = $("memory-ns").value.trim();
-  if (ns) q.set("namespace", ns);
-  const as = { kind: "key", token: key };
-  const r = await api(`/v1/memory?${q}`, { as });
-  rows(
-    $("memory-table").tBodies[0],
-    r.matches.map((m) =>
-      el("tr", { "data-memory": m.id }, el("td", {}, m.text), el("td", {}, m.score.toFixed(3)), el("td", {}, el("code", {}, m.id)),
-        el("td", {}, el("button", { type: "button", class: "quiet", "aria-label": `Delete memory ${m.id}`, onclick: () => guard(() => forget(m, as)) }, "Delete"))),
-    ),
-    "No memories match.",
-  );
-}
-
-async function forget(m, as) {
-  await api(`/v1/memory/${encodeURIComponent(m.id)}`, { method: "DELETE", as });
-  document.querySelector(`[data-memory="${CSS.escape(m.id)}"]`)?.remove();
-  status("Memory deleted.");
-}
-
-const loaders = { overview: () => Promise.all([balance(), spend()]), usage: () => usage(0), ledger: () => ledger(0), keys, memory: async () => {} };
+const loaders = { overview: () => Promise.all([balance(), spend()]), usage: () => usage(0), ledger: () => ledger(0), keys, memory: memory.load };
 
 export async function show(tab) {
   for (const b of document.querySelectorAll("[data-tab]")) {
@@ -174,7 +162,15 @@ export function wire() {
   on("usage-form", () => usage(0));
   on("ledger-form", () => ledger(0));
   on("key-create", createKey);
-  on("memory-form", memorySearch);
+  memory.wire();
+  on("topup-form", async () => {
+    const amount = Number($("topup-amount").value);
+    status("Waiting for the wallet's signature…");
+    const r = await topup.topup(amount);
+    status(`Topped up: ${credits(r.credited_usdc)} credits (settled on chain).`);
+    $("ledger-kind").value = "";
+    await ledger(0);
+  });
   $("copy-key").addEventListener("click", () =>
     guard(async () => {
       await navigator.clipboard.writeText($("new-key-value").textContent);

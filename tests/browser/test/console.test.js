@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { Wallet } from 'ethers';
 
-import { axeViolations, horizontalOverflow, injectWallet, screenshot, useBrowser } from '../harness.js';
+import { fitsPhone, noSeriousAxe, tab, until } from '../console.js';
+import { injectWallet, screenshot, useBrowser } from '../harness.js';
 
 const { it } = useBrowser();
 
@@ -28,36 +29,6 @@ async function chat(env, key, content, extra = {}) {
     body: JSON.stringify({ model: 'gemini-2.5-flash', max_tokens: 16, messages: [{ role: 'user', content }], ...extra }),
   });
   return { status: res.status, body: await res.json() };
-}
-
-async function until(what, f, timeoutMs = 20000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function noSeriousAxe(page, view) {
-  const v = await axeViolations(page);
-  assert.deepEqual(v, [], `axe on ${view}: ${JSON.stringify(v, null, 1)}`);
-}
-
-/** At 360 px the page itself never scrolls sideways (tables scroll inside their wrapper). */
-async function fitsPhone(page, view) {
-  await page.setViewportSize({ width: 360, height: 780 });
-  await page.waitForTimeout(150);
-  const o = await horizontalOverflow(page);
-  assert.ok(o.scrollWidth <= o.viewport, `${view}: page scrolls sideways at 360 px: ${JSON.stringify(o)}`);
-  assert.deepEqual(o.wide, [], `${view}: elements wider than 360 px`);
-  await page.setViewportSize({ width: 1200, height: 900 });
-}
-
-async function tab(page, name) {
-  await page.click(`[data-tab="${name}"]`);
-  await page.waitForSelector(`#tab-${name}:not([hidden])`);
 }
 
 it('a wallet signs in with SIWE, manages keys, sees its calls charted and deletes a memory', async (env) => {
@@ -141,7 +112,8 @@ it('a wallet signs in with SIWE, manages keys, sees its calls charted and delete
   await screenshot(page, 'console-ledger');
   await fitsPhone(page, 'ledger');
 
-  // The memory the third call wrote: found by search in its namespace, then deleted.
+  // The memory the third call wrote, with the wallet's session (no key pasted): its namespace is
+  // listed with one record, opening it lists the memory, a search finds it, Delete removes it.
   const search = async () => {
     const res = await fetch(`${env.url}/v1/memory?q=pelican&namespace=notes`, { headers: { 'x-api-key': secret } });
     return (await res.json()).matches ?? [];
@@ -151,15 +123,21 @@ it('a wallet signs in with SIWE, manages keys, sees its calls charted and delete
     return m.length ? m : null;
   });
   await tab(page, 'memory');
-  await page.fill('#memory-ns', 'notes');
+  await page.waitForSelector('#ns-table tr[data-namespace="notes"] >> td:nth-child(2):text-is("1")');
+  await page.click('#ns-table tr[data-namespace="notes"] button');
+  await page.waitForSelector(`#memory-table [data-memory="${memory.id}"]`);
+  assert.equal(await page.inputValue('#memory-ns'), 'notes');
+  assert.match(await page.textContent('#memory-caption'), /notes, newest first/);
   await page.fill('#memory-q', 'pelican');
   await page.click('#memory-form button[type=submit]');
-  await page.waitForSelector(`[data-memory="${memory.id}"]`);
+  await page.waitForSelector('#memory-caption:has-text("best first")');
+  await page.waitForSelector(`#memory-table [data-memory="${memory.id}"]`);
   await noSeriousAxe(page, 'memory');
   await screenshot(page, 'console-memory');
   await fitsPhone(page, 'memory');
   await page.click(`[data-memory="${memory.id}"] button`);
   await page.waitForSelector(`[data-memory="${memory.id}"]`, { state: 'detached' });
+  await page.waitForSelector('#ns-table tr[data-namespace="notes"]', { state: 'detached' });
   assert.ok(!(await search()).some((m) => m.id === memory.id), 'the memory is gone');
 
   // Revoke: the key stops working at once.
@@ -220,6 +198,8 @@ it('another wallet sees none of the first wallet\'s data', async (env) => {
   await page.waitForSelector('#usage-table tbody tr');
   await tab(page, 'keys');
   await page.waitForSelector('#keys-table td:has-text("No active keys")');
+  await tab(page, 'memory');
+  await page.waitForSelector('#ns-table td:has-text("No memories yet")');
   const html = await page.content();
   assert.ok(!html.includes(shared.a) && !html.includes(shared.aKeyId), 'nothing of wallet A is shown');
   // Asking for A's summary with B's session is refused.
