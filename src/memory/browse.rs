@@ -1,17 +1,16 @@
 //! Browsing a wallet's memory without a query: its namespaces with their record counts, and one
 //! namespace's records newest first (`GET /v1/memory/namespaces`, `GET /v1/memory/records`).
 //!
-//! Both walk the wallet's records in the memory log on a blocking thread (one positioned read
-//! per record, the same walk a first search's index load makes): O(records of the wallet), never
-//! another wallet's, and nothing is embedded, so they cost the caller nothing. A PostgreSQL
-//! memory backend answers the same two questions from `memory_records` (`GROUP BY namespace`,
-//! and `ORDER BY id DESC` on its `(wallet, namespace)` index) behind these two methods.
+//! Both fold over the wallet's records through the storage facade (`Storage::fold_memories`: the
+//! memory log on the embedded store, `memory_records` on PostgreSQL), on a blocking thread, the
+//! same walk a first search's index load makes: O(records of the wallet), never another
+//! wallet's, and nothing is embedded, so they cost the caller nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::record::RecordView;
 use super::{Memory, MemoryError, MemoryId, validate_namespace};
-use crate::storage::{StorageError, Store};
+use crate::storage::MemoryScan;
 use crate::wallet::Wallet;
 
 /// Most records one list page returns.
@@ -44,45 +43,36 @@ pub struct ListPage {
     pub has_more: bool,
 }
 
-/// Runs a walk of the memory log off tokio's workers.
-async fn blocking<T: Send + 'static>(
-    store: &Store,
-    f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, MemoryError> {
-    let store = Store::clone(store);
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| MemoryError::Internal(format!("memory walk task: {e}")))?
-        .map_err(MemoryError::from)
-}
-
 impl Memory {
     /// The wallet's namespaces (the default one first as `None`, then by name), each with its
     /// live record count and newest record's time. A wallet with no memories has none.
     pub async fn namespaces(&self, wallet: Wallet) -> Result<Vec<Namespace>, MemoryError> {
-        blocking(&self.store, move |store| {
-            let mut by: BTreeMap<Option<String>, Namespace> = BTreeMap::new();
-            for item in store.memories_of(&wallet) {
-                let (id, bytes) = item?;
-                let view = match RecordView::parse(&bytes) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::warn!(%wallet, id = %MemoryId(id), %e, "unreadable memory record skipped");
-                        continue;
-                    }
-                };
-                let ns = view.namespace.map(str::to_string);
-                let entry = by.entry(ns.clone()).or_insert(Namespace {
-                    namespace: ns,
-                    records: 0,
-                    newest_at_ms: 0,
-                });
-                entry.records += 1;
-                entry.newest_at_ms = entry.newest_at_ms.max(view.created_at_ms);
-            }
-            Ok(by.into_values().collect())
-        })
-        .await
+        let by = self
+            .store
+            .fold_memories(
+                wallet,
+                MemoryScan::All,
+                BTreeMap::<Option<String>, Namespace>::new(),
+                move |by, id, bytes| {
+                    let view = match RecordView::parse(bytes) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!(%wallet, id = %MemoryId(id), %e, "unreadable memory record skipped");
+                            return;
+                        }
+                    };
+                    let ns = view.namespace.map(str::to_string);
+                    let entry = by.entry(ns.clone()).or_insert(Namespace {
+                        namespace: ns,
+                        records: 0,
+                        newest_at_ms: 0,
+                    });
+                    entry.records += 1;
+                    entry.newest_at_ms = entry.newest_at_ms.max(view.created_at_ms);
+                },
+            )
+            .await?;
+        Ok(by.into_values().collect())
     }
 
     /// Up to `limit` (1 to `MAX_LIST`) records of (wallet, namespace), newest first, strictly
@@ -101,35 +91,44 @@ impl Memory {
                 format!("limit must be between 1 and {MAX_LIST}"),
             ));
         }
-        blocking(&self.store, move |store| {
-            let mut records = Vec::with_capacity(limit);
-            let mut has_more = false;
-            // Ids are UUIDv7 in creation order, so the log's id order reversed is newest first.
-            let older = store
-                .memories_of(&wallet)
-                .rev()
-                .filter(|item| !matches!((item, before), (Ok((id, _)), Some(b)) if *id >= b.0));
-            for item in older {
-                let (id, bytes) = item?;
-                let Ok(view) = RecordView::parse(&bytes) else {
-                    continue;
-                };
-                if view.namespace != namespace.as_deref() {
-                    continue;
-                }
-                if records.len() == limit {
-                    has_more = true;
-                    break;
-                }
-                records.push(Listed {
-                    id: MemoryId(id),
-                    namespace: namespace.clone(),
-                    text: view.text.to_string(),
-                    created_at_ms: view.created_at_ms,
-                });
-            }
-            Ok(ListPage { records, has_more })
+        // The fold runs in id order, oldest first (ids are UUIDv7 in creation order): keep the
+        // newest `limit + 1` older than `before`; one more than the page means more follow.
+        let want = namespace.clone();
+        let mut newest = self
+            .store
+            .fold_memories(
+                wallet,
+                MemoryScan::Namespace(namespace.clone()),
+                VecDeque::with_capacity(limit + 1),
+                move |newest, id, bytes| {
+                    if before.is_some_and(|b| id >= b.0) {
+                        return;
+                    }
+                    let Ok(view) = RecordView::parse(bytes) else {
+                        return;
+                    };
+                    if view.namespace != want.as_deref() {
+                        return;
+                    }
+                    if newest.len() == limit + 1 {
+                        newest.pop_front();
+                    }
+                    newest.push_back(Listed {
+                        id: MemoryId(id),
+                        namespace: want.clone(),
+                        text: view.text.to_string(),
+                        created_at_ms: view.created_at_ms,
+                    });
+                },
+            )
+            .await?;
+        let has_more = newest.len() > limit;
+        if has_more {
+            newest.pop_front();
+        }
+        Ok(ListPage {
+            records: newest.into_iter().rev().collect(),
+            has_more,
         })
-        .await
     }
 }
