@@ -36,6 +36,7 @@ mod memory;
 mod money;
 mod ops;
 mod pg;
+mod pg_leases;
 mod pg_store;
 mod responses;
 mod settle;

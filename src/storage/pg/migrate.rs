@@ -12,8 +12,14 @@ use super::DbError;
 use crate::storage::StorageError;
 
 /// The migrations this binary knows, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (
+        2,
+        "history_keys",
+        include_str!("migrations/0002_history_keys.sql"),
+    ),
+];
 
 /// The advisory lock key every gateway takes while migrating (ASCII "vectorwy").
 const LOCK_KEY: i64 = 0x7665_6374_6f72_7779;
