@@ -9,7 +9,7 @@ use vectorway::storage::pg::PgStore;
 use vectorway::storage::{LedgerEntry, LedgerKind};
 use vectorway::wallet::Wallet;
 
-use crate::harness::{Env, W1, fast_knobs, served_and_charged, spawn_chat};
+use crate::harness::{Binary, Env, W1, call, fast_knobs, served_and_charged, spawn_chat};
 use crate::pg::{Postgres, pg_config, raw_client};
 
 /// One wallet's books as the database has them, checked against both invariants:
@@ -195,4 +195,145 @@ async fn three_gateways_never_serve_more_than_the_balance() {
     }
     let (_, _, leased) = books(&c, &w).await;
     assert_eq!(leased, 0, "every lease was returned at shutdown");
+}
+
+/// Starts `n` chats on `base` at once; each ends as `Some((status, body))` or, when the
+/// connection broke (the gateway was killed), `None`.
+fn chats(
+    base: &str,
+    key: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Option<(u16, serde_json::Value)>>> {
+    let body =
+        json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}).to_string();
+    (0..n)
+        .map(|_| {
+            let (url, key, body) = (
+                format!("{base}/v1/chat/completions"),
+                key.to_string(),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                let r = call(http::Method::POST, &url, &[("x-api-key", &key)], body).await?;
+                Some((r.status.as_u16(), r.json()))
+            })
+        })
+        .collect()
+}
+
+/// A replica (the real binary) is killed with SIGKILL while chats are in flight: money in is
+/// not lost, no call is charged twice or past what was acknowledged, and its lease comes back
+/// (`amount − used`) once it expires, recovered by the surviving gateway's upkeep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_lease_is_recovered_and_nothing_is_charged_twice() {
+    let url = Postgres::shared().fresh_db().await;
+    let on_pg = |c: &mut vectorway::config::Config| {
+        c.backend = StoreBackend::Postgres(pg_config(&url));
+    };
+    let mut knobs = fast_knobs();
+    knobs.ttft = Duration::from_millis(400);
+    let survivor = Env::with_knobs(knobs, on_pg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut doomed = Binary::start(
+        dir.path(),
+        &survivor.sim.base_url(),
+        &[
+            ("VECTORWAY_STORE__BACKEND", "postgres"),
+            ("VECTORWAY_STORE__POSTGRES_URL", &url),
+        ],
+    );
+    let grant = 307 * 100;
+    let key = survivor.funded_key(W1, grant).await;
+    // The key reaches the binary through the auth feed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = call(
+            http::Method::GET,
+            &format!("{}/v1/credits/me", doomed.base),
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+        if r.is_some_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key reached the binary"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut acknowledged = 0u64;
+    let mut tally = |ends: Vec<Option<(u16, serde_json::Value)>>| {
+        for (status, v) in ends.into_iter().flatten() {
+            assert_eq!(status, 200, "{v}");
+            acknowledged += v["usage"]["credit_cost"].as_u64().unwrap();
+        }
+    };
+    let first = futures_util::future::join_all(chats(&doomed.base, &key, 10)).await;
+    tally(first.into_iter().map(Result::unwrap).collect());
+    // Under load: kill it while the next chats are with the model.
+    let before = survivor.sim.generation_count();
+    let flying = chats(&doomed.base, &key, 20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while survivor.sim.generation_count() < before + 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chats reached the model"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    doomed.kill();
+    tally(
+        futures_util::future::join_all(flying)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect(),
+    );
+
+    let c = raw_client(&url).await;
+    let w: Wallet = W1.parse().unwrap();
+    let (granted, committed, leased) = books(&c, &w).await;
+    assert_eq!(granted, grant as i64, "money in is never lost");
+    assert!(leased > 0, "the killed replica's lease is still out");
+    assert!(
+        committed as u64 <= acknowledged,
+        "charged {committed}, more than the {acknowledged} acknowledged"
+    );
+    let twice: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT reference FROM ledger WHERE kind = 'debit'
+                                   GROUP BY reference HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(twice, 0, "no call is charged twice");
+    // The survivor's upkeep recovers the lease once it expires (10 s without a heartbeat).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, after, leased) = books(&c, &w).await;
+        assert_eq!(after, committed, "nothing is charged after the kill");
+        if leased == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease was recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // All that was not charged is spendable again, through the survivor.
+    let b = survivor.gw().state.billing.balance_now(&w).await.unwrap();
+    assert_eq!(b.balance, grant - committed as u64);
+    let res = survivor
+        .chat(
+            &key,
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    survivor.stop().await;
 }
