@@ -162,6 +162,9 @@ async fn charge_debits(
     for (wallet, due) in per {
         let w = wallet.as_bytes().as_slice();
         let d = to_i64(due);
+        // The balances row first, as every lease change does (`pg::leases`).
+        tx.execute("SELECT 1 FROM balances WHERE wallet = $1 FOR UPDATE", &[&w])
+            .await?;
         if let Some(r) = tx.query_opt(CHARGE_LEASE, &[&w, &replica, &d]).await? {
             seen.push((wallet, seen_of(&r)?));
             continue;

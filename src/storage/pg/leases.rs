@@ -5,7 +5,10 @@
 //! `leased + committed <= granted` makes an overdraft a constraint violation. `credit_leases` has
 //! one row per (wallet, replica): `amount` leased so far, of which `used` is already committed.
 //! So `balances.leased = Σ (amount − used)` over the wallet's lease rows, after every statement
-//! here (each is one statement, or one transaction, that changes both tables together).
+//! here (each is one statement, or one transaction, that changes both tables together). Every
+//! change locks the `balances` row before any lease row (`LOCK_WALLETS`, in wallet order when
+//! there are several), so concurrent changes to one wallet queue on that row, never deadlock,
+//! and each sees the lease rows as the one before it left them.
 
 use super::{PgStore, to_i64, to_u64};
 use crate::storage::StorageError;
@@ -60,6 +63,11 @@ l AS (
         SET amount = c.amount + EXCLUDED.amount, expires_ms = EXCLUDED.expires_ms
     RETURNING 1)
 SELECT granted, committed, (SELECT count(*) FROM l) AS leased FROM b";
+
+/// Locks the `balances` rows of the wallets whose lease rows match `{cond}`, in wallet order.
+const LOCK_WALLETS: &str = "
+SELECT 1 FROM balances WHERE wallet IN (SELECT wallet FROM credit_leases WHERE {cond})
+ORDER BY wallet FOR UPDATE";
 
 /// Returns `n` unused credits of a replica's lease to the wallet's free balance.
 const UNLEASE: &str = "
@@ -169,9 +177,13 @@ impl PgStore {
         replica: &str,
         n: u64,
     ) -> Result<Option<Seen>, StorageError> {
-        let c = self.client().await?;
+        let mut c = self.client().await?;
         let w = wallet.as_bytes().as_slice();
-        let row = c.query_opt(UNLEASE, &[&w, &replica, &to_i64(n)]).await?;
+        let tx = c.transaction().await?;
+        tx.execute("SELECT 1 FROM balances WHERE wallet = $1 FOR UPDATE", &[&w])
+            .await?;
+        let row = tx.query_opt(UNLEASE, &[&w, &replica, &to_i64(n)]).await?;
+        tx.commit().await?;
         self.seen_row(wallet, row)
     }
 
@@ -204,9 +216,8 @@ impl PgStore {
     /// Recovers every lease that expired before `now_ms` (its replica stopped beating): what it
     /// had not used goes back to the free balance. Returns the credits recovered.
     pub async fn recover_expired(&self, now_ms: u64) -> Result<u64, StorageError> {
+        let rows = self.drop_leases("expires_ms < $1", &to_i64(now_ms)).await?;
         let c = self.client().await?;
-        let sql = DROP_LEASES.replace("{cond}", "expires_ms < $1");
-        let rows = c.query(&sql, &[&to_i64(now_ms)]).await?;
         c.execute(
             "DELETE FROM replicas r WHERE heartbeat_ms < $1
                AND NOT EXISTS (SELECT 1 FROM credit_leases l WHERE l.replica = r.id)",
@@ -221,14 +232,31 @@ impl PgStore {
     /// Returns all of `replica`'s leases (a clean shutdown, once its debits are committed) and
     /// forgets the replica. Returns the credits given back.
     pub async fn release_replica(&self, replica: &str) -> Result<u64, StorageError> {
+        let rows = self.drop_leases("replica = $1", &replica).await?;
         let c = self.client().await?;
-        let sql = DROP_LEASES.replace("{cond}", "replica = $1");
-        let rows = c.query(&sql, &[&replica]).await?;
         c.execute("DELETE FROM replicas WHERE id = $1", &[&replica])
             .await?;
         rows.iter()
             .map(|r| Ok(to_u64(r.try_get::<_, i64>(0)?)))
             .sum()
+    }
+
+    /// Deletes the lease rows matching `cond` (on `$1`) and gives their unused credits back, in
+    /// one transaction that locks the wallets' `balances` rows first.
+    async fn drop_leases(
+        &self,
+        cond: &str,
+        arg: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Vec<tokio_postgres::Row>, StorageError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(&LOCK_WALLETS.replace("{cond}", cond), &[arg])
+            .await?;
+        let rows = tx
+            .query(&DROP_LEASES.replace("{cond}", cond), &[arg])
+            .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// A wallet's totals now (`None`: nothing ever reached it).
