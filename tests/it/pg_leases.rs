@@ -99,9 +99,16 @@ async fn lease_statements_keep_the_books() {
 
     // A's debits come out of A's lease; the same batch again changes nothing.
     let batch = [entry(10, -150, "req_a1"), entry(11, -50, "req_a2")];
+    a.note_pending(&w, 200);
+    assert_eq!(a.known_balance(&w), 800, "charged in memory, on its way");
     a.append_history(&batch, &[]).await.unwrap();
     a.append_history(&batch, &[]).await.unwrap();
     assert_eq!(books(&c, &w).await, (1000, 200, 800));
+    assert_eq!(
+        a.known_balance(&w),
+        800,
+        "landed once: committed, no longer pending"
+    );
     // A gives back 100 it did not use; it cannot give back more than it has unused.
     assert!(a.unlease(&w, a.replica(), 100).await.unwrap().is_some());
     assert!(a.unlease(&w, a.replica(), 401).await.unwrap().is_none());

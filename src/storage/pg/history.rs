@@ -305,18 +305,31 @@ impl PgStore {
             ];
             tx.execute(INSERT_USAGE, &params).await?;
         }
-        tx.commit().await?;
-        // Every debit of the window is in the database now (inserted, or found from a retry).
+        // Every debit of the window is in the database once this commits (inserted now, or by
+        // an earlier attempt whose answer was lost: then its wallet's totals are read here).
         let mut landed: HashMap<Wallet, u64> = HashMap::new();
         for e in ledger.iter().filter(|e| e.credits < 0) {
             *landed.entry(e.wallet).or_default() += e.credits.unsigned_abs();
         }
+        let unread: Vec<Wallet> = landed
+            .keys()
+            .filter(|w| !seen.iter().any(|(s, _)| s == *w))
+            .copied()
+            .collect();
+        for w in unread {
+            let row = tx
+                .query_opt(
+                    "SELECT granted, committed FROM balances WHERE wallet = $1",
+                    &[&w.as_bytes().as_slice()],
+                )
+                .await?;
+            if let Some(r) = row {
+                seen.push((w, seen_of(&r)?));
+            }
+        }
+        tx.commit().await?;
         for (w, s) in seen {
             self.observe(&w, s, landed.remove(&w).unwrap_or(0));
-        }
-        for (w, d) in landed {
-            // Already stored by an earlier attempt of this window: nothing new was returned.
-            self.observe(&w, Seen::default(), d);
         }
         Ok(())
     }
