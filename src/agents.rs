@@ -58,7 +58,7 @@ impl AgentError {
         match self {
             AgentError::NotFound(_) => 404,
             AgentError::CapacityReached { .. } => 503,
-            AgentError::Storage(_) => 500,
+            AgentError::Storage(s) => s.status(),
         }
     }
 
@@ -66,7 +66,7 @@ impl AgentError {
         match self {
             AgentError::NotFound(_) => "agent_not_found",
             AgentError::CapacityReached { .. } => "agent_capacity_reached",
-            AgentError::Storage(_) => "internal_error",
+            AgentError::Storage(s) => s.code(),
         }
     }
 

@@ -118,8 +118,9 @@ impl State {
         let siwe = Siwe::new(a.siwe_domain.clone(), a.chain_ids.clone(), a.nonce_ttl)
             .with_origin(&describe::base_url(&p.config))
             .with_max_nonces(a.max_nonces);
-        let limiter =
-            RateLimiter::new(p.config.limits).with_registrations(p.config.agents.register_per_min);
+        let limiter = RateLimiter::new(p.config.limits)
+            .with_registrations(p.config.agents.register_per_min)
+            .with_shared(p.store.clone());
         let agents = Arc::new(crate::agents::Agents::new(p.store.clone(), p.config.agents));
         let memory = Memory::with_embedder(Store::clone(&p.store), &p.config.memory, p.embedder)
             .with_effects(p.effects.clone());
@@ -260,7 +261,7 @@ async fn serve(
         Err(e) => return error_response_on(route, &e),
     };
     let quota = match (&principal, peer) {
-        (Some(p), _) => match state.limiter.check(p.wallet, route.class) {
+        (Some(p), _) => match state.limiter.check(p.wallet, route.class).await {
             Ok(q) => q,
             Err(e) => return error_response_on(route, &Error::from(e)),
         },
@@ -468,9 +469,9 @@ async fn dispatch(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Err
         RouteId::ApiKeyList => account::list_keys(&ctx),
         RouteId::ApiKeyRevoke => account::revoke_key(&ctx).await,
         RouteId::AuthKeysCreate => signin::router_create_key(&ctx, req).await,
-        RouteId::AuthKeysList => signin::router_list_keys(&ctx, &req),
+        RouteId::AuthKeysList => signin::router_list_keys(&ctx, signin::query_map(&req)).await,
         RouteId::AuthKeysRevoke => signin::router_revoke_key(&ctx, req).await,
-        RouteId::UsageWallet => signin::router_usage(&ctx, &req).await,
+        RouteId::UsageWallet => signin::router_usage(&ctx, signin::query_map(&req)).await,
         RouteId::AdminGrant => admin::grant(&ctx, req).await,
         RouteId::AdminCreateKey => admin::create_key(&ctx, req).await,
         RouteId::AdminBalance => admin::balance(&ctx, &req).await,

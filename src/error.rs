@@ -17,7 +17,6 @@ use crate::memory::MemoryError;
 use crate::payments::PaymentError;
 use crate::ratelimit::RateLimited;
 use crate::storage::StorageError;
-use crate::storage::pg::DbError;
 use crate::upstream::UpstreamError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -132,6 +131,11 @@ pub enum Error {
     Agent(#[from] AgentError),
 }
 
+/// `StorageError::status` as a `StatusCode`.
+fn storage_status(e: &StorageError) -> StatusCode {
+    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -172,13 +176,13 @@ impl Error {
                     | SiweError::ChainId(_)
                     | SiweError::SignatureInvalid => StatusCode::UNAUTHORIZED,
                 },
-                AuthError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                AuthError::Storage(s) => storage_status(s),
                 AuthError::InvalidWallet(_) => StatusCode::UNPROCESSABLE_ENTITY,
             },
             Error::Billing(e) => match e {
                 BillingError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
                 BillingError::InvalidAmount(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                BillingError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                BillingError::Storage(s) => storage_status(s),
             },
             Error::Upstream(e) => match e {
                 UpstreamError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -207,15 +211,7 @@ impl Error {
             Error::Agent(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            Error::Storage(e) => match e {
-                StorageError::Sled(_)
-                | StorageError::Codec(_)
-                | StorageError::Locked(_)
-                | StorageError::Db(DbError::Statement(_) | DbError::Schema(_)) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
-                StorageError::Db(DbError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            },
+            Error::Storage(e) => storage_status(e),
         }
     }
 
@@ -269,12 +265,12 @@ impl Error {
                     SiweError::SignatureInvalid => "siwe_signature_invalid",
                     SiweError::WalletMismatch { .. } => "wallet_mismatch",
                 },
-                AuthError::Storage(_) => "internal_error",
+                AuthError::Storage(s) => s.code(),
             },
             Error::Billing(e) => match e {
                 BillingError::InsufficientCredits { .. } => "insufficient_credits",
                 BillingError::InvalidAmount(_) => "validation_error",
-                BillingError::Storage(_) => "internal_error",
+                BillingError::Storage(s) => s.code(),
             },
             Error::Upstream(e) => match e {
                 UpstreamError::RateLimited { .. } => "upstream_rate_limited",
@@ -289,8 +285,7 @@ impl Error {
                 | UpstreamError::Credentials(_)
                 | UpstreamError::Interrupted(_) => "upstream_error",
             },
-            Error::Storage(StorageError::Db(DbError::Unavailable(_))) => "store_unavailable",
-            Error::Storage(_) => "internal_error",
+            Error::Storage(e) => e.code(),
             Error::RateLimit(_) => "rate_limited",
             Error::Payment(e) => e.code(),
             Error::Memory(e) => e.code(),

@@ -112,7 +112,8 @@ impl MemoryError {
                 | UpstreamError::Credentials(_)
                 | UpstreamError::Interrupted(_) => 502,
             },
-            MemoryError::Storage(_) | MemoryError::Internal(_) => 500,
+            MemoryError::Storage(s) => s.status(),
+            MemoryError::Internal(_) => 500,
         }
     }
 
@@ -134,7 +135,8 @@ impl MemoryError {
                 | UpstreamError::Credentials(_)
                 | UpstreamError::Interrupted(_) => "upstream_error",
             },
-            MemoryError::Storage(_) | MemoryError::Internal(_) => "internal_error",
+            MemoryError::Storage(s) => s.code(),
+            MemoryError::Internal(_) => "internal_error",
         }
     }
 

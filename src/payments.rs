@@ -155,7 +155,8 @@ impl PaymentError {
             | PaymentError::SettlementRefused { .. }
             | PaymentError::NotSettled { .. } => 402,
             PaymentError::NonceReused => 409,
-            PaymentError::Storage(_) | PaymentError::Internal(_) => 500,
+            PaymentError::Storage(s) => s.status(),
+            PaymentError::Internal(_) => 500,
             PaymentError::Facilitator(_) | PaymentError::FacilitatorUnreachable(_) => 502,
             PaymentError::SettlementUnknown { .. } => 504,
             PaymentError::Busy | PaymentError::Unavailable => 503,
@@ -182,7 +183,8 @@ impl PaymentError {
             PaymentError::Facilitator(_) | PaymentError::FacilitatorUnreachable(_) => {
                 "x402_facilitator_error"
             }
-            PaymentError::Storage(_) | PaymentError::Internal(_) => "internal_error",
+            PaymentError::Storage(s) => s.code(),
+            PaymentError::Internal(_) => "internal_error",
         }
     }
 

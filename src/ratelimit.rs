@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::LimitsConfig;
 use crate::locks::lock;
+use crate::storage::Storage;
 use crate::wallet::Wallet;
+
+mod shared;
 
 /// Agent registrations per client IP per minute unless configured (the LLM-for-Agents figure).
 const REGISTER_PER_MIN: u32 = 5;
@@ -103,14 +106,14 @@ impl Rate {
 }
 
 /// One shard: the current generation and the one before it.
-struct Shard<K> {
-    cur: HashMap<K, Bucket>,
-    old: HashMap<K, Bucket>,
+struct Shard<K, V> {
+    cur: HashMap<K, V>,
+    old: HashMap<K, V>,
     /// When `cur` was started.
     since: Instant,
 }
 
-impl<K> Shard<K> {
+impl<K, V> Shard<K, V> {
     fn rotate(&mut self, now: Instant) {
         std::mem::swap(&mut self.cur, &mut self.old);
         self.cur.clear();
@@ -125,15 +128,15 @@ impl<K> Shard<K> {
 /// the current generation if it was used since then, so a bucket dropped this way was idle for at
 /// least `period`, i.e. full. A new key that finds the current generation at its share of `cap`
 /// ages the shard early, dropping the old generation whatever its age.
-struct Table<K> {
-    shards: Box<[Mutex<Shard<K>>]>,
+struct Table<K, V = Bucket> {
+    shards: Box<[Mutex<Shard<K, V>>]>,
     hasher: RandomState,
     /// Buckets one generation of one shard may hold.
     per_generation: usize,
     period: Duration,
 }
 
-impl<K: Hash + Eq + Copy> Table<K> {
+impl<K: Hash + Eq + Copy, V> Table<K, V> {
     fn new(cap: usize, period: Duration) -> Self {
         let n = if cap >= 1024 { 16 } else { 1 };
         let now = Instant::now();
@@ -154,7 +157,7 @@ impl<K: Hash + Eq + Copy> Table<K> {
     }
 
     /// Runs `f` on `key`'s bucket (a fresh `init` one when it has none).
-    fn with<R>(&self, key: K, now: Instant, init: Bucket, f: impl FnOnce(&mut Bucket) -> R) -> R {
+    fn with<R>(&self, key: K, now: Instant, init: V, f: impl FnOnce(&mut V) -> R) -> R {
         let i = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
         let mut s = lock(&self.shards[i]);
         let age = now.saturating_duration_since(s.since);
@@ -215,6 +218,9 @@ pub struct RateLimiter {
     register_limit: u32,
     register_rate: Rate,
     registers: Table<IpAddr>,
+    max_tracked: usize,
+    /// With a store that gateways share: the wallet buckets are the shared ones (`shared`).
+    shared: Option<shared::Shared>,
 }
 
 impl RateLimiter {
@@ -231,7 +237,18 @@ impl RateLimiter {
             register_limit: REGISTER_PER_MIN,
             register_rate: Rate::new(REGISTER_PER_MIN, REGISTER_PER_MIN),
             registers: Table::new(limits.max_tracked, Duration::from_secs(60)),
+            max_tracked: limits.max_tracked,
+            shared: None,
         }
+    }
+
+    /// Draws wallet tokens from buckets shared by every gateway on `store` when it has them
+    /// (PostgreSQL; `shared` states the tolerance). Client-IP buckets stay per gateway.
+    pub fn with_shared(mut self, store: Storage) -> Self {
+        if store.is_shared() {
+            self.shared = Some(shared::Shared::new(store, self.max_tracked));
+        }
+        self
     }
 
     /// Allows `per_min` agent registrations per client IP per minute, in bursts of as many.
@@ -276,7 +293,35 @@ impl RateLimiter {
         }
     }
 
-    pub fn check(&self, wallet: Wallet, class: RateClass) -> Result<Option<Quota>, RateLimited> {
+    /// Takes one token for `wallet` in `class`: from the buckets every gateway shares when the
+    /// store has them, else (or while the database is out of reach) from this gateway's own.
+    pub async fn check(
+        &self,
+        wallet: Wallet,
+        class: RateClass,
+    ) -> Result<Option<Quota>, RateLimited> {
+        let Some(limit) = self.limit(class) else {
+            return Ok(None);
+        };
+        if let Some(shared) = &self.shared {
+            match shared.take(wallet, class, limit).await {
+                Ok(Some(verdict)) => return verdict.map(Some),
+                Ok(None) => {}
+                Err(e) => {
+                    metrics::counter!("vectorway_rate_limit_local_fallbacks_total").increment(1);
+                    tracing::warn!(%e, "shared rate limit unavailable; this gateway's bucket applies");
+                }
+            }
+        }
+        self.check_local(wallet, class)
+    }
+
+    /// Takes one token from this gateway's own bucket for `wallet` in `class`.
+    pub fn check_local(
+        &self,
+        wallet: Wallet,
+        class: RateClass,
+    ) -> Result<Option<Quota>, RateLimited> {
         self.check_at(wallet, class, Instant::now())
     }
 

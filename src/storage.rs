@@ -59,6 +59,29 @@ pub enum StorageError {
     Db(#[from] pg::DbError),
 }
 
+impl StorageError {
+    /// The HTTP status of a request that failed on this: 503 while the database is out of
+    /// reach (the request may be retried), 500 otherwise. Every layer whose error wraps a
+    /// `StorageError` answers with this and `code`.
+    pub fn status(&self) -> u16 {
+        match self {
+            StorageError::Db(pg::DbError::Unavailable(_)) => 503,
+            StorageError::Sled(_)
+            | StorageError::Codec(_)
+            | StorageError::Locked(_)
+            | StorageError::Db(pg::DbError::Statement(_) | pg::DbError::Schema(_)) => 500,
+        }
+    }
+
+    /// The stable code beside `status`: `store_unavailable` or `internal_error`.
+    pub fn code(&self) -> &'static str {
+        match self.status() {
+            503 => "store_unavailable",
+            _ => "internal_error",
+        }
+    }
+}
+
 impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> Self {
         StorageError::Sled(e.to_string())

@@ -283,7 +283,11 @@ pub async fn serve(
             };
             let meter = Meter::new(&ctx, verified.payer, None, AuthMode::X402, &first, path);
             // The payment is verified but not settled: a limited caller is not charged.
-            if let Err(e) = state.limiter.check(verified.payer, RateClass::Runtime) {
+            if let Err(e) = state
+                .limiter
+                .check(verified.payer, RateClass::Runtime)
+                .await
+            {
                 meter.record(429, 0, None);
                 state.payments.release_nonce(&verified).await; // it may be sent again later
                 return Err(e.into());

@@ -12,8 +12,8 @@
 //! after `TTL_S`; a claim whose request is still running is forgotten after `CLAIM_TTL_S` or
 //! at the next start.
 //!
-//! The first request runs as an effect (`crate::effects`): a client that disconnects does not
-//! stop it, and its answer is stored (or its claim released) all the same.
+//! The claim and the first request run as one effect (`crate::effects`): a client that
+//! disconnects does not stop it, and its answer is stored (or its claim released) all the same.
 //!
 //! Only 2xx answers are stored: a refused request had no effect, so retrying it with the same key
 //! runs it again. That is what x402 needs: the unpaid call is answered 402 with the price, and
@@ -146,42 +146,34 @@ async fn guarded(ctx: Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Resp
     ]);
     let body_hash = hex::encode(sha256(&[&bytes]));
     let store = ctx.state.store.clone();
-    let now = now_ms() / 1000;
-    match store
-        .idem_begin(
-            &slot,
-            &body_hash,
-            now,
-            expired_before(),
-            now.saturating_sub(CLAIM_TTL_S),
-        )
-        .await
-        .map_err(|e| fail(e.into()))?
-    {
-        IdemBegin::Replay(rec) => return Ok(replay(rec)),
-        IdemBegin::Conflict => {
-            return Err(fail(
-                RequestError::IdempotencyConflict(
-                    "this Idempotency-Key was used with a different body",
-                )
-                .into(),
-            ));
-        }
-        IdemBegin::InProgress => {
-            return Err(fail(
-                RequestError::IdempotencyConflict(
-                    "a request with this Idempotency-Key is still in progress",
-                )
-                .into(),
-            ));
-        }
-        IdemBegin::Fresh => {}
-    }
-    // From the claim on, the request and the record of its answer are one effect: a client
-    // that goes away leaves neither a half-done request nor a claim that answers 409 forever.
+    // The claim, the request and the record of its answer are one effect: a client that goes
+    // away leaves neither a half-done request nor a claim that answers 409 until it expires (a
+    // claim written by the database while the client left during the round trip included).
     let effects = ctx.state.effects.clone();
     let req = Request::from_parts(parts, Either::Right(Full::new(bytes)));
     let first = async move {
+        let now = now_ms() / 1000;
+        let begun = store
+            .idem_begin(
+                &slot,
+                &body_hash,
+                now,
+                expired_before(),
+                now.saturating_sub(CLAIM_TTL_S),
+            )
+            .await;
+        let conflict = |why| error_response(&RequestError::IdempotencyConflict(why).into());
+        match begun {
+            Err(e) => return error_response(&e.into()),
+            Ok(IdemBegin::Replay(rec)) => return replay(rec),
+            Ok(IdemBegin::Conflict) => {
+                return conflict("this Idempotency-Key was used with a different body");
+            }
+            Ok(IdemBegin::InProgress) => {
+                return conflict("a request with this Idempotency-Key is still in progress");
+            }
+            Ok(IdemBegin::Fresh) => {}
+        }
         let res = dispatch(ctx, req)
             .await
             .unwrap_or_else(|e| error_response(&e));

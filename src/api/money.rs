@@ -97,7 +97,11 @@ async fn take_payment(
         Ok(None) => return Err(pay::challenge(state, quote, path, description, None)),
         Err(refused) => return Err(refused),
     };
-    if let Err(e) = state.limiter.check(verified.payer, RateClass::Control) {
+    if let Err(e) = state
+        .limiter
+        .check(verified.payer, RateClass::Control)
+        .await
+    {
         // Nothing was settled: the same payment may be sent again once the limit allows.
         state.payments.release_nonce(&verified).await;
         return Err(super::error_response(&e.into()));

@@ -114,9 +114,11 @@ pub fn error_codes(route: &Route, s: &Shape) -> Codes {
     if codes.contains_key(&413) {
         add(&mut codes, 408, &["request_timeout"]);
     }
-    // Everything but the stateless public reads touches the store.
+    // Everything but the stateless public reads touches the store (which, on PostgreSQL, may be
+    // out of reach for a while).
     if a != Access::Public || s.body.is_some() {
         add(&mut codes, 500, &["internal_error"]);
+        add(&mut codes, 503, &["store_unavailable"]);
     }
     // The LLM-for-Agents aliases name some errors as that document does.
     for list in codes.values_mut() {

@@ -41,7 +41,7 @@ struct ChallengeBody {
 pub async fn challenge(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: ChallengeBody = json_body(ctx, req).await?;
     let wallet = parse_wallet(&b.wallet_address)?;
-    ctx.state.limiter.check(wallet, RateClass::Control)?;
+    ctx.state.limiter.check(wallet, RateClass::Control).await?;
     let c = ctx
         .state
         .siwe
@@ -61,7 +61,7 @@ struct VerifyBody {
 }
 
 /// Verifies a signed message and checks it is for `wallet` (when the request names one).
-fn verify_siwe(
+async fn verify_siwe(
     ctx: &Ctx,
     message: &str,
     signature: &str,
@@ -78,14 +78,17 @@ fn verify_siwe(
             .into());
         }
     }
-    ctx.state.limiter.check(m.address, RateClass::Control)?;
+    ctx.state
+        .limiter
+        .check(m.address, RateClass::Control)
+        .await?;
     Ok(m.address)
 }
 
 /// `POST /v1/auth/siwe/verify`: creates the account on first sign-in.
 pub async fn verify(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: VerifyBody = json_body(ctx, req).await?;
-    let wallet = verify_siwe(ctx, &b.message, &b.signature, Some(&b.wallet_address))?;
+    let wallet = verify_siwe(ctx, &b.message, &b.signature, Some(&b.wallet_address)).await?;
     let state = &ctx.state;
     let (_, created) = state.store.ensure_account(&wallet, now_ms() / 1000).await?;
     let grant = state.config.auth.signup_grant;
@@ -139,7 +142,7 @@ struct RouterKeyBody {
 /// `POST /v1/auth/keys` (agent-router): SIWE in the body, the key shown once.
 pub async fn router_create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: RouterKeyBody = json_body(ctx, req).await?;
-    let wallet = verify_siwe(ctx, &b.message, &b.signature, None)?;
+    let wallet = verify_siwe(ctx, &b.message, &b.signature, None).await?;
     let label = b.label.unwrap_or_else(|| "default".into());
     if label.chars().count() > 128 {
         return Err(RequestError::validation("label", "at most 128 characters").into());
@@ -154,21 +157,24 @@ pub async fn router_create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Respo
     Ok(res)
 }
 
-fn query_map(req: &Request<ReqBody>) -> HashMap<String, String> {
+/// The query string's pairs (taken before any wait, so no borrow of the request is held).
+pub fn query_map(req: &Request<ReqBody>) -> HashMap<String, String> {
     query_pairs(req.uri().query()).into_iter().collect()
 }
 
-fn siwe_from_query(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Wallet, Error> {
-    let q = query_map(req);
+async fn siwe_from_query(ctx: &Ctx, q: &HashMap<String, String>) -> Result<Wallet, Error> {
     match (q.get("message"), q.get("signature")) {
-        (Some(m), Some(s)) => verify_siwe(ctx, m, s, None),
+        (Some(m), Some(s)) => verify_siwe(ctx, m, s, None).await,
         _ => Err(AuthError::MissingCredentials.into()),
     }
 }
 
 /// `GET /v1/auth/keys?message=&signature=` (agent-router): every key, revoked ones with `revoked_at`.
-pub fn router_list_keys(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let wallet = siwe_from_query(ctx, req)?;
+pub async fn router_list_keys(
+    ctx: &Ctx,
+    query: HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
+    let wallet = siwe_from_query(ctx, &query).await?;
     let data: Vec<_> = ctx
         .state
         .keys
@@ -185,7 +191,7 @@ pub fn router_list_keys(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Bo
 /// `DELETE /v1/auth/keys/{key_id}` (agent-router): SIWE in the body.
 pub async fn router_revoke_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let b: RouterKeyBody = json_body(ctx, req).await?;
-    let wallet = verify_siwe(ctx, &b.message, &b.signature, None)?;
+    let wallet = verify_siwe(ctx, &b.message, &b.signature, None).await?;
     let key_id = ctx.params.first().map(String::as_str).unwrap_or_default();
     if ctx.state.keys.revoke(&wallet, key_id).await? {
         Ok(json(StatusCode::OK, &j!({"revoked": true})))
@@ -199,10 +205,13 @@ pub async fn router_revoke_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Respo
 }
 
 /// `GET /v1/usage/{wallet}` (agent-router): balance, held credits, per-key totals.
-pub async fn router_usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+pub async fn router_usage(
+    ctx: &Ctx,
+    query: HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
     let caller = match &ctx.principal {
         Some(p) => p.clone(),
-        None => siwe_principal(siwe_from_query(ctx, req)?),
+        None => siwe_principal(siwe_from_query(ctx, &query).await?),
     };
     let named = ctx.params.first().map(String::as_str).unwrap_or_default();
     same_wallet(&caller, named)?;

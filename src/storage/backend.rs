@@ -13,6 +13,7 @@ use std::ops::Deref;
 
 use super::AccountRecord;
 use super::pages::{Page, UsageFilter};
+use super::pg::buckets::Borrowed;
 use super::pg::{AuthChanges, ChangeFeed, PgStore};
 use super::{
     IdemBegin, IdemRecord, KeyRecord, KeyTotals, LedgerEntry, LedgerKind, RefreshRecord,
@@ -491,6 +492,28 @@ impl Storage {
         match &self.backend {
             Backend::Embedded => Ok(()),
             Backend::Postgres(pg) => pg.seen(wallet).await.map(drop),
+        }
+    }
+
+    // === rate limits ===
+
+    /// Takes up to `want` tokens from the bucket of `(scope, class)` that every gateway on this
+    /// store shares (`pg::buckets`); `None` when the store is this gateway's alone (each
+    /// gateway's own buckets are then the limit).
+    pub async fn borrow_rate_tokens(
+        &self,
+        scope: &str,
+        class: &str,
+        want: u32,
+        capacity: u32,
+        per_min: u32,
+    ) -> Result<Option<Borrowed>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(None),
+            Backend::Postgres(pg) => pg
+                .borrow_rate_tokens(scope, class, want, capacity, per_min)
+                .await
+                .map(Some),
         }
     }
 }

@@ -37,6 +37,7 @@ mod money;
 mod ops;
 mod pg;
 mod pg_leases;
+mod pg_limits;
 mod pg_store;
 mod responses;
 mod settle;

@@ -280,6 +280,7 @@ async fn gateways_share_keys_and_readiness_follows_the_database() {
         async move { call(Method::GET, &u, &[], "").await.unwrap() }
     };
     assert_eq!(ready(&a).await.status, StatusCode::OK);
+    let pair = a.gw().state.sessions.issue(&w(W2)).await.unwrap();
     pg.stop();
     let down = ready(&a).await;
     assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -288,6 +289,25 @@ async fn gateways_share_keys_and_readiness_follows_the_database() {
             .as_str()
             .unwrap()
             .contains("unavailable")
+    );
+    // A request that needs the database is a clean 503 with a stable code, whichever layer's
+    // error carries it (here the session layer's), never a 500.
+    let refresh = a
+        .send(
+            Method::POST,
+            "/v1/auth/refresh",
+            &[("content-type", "application/json")],
+            serde_json::json!({"refresh_token": pair.refresh_token}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (refresh.status, refresh.code()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable".to_string()
+        ),
+        "{:?}",
+        refresh.body
     );
     pg.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
