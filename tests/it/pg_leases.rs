@@ -247,6 +247,9 @@ async fn a_killed_replicas_lease_is_recovered_and_nothing_is_charged_twice() {
         &[
             ("VECTORWAY_STORE__BACKEND", "postgres"),
             ("VECTORWAY_STORE__POSTGRES_URL", &url),
+            // Thirty chats at once from one wallet: the rate limit is not under test here.
+            ("VECTORWAY_LIMITS__RUNTIME_PER_MIN", "1000000"),
+            ("VECTORWAY_LIMITS__CONTROL_PER_MIN", "1000000"),
         ],
     );
     let grant = 307 * 100;
