@@ -206,7 +206,7 @@ impl Agents {
             let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
             let account = account_of(&uuid);
             if self.store.account(&account).await?.is_some()
-                || self.store.ledger_counted(&account).1 > 0
+                || self.store.has_ledger(&account).await?
             {
                 continue;
             }
@@ -288,7 +288,7 @@ impl Agents {
         for account in due {
             if self.is_pinned(&account) || owed.contains(&account) {
                 out.kept += 1;
-            } else if self.store.ledger_counted(&account).1 > 0 {
+            } else if self.store.has_ledger(&account).await? {
                 self.note_funded(&account)?;
                 out.funded += 1;
             } else {

@@ -103,6 +103,8 @@ impl Running {
             tracing::warn!(pending, "side effects still running at shutdown");
         }
         self.state.billing.journal().sync().await;
+        // Every debit is in the database now: what is left of this replica's leases goes back.
+        self.state.billing.release_leases().await;
         let _ = std::fs::remove_file(self.state.config.data_dir.join("server.json"));
         if let Some(sim) = self.simulator.take() {
             sim.stop().await;
@@ -191,10 +193,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         StoreBackend::Postgres(pg) => {
             tracing::warn!(
                 "store.backend = \"postgres\": accounts, keys, sessions, SIWE challenges, \
-                 idempotency, x402 nonces and memory are in PostgreSQL; balances, history, \
-                 intents and agents are still in store.data_dir, so run one replica until they move"
+                 idempotency, x402 nonces, balances (credit leases), the ledger, usage and \
+                 memory are in PostgreSQL; settlement intents and agents are still in \
+                 store.data_dir, so run one replica until they move"
             );
-            Storage::postgres(local, crate::storage::pg::PgStore::open(pg).await?)
+            Storage::postgres(local, crate::storage::pg::PgStore::open(pg).await?).await?
         }
     };
     let (journal, journal_run) = Journal::new(store.clone(), config.journal_interval);
@@ -203,11 +206,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         reason = "the app owns the journal task and aborts it after the final sync"
     )]
     let journal_task = tokio::spawn(journal_run);
-    let billing = Arc::new(Billing::recover(
-        store.clone(),
-        journal.clone(),
-        config.hold_max_age,
-    )?);
+    let effects = crate::effects::Effects::new();
+    let billing = Arc::new(
+        Billing::recover(
+            store.clone(),
+            journal.clone(),
+            config.hold_max_age,
+            effects.clone(),
+        )
+        .await?,
+    );
     // The auth feed's end before the keys are read: a key written meanwhile is read twice at
     // worst, never missed (`follow_auth`).
     let auth_cursor = store.auth_cursor().await?;
@@ -281,7 +289,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let gemini_simulated = config.upstream.base_url.is_none();
     let gemini = Gemini::new(http.clone(), base_url, &upstream_cfg);
-    let effects = crate::effects::Effects::new();
     let payments = Payments::new(
         &config.x402,
         store.clone(),
@@ -451,6 +458,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         };
         let auth_follower = follow_auth(sweeper_state.clone(), auth_cursor);
         let memory_follower = follow_memory(sweeper_state.clone(), memory_cursor);
+        let lease_state = sweeper_state.clone();
+        let lease_keeper = async move {
+            // Heartbeat, expired-lease recovery and idle-lease return (`billing::lease`).
+            if !lease_state.store.is_shared() {
+                return std::future::pending::<()>().await;
+            }
+            let mut tick = tokio::time::interval(crate::billing::lease::TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                lease_state.billing.tick_leases().await;
+            }
+        };
         let watch_state = sweeper_state.clone();
         let facilitator_watch = async move {
             if read_supported_later {
@@ -470,6 +490,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = agent_sweeper => {}
             () = auth_follower => {}
             () = memory_follower => {}
+            () = lease_keeper => {}
             () = facilitator_watch => {}
         }
     });

@@ -328,7 +328,14 @@ async fn admin_direct(store: Storage, config: &Config, action: AdminAction) -> E
         reason = "the CLI's journal lives as long as this command"
     )]
     let task = tokio::spawn(run);
-    let billing = match Billing::recover(store.clone(), journal.clone(), config.hold_max_age) {
+    let billing = match Billing::recover(
+        store.clone(),
+        journal.clone(),
+        config.hold_max_age,
+        vectorway::effects::Effects::new(),
+    )
+    .await
+    {
         Ok(b) => b,
         Err(e) => return fail(&e.to_string()),
     };

@@ -26,6 +26,7 @@ pub mod history;
 pub mod intents;
 pub mod journal;
 pub mod memlog;
+pub mod pages;
 pub mod pg;
 mod records;
 pub mod sent_txs;
@@ -394,7 +395,7 @@ impl Store {
     }
 
     /// `ledger_of` and how many entries it walks (the same snapshot: a page's total).
-    pub fn ledger_counted(
+    pub(in crate::storage) fn ledger_counted(
         &self,
         wallet: &Wallet,
     ) -> (
@@ -410,7 +411,7 @@ impl Store {
 
     /// A wallet's usage events, newest first, still encoded (a page decodes only the events it
     /// shows, with `decode_usage`), and how many it walks (the same snapshot: a page's total).
-    pub fn usage_raw_counted(
+    pub(in crate::storage) fn usage_raw_counted(
         &self,
         wallet: &Wallet,
     ) -> (
@@ -421,7 +422,7 @@ impl Store {
     }
 
     /// Decodes one event of `usage_raw_counted`.
-    pub fn decode_usage(raw: &[u8]) -> Result<UsageEvent, StorageError> {
+    pub(in crate::storage) fn decode_usage(raw: &[u8]) -> Result<UsageEvent, StorageError> {
         Ok(serde_json::from_slice(raw)?)
     }
 

@@ -7,6 +7,7 @@ use crate::memory::{Embedder, IndexParams, LocalEmbedder};
 use crate::storage::LedgerKind;
 use crate::storage::intents::{IntentPurpose, IntentRecord, IntentState};
 use crate::storage::journal::Journal;
+use crate::storage::pages::UsageFilter;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -33,8 +34,16 @@ async fn fixture(deadline: Duration, max_unfunded: usize) -> Fixture {
     #[expect(clippy::disallowed_methods, reason = "the test owns its journal task")]
     tokio::spawn(run);
     let keys = ApiKeys::load(store.clone(), journal.clone()).await.unwrap();
-    let billing =
-        Arc::new(Billing::recover(store.clone(), journal, Duration::from_secs(60)).unwrap());
+    let billing = Arc::new(
+        Billing::recover(
+            store.clone(),
+            journal,
+            Duration::from_secs(60),
+            crate::effects::Effects::new(),
+        )
+        .await
+        .unwrap(),
+    );
     let memory = Memory::new(
         crate::storage::Store::clone(&store),
         Embedder::Local(LocalEmbedder::new(64)),
@@ -130,9 +139,12 @@ async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
         owed.agent.account,
     );
     // The doomed agent has usage history (its 402s) that must go with it.
-    crate::storage::Store::append(&f.store, &[], &[(d, crate::storage::UsageEvent::default())])
+    f.store
+        .append(&[], &[(d, crate::storage::UsageEvent::default())])
+        .await
         .unwrap();
-    assert_eq!(f.store.usage_raw_counted(&d).1, 1);
+    let usage_of = |w| f.store.usage_page(w, UsageFilter::All, 0, 10);
+    assert_eq!(usage_of(&d).await.unwrap().total, 1);
     f.billing
         .credit(fu, 1, LedgerKind::Topup, None, None)
         .await
@@ -172,7 +184,7 @@ async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
     assert!(f.store.agent(&d).unwrap().is_none());
     assert!(f.store.account(&d).await.unwrap().is_none());
     assert_eq!(
-        f.store.usage_raw_counted(&d).1,
+        usage_of(&d).await.unwrap().total,
         0,
         "its history is forgotten"
     );

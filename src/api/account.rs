@@ -15,7 +15,8 @@ use crate::billing::pricing::format_usd_micros;
 use crate::crypto::to_checksum;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, json, query_pairs};
-use crate::storage::{LedgerKind, Store};
+use crate::storage::LedgerKind;
+use crate::storage::pages::UsageFilter;
 
 /// The query string's pairs (a repeated name keeps its last value).
 pub(super) fn query(req: &Request<ReqBody>) -> HashMap<String, String> {
@@ -48,67 +49,25 @@ fn page(q: &HashMap<String, String>) -> Result<(usize, usize), Error> {
     Ok((limit, cursor))
 }
 
-/// Collects one page while counting every match: only the page's items are built.
-struct Pager {
-    limit: usize,
-    cursor: usize,
-    total: usize,
+/// The seeds' page envelope: `events` from `cursor`, and the filter's `total`.
+fn envelope(
+    wallet: &crate::wallet::Wallet,
     events: Vec<Value>,
-}
-
-impl Pager {
-    fn new(limit: usize, cursor: usize) -> Self {
-        Self {
-            limit,
-            cursor,
-            total: 0,
-            events: Vec::with_capacity(limit),
-        }
-    }
-
-    /// True when the next matching item falls on the page.
-    fn wants_next(&self) -> bool {
-        self.total >= self.cursor && self.events.len() < self.limit
-    }
-
-    /// Counts one matching item that is not on the page.
-    fn skip(&mut self) {
-        self.total += 1;
-    }
-
-    /// Counts one matching item; builds it only when it falls on the page.
-    fn offer(&mut self, build: impl FnOnce() -> Value) {
-        if self.total >= self.cursor && self.events.len() < self.limit {
-            self.events.push(build());
-        }
-        self.total += 1;
-    }
-
-    /// True when the page is complete: with a known total nothing more needs reading.
-    fn full(&self) -> bool {
-        self.events.len() >= self.limit
-    }
-
-    /// The seeds' envelope with the total counted elsewhere (an unfiltered history's length),
-    /// after reading only up to the end of the page.
-    fn finish_counted(mut self, wallet: &str, total: u64) -> Value {
-        self.total = usize::try_from(total).unwrap_or(usize::MAX).max(self.total);
-        self.finish(wallet)
-    }
-
-    /// The seeds' envelope.
-    fn finish(self, wallet: &str) -> Value {
-        let has_more = self.cursor + self.events.len() < self.total;
-        j!({"wallet_address": wallet, "events": self.events,
-            "next_cursor": if has_more { Some(self.cursor + self.limit) } else { None },
-            "has_more": has_more, "total": self.total})
-    }
+    cursor: usize,
+    limit: usize,
+    total: u64,
+) -> Value {
+    let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let has_more = cursor.saturating_add(events.len()) < total;
+    j!({"wallet_address": to_checksum(wallet), "events": events,
+        "next_cursor": if has_more { Some(cursor + limit) } else { None },
+        "has_more": has_more, "total": total})
 }
 
 /// `GET /v1/me`
-pub fn me(ctx: &Ctx) -> Result<Response<Body>, Error> {
+pub async fn me(ctx: &Ctx) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
-    let b = ctx.state.billing.balance(&p.wallet);
+    let b = ctx.state.billing.balance_now(&p.wallet).await?;
     Ok(json(
         StatusCode::OK,
         &j!({"wallet_address": to_checksum(&p.wallet), "credits": b.balance, "created": false}),
@@ -116,9 +75,9 @@ pub fn me(ctx: &Ctx) -> Result<Response<Body>, Error> {
 }
 
 /// `GET /v1/credits/me`: `credits` is the balance; `held` and `available` show open reservations.
-pub fn credits_me(ctx: &Ctx) -> Result<Response<Body>, Error> {
+pub async fn credits_me(ctx: &Ctx) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
-    let b = ctx.state.billing.balance(&p.wallet);
+    let b = ctx.state.billing.balance_now(&p.wallet).await?;
     Ok(json(
         StatusCode::OK,
         &j!({"wallet_address": to_checksum(&p.wallet), "credits": b.balance, "held": b.held, "available": b.available}),
@@ -126,7 +85,7 @@ pub fn credits_me(ctx: &Ctx) -> Result<Response<Body>, Error> {
 }
 
 /// `GET /v1/credits/ledger?limit=&cursor=&kind=`
-pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+pub async fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
     let q = query(req);
     let (limit, cursor) = page(&q)?;
@@ -146,29 +105,19 @@ pub fn ledger(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error
             }
         }),
     };
-    let mut page = Pager::new(limit, cursor);
-    let (entries, count) = ctx.state.store.ledger_counted(&p.wallet);
-    // Unfiltered, a cursor at or past the end shows nothing: no walk.
-    let past_end = kind.is_none() && cursor as u64 >= count;
-    for e in entries.take(if past_end { 0 } else { usize::MAX }) {
-        let e = e?;
-        if kind.is_some_and(|k| k != e.kind) {
-            continue;
-        }
-        page.offer(|| j!({"ts": format_rfc3339((e.ts_ms / 1000) as i64), "kind": e.kind, "credits": e.credits,
-                       "usd": format_usd_micros(e.credits.unsigned_abs()), "ref": e.reference, "note": e.note,
-                       "transaction": e.reference.as_deref().and_then(transaction_hash)}));
-        if kind.is_none() && page.full() {
-            break;
-        }
-    }
-    let wallet = to_checksum(&p.wallet);
+    let found = ctx
+        .state
+        .store
+        .ledger_page(&p.wallet, kind, cursor, limit)
+        .await?;
+    let events = found.items.iter().map(|e| {
+        j!({"ts": format_rfc3339((e.ts_ms / 1000) as i64), "kind": e.kind, "credits": e.credits,
+            "usd": format_usd_micros(e.credits.unsigned_abs()), "ref": e.reference, "note": e.note,
+            "transaction": e.reference.as_deref().and_then(transaction_hash)})
+    });
     Ok(json(
         StatusCode::OK,
-        &match kind {
-            None => page.finish_counted(&wallet, count),
-            Some(_) => page.finish(&wallet),
-        },
+        &envelope(&p.wallet, events.collect(), cursor, limit, found.total),
     ))
 }
 
@@ -182,7 +131,7 @@ fn transaction_hash(reference: &str) -> Option<String> {
 }
 
 /// `GET /v1/usage?limit=&cursor=&filter=all|errors|<exact path>`
-pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+pub async fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
     let q = query(req);
     let (limit, cursor) = page(&q)?;
@@ -194,28 +143,18 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
         )
         .into());
     }
-    let mut page = Pager::new(limit, cursor);
-    let (events, count) = ctx.state.store.usage_raw_counted(&p.wallet);
-    let past_end = filter == "all" && cursor as u64 >= count;
-    for raw in events.take(if past_end { 0 } else { usize::MAX }) {
-        let raw = raw?;
-        // Unfiltered, the history's length is known without reading it: the walk stops at the end
-        // of the page, and events before the cursor are stepped over, never decoded.
-        let ev = if filter == "all" && !page.wants_next() {
-            page.skip();
-            continue;
-        } else {
-            Store::decode_usage(&raw)?
-        };
-        let keep = match filter {
-            "all" => true,
-            "errors" => ev.status >= 400,
-            path => ev.path == path,
-        };
-        if !keep {
-            continue;
-        }
-        page.offer(|| j!({
+    let filter = match filter {
+        "all" => UsageFilter::All,
+        "errors" => UsageFilter::Errors,
+        path => UsageFilter::Path(path),
+    };
+    let found = ctx
+        .state
+        .store
+        .usage_page(&p.wallet, filter, cursor, limit)
+        .await?;
+    let events = found.items.iter().map(|ev| {
+        j!({
             "ts": ev.ts_ms as f64 / 1000.0, "ts_iso": format_rfc3339((ev.ts_ms / 1000) as i64),
             "method": ev.method, "path": ev.path, "status": ev.status, "latency_ms": ev.latency_ms,
             "credits": ev.credits, "usd_cost": ev.usd_cost.clone().or_else(|| (ev.credits > 0).then(|| format_usd_micros(ev.credits))),
@@ -223,19 +162,11 @@ pub fn usage(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error>
             "memory_read": ev.memory_read, "memory_write": ev.memory_write, "memories_used": ev.memories_used,
             "key_id": ev.key_id, "auth_mode": ev.auth_mode, "request_id": ev.request_id,
             "transaction": ev.transaction.as_deref().and_then(transaction_hash),
-        }));
-        if filter == "all" && page.full() {
-            break;
-        }
-    }
-    let wallet = to_checksum(&p.wallet);
+        })
+    });
     Ok(json(
         StatusCode::OK,
-        &if filter == "all" {
-            page.finish_counted(&wallet, count)
-        } else {
-            page.finish(&wallet)
-        },
+        &envelope(&p.wallet, events.collect(), cursor, limit, found.total),
     ))
 }
 
@@ -321,17 +252,9 @@ mod tests {
     }
 
     #[test]
-    fn pages_count_everything_but_build_only_the_page() {
-        let mut built = 0;
-        let mut page = Pager::new(2, 3);
-        for i in 0..7 {
-            page.offer(|| {
-                built += 1;
-                j!(i)
-            });
-        }
-        assert_eq!(built, 2);
-        let v = page.finish("w");
+    fn the_envelope_pages_by_offset_and_total() {
+        let w = crate::wallet::Wallet([0x11; 20]);
+        let v = envelope(&w, vec![j!(3), j!(4)], 3, 2, 7);
         assert_eq!(
             (
                 v["events"].clone(),
@@ -341,9 +264,7 @@ mod tests {
             ),
             (j!([3, 4]), j!(7), j!(true), j!(5))
         );
-        let mut last = Pager::new(5, 5);
-        (0..7).for_each(|i| last.offer(|| j!(i)));
-        let v = last.finish("w");
+        let v = envelope(&w, vec![j!(5), j!(6)], 5, 5, 7);
         assert_eq!(
             (
                 v["events"].clone(),

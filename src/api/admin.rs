@@ -94,14 +94,14 @@ pub async fn create_key(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
 }
 
 /// `GET /admin/balance?wallet=0x…`
-pub fn balance(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+pub async fn balance(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
     let q = query_pairs(req.uri().query());
     let w = q
         .iter()
         .find(|(k, _)| k == "wallet")
         .map(|(_, v)| wallet(v))
         .ok_or_else(|| RequestError::validation("wallet", "wallet is required"))??;
-    let b = ctx.state.billing.balance(&w);
+    let b = ctx.state.billing.balance_now(&w).await?;
     Ok(json(
         StatusCode::OK,
         &j!({"wallet": w, "credits": b.balance, "held": b.held, "available": b.available}),

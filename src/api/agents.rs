@@ -98,19 +98,24 @@ fn funding(a: &AgentRecord) -> Value {
         "payment": "x402 (PAYMENT-SIGNATURE or X-PAYMENT) from any wallet; the agent is credited, not the payer"})
 }
 
-fn agent_view(ctx: &Ctx, a: &AgentRecord) -> Value {
-    let funded = a.funded_ms.is_some() || ctx.state.store.ledger_counted(&a.account).1 > 0;
-    j!({"uuid": a.uuid, "name": a.name, "createdAt": iso_ms(a.created_ms),
+async fn agent_view(ctx: &Ctx, a: &AgentRecord) -> Result<Value, Error> {
+    let funded = a.funded_ms.is_some() || ctx.state.store.has_ledger(&a.account).await?;
+    Ok(
+        j!({"uuid": a.uuid, "name": a.name, "createdAt": iso_ms(a.created_ms),
         "permanent": funded,
         "depositDeadline": if funded { None } else { Some(iso_ms(a.deadline_ms)) },
-        "funding": funding(a)})
+        "funding": funding(a)}),
+    )
 }
 
 /// `GET /api/v1/balance`: the caller's balance; `agent` describes an agent account (else null).
-pub fn balance(ctx: &Ctx) -> Result<Response<Body>, Error> {
+pub async fn balance(ctx: &Ctx) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
-    let b = ctx.state.billing.balance(&p.wallet);
-    let agent = ctx.state.agents.get(&p.wallet)?;
+    let b = ctx.state.billing.balance_now(&p.wallet).await?;
+    let agent = match ctx.state.agents.get(&p.wallet)? {
+        Some(a) => Some(agent_view(ctx, &a).await?),
+        None => None,
+    };
     Ok(json(
         StatusCode::OK,
         &j!({
@@ -119,7 +124,7 @@ pub fn balance(ctx: &Ctx) -> Result<Response<Body>, Error> {
             "held": format_usd_micros(b.held),
             "credits": b.balance, "availableCredits": b.available, "heldCredits": b.held,
             "unit": "1 credit = 1 atomic USDC = $0.000001",
-            "agent": agent.as_ref().map(|a| agent_view(ctx, a)),
+            "agent": agent,
         }),
     ))
 }
@@ -152,7 +157,7 @@ fn transaction(e: &LedgerEntry) -> Value {
 }
 
 /// `GET /api/v1/transactions?limit=&offset=&type=`: the caller's ledger, newest first.
-pub fn transactions(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
+pub async fn transactions(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
     let (mut limit, mut offset, mut kind) = (50usize, 0usize, None);
     for (k, v) in query_pairs(req.uri().query()) {
@@ -182,30 +187,13 @@ pub fn transactions(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>,
             _ => {}
         }
     }
-    let (entries, count) = ctx.state.store.ledger_counted(&p.wallet);
-    let mut data = Vec::with_capacity(limit);
-    let mut total = 0usize;
-    match kind {
-        // Unfiltered, the total is known: read only up to the end of the page.
-        None => {
-            total = usize::try_from(count).unwrap_or(usize::MAX);
-            for e in entries.skip(offset).take(limit) {
-                data.push(transaction(&e?));
-            }
-        }
-        Some(kind) => {
-            for e in entries {
-                let e = e?;
-                if e.kind != kind {
-                    continue;
-                }
-                if total >= offset && data.len() < limit {
-                    data.push(transaction(&e));
-                }
-                total += 1;
-            }
-        }
-    }
+    let found = ctx
+        .state
+        .store
+        .ledger_page(&p.wallet, kind, offset, limit)
+        .await?;
+    let data: Vec<Value> = found.items.iter().map(transaction).collect();
+    let total = usize::try_from(found.total).unwrap_or(usize::MAX);
     let has_more = offset.saturating_add(data.len()) < total;
     Ok(json(
         StatusCode::OK,

@@ -269,10 +269,15 @@ pub async fn serve(
             match state
                 .billing
                 .reserve(p.wallet, cost_bound(&state, chat, &models, 0))
+                .await
             {
                 Ok(hold) => (Payer::Credits(hold), meter),
                 Err(e) => {
-                    meter.record(402, 0, None);
+                    let status = match e {
+                        crate::billing::BillingError::InsufficientCredits { .. } => 402,
+                        _ => 503,
+                    };
+                    meter.record(status, 0, None);
                     return Err(e.into());
                 }
             }
@@ -383,9 +388,9 @@ impl PayGuard {
     }
 
     /// Grows a credit hold to `needed`; an x402 payment was priced for it up front.
-    fn cover(&mut self, needed: u64) -> Result<(), Error> {
+    async fn cover(&mut self, needed: u64) -> Result<(), Error> {
         if let Some(Payer::Credits(hold)) = self.payer.as_mut() {
-            hold.grow(needed.saturating_sub(hold.amount()))?;
+            hold.grow(needed.saturating_sub(hold.amount())).await?;
         }
         Ok(())
     }
@@ -490,7 +495,7 @@ async fn run(
     };
     // The memories join the prompt: the hold must cover them before any model sees them.
     let recalled = memory_block.as_deref().map_or(0, memory::block_tokens);
-    pay.cover(cost_bound(state, chat, models, recalled))?;
+    pay.cover(cost_bound(state, chat, models, recalled)).await?;
     for (i, model) in models.iter().enumerate() {
         let bound = UsageBound {
             prompt: chat

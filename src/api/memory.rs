@@ -61,7 +61,7 @@ pub async fn search(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>,
     let state = &ctx.state;
     let tokens = embed_tokens(std::slice::from_ref(query));
     let cost = state.embedding_price().cost(tokens, 0);
-    let hold = state.billing.reserve(p.wallet, cost)?;
+    let hold = state.billing.reserve(p.wallet, cost).await?;
     // On an error the hold is dropped, which releases it.
     let matches = search_send(state, p.wallet, namespace, query.clone(), k).await?;
     let charged = hold.commit(cost, Some(ctx.request_id.clone()));
@@ -244,7 +244,7 @@ pub async fn embeddings(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Bod
     let tokens = embed_tokens(&texts);
     let price = state.embedding_price();
     let cost = price.cost(tokens, 0);
-    let hold = state.billing.reserve(p.wallet, cost)?;
+    let hold = state.billing.reserve(p.wallet, cost).await?;
     let vectors = state.memory.embed(&texts).await?;
     let charged = hold.commit(cost, Some(ctx.request_id.clone()));
     record(
@@ -481,7 +481,7 @@ impl Remember {
         );
         let max_out = (self.max_chars / 2).clamp(32, 2048) as u32;
         let worst = price.cost(prompt.len() as u64 + 16, u64::from(max_out));
-        let hold = state.billing.reserve(self.wallet, worst).ok()?;
+        let hold = state.billing.reserve(self.wallet, worst).await.ok()?;
         let call = ChatCall {
             model: price.upstream.clone(),
             system: None,

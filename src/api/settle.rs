@@ -387,6 +387,7 @@ async fn credit_owed(
             state
                 .store
                 .ledger_has_reference(&account, reference, rec.created_ms)
+                .await
         };
         let result = match found {
             Err(e) => Err(PaymentError::from(e)),
@@ -528,6 +529,7 @@ async fn recover_one(state: &State, mut rec: IntentRecord) -> Recovered {
     if state
         .store
         .ledger_has_reference(&rec.credited(), &nonce_marker, rec.created_ms)
+        .await
         .unwrap_or(false)
     {
         forget(state, &rec.id);

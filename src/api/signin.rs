@@ -217,19 +217,16 @@ pub async fn router_usage(
     let named = ctx.params.first().map(String::as_str).unwrap_or_default();
     same_wallet(&caller, named)?;
     let wallet = caller.wallet;
-    let b = ctx.state.billing.balance(&wallet);
-    let keys: Vec<_> = ctx
-        .state
-        .keys
-        .list(&wallet)
-        .into_iter()
-        .map(|k| {
-            let t = ctx.state.store.key_totals(&wallet, &k.key_id);
+    let b = ctx.state.billing.balance_now(&wallet).await?;
+    let mut keys = Vec::new();
+    for k in ctx.state.keys.list(&wallet) {
+        let t = ctx.state.store.key_totals(&wallet, &k.key_id).await?;
+        keys.push(
             j!({"api_key_id": k.key_id, "label": k.key_name, "request_count": t.requests,
-                "total_prompt_tokens": t.prompt_tokens, "total_completion_tokens": t.completion_tokens,
-                "total_charged_usdc": t.credits})
-        })
-        .collect();
+            "total_prompt_tokens": t.prompt_tokens, "total_completion_tokens": t.completion_tokens,
+            "total_charged_usdc": t.credits}),
+        );
+    }
     Ok(json(
         StatusCode::OK,
         &j!({"wallet": to_checksum(&wallet), "balance_usdc": b.balance, "locked_usdc": b.held,

@@ -123,6 +123,15 @@ impl CreditTable {
         self.slots.insert(wallet, Arc::new(slot));
     }
 
+    /// The slots with nothing held (a lease there is idle and can be given back).
+    pub fn idle(&self) -> Vec<(Wallet, Arc<Slot>)> {
+        self.slots
+            .iter()
+            .filter(|s| s.held.load(Ordering::Acquire) == 0)
+            .map(|s| (*s.key(), s.value().clone()))
+            .collect()
+    }
+
     /// Sum of all held credits (a metric, and the "no hold survives" check).
     pub fn total_held(&self) -> u64 {
         self.slots

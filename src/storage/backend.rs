@@ -10,13 +10,18 @@
 
 mod memory;
 
+use std::collections::HashMap;
 use std::ops::Deref;
 
 pub use self::memory::{MemoryChange, MemoryScan};
 use super::AccountRecord;
+use super::pages::{Page, UsageFilter};
 use super::pg::buckets::Borrowed;
 use super::pg::{AuthChanges, ChangeFeed, PgStore};
-use super::{IdemBegin, IdemRecord, KeyRecord, RefreshRecord, StorageError, Store};
+use super::{
+    IdemBegin, IdemRecord, KeyRecord, KeyTotals, LedgerEntry, LedgerKind, RefreshRecord,
+    StorageError, Store, UsageEvent,
+};
 use crate::wallet::Wallet;
 
 /// The gateway's store. Cloning is cheap.
@@ -52,12 +57,15 @@ impl Storage {
         }
     }
 
-    /// The moved record kinds in PostgreSQL, the rest in `local`.
-    pub fn postgres(local: Store, pg: PgStore) -> Self {
-        Self {
+    /// The moved record kinds in PostgreSQL, the rest in `local`. The console's rollup is
+    /// rebuilt from the database's history (as the embedded store rebuilds it from its log).
+    pub async fn postgres(local: Store, pg: PgStore) -> Result<Self, StorageError> {
+        pg.replay_history(&local.rollup).await?;
+        pg.load_seen().await?;
+        Ok(Self {
             local,
             backend: Backend::Postgres(pg),
-        }
+        })
     }
 
     /// The backend's name, as `store.backend` spells it.
@@ -266,6 +274,227 @@ impl Storage {
         match &self.backend {
             Backend::Embedded => self.local.idem_sweep(expire_before, claims_before),
             Backend::Postgres(pg) => pg.idem_sweep(expire_before, claims_before).await,
+        }
+    }
+
+    // === ledger and usage history ===
+
+    /// Appends a journal window. Embedded: not durable yet, returns the log offset to pass to
+    /// `sync_history`. PostgreSQL: durable (and moved into `balances`) once it returns.
+    pub async fn append(
+        &self,
+        ledger: &[LedgerEntry],
+        usage: &[(Wallet, UsageEvent)],
+    ) -> Result<u64, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.append(ledger, usage),
+            Backend::Postgres(pg) => {
+                pg.append_history(ledger, usage).await?;
+                self.local.rollup.appended(ledger, usage);
+                Ok(0)
+            }
+        }
+    }
+
+    /// Waits until the history is durable up to `upto` (an offset `append` returned).
+    pub async fn sync_history(&self, upto: u64) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.sync_history(upto).await,
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Appends one entry and returns once it is durable (money in).
+    pub async fn append_durable(&self, entry: &LedgerEntry) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.append_durable(entry).await,
+            Backend::Postgres(pg) => {
+                pg.append_history(std::slice::from_ref(entry), &[]).await?;
+                self.local.rollup.appended(std::slice::from_ref(entry), &[]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Every wallet's balance, the signed sum of its ledger (start-up and checks only).
+    pub async fn balances(&self) -> Result<HashMap<Wallet, i128>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.balances(),
+            Backend::Postgres(pg) => pg.balances().await,
+        }
+    }
+
+    /// A key's chat totals (calls, tokens, credits) as recorded so far.
+    pub async fn key_totals(
+        &self,
+        wallet: &Wallet,
+        key_id: &str,
+    ) -> Result<KeyTotals, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(self.local.key_totals(wallet, key_id)),
+            Backend::Postgres(pg) => pg.key_totals(wallet, key_id).await,
+        }
+    }
+
+    /// A page of `wallet`'s ledger, newest first, of one kind or all (`pages`).
+    pub async fn ledger_page(
+        &self,
+        wallet: &Wallet,
+        kind: Option<LedgerKind>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Page<LedgerEntry>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.ledger_page(wallet, kind, offset, limit),
+            Backend::Postgres(pg) => pg.ledger_page(wallet, kind, offset, limit).await,
+        }
+    }
+
+    /// A page of `wallet`'s usage events, newest first (`pages`).
+    pub async fn usage_page(
+        &self,
+        wallet: &Wallet,
+        filter: UsageFilter<'_>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Page<UsageEvent>, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.usage_page(wallet, filter, offset, limit),
+            Backend::Postgres(pg) => pg.usage_page(wallet, filter, offset, limit).await,
+        }
+    }
+
+    /// A wallet's whole ledger, newest first (checks and tests; pages use `ledger_page`).
+    pub async fn ledger_of(&self, wallet: &Wallet) -> Result<Vec<LedgerEntry>, StorageError> {
+        Ok(self.ledger_page(wallet, None, 0, usize::MAX).await?.items)
+    }
+
+    /// A wallet's whole usage history, newest first (checks and tests).
+    pub async fn usage_of(&self, wallet: &Wallet) -> Result<Vec<UsageEvent>, StorageError> {
+        Ok(self
+            .usage_page(wallet, UsageFilter::All, 0, usize::MAX)
+            .await?
+            .items)
+    }
+
+    /// True when `wallet` has any ledger entry (money ever reached it).
+    pub async fn has_ledger(&self, wallet: &Wallet) -> Result<bool, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(self.local.has_ledger(wallet)),
+            Backend::Postgres(pg) => pg.has_ledger(wallet).await,
+        }
+    }
+
+    /// True when `wallet`'s ledger has an entry with `reference` written at or after
+    /// `since_ms` (`Store::ledger_has_reference`).
+    pub async fn ledger_has_reference(
+        &self,
+        wallet: &Wallet,
+        reference: &str,
+        since_ms: u64,
+    ) -> Result<bool, StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.ledger_has_reference(wallet, reference, since_ms),
+            Backend::Postgres(pg) => {
+                pg.ledger_has_reference(
+                    wallet,
+                    reference,
+                    since_ms.saturating_sub(super::intents::REORDER_SLACK_MS),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Forgets a wallet's ledger and usage history and its key totals (a swept agent).
+    pub async fn forget_history(&self, wallet: &Wallet) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => self.local.forget_history(wallet).await,
+            Backend::Postgres(pg) => {
+                pg.forget_history(wallet).await?;
+                self.local.rollup.forget(wallet);
+                Ok(())
+            }
+        }
+    }
+
+    // === credit leases (`billing::lease`; PostgreSQL only) ===
+
+    /// Leases `n` credits of `wallet`'s free balance to this replica until `expires_ms`;
+    /// `false` when that much is not free (or on the embedded backend, which has no leases).
+    pub async fn lease(
+        &self,
+        wallet: &Wallet,
+        n: u64,
+        expires_ms: u64,
+    ) -> Result<bool, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(false),
+            Backend::Postgres(pg) => Ok(pg
+                .lease(wallet, pg.replica(), n, super::now_ms(), expires_ms)
+                .await?
+                .is_some()),
+        }
+    }
+
+    /// Gives `n` unused credits of this replica's lease back; `false` when the lease no longer
+    /// holds them (recovered meanwhile).
+    pub async fn unlease(&self, wallet: &Wallet, n: u64) -> Result<bool, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(false),
+            Backend::Postgres(pg) => Ok(pg.unlease(wallet, pg.replica(), n).await?.is_some()),
+        }
+    }
+
+    /// Renews this replica's heartbeat and its leases' expiry.
+    pub async fn heartbeat(&self, expires_ms: u64) -> Result<u64, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(0),
+            Backend::Postgres(pg) => {
+                pg.heartbeat(pg.replica(), super::now_ms(), expires_ms)
+                    .await
+            }
+        }
+    }
+
+    /// Recovers the leases that expired before `now_ms`; returns the credits recovered.
+    pub async fn recover_expired_leases(&self, now_ms: u64) -> Result<u64, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(0),
+            Backend::Postgres(pg) => pg.recover_expired(now_ms).await,
+        }
+    }
+
+    /// Gives back every lease of this replica and forgets it; returns the credits given back.
+    pub async fn release_leases(&self) -> Result<u64, StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(0),
+            Backend::Postgres(pg) => pg.release_replica(pg.replica()).await,
+        }
+    }
+
+    /// A debit charged in memory and journaled, not yet in the database.
+    pub fn note_pending(&self, wallet: &Wallet, credits: u64) {
+        match &self.backend {
+            Backend::Embedded => {}
+            Backend::Postgres(pg) => pg.note_pending(wallet, credits),
+        }
+    }
+
+    /// The balance this gateway knows of on a shared store (`None` on the embedded backend,
+    /// whose credit table is the truth).
+    pub fn known_balance(&self, wallet: &Wallet) -> Option<u64> {
+        match &self.backend {
+            Backend::Embedded => None,
+            Backend::Postgres(pg) => Some(pg.known_balance(wallet)),
+        }
+    }
+
+    /// Reads `wallet`'s totals from the shared store into `known_balance` (no-op embedded).
+    pub async fn refresh_balance(&self, wallet: &Wallet) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(()),
+            Backend::Postgres(pg) => pg.seen(wallet).await.map(drop),
         }
     }
 

@@ -75,7 +75,7 @@ impl IntentRecord {
 
 /// How far out of time order ledger entries can be appended (the journal's window is at most
 /// 1 s; a stalled fsync adds to it), with a wide margin.
-const REORDER_SLACK_MS: u64 = 5 * 60 * 1000;
+pub(super) const REORDER_SLACK_MS: u64 = 5 * 60 * 1000;
 
 impl Store {
     /// Writes an intent and fsyncs it before returning.

@@ -126,7 +126,7 @@ async fn write_window(
     touched: &mut bool,
 ) -> Result<(), crate::storage::StorageError> {
     if !ledger.is_empty() || !usage.is_empty() {
-        *end = store.append(ledger, usage)?;
+        *end = store.append(ledger, usage).await?;
         metrics::counter!("vectorway_journal_records_total")
             .increment((ledger.len() + usage.len()) as u64);
         ledger.clear();

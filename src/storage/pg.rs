@@ -8,11 +8,14 @@
 
 pub mod buckets;
 mod changes;
+mod history;
+mod leases;
 mod memory;
 pub mod migrate;
 mod records;
 
 pub use changes::{AuthChanges, ChangeFeed};
+pub use leases::Seen;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
@@ -38,6 +41,10 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// This gateway's replica id (`leases`): random per start.
+    replica: std::sync::Arc<str>,
+    /// What this gateway last learned of each wallet's totals (`leases::SeenCell`).
+    seen: std::sync::Arc<dashmap::DashMap<crate::wallet::Wallet, std::sync::Arc<leases::SeenCell>>>,
 }
 
 impl PgStore {
@@ -70,7 +77,12 @@ impl PgStore {
             .recycle_timeout(Some(cfg.connect_timeout))
             .build()
             .map_err(|e| StorageError::Db(DbError::Statement(e.to_string())))?;
-        Ok(Self { pool })
+        let replica = format!("r-{}", uuid::Uuid::now_v7().simple()).into();
+        Ok(Self {
+            pool,
+            replica,
+            seen: std::sync::Arc::default(),
+        })
     }
 
     /// A pooled connection, or `Unavailable`.

@@ -76,7 +76,9 @@ async fn unary_chat_returns_openai_shape_and_charges_exactly() {
         .state
         .store
         .ledger_of(&W1.parse().unwrap())
-        .map(|e| e.unwrap())
+        .await
+        .unwrap()
+        .into_iter()
         .filter(|e| e.kind == LedgerKind::Debit)
         .map(|e| e.credits)
         .sum();

@@ -217,12 +217,15 @@ async fn a_session_reads_its_own_summary_and_operators_see_the_top_spenders() {
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
-    let spent = |w: &str| {
+    let spent = async |w: &str| {
         env.gw()
             .state
             .store
             .usage_of(&w.parse().unwrap())
-            .map(|e| e.unwrap().credits)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.credits)
             .sum::<u64>()
     };
     let top = get(
@@ -236,11 +239,11 @@ async fn a_session_reads_its_own_summary_and_operators_see_the_top_spenders() {
     let rows = top["wallets"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["wallet"], addr, "the bigger spender first: {top}");
-    assert_eq!(rows[0]["spent"], spent(&addr));
+    assert_eq!(rows[0]["spent"], spent(&addr).await);
     assert_eq!(rows[0]["calls"], 3);
     assert_eq!(rows[0]["granted"], 50_000_000);
-    assert_eq!(rows[0]["credits"], 50_000_000 - spent(&addr));
-    assert_eq!(rows[1]["spent"], spent(B));
+    assert_eq!(rows[0]["credits"], 50_000_000 - spent(&addr).await);
+    assert_eq!(rows[1]["spent"], spent(B).await);
     let one = get(
         &env,
         "/admin/top-wallets?limit=1",

@@ -199,7 +199,9 @@ impl Env {
         state
             .store
             .ledger_of(&wallet.parse().unwrap())
-            .map(|e| e.unwrap())
+            .await
+            .unwrap()
+            .into_iter()
             .collect()
     }
 
@@ -210,7 +212,9 @@ impl Env {
         state
             .store
             .usage_of(&wallet.parse().unwrap())
-            .map(|e| e.unwrap())
+            .await
+            .unwrap()
+            .into_iter()
             .collect()
     }
 
@@ -427,3 +431,45 @@ pub async fn call(
 
 pub const W1: &str = "0x1111111111111111111111111111111111111111";
 pub const W2: &str = "0x2222222222222222222222222222222222222222";
+
+/// Starts one chat request on its own task (for many at once): its status and JSON answer.
+pub fn spawn_chat(
+    client: &TestClient,
+    url: String,
+    key: &str,
+    body: &Value,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let (client, key, body) = (client.clone(), key.to_string(), body.to_string());
+    tokio::spawn(async move {
+        let req = Request::post(url)
+            .header("x-api-key", key)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    })
+}
+
+/// Awaits chats started by `spawn_chat`, each a 200 or a 402 `insufficient_credits`: how many
+/// were served and the credits their answers say they cost.
+pub async fn served_and_charged(
+    calls: Vec<tokio::task::JoinHandle<(StatusCode, Value)>>,
+) -> (u64, u64) {
+    let (mut served, mut charged) = (0, 0);
+    for c in calls {
+        let (status, v) = c.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                served += 1;
+                charged += v["usage"]["credit_cost"].as_u64().unwrap();
+            }
+            StatusCode::PAYMENT_REQUIRED => {
+                assert_eq!(v["error"]["code"], "insufficient_credits", "{v}")
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    (served, charged)
+}

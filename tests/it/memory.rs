@@ -319,7 +319,9 @@ async fn embeddings_float_and_base64_are_billed() {
         .state
         .store
         .usage_of(&W1.parse().unwrap())
-        .map(|e| e.unwrap())
+        .await
+        .unwrap()
+        .into_iter()
         .filter(|e| e.path == "/v1/embeddings")
         .collect();
     assert_eq!(events.len(), 3, "{events:?}");

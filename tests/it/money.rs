@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde_json::json;
 use vectorway::storage::LedgerKind;
 
-use crate::harness::{Env, W1, W2, fast_knobs};
+use crate::harness::{Env, W1, W2, fast_knobs, served_and_charged, spawn_chat};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_against_twenty_worst_cases() {
@@ -28,42 +28,10 @@ async fn two_hundred_concurrent_requests_against_twenty_worst_cases() {
     let key = env.funded_key(W1, 20 * worst).await;
     let mut calls = Vec::new();
     for _ in 0..200 {
-        let (client, url, key, body) = (
-            env.client.clone(),
-            env.url("/v1/chat/completions"),
-            key.clone(),
-            body.to_string(),
-        );
-        calls.push(tokio::spawn(async move {
-            let req = http::Request::post(url)
-                .header("x-api-key", key)
-                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .unwrap();
-            let res = client.request(req).await.unwrap();
-            let status = res.status();
-            let bytes = http_body_util::BodyExt::collect(res.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            (
-                status,
-                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
-            )
-        }));
+        let url = env.url("/v1/chat/completions");
+        calls.push(spawn_chat(&env.client, url, &key, &body));
     }
-    let mut served = 0;
-    let mut charged = 0;
-    for c in calls {
-        let (status, v) = c.await.unwrap();
-        match status {
-            StatusCode::OK => {
-                served += 1;
-                charged += v["usage"]["credit_cost"].as_u64().unwrap();
-            }
-            StatusCode::PAYMENT_REQUIRED => assert_eq!(v["error"]["code"], "insufficient_credits"),
-            other => panic!("unexpected {other}: {v}"),
-        }
-    }
+    let (served, charged) = served_and_charged(calls).await;
     assert!(served <= 20 && served > 0, "served {served}");
     let b = env.balance(W1);
     assert_eq!(b.held, 0);
@@ -78,7 +46,10 @@ async fn two_hundred_concurrent_requests_against_twenty_worst_cases() {
         .state
         .store
         .ledger_of(&W1.parse().unwrap())
-        .map(|e| e.unwrap().credits)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.credits)
         .sum();
     assert_eq!(ledger, b.balance as i64, "the ledger folds to the balance");
     env.stop().await;
@@ -113,7 +84,10 @@ async fn unfunded_wallet_gets_402_before_any_upstream_call() {
         .state
         .store
         .ledger_of(&w)
-        .map(|e| e.unwrap().credits)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.credits)
         .sum();
     assert_eq!(stored, 5);
     env.stop().await;

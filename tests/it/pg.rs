@@ -263,3 +263,12 @@ pub fn pg_config(url: &str) -> vectorway::config::PostgresConfig {
 pub fn wanted() -> bool {
     std::env::var("VECTORWAY_TEST_BACKEND").is_ok_and(|v| v == "postgres")
 }
+
+/// A plain client on `url`, for reading what the gateway wrote.
+pub async fn raw_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}

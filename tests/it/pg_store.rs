@@ -9,7 +9,7 @@ use vectorway::storage::{IdemBegin, IdemRecord, KeyRecord, RefreshRecord, Storag
 use vectorway::wallet::Wallet;
 
 use crate::harness::{Env, W1, W2, call};
-use crate::pg::{Postgres, pg_config};
+use crate::pg::{Postgres, pg_config, raw_client};
 
 async fn store() -> (String, PgStore) {
     let url = Postgres::shared().fresh_db().await;
@@ -19,14 +19,6 @@ async fn store() -> (String, PgStore) {
 
 fn w(s: &str) -> Wallet {
     s.parse().unwrap()
-}
-
-async fn raw_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
 }
 
 #[tokio::test]

@@ -170,7 +170,9 @@ async fn unary_pay_per_call_settles_and_credits_the_change() {
         .state
         .store
         .ledger_of(&s.address())
-        .map(|e| e.unwrap())
+        .await
+        .unwrap()
+        .into_iter()
         .filter(|e| e.kind == LedgerKind::Refund)
         .collect();
     assert_eq!(refunds.len(), 2);
@@ -567,7 +569,9 @@ async fn money_in_onboard_purchase_and_topup() {
         .state
         .store
         .ledger_of(&s.address())
-        .map(|e| e.unwrap())
+        .await
+        .unwrap()
+        .into_iter()
         .filter(|e| e.kind == LedgerKind::Topup)
         .map(|e| e.credits)
         .sum();

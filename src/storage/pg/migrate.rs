@@ -14,7 +14,17 @@ use crate::storage::StorageError;
 /// The migrations this binary knows, in order: (version, name, SQL).
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
+    (
+        2,
+        "history_keys",
+        include_str!("migrations/0002_history_keys.sql"),
+    ),
     (3, "memory", include_str!("migrations/0003_memory.sql")),
+    (
+        4,
+        "usage_transaction",
+        include_str!("migrations/0004_usage_transaction.sql"),
+    ),
 ];
 
 /// The advisory lock key every gateway takes while migrating (ASCII "vectorwy").
