@@ -1,4 +1,4 @@
-//! Gateways sharing one PostgreSQL: memory, SIWE challenges and keys seen across replicas.
+//! Gateways sharing one PostgreSQL: memory, SIWE challenges, keys and x402 payments across replicas.
 //!
 //! The bounds asserted are the follow intervals (`app::MEMORY_FOLLOW_EVERY`,
 //! `app::AUTH_FOLLOW_EVERY`: 500 ms plus a round trip) with room for a loaded machine; a delete
@@ -331,4 +331,32 @@ async fn memory_and_sign_in_answer_503_while_the_database_is_away() {
         "deleted once it is back"
     );
     env.stop().await;
+}
+
+/// One x402 payment sent to three gateways at once, eight times to each: one answer and one
+/// settlement, whichever gateway wins. Each gateway has its own facilitator here, so only the
+/// nonce's claim in PostgreSQL stands between the payment and a second settlement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_payment_sent_to_three_gateways_eight_times_each_settles_once() {
+    let (_, gws) = replicas(3, |c| c.limits.runtime_per_min = 1_000_000).await;
+    let body = crate::x402::ask(false);
+    for round in 0..3 {
+        let (q, _) = crate::x402::quote(&gws[0], &body).await;
+        let (name, header) = crate::x402::x_payment(&crate::x402::payer(), q);
+        let calls = (0..24).map(|i| crate::x402::paid(&gws[i % 3], (name, header.clone()), &body));
+        let answers = futures_util::future::join_all(calls).await;
+        let mut ok = 0;
+        for r in &answers {
+            match r.status {
+                StatusCode::OK => ok += 1,
+                _ => assert_eq!(r.code(), "x402_nonce_reused", "round {round}: {:?}", r.body),
+            }
+        }
+        assert_eq!(ok, 1, "round {round}: exactly one answer");
+        let settled: u64 = gws.iter().map(|g| g.sim.facilitator_stats().settle).sum();
+        assert_eq!(settled, round + 1, "round {round}: exactly one settlement");
+    }
+    for g in gws {
+        g.stop().await;
+    }
 }

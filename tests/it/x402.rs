@@ -15,14 +15,14 @@ use crate::harness::{Env, Resp, eventually, sse_data};
 
 const PAY_TO: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
-fn ask(stream: bool) -> Value {
+pub(crate) fn ask(stream: bool) -> Value {
     // A worst case (2000 completion tokens) well above the $0.001 floor, so calls get change back.
     json!({"messages": [{"role": "user", "content": "pay per call"}], "max_tokens": 2000, "stream": stream,
            "stream_options": {"include_usage": true}})
 }
 
 /// The quote the server asks for this request (from its 402).
-async fn quote(env: &Env, body: &Value) -> (u64, Resp) {
+pub(crate) async fn quote(env: &Env, body: &Value) -> (u64, Resp) {
     let res = env
         .send(Method::POST, "/v1/chat/completions", &[], body.to_string())
         .await;
@@ -41,11 +41,11 @@ fn sepolia() -> vectorway::config::Network {
     known_network("base-sepolia").unwrap()
 }
 
-fn payer() -> Signer {
+pub(crate) fn payer() -> Signer {
     Signer::random().unwrap()
 }
 
-async fn paid(env: &Env, header: (&str, String), body: &Value) -> Resp {
+pub(crate) async fn paid(env: &Env, header: (&str, String), body: &Value) -> Resp {
     env.send(
         Method::POST,
         "/v1/chat/completions",
@@ -55,7 +55,7 @@ async fn paid(env: &Env, header: (&str, String), body: &Value) -> Resp {
     .await
 }
 
-fn x_payment(s: &Signer, value: u64) -> (&'static str, String) {
+pub(crate) fn x_payment(s: &Signer, value: u64) -> (&'static str, String) {
     let p = s
         .pay(&sepolia(), PAY_TO.parse().unwrap(), value, unix_now(), 300)
         .unwrap();
