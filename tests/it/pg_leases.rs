@@ -360,3 +360,118 @@ async fn a_killed_replicas_lease_is_recovered_and_nothing_is_charged_twice() {
     assert_eq!(res.status, 200);
     survivor.stop().await;
 }
+
+/// PostgreSQL stopped and restarted under load: calls a lease covers go on being served, the
+/// rest (and all of them once the replica cannot renew its leases) are clean 503
+/// `store_unavailable`, never another error; once the database is back the gateway serves
+/// again without a restart, and every acknowledged call is charged exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_under_load_is_503s_then_recovery_with_exact_books() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut pg = Postgres::start();
+    let url = pg.url("postgres");
+    let on_pg = |c: &mut vectorway::config::Config| {
+        c.backend = StoreBackend::Postgres(pg_config(&url));
+        c.limits.runtime_per_min = 1_000_000;
+    };
+    let env = Env::with_knobs(fast_knobs(), on_pg).await;
+    let grant = 307 * 5000;
+    let key = env.funded_key(W1, grant).await;
+    let answers: Arc<Mutex<Vec<(u16, String, u64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (answers, stop, key) = (answers.clone(), stop.clone(), key.clone());
+            let chat_url = env.url("/v1/chat/completions");
+            tokio::spawn(async move {
+                let body =
+                    json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100})
+                        .to_string();
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(r) = call(
+                        http::Method::POST,
+                        &chat_url,
+                        &[("x-api-key", &key)],
+                        body.clone(),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    let v = r.json();
+                    let cost = v["usage"]["credit_cost"].as_u64().unwrap_or(0);
+                    answers
+                        .lock()
+                        .unwrap()
+                        .push((r.status.as_u16(), r.code(), cost));
+                    if r.status != 200 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = |status: u16| {
+        let a = answers.lock().unwrap();
+        a.iter().filter(|x| x.0 == status).count()
+    };
+    wait_until("calls are served", 30, || count(200) >= 20).await;
+    pg.stop();
+    wait_until("the outage is answered 503", 60, || count(503) >= 1).await;
+    let served_before = count(200);
+    pg.restart();
+    wait_until("served again once the database is back", 60, || {
+        count(200) > served_before + 5
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    for (status, code, _) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && code == "store_unavailable"),
+            "{status} {code}: an outage is a clean 503"
+        );
+    }
+    let acknowledged: u64 = answers.iter().map(|a| a.2).sum();
+    eprintln!(
+        "{} served, {} refused with 503 across the restart",
+        answers.iter().filter(|a| a.0 == 200).count(),
+        answers.iter().filter(|a| a.0 == 503).count()
+    );
+    // The journal retries its windows until they are on disk: every acknowledged call is
+    // charged, once, when the database is back.
+    let c = raw_client(&url).await;
+    let w: Wallet = W1.parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (granted, committed, _) = books(&c, &w).await;
+        assert_eq!(granted, grant as i64, "money in is never lost");
+        assert!(
+            committed as u64 <= acknowledged,
+            "charged {committed}, more than the {acknowledged} acknowledged"
+        );
+        if committed as u64 == acknowledged {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "charged {committed} of the {acknowledged} acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.stop().await;
+}
+
+/// Waits until `cond` holds, failing with `what` after `within_s` seconds.
+async fn wait_until(what: &str, within_s: u64, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(within_s);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
