@@ -294,7 +294,9 @@ def knobs(sim_url, **k):
         die(f"/_sim/knobs answered {st}: {body[:200]!r}")
 
 
-def start_gateway(name, upstream):
+def serve(name, upstream, **extra_env):
+    """Starts `vectorway serve` named `name` on its own data dir against `upstream` with rate
+    limits out of the way; `extra_env` adds VECTORWAY_* settings. Returns (process, url, data)."""
     data = os.path.join(TMP, "data-" + name)
     os.makedirs(data)
     env = dict(clean_environ(), NO_COLOR="1",
@@ -305,9 +307,13 @@ def start_gateway(name, upstream):
                # The upstream is a simulator behind a placeholder key: no real calls to give away.
                VECTORWAY_X402__ALLOW_SIMULATED_FACILITATOR_WITH_REAL_UPSTREAM="true",
                VECTORWAY_LIMITS__RUNTIME_PER_MIN="1000000000",
-               VECTORWAY_LIMITS__CONTROL_PER_MIN="1000000000")
+               VECTORWAY_LIMITS__CONTROL_PER_MIN="1000000000", **extra_env)
     p = spawn("serve-" + name, [BIN, "serve"], env=env)
-    url = wait_listening(p)
+    return p, wait_listening(p), data
+
+
+def start_gateway(name, upstream):
+    p, url, data = serve(name, upstream)
     adm = lambda *a: subprocess.run([BIN, "admin", "--data-dir", data, *a], capture_output=True,
                                     text=True, check=True, timeout=30).stdout
     adm("grant", "--wallet", WALLET, "--credits", "1000000000000000")

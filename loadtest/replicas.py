@@ -113,23 +113,13 @@ class Cluster:
 SHARED_SECRET = "replicas-bench-shared-jwt-secret-0123456789"
 
 
-def start_gateway(name, sim_url, pg_url=None, admin_secret=None):
-    data = os.path.join(oh.TMP, "data-" + name)
-    os.makedirs(data)
-    env = dict(oh.clean_environ(), NO_COLOR="1",
-               VECTORWAY_SERVER__LISTEN="127.0.0.1:0",
-               VECTORWAY_STORE__DATA_DIR=data,
-               VECTORWAY_UPSTREAM__BASE_URL=sim_url,
-               VECTORWAY_UPSTREAM__API_KEY="replicas-key",
-               VECTORWAY_X402__ALLOW_SIMULATED_FACILITATOR_WITH_REAL_UPSTREAM="true",
-               VECTORWAY_LIMITS__RUNTIME_PER_MIN="1000000000",
-               VECTORWAY_LIMITS__CONTROL_PER_MIN="1000000000")
+def start_gateway(name, sim_url, pg_url=None):
+    """`overhead.serve`, on the shared PostgreSQL when `pg_url` is given."""
+    extra = {}
     if pg_url:
-        env.update(VECTORWAY_STORE__BACKEND="postgres", VECTORWAY_STORE__POSTGRES_URL=pg_url,
-                   VECTORWAY_AUTH__JWT_SECRET=SHARED_SECRET)
-    p = oh.spawn("serve-" + name, [oh.BIN, "serve"], env=env)
-    url = oh.wait_listening(p)
-    return p, url, data
+        extra = dict(VECTORWAY_STORE__BACKEND="postgres", VECTORWAY_STORE__POSTGRES_URL=pg_url,
+                     VECTORWAY_AUTH__JWT_SECRET=SHARED_SECRET)
+    return oh.serve(name, sim_url, **extra)
 
 
 def admin(data, *args):

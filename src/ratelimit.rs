@@ -305,8 +305,7 @@ impl RateLimiter {
         };
         if let Some(shared) = &self.shared {
             match shared.take(wallet, class, limit).await {
-                Ok(Some(verdict)) => return verdict.map(Some),
-                Ok(None) => {}
+                Ok(verdict) => return verdict.map(Some),
                 Err(e) => {
                     metrics::counter!("vectorway_rate_limit_local_fallbacks_total").increment(1);
                     tracing::warn!(%e, "shared rate limit unavailable; this gateway's bucket applies");

@@ -18,6 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use super::{Quota, RateClass, RateLimited, Table};
+use crate::storage::pg::DbError;
 use crate::storage::{Storage, StorageError};
 use crate::wallet::Wallet;
 
@@ -110,23 +111,23 @@ impl Shared {
     }
 
     /// Takes one token for `wallet` in `class` (`limit` a minute): from the lease, or from a
-    /// batch borrowed now. `None` when the store has no shared buckets.
+    /// batch borrowed now.
     pub(super) async fn take(
         &self,
         wallet: Wallet,
         class: RateClass,
         limit: u32,
-    ) -> Result<Option<Result<Quota, RateLimited>>, StorageError> {
+    ) -> Result<Result<Quota, RateLimited>, StorageError> {
         let key = (wallet, class);
         if let Some(verdict) = self.spend_lease(key, limit) {
-            return Ok(Some(verdict));
+            return Ok(verdict);
         }
         // One borrow at a time per wallet and class (per stripe): the requests that found the
         // lease empty meanwhile spend what it brought instead of each borrowing a batch.
         let stripe = (self.hasher.hash_one(key) % self.flights.len() as u64) as usize;
         let _flight = self.flights[stripe].lock().await;
         if let Some(verdict) = self.spend_lease(key, limit) {
-            return Ok(Some(verdict));
+            return Ok(verdict);
         }
         let now = Instant::now();
         let want = self.leases.with(key, now, FRESH, |l| {
@@ -144,22 +145,23 @@ impl Shared {
             l.batch
         });
         let scope = wallet.to_string();
-        let Some(got) = self
+        // `Shared` exists only over a store that has shared buckets (`with_shared`).
+        let got = self
             .store
             .borrow_rate_tokens(&scope, class_name(class), want, limit, limit)
             .await?
-        else {
-            return Ok(None);
-        };
+            .ok_or_else(|| {
+                StorageError::Db(DbError::Statement("no shared rate-limit buckets".into()))
+            })?;
         if got.granted == 0 {
             // Until the shared bucket has a token again, refuse here without asking.
             let dry = Instant::now() + Duration::from_millis(got.wait_ms);
             self.leases
                 .with(key, now, FRESH, |l| l.dry_until = Some(dry));
-            return Ok(Some(Err(RateLimited {
+            return Ok(Err(RateLimited {
                 limit,
                 retry_after_s: got.wait_ms.div_ceil(1000).max(1),
-            })));
+            }));
         }
         let now = Instant::now();
         let remaining = self.leases.with(key, now, FRESH, |l| {
@@ -175,6 +177,6 @@ impl Shared {
             l.shared_left = got.left;
             l.tokens.saturating_add(l.shared_left)
         });
-        Ok(Some(Ok(quota(limit, remaining))))
+        Ok(Ok(quota(limit, remaining)))
     }
 }
