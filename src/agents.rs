@@ -283,7 +283,13 @@ impl Agents {
         if due.is_empty() {
             return Ok(out);
         }
-        let owed: HashSet<Wallet> = self.store.intents()?.iter().map(|i| i.credited()).collect();
+        let owed: HashSet<Wallet> = self
+            .store
+            .intents()
+            .await?
+            .iter()
+            .map(|i| i.credited())
+            .collect();
         let mut doomed = HashSet::new();
         for account in due {
             if self.is_pinned(&account) || owed.contains(&account) {

@@ -193,9 +193,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         StoreBackend::Postgres(pg) => {
             tracing::warn!(
                 "store.backend = \"postgres\": accounts, keys, sessions, SIWE challenges, \
-                 idempotency, x402 nonces, balances (credit leases), the ledger, usage and \
-                 memory are in PostgreSQL; settlement intents and agents are still in \
-                 store.data_dir, so run one replica until they move"
+                 idempotency, x402 nonces and settlement intents, balances (credit leases), \
+                 the ledger, usage and memory are in PostgreSQL; agents and sent transactions \
+                 are still in store.data_dir, so run one replica until they move"
             );
             Storage::postgres(local, crate::storage::pg::PgStore::open(pg).await?).await?
         }
@@ -471,6 +471,32 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 lease_state.billing.tick_leases().await;
             }
         };
+        let reconcile_state = sweeper_state.clone();
+        let reconciler = async move {
+            // The nonce reconciler: intents whose replica stopped beating are claimed and
+            // resolved here (`settle::recover` on `Storage::claim_intents`). The first pass is
+            // the start-up recovery above.
+            if !reconcile_state.store.is_shared() {
+                return std::future::pending::<()>().await;
+            }
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + RECONCILE_EVERY,
+                RECONCILE_EVERY,
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let st = reconcile_state.clone();
+                let pass = reconcile_state
+                    .effects
+                    .spawn("settlement reconcile", async move {
+                        api::settle::recover(&st).await
+                    });
+                if let Err(e) = pass.await {
+                    tracing::warn!(%e, "settlement reconcile pass failed");
+                }
+            }
+        };
         let watch_state = sweeper_state.clone();
         let facilitator_watch = async move {
             if read_supported_later {
@@ -491,6 +517,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = auth_follower => {}
             () = memory_follower => {}
             () = lease_keeper => {}
+            () = reconciler => {}
             () = facilitator_watch => {}
         }
     });
@@ -503,6 +530,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         journal_task: Some(journal_task),
     })
 }
+
+/// How often a gateway sharing its store looks for settlement intents whose replica stopped
+/// beating (`Storage::claim_intents`): an orphan is claimed within `INTENT_TTL_MS` of its
+/// owner's last beat plus this.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 /// How often a gateway sharing its store reads the keys and revocations others wrote: a key
 /// created or revoked, or a session family revoked, through one gateway is honoured or refused

@@ -200,7 +200,7 @@ async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
     assert!(f.keys.authenticate(&funded.api_key).is_ok());
     // Unpinned and no longer owed, the other two go at the next sweep.
     drop(pin);
-    f.store.remove_intent("i1").unwrap();
+    f.store.remove_intent("i1").await.unwrap();
     assert_eq!(f.sweep().await.deleted, 2);
     assert!(
         f.agents.pin(p).await.is_err(),

@@ -9,6 +9,7 @@
 pub mod buckets;
 mod changes;
 mod history;
+mod intents;
 mod leases;
 mod memory;
 pub mod migrate;

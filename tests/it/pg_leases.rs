@@ -15,7 +15,7 @@ use crate::pg::{Postgres, pg_config, raw_client};
 /// One wallet's books as the database has them, checked against both invariants:
 /// `leased + committed ≤ granted`, `leased = Σ (amount − used)` over its leases, and the ledger
 /// sum rule `Σ ledger = granted − committed`. Returns `(granted, committed, leased)`.
-async fn books(c: &tokio_postgres::Client, wallet: &Wallet) -> (i64, i64, i64) {
+pub(crate) async fn books(c: &tokio_postgres::Client, wallet: &Wallet) -> (i64, i64, i64) {
     let w = wallet.as_bytes().as_slice();
     let r = c
         .query_one(

@@ -207,9 +207,41 @@ impl PgStore {
         ledger: &[LedgerEntry],
         usage: &[(Wallet, UsageEvent)],
     ) -> Result<(), StorageError> {
+        self.append_fenced(ledger, usage, None).await.map(drop)
+    }
+
+    /// Appends one credit that finishes the settlement intent `intent`, in the transaction that
+    /// deletes the intent's row if this replica owns it; `false` (nothing written) when it does
+    /// not: another replica claimed the intent and credits it (`pg::intents`).
+    pub async fn append_closing(
+        &self,
+        entry: &LedgerEntry,
+        intent: &str,
+    ) -> Result<bool, StorageError> {
+        self.append_fenced(std::slice::from_ref(entry), &[], Some(intent))
+            .await
+    }
+
+    async fn append_fenced(
+        &self,
+        ledger: &[LedgerEntry],
+        usage: &[(Wallet, UsageEvent)],
+        closes: Option<&str>,
+    ) -> Result<bool, StorageError> {
         let replica = &*self.replica;
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        if let Some(id) = closes
+            && tx
+                .execute(
+                    "DELETE FROM intents WHERE id = $1 AND owner = $2",
+                    &[&id, &replica],
+                )
+                .await?
+                == 0
+        {
+            return Ok(false); // dropping `tx` rolls it back
+        }
         let mut seen = Vec::new();
         if !ledger.is_empty() {
             let keys: Vec<Option<String>> = ledger.iter().map(ledger_key).collect();
@@ -335,7 +367,7 @@ impl PgStore {
         for (w, s) in seen {
             self.observe(&w, s, landed.remove(&w).unwrap_or(0));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Every wallet's balance, `granted − committed` (= the sum of its ledger).
