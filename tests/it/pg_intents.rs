@@ -285,7 +285,10 @@ async fn an_orphan_goes_to_one_of_many_racing_claims_and_its_old_owner_is_fenced
     } else {
         (&c, &b)
     };
-    // The old owner is fenced out of the claimed intent: no rewrite, no removal, no credit.
+    // The old owner is fenced out of the claimed intent: it no longer holds it, and cannot
+    // rewrite, remove or credit it.
+    assert!(a.intent("orphan").await.unwrap().is_none());
+    assert!(winner.intent("orphan").await.unwrap().is_some());
     assert!(
         !a.put_intent(&intent("orphan", payer), now_ms() + 5_000)
             .await

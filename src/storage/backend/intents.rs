@@ -33,6 +33,8 @@ impl Storage {
         }
     }
 
+    /// An intent this gateway holds: on PostgreSQL, `None` once another replica has claimed
+    /// it (its owner resolves it; `settle::recover_later` stops looking).
     pub async fn intent(&self, id: &str) -> Result<Option<IntentRecord>, StorageError> {
         match &self.backend {
             Backend::Embedded => self.local.intent(id),

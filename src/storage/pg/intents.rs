@@ -74,12 +74,12 @@ impl PgStore {
         Ok(n == 1)
     }
 
-    /// An intent, whoever owns it.
+    /// An intent this replica owns (`None` when it is gone or another replica claimed it).
     pub async fn intent(&self, id: &str) -> Result<Option<IntentRecord>, StorageError> {
         let c = self.client().await?;
         c.query_opt(
-            "SELECT record::text AS record FROM intents WHERE id = $1",
-            &[&id],
+            "SELECT record::text AS record FROM intents WHERE id = $1 AND owner = $2",
+            &[&id, &&*self.replica],
         )
         .await?
         .as_ref()
