@@ -191,12 +191,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store = match &config.backend {
         StoreBackend::Embedded => Storage::embedded(local),
         StoreBackend::Postgres(pg) => {
-            tracing::warn!(
-                "store.backend = \"postgres\": accounts, keys, sessions, SIWE challenges, \
-                 idempotency, x402 nonces and settlement intents, balances (credit leases), \
-                 the ledger, usage and memory are in PostgreSQL; agents and sent transactions \
-                 are still in store.data_dir, so run one replica until they move"
-            );
+            // Everything but our own facilitator's sent transactions is shared.
+            if config.x402.own.is_some() {
+                tracing::warn!(
+                    "store.backend = \"postgres\" with x402.facilitator = \"self\": the sent \
+                     transactions are still in store.data_dir, so run one replica until they move"
+                );
+            }
             Storage::postgres(local, crate::storage::pg::PgStore::open(pg).await?).await?
         }
     };
@@ -369,6 +370,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.auth.refresh_ttl,
     )
     .await?;
+    let agents = Arc::new(crate::agents::Agents::new(store.clone(), config.agents).await?);
     let state = Arc::new(
         State::new(Parts {
             config,
@@ -378,6 +380,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             sessions,
             payments,
             effects,
+            agents,
             gemini,
             embedder,
             metrics: telemetry::metrics_handle(),

@@ -141,7 +141,7 @@ pub async fn money_in(
         // Marked funded inside the effect, so a client that leaves cannot skip it (the agent
         // would keep an unfunded slot until a sweep found the credit in the ledger).
         if let (Ok(_), Some(account)) = (&done, account)
-            && let Err(e) = st.agents.note_funded(&account)
+            && let Err(e) = st.agents.note_funded(&account).await
         {
             tracing::warn!(%e, %account, "agent not marked funded yet; the sweeper marks it");
         }

@@ -8,6 +8,7 @@
 //! shadows `Store`'s method of the same name, so a moved kind cannot be reached past the facade
 //! by accident: the call would have to name `Store` itself.
 
+mod agents;
 mod intents;
 mod memory;
 

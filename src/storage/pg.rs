@@ -6,6 +6,7 @@
 //! `DbError::Statement` (500). The schema is versioned (`migrate`): `PgStore::open` applies
 //! what is missing and refuses a database whose schema is newer than this binary knows.
 
+pub mod agents;
 pub mod buckets;
 mod changes;
 mod history;

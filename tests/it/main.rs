@@ -37,6 +37,7 @@ mod memory_browse;
 mod money;
 mod ops;
 mod pg;
+mod pg_agents;
 mod pg_intents;
 mod pg_leases;
 mod pg_limits;

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("migrations/0004_usage_transaction.sql"),
     ),
     (5, "intents", include_str!("migrations/0005_intents.sql")),
+    (6, "agents", include_str!("migrations/0006_agents.sql")),
 ];
 
 /// The advisory lock key every gateway takes while migrating (ASCII "vectorwy").

@@ -1,6 +1,8 @@
 -- Version 5: settlement intents (`storage/intents.rs`) live in the shared database, each owned
 -- by one replica under a lease its heartbeat renews, so a replica that dies with a payment in
--- flight leaves an intent another replica claims and resolves (`pg/intents.rs`).
+-- flight leaves an intent another replica claims and resolves (`pg/intents.rs`). Version 1's
+-- `payment_intents` (never used) gives way to this table, which has an owner and a lease.
+DROP TABLE payment_intents;
 CREATE TABLE intents (
     id           text PRIMARY KEY,
     -- The replica resolving it (`replicas.id`); only the owner may change or remove the row.
