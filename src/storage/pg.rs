@@ -46,6 +46,8 @@ pub struct PgStore {
     replica: std::sync::Arc<str>,
     /// What this gateway last learned of each wallet's totals (`leases::SeenCell`).
     seen: std::sync::Arc<dashmap::DashMap<crate::wallet::Wallet, std::sync::Arc<leases::SeenCell>>>,
+    /// How far this gateway's console rollup has read the shared history (`follow_history`).
+    history: std::sync::Arc<tokio::sync::Mutex<history::HistoryCursor>>,
 }
 
 impl PgStore {
@@ -83,6 +85,7 @@ impl PgStore {
             pool,
             replica,
             seen: std::sync::Arc::default(),
+            history: std::sync::Arc::default(),
         })
     }
 

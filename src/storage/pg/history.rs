@@ -1,5 +1,5 @@
 //! The ledger and usage history in PostgreSQL: appends that keep `balances` and the ledger in
-//! step, pages, key totals, and the console rollup's replay.
+//! step, pages, key totals, and the console rollup's replay and feed across replicas.
 //!
 //! A journal window (or one money-in entry) is one statement, one round trip (the function
 //! `vw_append_window`, migration 0005): the ledger rows are inserted from arrays, and the same
@@ -99,6 +99,20 @@ const APPEND_WINDOW: &str = "SELECT r_wallet AS wallet, r_granted AS granted, \
      r_committed AS committed, r_due, r_charged FROM vw_append_window($1, $2, $3, $4, $5, $6, \
      $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, \
      $25, $26, $27, $28, $29)";
+
+/// The advisory lock every writer of the history holds (shared) until it commits, and
+/// `vw_history_horizon` takes (exclusive) for an instant: migration 0005.
+const HISTORY_LOCK: i64 = 0x7677_6869;
+
+/// Where a gateway is in the history feed: the highest id of each table it has folded into its
+/// console rollup. It only ever moves to a horizon (`vw_history_horizon`), below which every
+/// row is committed, so a row that commits after one with a higher id is not skipped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    ledger: i64,
+    usage: i64,
+    forgets: i64,
+}
 
 fn seen_of(row: &Row) -> Result<Seen, StorageError> {
     Ok(Seen {
@@ -424,6 +438,11 @@ impl PgStore {
         let mut c = self.client().await?;
         let w = wallet.as_bytes().as_slice();
         let tx = c.transaction().await?;
+        // A writer of the history, like `vw_append_window` (see `HistoryCursor`).
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&HISTORY_LOCK])
+            .await?;
+        tx.execute("INSERT INTO history_forgets (wallet) VALUES ($1)", &[&w])
+            .await?;
         tx.execute("DELETE FROM ledger WHERE wallet = $1", &[&w])
             .await?;
         tx.execute("DELETE FROM usage_events WHERE wallet = $1", &[&w])
@@ -437,25 +456,76 @@ impl PgStore {
         Ok(())
     }
 
-    /// Feeds every ledger entry and usage event, in commit order, to the console's rollup.
+    /// The history feed's horizon (`vw_history_horizon`): each table's highest id at an
+    /// instant when no writer was between its insert and its commit.
+    async fn horizon(c: &tokio_postgres::Client) -> Result<HistoryCursor, StorageError> {
+        let r = c
+            .query_one("SELECT * FROM vw_history_horizon()", &[])
+            .await?;
+        Ok(HistoryCursor {
+            ledger: r.try_get("ledger_id")?,
+            usage: r.try_get("usage_id")?,
+            forgets: r.try_get("forget_id")?,
+        })
+    }
+
+    /// Feeds every ledger entry and usage event up to the horizon, in commit order, to the
+    /// console's rollup (start-up), and starts the history feed there.
     pub async fn replay_history(&self, rollup: &Rollup) -> Result<(), StorageError> {
         let c = self.client().await?;
+        let to = Self::horizon(&c).await?;
+        self.read_history(&c, rollup, HistoryCursor::default(), to, None)
+            .await?;
+        *self.history.lock().await = to;
+        Ok(())
+    }
+
+    /// Folds what the other gateways appended (and forgot) since the feed's cursor into the
+    /// rollup: this gateway's own appends were folded in when they were written.
+    pub async fn follow_history(&self, rollup: &Rollup) -> Result<(), StorageError> {
+        let mut cursor = self.history.lock().await;
+        let c = self.client().await?;
+        let to = Self::horizon(&c).await?;
+        if to != *cursor {
+            self.read_history(&c, rollup, *cursor, to, Some(&self.replica))
+                .await?;
+            *cursor = to;
+        }
+        Ok(())
+    }
+
+    /// Reads the rows in (`from`, `to`] into `rollup`, forgets first (a forgotten wallet's
+    /// rows are gone from the tables, so what is read after it is what came later); rows
+    /// written by `skip` are left out.
+    async fn read_history(
+        &self,
+        c: &tokio_postgres::Client,
+        rollup: &Rollup,
+        from: HistoryCursor,
+        to: HistoryCursor,
+        skip: Option<&str>,
+    ) -> Result<(), StorageError> {
         for row in c
             .query(
-                &format!("SELECT {LEDGER_COLS} FROM ledger ORDER BY id"),
-                &[],
+                "SELECT wallet FROM history_forgets WHERE id > $1 AND id <= $2 ORDER BY id",
+                &[&from.forgets, &to.forgets],
             )
             .await?
         {
+            rollup.forget(&wallet_of(&row)?);
+        }
+        let ledger = format!(
+            "SELECT {LEDGER_COLS} FROM ledger WHERE id > $1 AND id <= $2 \
+             AND replica IS DISTINCT FROM $3 ORDER BY id"
+        );
+        for row in c.query(&ledger, &[&from.ledger, &to.ledger, &skip]).await? {
             rollup.add_ledger(&entry_of(&row)?);
         }
-        for row in c
-            .query(
-                &format!("SELECT {USAGE_COLS} FROM usage_events ORDER BY id"),
-                &[],
-            )
-            .await?
-        {
+        let usage = format!(
+            "SELECT {USAGE_COLS} FROM usage_events WHERE id > $1 AND id <= $2 \
+             AND replica IS DISTINCT FROM $3 ORDER BY id"
+        );
+        for row in c.query(&usage, &[&from.usage, &to.usage, &skip]).await? {
             rollup.add_usage(wallet_of(&row)?, &event_of(&row)?);
         }
         Ok(())

@@ -27,8 +27,8 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         5,
-        "append_window",
-        include_str!("migrations/0005_append_window.sql"),
+        "history_window",
+        include_str!("migrations/0005_history_window.sql"),
     ),
 ];
 

@@ -1,4 +1,31 @@
--- Version 5: a journal window is one statement (one round trip, no BEGIN/COMMIT around it).
+-- Version 5: a journal window is one statement (one round trip, no BEGIN/COMMIT around it),
+-- and every gateway's console rollup follows the history the others write.
+--
+-- The history feed: ledger and usage rows record the replica that wrote them (a gateway folds
+-- its own appends in at once and reads the others'), and a forgotten wallet leaves a row in
+-- `history_forgets`. Every writer of these tables holds the shared advisory lock
+-- `HISTORY_LOCK` until it commits; `vw_history_horizon` takes it exclusively for an instant and
+-- reads each table's highest id then, so every row at or below the horizon is committed and a
+-- reader that walks (cursor, horizon] never skips a row that commits late with a lower id.
+ALTER TABLE ledger ADD COLUMN replica text;
+ALTER TABLE usage_events ADD COLUMN replica text;
+CREATE TABLE history_forgets (
+    id      bigserial PRIMARY KEY,
+    wallet  bytea NOT NULL CHECK (length(wallet) = 20)
+);
+
+-- HISTORY_LOCK is the advisory key 0x76776869 ("vwhi").
+CREATE FUNCTION vw_history_horizon(OUT ledger_id bigint, OUT usage_id bigint,
+                                   OUT forget_id bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1987537001);
+    SELECT coalesce(max(id), 0) INTO ledger_id FROM ledger;
+    SELECT coalesce(max(id), 0) INTO usage_id FROM usage_events;
+    SELECT coalesce(max(id), 0) INTO forget_id FROM history_forgets;
+END
+$$;
+
 -- `vw_append_window` does what `append_history` did in a transaction of 5 + 2 per wallet
 -- statements: it skips ledger rows whose commit key is already stored (a window retried after
 -- a lost answer), charges each wallet's new debits to the calling replica's lease, else to the
@@ -31,6 +58,7 @@ DECLARE
     j int;
     take bigint;
 BEGIN
+    PERFORM pg_advisory_xact_lock_shared(1987537001);
     SELECT coalesce(array_agg((t.k IS NULL OR NOT EXISTS (
                SELECT 1 FROM ledger x WHERE x.commit_key = t.k)) ORDER BY t.n), '{}')
       INTO l_fresh
@@ -78,8 +106,9 @@ BEGIN
     END IF;
 
     WITH ins AS (
-        INSERT INTO ledger (wallet, seq, ts_ms, kind, credits, reference, note, commit_key)
-        SELECT t.w, t.s, t.ts, t.k, t.c, t.r, t.n, t.key
+        INSERT INTO ledger (wallet, seq, ts_ms, kind, credits, reference, note, commit_key,
+                            replica)
+        SELECT t.w, t.s, t.ts, t.k, t.c, t.r, t.n, t.key, p_replica
           FROM unnest(l_wallet, l_seq, l_ts, l_kind, l_credits, l_ref, l_note, l_key, l_fresh)
                WITH ORDINALITY AS t(w, s, ts, k, c, r, n, key, f, o)
          WHERE t.f AND t.c <> 0
@@ -92,10 +121,10 @@ BEGIN
 
     INSERT INTO usage_events (wallet, seq, ts_ms, method, path, status, latency_ms, credits,
         usd_cost, model, prompt_tokens, completion_tokens, memory_read, memory_write,
-        memories_used, key_id, auth_mode, request_id, commit_key, transaction)
-    SELECT * FROM unnest(u_wallet, u_seq, u_ts, u_method, u_path, u_status, u_latency,
-        u_credits, u_usd, u_model, u_prompt, u_completion, u_mem_read, u_mem_write, u_used,
-        u_key_id, u_auth, u_request, u_commit, u_transaction)
+        memories_used, key_id, auth_mode, request_id, commit_key, transaction, replica)
+    SELECT *, p_replica FROM unnest(u_wallet, u_seq, u_ts, u_method, u_path, u_status,
+        u_latency, u_credits, u_usd, u_model, u_prompt, u_completion, u_mem_read, u_mem_write,
+        u_used, u_key_id, u_auth, u_request, u_commit, u_transaction)
     ON CONFLICT (commit_key) DO NOTHING;
 
     RETURN QUERY
