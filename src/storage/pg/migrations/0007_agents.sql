@@ -1,4 +1,4 @@
--- Version 6: agent accounts (`storage/agents.rs`) live in the shared database, in the `agents`
+-- Version 7: agent accounts (`storage/agents.rs`) live in the shared database, in the `agents`
 -- table of version 1 (a row is due while `funded_ms` is NULL; `agents_due` is the sweeper's
 -- index). `pinned_until` is set by any replica crediting the agent (`Agents::pin`); `doomed` by
 -- the sweep that deletes it, only once no pin runs, and a doomed agent can no longer be pinned

@@ -1,4 +1,4 @@
--- Version 5: settlement intents (`storage/intents.rs`) live in the shared database, each owned
+-- Version 6: settlement intents (`storage/intents.rs`) live in the shared database, each owned
 -- by one replica under a lease its heartbeat renews, so a replica that dies with a payment in
 -- flight leaves an intent another replica claims and resolves (`pg/intents.rs`). Version 1's
 -- `payment_intents` (never used) gives way to this table, which has an owner and a lease.
