@@ -48,11 +48,12 @@ impl PgStore {
         Ok(n == 1)
     }
 
-    /// A live agent (a doomed one is being deleted: `None`).
+    /// An agent's record, until the sweep removes it (as embedded: the record goes last, after
+    /// its keys, memory and history; a doomed agent can no longer be pinned or funded).
     pub async fn agent(&self, account: &Wallet) -> Result<Option<AgentRecord>, StorageError> {
         let c = self.client().await?;
         c.query_opt(
-            &format!("SELECT {COLS} FROM agents WHERE account = $1 AND NOT doomed"),
+            &format!("SELECT {COLS} FROM agents WHERE account = $1"),
             &[&account.as_bytes().as_slice()],
         )
         .await?
