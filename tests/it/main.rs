@@ -47,5 +47,6 @@ mod supported;
 mod surface;
 mod tidy;
 mod tools;
+mod transfer;
 mod upstream;
 mod x402;
