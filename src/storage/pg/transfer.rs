@@ -42,6 +42,9 @@ const TABLES: &[&str] = &[
 /// A replica that beat this recently may still be running (leases expire after 10 s).
 const LIVE_MS: u64 = 15_000;
 
+/// Inserts sent per round of the pipeline.
+const BATCH: usize = 512;
+
 const NO_PARAMS: [&(dyn ToSql + Sync); 0] = [];
 
 /// Streams the rows of `sql` into `sink`, one record each.
@@ -225,9 +228,14 @@ impl PgStore {
         }
         let b64 = base64::engine::general_purpose::STANDARD;
         let s = Stmts::prepare(&tx).await?;
+        let mut batch = Vec::with_capacity(BATCH);
         while let Some(item) = src.next_item()? {
-            s.insert(&tx, item, &b64, meta).await?;
+            batch.extend(s.row(item, &b64, meta)?);
+            if batch.len() >= BATCH {
+                flush(&tx, &mut batch).await?;
+            }
         }
+        flush(&tx, &mut batch).await?;
         // Each wallet's totals follow from the ledger inserted; the file stated the same ones
         // (`Source` checked), and the database must now say so too.
         for (w, t) in &src.summary.ledger {
@@ -301,14 +309,6 @@ async fn verify(tx: &tokio_postgres::Transaction<'_>, file: &Summary) -> Result<
     file.verify_sums(&sums)
 }
 
-async fn exec(
-    tx: &tokio_postgres::Transaction<'_>,
-    st: &tokio_postgres::Statement,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<u64, StorageError> {
-    tx.execute(st, params).await.map_err(StorageError::from)
-}
-
 /// The import's prepared statements, one per kind.
 struct Stmts {
     account: tokio_postgres::Statement,
@@ -352,67 +352,56 @@ impl Stmts {
         })
     }
 
-    async fn insert(
+    /// The statement and owned parameters that insert `item` (`None`: nothing to insert).
+    fn row(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
         item: Item,
         b64: &base64::engine::GeneralPurpose,
         meta: MemoryMeta,
-    ) -> Result<(), TransferError> {
-        let run = |st, params| exec(tx, st, params);
-        match item {
-            Item::Account(a) => {
-                run(
-                    &self.account,
-                    &[&a.wallet.as_bytes().as_slice(), &to_i64(a.created_at)],
-                )
-                .await?
-            }
-            Item::Key(k) => {
-                run(
-                    &self.key,
-                    &[
-                        &k.key_id,
-                        &k.wallet.as_bytes().as_slice(),
-                        &k.secret_sha256,
-                        &k.key_name,
-                        &to_i64(k.created_at),
-                        &k.last_used_at.map(to_i64),
-                        &k.revoked_at.map(to_i64),
-                    ],
-                )
-                .await?
-            }
-            Item::Refresh { id, fields: r } => {
-                run(
-                    &self.refresh,
-                    &[
-                        &id,
-                        &r.family,
-                        &r.wallet.as_bytes().as_slice(),
-                        &to_i64(r.expires_at),
-                        &r.used,
-                    ],
-                )
-                .await?
-            }
+    ) -> Result<Option<Pending>, TransferError> {
+        let w = |w: Wallet| -> Param { Box::new(w.as_bytes().to_vec()) };
+        let n = |v: u64| -> Param { Box::new(to_i64(v)) };
+        let on = |v: Option<u64>| -> Param { Box::new(v.map(to_i64)) };
+        let (st, params): (&tokio_postgres::Statement, Vec<Param>) = match item {
+            Item::Account(a) => (&self.account, vec![w(a.wallet), n(a.created_at)]),
+            Item::Key(k) => (
+                &self.key,
+                vec![
+                    Box::new(k.key_id),
+                    w(k.wallet),
+                    Box::new(k.secret_sha256),
+                    Box::new(k.key_name),
+                    n(k.created_at),
+                    on(k.last_used_at),
+                    on(k.revoked_at),
+                ],
+            ),
+            Item::Refresh { id, fields: r } => (
+                &self.refresh,
+                vec![
+                    Box::new(id),
+                    Box::new(r.family),
+                    w(r.wallet),
+                    n(r.expires_at),
+                    Box::new(r.used),
+                ],
+            ),
             Item::RevokedFamily { family, revoked_at } => {
-                run(&self.family, &[&family, &to_i64(revoked_at)]).await?
+                (&self.family, vec![Box::new(family), n(revoked_at)])
             }
             Item::Idempotency { slot, fields: r } => {
                 let slot = hex::decode(&slot)
                     .map_err(|_| TransferError::File("idempotency slot: not hex".into()))?;
-                run(
+                (
                     &self.idem,
-                    &[
-                        &slot,
-                        &r.body_sha256,
-                        &i32::from(r.status),
-                        &r.body,
-                        &to_i64(r.created_at),
+                    vec![
+                        Box::new(slot),
+                        Box::new(r.body_sha256),
+                        Box::new(i32::from(r.status)),
+                        Box::new(r.body),
+                        n(r.created_at),
                     ],
                 )
-                .await?
             }
             Item::X402Nonce {
                 key,
@@ -422,73 +411,66 @@ impl Stmts {
                 resolved_ms,
             } => {
                 let key = hex_array::<80>("x402 nonce key", &key)?;
-                run(
+                (
                     &self.nonce,
-                    &[
-                        &key.as_slice(),
-                        &to_i64(valid_before),
-                        &state,
-                        &to_i64(claimed_ms),
-                        &resolved_ms.map(to_i64),
+                    vec![
+                        Box::new(key.to_vec()),
+                        n(valid_before),
+                        Box::new(state),
+                        n(claimed_ms),
+                        on(resolved_ms),
                     ],
                 )
-                .await?
             }
             Item::Ledger {
                 id,
                 commit_key,
                 entry: e,
-            } => {
-                run(
-                    &self.ledger,
-                    &[
-                        &id,
-                        &e.wallet.as_bytes().as_slice(),
-                        &to_i64(e.seq),
-                        &to_i64(e.ts_ms),
-                        &kind_name(e.kind),
-                        &e.credits,
-                        &e.reference,
-                        &e.note,
-                        &commit_key,
-                    ],
-                )
-                .await?
-            }
+            } => (
+                &self.ledger,
+                vec![
+                    Box::new(id),
+                    w(e.wallet),
+                    n(e.seq),
+                    n(e.ts_ms),
+                    Box::new(kind_name(e.kind)),
+                    Box::new(e.credits),
+                    Box::new(e.reference),
+                    Box::new(e.note),
+                    Box::new(commit_key),
+                ],
+            ),
             Item::Usage {
                 id,
                 wallet,
                 commit_key,
                 event: e,
-            } => {
-                run(
-                    &self.usage,
-                    &[
-                        &id,
-                        &wallet.as_bytes().as_slice(),
-                        &to_i64(e.seq),
-                        &to_i64(e.ts_ms),
-                        &e.method,
-                        &e.path,
-                        &i32::from(e.status),
-                        &to_i64(e.latency_ms),
-                        &to_i64(e.credits),
-                        &e.usd_cost,
-                        &e.model,
-                        &to_i64(e.prompt_tokens),
-                        &to_i64(e.completion_tokens),
-                        &e.memory_read,
-                        &e.memory_write,
-                        &i32::try_from(e.memories_used).unwrap_or(i32::MAX),
-                        &e.key_id,
-                        &e.auth_mode,
-                        &e.request_id,
-                        &commit_key,
-                        &e.transaction,
-                    ],
-                )
-                .await?
-            }
+            } => (
+                &self.usage,
+                vec![
+                    Box::new(id),
+                    w(wallet),
+                    n(e.seq),
+                    n(e.ts_ms),
+                    Box::new(e.method),
+                    Box::new(e.path),
+                    Box::new(i32::from(e.status)),
+                    n(e.latency_ms),
+                    n(e.credits),
+                    Box::new(e.usd_cost),
+                    Box::new(e.model),
+                    n(e.prompt_tokens),
+                    n(e.completion_tokens),
+                    Box::new(e.memory_read),
+                    Box::new(e.memory_write),
+                    Box::new(i32::try_from(e.memories_used).unwrap_or(i32::MAX)),
+                    Box::new(e.key_id),
+                    Box::new(e.auth_mode),
+                    Box::new(e.request_id),
+                    Box::new(commit_key),
+                    Box::new(e.transaction),
+                ],
+            ),
             Item::Memory {
                 wallet,
                 id,
@@ -507,20 +489,43 @@ impl Stmts {
                         hex::encode(id)
                     )));
                 }
-                run(
+                (
                     &self.memory,
-                    &[
-                        &wallet.as_bytes().as_slice(),
-                        &id.as_slice(),
-                        &namespace.as_deref().unwrap_or(""),
-                        &value,
-                        &to_i64(created_ms),
+                    vec![
+                        w(wallet),
+                        Box::new(id.to_vec()),
+                        Box::new(namespace.unwrap_or_default()),
+                        Box::new(value),
+                        n(created_ms),
                     ],
                 )
-                .await?
             }
-            Item::Balance { .. } | Item::End { .. } => 0,
+            Item::Balance { .. } | Item::End { .. } => return Ok(None),
         };
-        Ok(())
+        Ok(Some((st.clone(), params)))
     }
+}
+
+/// One owned statement parameter.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// An insert waiting for its batch.
+type Pending = (tokio_postgres::Statement, Vec<Param>);
+
+/// Inserts pending in one batch, sent without waiting for each answer (the connection
+/// pipelines them; they run in order, and the first error aborts the transaction).
+async fn flush(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &mut Vec<Pending>,
+) -> Result<(), TransferError> {
+    let sent = batch.iter().map(|(st, params)| {
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+        async move { tx.execute(st, &refs).await }
+    });
+    futures_util::future::try_join_all(sent)
+        .await
+        .map_err(StorageError::from)?;
+    batch.clear();
+    Ok(())
 }
