@@ -544,3 +544,115 @@ pub async fn import(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LedgerKind;
+
+    fn w() -> Wallet {
+        "0x1111111111111111111111111111111111111111"
+            .parse()
+            .unwrap_or_else(|_| unreachable!())
+    }
+
+    fn entry(credits: i64) -> Item {
+        let e = LedgerEntry {
+            seq: 1,
+            ts_ms: 2,
+            wallet: w(),
+            kind: if credits < 0 {
+                LedgerKind::Debit
+            } else {
+                LedgerKind::Grant
+            },
+            credits,
+            reference: Some("r".into()),
+            note: None,
+        };
+        Item::Ledger {
+            id: None,
+            commit_key: ledger_commit_key(&e),
+            entry: e,
+        }
+    }
+
+    /// A file with a grant of 10, a debit of 3, and the stated totals `granted`/`committed`.
+    fn file(granted: u64, committed: u64) -> Result<Vec<u8>, TransferError> {
+        let mut out = Vec::new();
+        let mut sink = Sink::new(&mut out, "test")?;
+        for item in [
+            entry(10),
+            entry(-3),
+            Item::Balance {
+                wallet: w(),
+                granted,
+                committed,
+            },
+        ] {
+            sink.put(&item)?;
+        }
+        // `finish` checks the totals too: write the trailer by hand so a bad file can be made.
+        let end = Item::End {
+            records: sink.records,
+            sha256: hex::encode(sink.digest.clone().finish().as_ref()),
+        };
+        let mut line = serde_json::to_vec(&end).map_err(StorageError::from)?;
+        line.push(b'\n');
+        sink.out.write_all(&line)?;
+        Ok(out)
+    }
+
+    fn read(bytes: &[u8]) -> Result<Summary, TransferError> {
+        Source::open(bytes)?.verify()
+    }
+
+    #[test]
+    fn a_whole_file_reads_back_with_its_totals() {
+        let bytes = file(10, 3).unwrap_or_default();
+        let s = read(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.counts.get("ledger"), Some(&2));
+        assert_eq!(
+            s.stated.get(&w()),
+            Some(&Totals {
+                granted: 10,
+                committed: 3
+            })
+        );
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""record":"ledger""#));
+    }
+
+    #[test]
+    fn damaged_newer_or_inconsistent_files_are_refused() {
+        let good = file(10, 3).unwrap_or_default();
+        let text = String::from_utf8_lossy(&good).into_owned();
+        let cases = [
+            ("truncated", text[..text.len() - 5].to_string()),
+            (
+                "no trailer",
+                text.lines().take(4).collect::<Vec<_>>().join("\n") + "\n",
+            ),
+            (
+                "forged",
+                text.replacen("\"credits\":-3", "\"credits\":-4", 1),
+            ),
+            ("after", format!("{text}{{}}\n")),
+            ("newer", text.replacen("\"version\":1", "\"version\":2", 1)),
+            (
+                "kind",
+                text.replacen("\"record\":\"balance\"", "\"record\":\"intent\"", 1),
+            ),
+        ];
+        for (name, bad) in cases {
+            assert!(
+                matches!(read(bad.as_bytes()), Err(TransferError::File(_))),
+                "{name}"
+            );
+        }
+        let mismatch = file(10, 2).unwrap_or_default();
+        assert!(matches!(read(&mismatch), Err(TransferError::Mismatch(_))));
+        assert_eq!(TransferError::File(String::new()).exit_code(), 65);
+        assert_eq!(TransferError::NotEmpty(String::new()).exit_code(), 73);
+        assert_eq!(TransferError::Busy(String::new()).exit_code(), 75);
+    }
+}
