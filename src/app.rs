@@ -457,6 +457,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         };
         let auth_follower = follow_auth(sweeper_state.clone(), auth_cursor);
+        let history_follower = follow_history(sweeper_state.clone());
         let memory_follower = follow_memory(sweeper_state.clone(), memory_cursor);
         let lease_state = sweeper_state.clone();
         let lease_keeper = async move {
@@ -489,6 +490,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = sweeper => {}
             () = agent_sweeper => {}
             () = auth_follower => {}
+            () = history_follower => {}
             () = memory_follower => {}
             () = lease_keeper => {}
             () = facilitator_watch => {}
@@ -540,6 +542,27 @@ async fn follow_auth(state: Arc<State>, cursor: Option<i64>) {
                 state.sessions.apply_revocations(&ch.revoked_families);
             }
             Err(e) => tracing::warn!(%e, "reading the auth changes failed; retried"),
+        }
+    }
+}
+
+/// How often a gateway sharing its store folds the calls and payments other gateways recorded
+/// into its console rollup: the console and `/admin/top-wallets` of every replica show a call
+/// made through any of them within this plus one round trip.
+pub const HISTORY_FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows the shared history into the console's rollup (`Storage::follow_history`); never
+/// returns. On the embedded backend it waits.
+async fn follow_history(state: Arc<State>) {
+    if !state.store.is_shared() {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(HISTORY_FOLLOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.store.follow_history().await {
+            tracing::warn!(%e, "reading the shared history failed; retried");
         }
     }
 }

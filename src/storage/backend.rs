@@ -406,6 +406,15 @@ impl Storage {
         }
     }
 
+    /// Folds what other gateways appended to the shared history since the last call into the
+    /// console's rollup (`PgStore::follow_history`); nothing to do on the embedded store.
+    pub async fn follow_history(&self) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(()),
+            Backend::Postgres(pg) => pg.follow_history(&self.local.rollup).await,
+        }
+    }
+
     /// Forgets a wallet's ledger and usage history and its key totals (a swept agent).
     pub async fn forget_history(&self, wallet: &Wallet) -> Result<(), StorageError> {
         match &self.backend {

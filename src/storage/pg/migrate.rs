@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "usage_transaction",
         include_str!("migrations/0004_usage_transaction.sql"),
     ),
+    (
+        5,
+        "history_window",
+        include_str!("migrations/0005_history_window.sql"),
+    ),
 ];
 
 /// The advisory lock key every gateway takes while migrating (ASCII "vectorwy").

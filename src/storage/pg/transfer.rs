@@ -16,7 +16,9 @@ use futures_util::TryStreamExt;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::history::{LEDGER_COLS, USAGE_COLS, entry_of, event_of, kind_name, wallet_of};
+use super::history::{
+    HISTORY_LOCK, LEDGER_COLS, USAGE_COLS, entry_of, event_of, kind_name, wallet_of,
+};
 use super::records::key_of;
 use super::{PgStore, to_i64, to_u64};
 use crate::storage::transfer::{
@@ -37,6 +39,7 @@ const TABLES: &[&str] = &[
     "usage_events",
     "balances",
     "memory_records",
+    "history_forgets",
 ];
 
 /// A replica that beat this recently may still be running (leases expire after 10 s).
@@ -214,6 +217,10 @@ impl PgStore {
         .await
         .map_err(StorageError::from)?;
         refuse_live(&tx).await?;
+        // A writer of the history, as every other (the console's history feed, `HistoryCursor`).
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&HISTORY_LOCK])
+            .await
+            .map_err(StorageError::from)?;
         for t in TABLES {
             let q = format!("SELECT EXISTS (SELECT 1 FROM {t})");
             let any: bool = tx
