@@ -470,8 +470,11 @@ async fn admin_direct(store: Storage, config: &Config, action: AdminAction) -> E
         Err(e) => return fail(&e.to_string()),
     };
     let result = match action {
+        // The reference is unique: on PostgreSQL `reference/seq` is the entry's commit key, and
+        // the sequence comes from this data directory (another host's, or a fresh one, repeats
+        // it), so a constant reference would make a second grant look like a retry of the first.
         AdminAction::Grant { wallet, credits, note } => billing
-            .credit(wallet, credits, LedgerKind::Grant, Some("cli".into()), Some(note.unwrap_or_else(|| "operator grant".into())))
+            .credit(wallet, credits, LedgerKind::Grant, Some(format!("cli_{}", uuid::Uuid::now_v7().simple())), Some(note.unwrap_or_else(|| "operator grant".into())))
             .await
             .map(|balance| serde_json::json!({"wallet": wallet, "granted": credits, "credits": balance}))
             .map_err(|e| e.to_string()),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -443,9 +444,15 @@ async fn a_damaged_file_or_a_full_target_writes_nothing() {
 async fn admin_without_a_server_acts_on_postgres() {
     let tmp = tempfile::tempdir().unwrap();
     let url = Postgres::shared().fresh_db().await;
-    let vars = postgres(tmp.path(), &url);
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Each command from its own fresh data directory (as from two replicas' hosts): their
+    // sequence numbers start alike, and a grant must still never be taken for another's retry.
+    let n = std::sync::atomic::AtomicU32::new(0);
     let run = |args: &[&str]| {
+        let dir = tmp
+            .path()
+            .join(format!("d{}", n.fetch_add(1, Ordering::Relaxed)));
+        let vars = postgres(&dir, &url);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut all = vec!["admin"];
         all.extend_from_slice(args);
         let (code, out, err) = vw(&all, &vars);
