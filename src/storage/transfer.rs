@@ -194,11 +194,30 @@ pub struct Summary {
     pub counts: BTreeMap<&'static str, u64>,
     pub ledger: BTreeMap<Wallet, Totals>,
     pub stated: BTreeMap<Wallet, Totals>,
+    /// The unique key of every record that has one (kind and key), so a file holding one
+    /// twice is refused before anything is written (the embedded store could not undo it).
+    keys: std::collections::HashSet<(&'static str, String)>,
 }
 
 impl Summary {
     fn add(&mut self, item: &Item) -> Result<(), TransferError> {
         *self.counts.entry(item.kind()).or_default() += 1;
+        let key = match item {
+            Item::Account(a) => Some(a.wallet.to_string()),
+            Item::Key(k) => Some(k.key_id.clone()),
+            Item::Refresh { id, .. } => Some(id.clone()),
+            Item::RevokedFamily { family, .. } => Some(family.clone()),
+            Item::Idempotency { slot, .. } => Some(slot.to_lowercase()),
+            Item::X402Nonce { key, .. } => Some(key.to_lowercase()),
+            Item::Ledger { commit_key, .. } | Item::Usage { commit_key, .. } => commit_key.clone(),
+            Item::Memory { wallet, id, .. } => Some(format!("{wallet}/{}", id.to_lowercase())),
+            Item::Balance { .. } | Item::End { .. } => None,
+        };
+        if let Some(key) = key
+            && !self.keys.insert((item.kind(), key.clone()))
+        {
+            return Err(TransferError::File(format!("{} {key} twice", item.kind())));
+        }
         match item {
             Item::Ledger { entry, .. } => {
                 let t = self.ledger.entry(entry.wallet).or_default();
@@ -558,7 +577,7 @@ mod tests {
 
     fn entry(credits: i64) -> Item {
         let e = LedgerEntry {
-            seq: 1,
+            seq: credits.unsigned_abs(),
             ts_ms: 2,
             wallet: w(),
             kind: if credits < 0 {
@@ -649,6 +668,12 @@ mod tests {
                 "{name}"
             );
         }
+        let mut twice = Summary::default();
+        assert!(twice.add(&entry(10)).is_ok());
+        assert!(
+            matches!(twice.add(&entry(10)), Err(TransferError::File(_))),
+            "a commit key twice"
+        );
         let mismatch = file(10, 2).unwrap_or_default();
         assert!(matches!(read(&mismatch), Err(TransferError::Mismatch(_))));
         assert_eq!(TransferError::File(String::new()).exit_code(), 65);

@@ -431,6 +431,36 @@ async fn a_damaged_file_or_a_full_target_writes_nothing() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = store("import", &file, &postgres(&b, &url));
     assert_eq!(code, 0, "{err}");
+    // `-`: standard output and standard input, piped from one store into a fresh one.
+    let piped = tmp.path().join("piped");
+    let (code, out, err) = vw(
+        &["store", "export", "--out", "-"],
+        &[("VECTORWAY_STORE__DATA_DIR", a.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("\"verified\":true"),
+        "the summary goes to stderr: {err}"
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vectorway"))
+        .args(["store", "import", "--in", "-"])
+        .env_clear()
+        .env("VECTORWAY_STORE__DATA_DIR", &piped)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(out.as_bytes())
+        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success());
+    let summary: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(summary["records"]["ledger"], 4, "{summary}");
     // A full embedded target is refused too, and keeps what it had.
     let (code, _, err) = store("import", &file, &embedded(&a));
     assert_eq!(code, 73, "{err}");
