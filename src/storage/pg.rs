@@ -16,6 +16,7 @@ mod leases;
 mod memory;
 pub mod migrate;
 mod records;
+mod transfer;
 
 pub use changes::{AuthChanges, ChangeFeed};
 pub use leases::Seen;
@@ -97,6 +98,17 @@ impl PgStore {
             .get()
             .await
             .map_err(|e| StorageError::Db(DbError::Unavailable(e.to_string())))
+    }
+
+    /// A repeatable-read, read-only transaction on `c`: one snapshot for several statements.
+    pub(crate) async fn snapshot(
+        c: &mut deadpool_postgres::Object,
+    ) -> Result<deadpool_postgres::Transaction<'_>, StorageError> {
+        Ok(c.build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?)
     }
 
     /// Liveness probe for `/readyz`: one round trip.

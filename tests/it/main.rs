@@ -49,5 +49,6 @@ mod supported;
 mod surface;
 mod tidy;
 mod tools;
+mod transfer;
 mod upstream;
 mod x402;

@@ -26,7 +26,7 @@ fn ledger_key(e: &LedgerEntry) -> Option<String> {
     e.reference.as_ref().map(|r| format!("{r}/{}", e.seq))
 }
 
-fn kind_name(k: LedgerKind) -> &'static str {
+pub(super) fn kind_name(k: LedgerKind) -> &'static str {
     match k {
         LedgerKind::Topup => "topup",
         LedgerKind::Grant => "grant",
@@ -45,14 +45,14 @@ fn kind_of(s: &str) -> Result<LedgerKind, StorageError> {
     })
 }
 
-fn wallet_of(row: &Row) -> Result<Wallet, StorageError> {
+pub(super) fn wallet_of(row: &Row) -> Result<Wallet, StorageError> {
     let raw: &[u8] = row.try_get("wallet")?;
     Wallet::from_slice(raw).ok_or_else(|| StorageError::Codec("wallet: not a wallet".into()))
 }
 
-const LEDGER_COLS: &str = "wallet, seq, ts_ms, kind, credits, reference, note";
+pub(super) const LEDGER_COLS: &str = "wallet, seq, ts_ms, kind, credits, reference, note";
 
-fn entry_of(row: &Row) -> Result<LedgerEntry, StorageError> {
+pub(super) fn entry_of(row: &Row) -> Result<LedgerEntry, StorageError> {
     Ok(LedgerEntry {
         seq: to_u64(row.try_get("seq")?),
         ts_ms: to_u64(row.try_get("ts_ms")?),
@@ -64,11 +64,11 @@ fn entry_of(row: &Row) -> Result<LedgerEntry, StorageError> {
     })
 }
 
-const USAGE_COLS: &str = "wallet, seq, ts_ms, method, path, status, latency_ms, credits, usd_cost, \
+pub(super) const USAGE_COLS: &str = "wallet, seq, ts_ms, method, path, status, latency_ms, credits, usd_cost, \
      model, prompt_tokens, completion_tokens, memory_read, memory_write, memories_used, key_id, \
      auth_mode, request_id, transaction";
 
-fn event_of(row: &Row) -> Result<UsageEvent, StorageError> {
+pub(super) fn event_of(row: &Row) -> Result<UsageEvent, StorageError> {
     Ok(UsageEvent {
         seq: to_u64(row.try_get("seq")?),
         ts_ms: to_u64(row.try_get("ts_ms")?),
@@ -102,7 +102,7 @@ const APPEND_WINDOW: &str = "SELECT r_wallet AS wallet, r_granted AS granted, \
 
 /// The advisory lock every writer of the history holds (shared) until it commits, and
 /// `vw_history_horizon` takes (exclusive) for an instant: migration 0005.
-const HISTORY_LOCK: i64 = 0x7677_6869;
+pub(super) const HISTORY_LOCK: i64 = 0x7677_6869;
 
 /// Where a gateway is in the history feed: the highest id of each table it has folded into its
 /// console rollup. It only ever moves to a horizon (`vw_history_horizon`), below which every
@@ -397,12 +397,7 @@ impl PgStore {
         limit: usize,
     ) -> Result<(Vec<Row>, u64), StorageError> {
         let mut c = self.client().await?;
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = Self::snapshot(&mut c).await?;
         let total: i64 = tx.query_one(count, params).await?.try_get(0)?;
         let rows = tx
             .query(
