@@ -82,8 +82,9 @@ pub struct RawServer {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     pub data_dir: String,
-    /// Group-commit window for debits and usage events.
-    pub journal_interval_ms: u64,
+    /// Group-commit window for debits and usage events; unset: 5 ms on the embedded store
+    /// (an fsync each), 20 ms on PostgreSQL (a statement each: `store::journal_interval`).
+    pub journal_interval_ms: Option<u64>,
     /// `embedded` or `postgres`, with the `postgres_*` settings below (`config::store`).
     pub backend: String,
     pub postgres_url: String,
@@ -181,7 +182,7 @@ impl Default for RawStore {
     fn default() -> Self {
         Self {
             data_dir: "vectorway-data".into(),
-            journal_interval_ms: 5,
+            journal_interval_ms: None,
             backend: store::DEFAULT_BACKEND.into(),
             postgres_url: String::new(),
             postgres_pool_size: store::DEFAULT_POOL_SIZE,
@@ -499,7 +500,6 @@ impl RawConfig {
             "server.body_idle_timeout_ms",
             self.server.body_idle_timeout_ms,
         )?;
-        positive("store.journal_interval_ms", self.store.journal_interval_ms)?;
         positive(
             "upstream.connect_timeout_ms",
             self.upstream.connect_timeout_ms,
@@ -516,13 +516,8 @@ impl RawConfig {
         if !(1..=64).contains(&self.upstream.connections) {
             return Err(invalid("upstream.connections", "must be 1 ..= 64".into()));
         }
-        if self.store.journal_interval_ms > 1_000 {
-            return Err(invalid(
-                "store.journal_interval_ms",
-                "at most 1000 ms".into(),
-            ));
-        }
         let backend = store::validate(&self.store)?;
+        let journal_interval = store::journal_interval(self.store.journal_interval_ms, &backend)?;
         if self.store.data_dir.is_empty() {
             return Err(invalid("store.data_dir", "must not be empty".into()));
         }
@@ -642,7 +637,7 @@ impl RawConfig {
             admin_secret,
             public_base_url,
             data_dir: PathBuf::from(&self.store.data_dir),
-            journal_interval: Duration::from_millis(self.store.journal_interval_ms),
+            journal_interval,
             backend,
             upstream: UpstreamConfig {
                 base_url,

@@ -234,6 +234,24 @@ fn the_store_backend_is_validated() {
         ("VECTORWAY_STORE__POSTGRES_STATEMENT_TIMEOUT_MS", "250"),
     ])
     .unwrap();
+    // The journal's window: 5 ms embedded, 20 ms on PostgreSQL, or what is configured.
+    assert_eq!(
+        load(&[]).unwrap().journal_interval,
+        Duration::from_millis(5)
+    );
+    assert_eq!(pg.journal_interval, Duration::from_millis(20));
+    let set = [("VECTORWAY_STORE__JOURNAL_INTERVAL_MS", "7")];
+    assert_eq!(
+        load(&set).unwrap().journal_interval,
+        Duration::from_millis(7)
+    );
+    for bad in ["0", "1001"] {
+        let set = [("VECTORWAY_STORE__JOURNAL_INTERVAL_MS", bad)];
+        assert!(
+            matches!(load(&set), Err(ConfigError::Invalid { .. })),
+            "{bad}"
+        );
+    }
     let StoreBackend::Postgres(p) = pg.backend else {
         panic!("postgres expected");
     };
