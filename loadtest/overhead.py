@@ -468,6 +468,22 @@ def stream_rounds(targets, rounds, conns, repeat, frames, gap_ms, key):
     return out
 
 
+def setup_run(prefix):
+    """For the scripts built on this one (replicas.py, memory_overhead.py): checks the release
+    binary and wrk, raises the priority of every process the run starts (VW_NICE, as `main`
+    does) and makes the run's scratch directory."""
+    global TMP
+    if not os.path.exists(BIN):
+        die(f"{BIN} is missing: cargo build --release first")
+    if not shutil.which("wrk"):
+        die("wrk is missing: apt-get install -y wrk")
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, int(os.environ.get("VW_NICE", "-10")))
+    except (PermissionError, OSError):
+        log("cannot raise priority (not root?): running at normal priority")
+    TMP = tempfile.mkdtemp(prefix=prefix)
+
+
 def main():
     global TMP
     ap = argparse.ArgumentParser(description="vectorway overhead benchmark")
