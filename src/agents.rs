@@ -134,9 +134,10 @@ pub struct Registered {
 }
 
 impl Agents {
-    pub fn new(store: Storage, config: AgentsConfig) -> Self {
-        let unfunded = AtomicUsize::new(store.unfunded_agents());
-        Self {
+    /// The registry over `store`, counting the unfunded agents already there.
+    pub async fn new(store: Storage, config: AgentsConfig) -> Result<Self, StorageError> {
+        let unfunded = AtomicUsize::new(store.unfunded_agents().await?);
+        Ok(Self {
             store,
             config,
             unfunded,
@@ -144,7 +145,7 @@ impl Agents {
             pins: std::sync::Mutex::new(HashMap::new()),
             passes: AtomicU64::new(0),
             rng: SystemRandom::new(),
-        }
+        })
     }
 
     /// Agents waiting for their first deposit.
@@ -157,8 +158,8 @@ impl Agents {
         self.passes.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, account: &Wallet) -> Result<Option<AgentRecord>, StorageError> {
-        self.store.agent(account)
+    pub async fn get(&self, account: &Wallet) -> Result<Option<AgentRecord>, StorageError> {
+        self.store.agent(account).await
     }
 
     /// Creates an agent named `name` and its API key. The record and the key are on disk
@@ -221,7 +222,7 @@ impl Agents {
                 deadline_ms: created_ms.saturating_add(deadline),
                 funded_ms: None,
             };
-            if self.store.insert_agent(&rec)? {
+            if self.store.insert_agent(&rec).await? {
                 return Ok(rec);
             }
         }
@@ -232,9 +233,10 @@ impl Agents {
     /// exist now; the sweeper leaves it alone until the pin is dropped.
     pub async fn pin(self: &Arc<Self>, account: Wallet) -> Result<Pin, AgentError> {
         let _gate = self.gate.lock().await;
-        match self.store.agent(&account)? {
-            Some(_) => Ok(self.pinned(account)),
-            None => Err(AgentError::NotFound(account.to_string())),
+        if self.store.pin_agent(&account).await? {
+            Ok(self.pinned(account))
+        } else {
+            Err(AgentError::NotFound(account.to_string()))
         }
     }
 
@@ -244,7 +246,11 @@ impl Agents {
         account: Wallet,
     ) -> Result<Option<Pin>, AgentError> {
         let _gate = self.gate.lock().await;
-        Ok(self.store.agent(&account)?.map(|_| self.pinned(account)))
+        Ok(self
+            .store
+            .pin_agent(&account)
+            .await?
+            .then(|| self.pinned(account)))
     }
 
     fn pinned(self: &Arc<Self>, account: Wallet) -> Pin {
@@ -260,8 +266,8 @@ impl Agents {
     }
 
     /// Records that money reached `account` (when it is an unfunded agent): permanent now.
-    pub fn note_funded(&self, account: &Wallet) -> Result<(), StorageError> {
-        if self.store.mark_agent_funded(account, now_ms())? {
+    pub async fn note_funded(&self, account: &Wallet) -> Result<(), StorageError> {
+        if self.store.mark_agent_funded(account, now_ms()).await? {
             self.unfunded.fetch_sub(1, Ordering::AcqRel);
             tracing::info!(%account, "agent funded: permanent");
         }
@@ -279,20 +285,29 @@ impl Agents {
         let _gate = self.gate.lock().await;
         self.passes.fetch_add(1, Ordering::AcqRel);
         let mut out = Swept::default();
-        let due = self.store.agents_due(now_ms())?;
+        let due = self.store.agents_due(now_ms()).await?;
         if due.is_empty() {
             return Ok(out);
         }
-        let owed: HashSet<Wallet> = self.store.intents()?.iter().map(|i| i.credited()).collect();
+        let owed: HashSet<Wallet> = self
+            .store
+            .intents()
+            .await?
+            .iter()
+            .map(|i| i.credited())
+            .collect();
         let mut doomed = HashSet::new();
         for account in due {
             if self.is_pinned(&account) || owed.contains(&account) {
                 out.kept += 1;
             } else if self.store.has_ledger(&account).await? {
-                self.note_funded(&account)?;
+                self.note_funded(&account).await?;
                 out.funded += 1;
-            } else {
+            } else if self.store.doom_agent(&account).await? {
                 doomed.insert(account);
+            } else {
+                // Pinned by another gateway sharing the store (or funded there meanwhile).
+                out.kept += 1;
             }
         }
         if doomed.is_empty() {
@@ -308,7 +323,7 @@ impl Agents {
                 .map_err(|e| StorageError::Sled(e.to_string()))?;
             self.store.forget_history(account).await?;
             self.store.remove_account(account).await?;
-            if self.store.remove_agent(account)?.is_some() {
+            if self.store.remove_agent(account).await?.is_some() {
                 self.unfunded.fetch_sub(1, Ordering::AcqRel);
             }
             billing.forget_if_empty(account);

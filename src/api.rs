@@ -101,6 +101,8 @@ pub struct Parts {
     pub sessions: Sessions,
     pub payments: Payments,
     pub effects: crate::effects::Effects,
+    /// The agent registry (`Agents::new` counts the store's unfunded agents).
+    pub agents: Arc<crate::agents::Agents>,
     pub gemini: Gemini,
     /// The memory embedder (`app` loads a local model before binding).
     pub embedder: crate::memory::Embedder,
@@ -122,7 +124,6 @@ impl State {
         let limiter = RateLimiter::new(p.config.limits)
             .with_registrations(p.config.agents.register_per_min)
             .with_shared(p.store.clone());
-        let agents = Arc::new(crate::agents::Agents::new(p.store.clone(), p.config.agents));
         let memory = Memory::with_embedder(p.store.clone(), &p.config.memory, p.embedder)
             .with_effects(p.effects.clone());
         let docs = discovery::Docs::build(&p.config);
@@ -141,7 +142,7 @@ impl State {
             effects: p.effects,
             settler: settle::Settler::default(),
             memory,
-            agents,
+            agents: p.agents,
             gemini: p.gemini,
             metrics: p.metrics,
             simulated: p.simulated,

@@ -191,12 +191,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store = match &config.backend {
         StoreBackend::Embedded => Storage::embedded(local),
         StoreBackend::Postgres(pg) => {
-            tracing::warn!(
-                "store.backend = \"postgres\": accounts, keys, sessions, SIWE challenges, \
-                 idempotency, x402 nonces, balances (credit leases), the ledger, usage and \
-                 memory are in PostgreSQL; settlement intents and agents are still in \
-                 store.data_dir, so run one replica until they move"
-            );
+            // Everything but our own facilitator's sent transactions is shared.
+            if config.x402.own.is_some() {
+                tracing::warn!(
+                    "store.backend = \"postgres\" with x402.facilitator = \"self\": the sent \
+                     transactions are still in store.data_dir, so run one replica until they move"
+                );
+            }
             Storage::postgres(local, crate::storage::pg::PgStore::open(pg).await?).await?
         }
     };
@@ -369,6 +370,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.auth.refresh_ttl,
     )
     .await?;
+    let agents = Arc::new(crate::agents::Agents::new(store.clone(), config.agents).await?);
     let state = Arc::new(
         State::new(Parts {
             config,
@@ -378,6 +380,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             sessions,
             payments,
             effects,
+            agents,
             gemini,
             embedder,
             metrics: telemetry::metrics_handle(),
@@ -457,6 +460,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         };
         let auth_follower = follow_auth(sweeper_state.clone(), auth_cursor);
+        let history_follower = follow_history(sweeper_state.clone());
         let memory_follower = follow_memory(sweeper_state.clone(), memory_cursor);
         let lease_state = sweeper_state.clone();
         let lease_keeper = async move {
@@ -469,6 +473,32 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             loop {
                 tick.tick().await;
                 lease_state.billing.tick_leases().await;
+            }
+        };
+        let reconcile_state = sweeper_state.clone();
+        let reconciler = async move {
+            // The nonce reconciler: intents whose replica stopped beating are claimed and
+            // resolved here (`settle::recover` on `Storage::claim_intents`). The first pass is
+            // the start-up recovery above.
+            if !reconcile_state.store.is_shared() {
+                return std::future::pending::<()>().await;
+            }
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + RECONCILE_EVERY,
+                RECONCILE_EVERY,
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let st = reconcile_state.clone();
+                let pass = reconcile_state
+                    .effects
+                    .spawn("settlement reconcile", async move {
+                        api::settle::recover(&st).await
+                    });
+                if let Err(e) = pass.await {
+                    tracing::warn!(%e, "settlement reconcile pass failed");
+                }
             }
         };
         let watch_state = sweeper_state.clone();
@@ -489,8 +519,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             () = sweeper => {}
             () = agent_sweeper => {}
             () = auth_follower => {}
+            () = history_follower => {}
             () = memory_follower => {}
             () = lease_keeper => {}
+            () = reconciler => {}
             () = facilitator_watch => {}
         }
     });
@@ -503,6 +535,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         journal_task: Some(journal_task),
     })
 }
+
+/// How often a gateway sharing its store looks for settlement intents whose replica stopped
+/// beating (`Storage::claim_intents`): an orphan is claimed within `INTENT_TTL_MS` of its
+/// owner's last beat plus this.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 /// How often a gateway sharing its store reads the keys and revocations others wrote: a key
 /// created or revoked, or a session family revoked, through one gateway is honoured or refused
@@ -540,6 +577,27 @@ async fn follow_auth(state: Arc<State>, cursor: Option<i64>) {
                 state.sessions.apply_revocations(&ch.revoked_families);
             }
             Err(e) => tracing::warn!(%e, "reading the auth changes failed; retried"),
+        }
+    }
+}
+
+/// How often a gateway sharing its store folds the calls and payments other gateways recorded
+/// into its console rollup: the console and `/admin/top-wallets` of every replica show a call
+/// made through any of them within this plus one round trip.
+pub const HISTORY_FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows the shared history into the console's rollup (`Storage::follow_history`); never
+/// returns. On the embedded backend it waits.
+async fn follow_history(state: Arc<State>) {
+    if !state.store.is_shared() {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(HISTORY_FOLLOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.store.follow_history().await {
+            tracing::warn!(%e, "reading the shared history failed; retried");
         }
     }
 }

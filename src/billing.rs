@@ -245,6 +245,23 @@ impl Billing {
         reference: Option<String>,
         note: Option<String>,
     ) -> Result<u64, BillingError> {
+        let done = self
+            .credit_closing(wallet, credits, kind, reference, note, None)
+            .await?;
+        Ok(done.unwrap_or_else(|| self.balance(&wallet).balance))
+    }
+
+    /// `credit`, finishing the settlement intent `closes` with it (`Storage::append_closing`):
+    /// `None`, with nothing credited, when another replica owns that intent now.
+    pub async fn credit_closing(
+        &self,
+        wallet: Wallet,
+        credits: u64,
+        kind: LedgerKind,
+        reference: Option<String>,
+        note: Option<String>,
+        closes: Option<&str>,
+    ) -> Result<Option<u64>, BillingError> {
         let slot = self.table.slot(&wallet);
         if credits == 0 || self.balance(&wallet).balance.saturating_add(credits) > MAX_BALANCE {
             return Err(BillingError::InvalidAmount(format!(
@@ -264,11 +281,18 @@ impl Billing {
         self.store
             .ensure_account(&wallet, entry.ts_ms / 1000)
             .await?;
-        self.store.append_durable(&entry).await?;
+        match closes {
+            None => self.store.append_durable(&entry).await?,
+            Some(id) => {
+                if !self.store.append_closing(&entry, id).await? {
+                    return Ok(None);
+                }
+            }
+        }
         if self.leases.is_none() {
             slot.credit(credits);
         }
-        Ok(self.balance(&wallet).balance)
+        Ok(Some(self.balance(&wallet).balance))
     }
 
     /// Releases holds older than the maximum age; returns how many.

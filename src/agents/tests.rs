@@ -49,7 +49,11 @@ async fn fixture(deadline: Duration, max_unfunded: usize) -> Fixture {
         Embedder::Local(LocalEmbedder::new(64)),
         IndexParams::default(),
     );
-    let agents = Arc::new(Agents::new(store.clone(), config(deadline, max_unfunded)));
+    let agents = Arc::new(
+        Agents::new(store.clone(), config(deadline, max_unfunded))
+            .await
+            .unwrap(),
+    );
     Fixture {
         _dir: dir,
         store,
@@ -102,7 +106,7 @@ async fn register_stores_the_agent_and_a_working_key_and_caps_the_unfunded() {
     );
     assert_eq!(r.key.key_name, "bot one");
     assert_eq!(
-        f.store.agent(&r.agent.account).unwrap(),
+        f.store.agent(&r.agent.account).await.unwrap(),
         Some(r.agent.clone())
     );
     f.agents.register("bot two", &f.keys).await.unwrap();
@@ -114,13 +118,16 @@ async fn register_stores_the_agent_and_a_working_key_and_caps_the_unfunded() {
     );
     assert_eq!(full.status(), 503);
     // A first credit frees a place.
-    f.agents.note_funded(&r.agent.account).unwrap();
-    f.agents.note_funded(&r.agent.account).unwrap();
+    f.agents.note_funded(&r.agent.account).await.unwrap();
+    f.agents.note_funded(&r.agent.account).await.unwrap();
     assert_eq!(f.agents.unfunded(), 1, "counted once");
     f.agents.register("bot three", &f.keys).await.unwrap();
     // The count survives a restart.
     assert_eq!(
-        Agents::new(f.store.clone(), config(Duration::ZERO, 9)).unfunded(),
+        Agents::new(f.store.clone(), config(Duration::ZERO, 9))
+            .await
+            .unwrap()
+            .unfunded(),
         2
     );
 }
@@ -181,7 +188,7 @@ async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
         f.keys.authenticate(&doomed.api_key).is_err(),
         "its key is gone"
     );
-    assert!(f.store.agent(&d).unwrap().is_none());
+    assert!(f.store.agent(&d).await.unwrap().is_none());
     assert!(f.store.account(&d).await.unwrap().is_none());
     assert_eq!(
         usage_of(&d).await.unwrap().total,
@@ -196,11 +203,19 @@ async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
             .iter()
             .all(|k| k.wallet != d)
     );
-    assert!(f.store.agent(&fu).unwrap().unwrap().funded_ms.is_some());
+    assert!(
+        f.store
+            .agent(&fu)
+            .await
+            .unwrap()
+            .unwrap()
+            .funded_ms
+            .is_some()
+    );
     assert!(f.keys.authenticate(&funded.api_key).is_ok());
     // Unpinned and no longer owed, the other two go at the next sweep.
     drop(pin);
-    f.store.remove_intent("i1").unwrap();
+    f.store.remove_intent("i1").await.unwrap();
     assert_eq!(f.sweep().await.deleted, 2);
     assert!(
         f.agents.pin(p).await.is_err(),
@@ -210,7 +225,7 @@ async fn a_sweep_deletes_the_unfunded_and_keeps_the_funded_pinned_and_owed() {
     assert_eq!(f.agents.unfunded(), 0);
     // The funded one is permanent.
     assert_eq!(f.sweep().await, Swept::default());
-    assert!(f.store.agent(&fu).unwrap().is_some());
+    assert!(f.store.agent(&fu).await.unwrap().is_some());
 }
 
 /// Pinning and sweeping race from two tasks many times: an agent that was pinned is never
@@ -233,7 +248,7 @@ async fn pins_and_sweeps_racing_never_lose_a_pinned_agent() {
             Ok(pin) => {
                 pinned += 1;
                 assert!(
-                    f.store.agent(&account).unwrap().is_some(),
+                    f.store.agent(&account).await.unwrap().is_some(),
                     "pinned, then swept"
                 );
                 assert!(f.keys.authenticate(&r.api_key).is_ok());
@@ -247,7 +262,7 @@ async fn pins_and_sweeps_racing_never_lose_a_pinned_agent() {
             }
             Err(e) => panic!("{e}"),
         }
-        assert!(f.store.agent(&account).unwrap().is_none());
+        assert!(f.store.agent(&account).await.unwrap().is_none());
     }
     assert_eq!(pinned + refused, 100);
 }

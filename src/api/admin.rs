@@ -66,7 +66,7 @@ pub async fn grant(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
             Some(note),
         )
         .await?;
-    ctx.state.agents.note_funded(&w)?;
+    ctx.state.agents.note_funded(&w).await?;
     Ok(json(
         StatusCode::OK,
         &j!({"wallet": w, "granted": credits, "credits": balance}),

@@ -112,7 +112,7 @@ async fn agent_view(ctx: &Ctx, a: &AgentRecord) -> Result<Value, Error> {
 pub async fn balance(ctx: &Ctx) -> Result<Response<Body>, Error> {
     let p = ctx.caller()?;
     let b = ctx.state.billing.balance_now(&p.wallet).await?;
-    let agent = match ctx.state.agents.get(&p.wallet)? {
+    let agent = match ctx.state.agents.get(&p.wallet).await? {
         Some(a) => Some(agent_view(ctx, &a).await?),
         None => None,
     };

@@ -135,15 +135,15 @@ pub async fn status(state: &State) -> Response<Body> {
             "uptime_seconds": state.started.elapsed().as_secs(),
             "store": {"ok": store.is_ok()},
             "upstream": {"simulated": state.simulated},
-            "x402": {"facilitator": facilitator(state), "settlements": settlements(state)},
+            "x402": {"facilitator": facilitator(state), "settlements": settlements(state).await},
         }),
     )
 }
 
 /// Settlement intents still open (waiting for recovery) and those the operator must resolve
 /// by hand, payers refused streams, and side effects still running.
-fn settlements(state: &State) -> serde_json::Value {
-    let intents = state.store.intents().unwrap_or_default();
+async fn settlements(state: &State) -> serde_json::Value {
+    let intents = state.store.intents().await.unwrap_or_default();
     let unresolved = intents
         .iter()
         .filter(|i| {

@@ -67,14 +67,14 @@ fn payer_must_be(headers: &http::HeaderMap, named: &Wallet) -> Result<(), Error>
 }
 
 /// The agent account a body names (`"agent"`: UUID or account id), which must exist.
-fn named_agent(ctx: &Ctx, agent: Option<&str>) -> Result<Option<Wallet>, Error> {
+async fn named_agent(ctx: &Ctx, agent: Option<&str>) -> Result<Option<Wallet>, Error> {
     let Some(s) = agent else {
         return Ok(None);
     };
     let account = crate::agents::parse_ref(s).ok_or_else(|| {
         RequestError::validation("agent", "agent is the UUID or account id (0x…) of an agent")
     })?;
-    match ctx.state.agents.get(&account)? {
+    match ctx.state.agents.get(&account).await? {
         Some(_) => Ok(Some(account)),
         None => Err(crate::agents::AgentError::NotFound(s.to_string()).into()),
     }
@@ -224,7 +224,7 @@ pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>
         (Some(w), None) => w,
         (None, Some(_)) => {
             credits_in_range(b.credits.0)?;
-            let to = named_agent(ctx, b.agent.as_deref())?;
+            let to = named_agent(ctx, b.agent.as_deref()).await?;
             let (v, s, balance) = match take_payment(
                 ctx,
                 &parts.headers,
@@ -239,7 +239,7 @@ pub async fn purchase(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>
                 Ok(t) => t,
                 Err(res) => return Ok(res),
             };
-            let body = agent_funded(ctx, to, &v, balance);
+            let body = agent_funded(ctx, to, &v, balance).await;
             return Ok(paid_response(StatusCode::OK, &body, &v, s));
         }
         _ => {
@@ -301,7 +301,7 @@ pub async fn topup(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
         .ok_or_else(|| {
             RequestError::validation("amount", "amount is USD from 1 to 1000, at most 6 decimals")
         })?;
-    let to = named_agent(ctx, b.agent.as_deref())?;
+    let to = named_agent(ctx, b.agent.as_deref()).await?;
     let path = "/v1/topup";
     let (v, s, balance) = match take_payment(
         ctx,
@@ -321,18 +321,24 @@ pub async fn topup(ctx: &Ctx, req: Request<ReqBody>) -> Result<Response<Body>, E
         None => {
             j!({"wallet": to_checksum(&v.payer), "balance_usdc": balance, "credited_usdc": v.amount})
         }
-        Some(_) => agent_funded(ctx, to, &v, balance),
+        Some(_) => agent_funded(ctx, to, &v, balance).await,
     };
     Ok(paid_response(StatusCode::OK, &body, &v, s))
 }
 
 /// The answer to money in for an agent account: whose account, who paid, what it holds now.
-fn agent_funded(ctx: &Ctx, to: Option<Wallet>, v: &Verified, balance: u64) -> serde_json::Value {
+async fn agent_funded(
+    ctx: &Ctx,
+    to: Option<Wallet>,
+    v: &Verified,
+    balance: u64,
+) -> serde_json::Value {
     let account = to.unwrap_or(v.payer);
     let uuid = ctx
         .state
         .agents
         .get(&account)
+        .await
         .ok()
         .flatten()
         .map(|a| a.uuid);

@@ -97,11 +97,15 @@ pub async fn start(
         state: IntentState::Pending,
         created_ms: now_ms(),
     };
-    if let Err(e) = state.store.put_intent_durable(&rec).await {
-        state.payments.release_nonce(v).await;
-        return Err(e.into());
+    match state.store.put_intent_durable(&rec).await {
+        Ok(true) => Ok(state.payments.start_settlement(v)),
+        // Another replica still holds an intent for this very authorization: it is in use.
+        Ok(false) => Err(PaymentError::NonceReused),
+        Err(e) => {
+            state.payments.release_nonce(v).await;
+            Err(e.into())
+        }
     }
-    Ok(state.payments.start_settlement(v))
 }
 
 /// Money in: settles `v` and credits all of it as `kind`, to the payer or to the agent account
@@ -137,7 +141,7 @@ pub async fn money_in(
         // Marked funded inside the effect, so a client that leaves cannot skip it (the agent
         // would keep an unfunded slot until a sweep found the credit in the ledger).
         if let (Ok(_), Some(account)) = (&done, account)
-            && let Err(e) = st.agents.note_funded(&account)
+            && let Err(e) = st.agents.note_funded(&account).await
         {
             tracing::warn!(%e, %account, "agent not marked funded yet; the sweeper marks it");
         }
@@ -214,7 +218,7 @@ async fn finish(
     match outcome {
         Ok(s) => {
             state.settler.unblock(&v.payer);
-            let mut rec = match state.store.intent(&id) {
+            let mut rec = match state.store.intent(&id).await {
                 Ok(Some(r)) => r,
                 // Written by `start`; absent only if the store failed us: credit from `v`.
                 _ => fallback_record(v, &id, kept, to),
@@ -229,11 +233,19 @@ async fn finish(
             // after the credit finds it by its reference instead of settling again and crediting
             // twice, and a crash before the intent is forgotten cannot turn a call that kept
             // everything into a full refund.
-            let stored = state.store.put_intent_durable(&rec).await;
+            let stored = match state.store.put_intent_durable(&rec).await {
+                Ok(true) => Ok(()),
+                // Another replica claimed the intent (this one was cut off past its lease): it
+                // resolves and credits it, once.
+                Ok(false) => Err(PaymentError::Internal(
+                    "the settlement intent was taken over by another replica".into(),
+                )),
+                Err(e) => Err(e.into()),
+            };
             if let Err(e) = stored {
                 tracing::error!(%e, intent = %id, "settled intent not stored; left for recovery");
                 return if kept.is_none() {
-                    Err(e.into())
+                    Err(e)
                 } else {
                     Ok((s, state.billing.balance(&rec.credited()).balance))
                 };
@@ -251,10 +263,12 @@ async fn finish(
                 // The money never moved: nothing is owed, and the payment may be sent again
                 // when its answer was withheld (money in; a unary call's `Payer::settle` does
                 // its own release).
+                // The intent goes first: once the nonce is free, the same payment may be sent
+                // again (to any replica), and its new intent has the same id.
+                forget(state, &id).await;
                 if kept.is_none() {
                     state.payments.release_nonce(v).await;
                 }
-                forget(state, &id);
             } else {
                 // A time-out or a 5xx: the money may have moved. The intent stays, and is
                 // settled again in the background (and at the next start) until the
@@ -304,14 +318,19 @@ fn note_unpaid_stream(payer: &Wallet, kept: u64, e: &PaymentError) {
 /// Records in a call's intent what it keeps once its settlement is confirmed (durably: recovery
 /// after a crash must not refund content the client received).
 async fn keep_on_recovery(state: &State, id: &str, k: u64) {
-    let Ok(Some(mut rec)) = state.store.intent(id) else {
+    let Ok(Some(mut rec)) = state.store.intent(id).await else {
         return;
     };
     if let IntentPurpose::Call { kept, .. } = &mut rec.purpose {
         *kept = Some(k);
     }
-    if let Err(e) = state.store.put_intent_durable(&rec).await {
-        tracing::warn!(%e, intent = %id, "what the call keeps was not stored; recovery refunds all");
+    match state.store.put_intent_durable(&rec).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(intent = %id,
+            "what the call keeps was not stored: another replica owns the intent"),
+        Err(e) => {
+            tracing::warn!(%e, intent = %id, "what the call keeps was not stored; recovery refunds all");
+        }
     }
 }
 
@@ -339,9 +358,13 @@ fn fallback_record(v: &Verified, id: &str, kept: Option<u64>, to: Option<Wallet>
     }
 }
 
-fn forget(state: &State, id: &str) {
-    if let Err(e) = state.store.remove_intent(id) {
-        tracing::warn!(%e, intent = %id, "finished intent not removed; recovery will skip it");
+async fn forget(state: &State, id: &str) {
+    match state.store.remove_intent(id).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(intent = %id, "finished intent owned by another replica now"),
+        Err(e) => {
+            tracing::warn!(%e, intent = %id, "finished intent not removed; recovery will skip it");
+        }
     }
 }
 
@@ -391,24 +414,34 @@ async fn credit_owed(
         };
         let result = match found {
             Err(e) => Err(PaymentError::from(e)),
-            Ok(done) if credits == 0 || done => Ok(state.billing.balance(&account).balance),
+            Ok(done) if credits == 0 || done => {
+                forget(state, &rec.id).await;
+                Ok(state.billing.balance(&account).balance)
+            }
+            // The credit and the intent's removal are one write (across replicas: only the
+            // intent's owner can credit it).
             Ok(_) => state
                 .billing
-                .credit(
+                .credit_closing(
                     account,
                     credits,
                     kind,
                     Some(reference.to_string()),
                     Some(note.clone()),
+                    Some(&rec.id),
                 )
                 .await
+                .map(|b| {
+                    if b.is_none() {
+                        tracing::warn!(intent = %rec.id,
+                            "intent claimed by another replica; it credits the payment");
+                    }
+                    b.unwrap_or_else(|| state.billing.balance(&account).balance)
+                })
                 .map_err(|e| PaymentError::Internal(e.to_string())),
         };
         match result {
-            Ok(balance) => {
-                forget(state, &rec.id);
-                return Ok(balance);
-            }
+            Ok(balance) => return Ok(balance),
             Err(e) if attempt >= CREDIT_ATTEMPTS => {
                 metrics::counter!("vectorway_x402_credit_failures_total").increment(1);
                 tracing::error!(%e, payer = %rec.payer, intent = %rec.id,
@@ -437,14 +470,16 @@ pub enum Recovered {
     Unresolved,
 }
 
-/// Completes every intent a previous run left (start-up: nothing else is settling). Returns
-/// the outcome of each, in the store's order.
+/// Completes every intent a previous run left (start-up: nothing else is settling), or on a
+/// shared store (PostgreSQL) every intent whose replica stopped beating (`Storage::claim_intents`,
+/// run at start and every `RECONCILE_EVERY`: the nonce reconciler). Returns the outcome of
+/// each, in the store's order.
 ///
 /// An intent whose outcome is still unknown (`Recovered::Kept`: the facilitator or the chain
 /// could not be asked, or cannot tell yet) is handed to `recover_later`, which keeps looking in
 /// the background of this run instead of waiting for the next start.
 pub async fn recover(state: &Arc<State>) -> Vec<(String, Recovered)> {
-    let intents = match state.store.intents() {
+    let intents = match state.store.claim_intents().await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(%e, "settlement intents unreadable");
@@ -456,7 +491,7 @@ pub async fn recover(state: &Arc<State>) -> Vec<(String, Recovered)> {
         let r = recover_one(state, rec.clone()).await;
         // What recovery finished stays finished through another crash (a restart loop does
         // not redo it); intents are rare, so one fsync each is cheap.
-        if let Err(e) = state.store.flush().await {
+        if let Err(e) = state.store.sync_intents().await {
             tracing::warn!(%e, intent = %rec.id, "recovered intent not flushed");
         }
         tracing::info!(intent = %rec.id, payer = %rec.payer, outcome = ?r, "settlement intent recovered");
@@ -484,14 +519,17 @@ async fn recover_one(state: &State, mut rec: IntentRecord) -> Recovered {
         IntentState::Pending => {
             let request = match serde_json::from_value(rec.request.clone()) {
                 Ok(r) => r,
-                Err(e) => return unresolved(state, &mut rec, &format!("unreadable request: {e}")),
+                Err(e) => {
+                    return unresolved(state, &mut rec, &format!("unreadable request: {e}")).await;
+                }
             };
             let Some((network, nonce)) = lookup_parts(state, &rec.id) else {
                 return unresolved(
                     state,
                     &mut rec,
                     "the payment's network is no longer configured",
-                );
+                )
+                .await;
             };
             let lookup = Lookup {
                 network: &network,
@@ -510,13 +548,13 @@ async fn recover_one(state: &State, mut rec: IntentRecord) -> Recovered {
                 Outcome::Moved(transaction) => transaction,
                 Outcome::NotMoved(e) => {
                     tracing::info!(intent = %rec.id, reason = %e, "nothing moved; intent forgotten");
-                    forget(state, &rec.id);
+                    forget(state, &rec.id).await;
                     return Recovered::NothingMoved;
                 }
                 // Past its window the authorization can no longer be judged (without a chain,
                 // or with one that cannot say which transaction spent it): the operator decides.
                 Outcome::Unknown(e) if crate::payments::unix_now() > rec.valid_before => {
-                    return unresolved(state, &mut rec, &e.to_string());
+                    return unresolved(state, &mut rec, &e.to_string()).await;
                 }
                 Outcome::Unknown(e) => {
                     tracing::warn!(%e, intent = %rec.id, "settlement still unknown; kept");
@@ -532,7 +570,7 @@ async fn recover_one(state: &State, mut rec: IntentRecord) -> Recovered {
         .await
         .unwrap_or(false)
     {
-        forget(state, &rec.id);
+        forget(state, &rec.id).await;
         return Recovered::Credited;
     }
     match credit_owed(state, &rec, &transaction, false).await {
@@ -555,12 +593,18 @@ fn recover_later(state: &Arc<State>, id: String) {
         let mut pause = Duration::from_secs(5);
         for attempt in 1.. {
             tokio::time::sleep(pause).await;
-            let Ok(Some(rec)) = store.intent(&id) else {
+            let Ok(Some(rec)) = store.intent(&id).await else {
                 return;
             };
             let expired = crate::payments::unix_now() > rec.valid_before;
             match recover_one(&me, rec).await {
-                Recovered::Kept if attempt >= 6 && expired => return,
+                Recovered::Kept if attempt >= 6 && expired => {
+                    // On a shared store the next reconcile pass takes it up again.
+                    if let Err(e) = store.release_intent(&id).await {
+                        tracing::warn!(%e, intent = %id, "intent not released");
+                    }
+                    return;
+                }
                 Recovered::Kept => pause = (pause * 3).min(Duration::from_secs(120)),
                 done => {
                     tracing::info!(intent = %id, outcome = ?done, "settlement recovered");
@@ -586,12 +630,16 @@ fn lookup_parts(state: &State, id: &str) -> Option<(Network, [u8; 32])> {
     Some((network, nonce))
 }
 
-fn unresolved(state: &State, rec: &mut IntentRecord, reason: &str) -> Recovered {
+async fn unresolved(state: &State, rec: &mut IntentRecord, reason: &str) -> Recovered {
     rec.state = IntentState::Unresolved {
         reason: reason.to_string(),
     };
-    if let Err(e) = state.store.update_intent(rec) {
-        tracing::error!(%e, intent = %rec.id, "unresolved intent not stored");
+    match state.store.update_intent(rec).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::error!(intent = %rec.id, "unresolved intent owned by another replica")
+        }
+        Err(e) => tracing::error!(%e, intent = %rec.id, "unresolved intent not stored"),
     }
     metrics::counter!("vectorway_x402_intents_unresolved_total").increment(1);
     tracing::error!(intent = %rec.id, payer = %rec.payer, reason,

@@ -8,6 +8,8 @@
 //! shadows `Store`'s method of the same name, so a moved kind cannot be reached past the facade
 //! by accident: the call would have to name `Store` itself.
 
+mod agents;
+mod intents;
 mod memory;
 
 use std::collections::HashMap;
@@ -403,6 +405,15 @@ impl Storage {
                 )
                 .await
             }
+        }
+    }
+
+    /// Folds what other gateways appended to the shared history since the last call into the
+    /// console's rollup (`PgStore::follow_history`); nothing to do on the embedded store.
+    pub async fn follow_history(&self) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Embedded => Ok(()),
+            Backend::Postgres(pg) => pg.follow_history(&self.local.rollup).await,
         }
     }
 

@@ -77,6 +77,10 @@ impl IntentRecord {
 /// 1 s; a stalled fsync adds to it), with a wide margin.
 pub(super) const REORDER_SLACK_MS: u64 = 5 * 60 * 1000;
 
+/// How long a replica owns an intent on PostgreSQL without beating (as long as its credit
+/// leases: `billing::lease::TTL`); past it another replica claims and resolves the intent.
+pub const INTENT_TTL_MS: u64 = 10_000;
+
 impl Store {
     /// Writes an intent and fsyncs it before returning.
     pub async fn put_intent_durable(&self, rec: &IntentRecord) -> Result<(), StorageError> {

@@ -471,15 +471,20 @@ impl MemoryLog {
 
     /// Every live record in wallet and id order (tests, fuzzing).
     pub fn snapshot(&self) -> Result<Vec<Record>, StorageError> {
-        let mut wallets: Vec<Wallet> = read(&self.state).wallets.keys().copied().collect();
-        wallets.sort_unstable();
-        wallets
+        self.wallets()
             .into_iter()
             .flat_map(|w| {
                 self.records_of(&w)
                     .map(move |r| r.map(|(id, payload)| (w, id, payload)))
             })
             .collect()
+    }
+
+    /// Every wallet with a live record, in order.
+    pub fn wallets(&self) -> Vec<Wallet> {
+        let mut wallets: Vec<Wallet> = read(&self.state).wallets.keys().copied().collect();
+        wallets.sort_unstable();
+        wallets
     }
 
     /// Live records in the whole log.

@@ -2,17 +2,21 @@
 //!
 //! `PgStore` holds a `deadpool_postgres::Pool` of `tokio_postgres` connections whose every
 //! session runs with the configured `statement_timeout`. A failure to get or keep a connection
-//! is `DbError::Unavailable` (503 `store_unavailable`); a statement the server refused is
-//! `DbError::Statement` (500). The schema is versioned (`migrate`): `PgStore::open` applies
+//! is `DbError::Unavailable` (503 `store_unavailable`), and so is a server that answers it is
+//! shutting down, starting up or out of connections (`server_is_away`); a statement the server
+//! refused is `DbError::Statement` (500). The schema is versioned (`migrate`): `PgStore::open` applies
 //! what is missing and refuses a database whose schema is newer than this binary knows.
 
+pub mod agents;
 pub mod buckets;
 mod changes;
 mod history;
+mod intents;
 mod leases;
 mod memory;
 pub mod migrate;
 mod records;
+mod transfer;
 
 pub use changes::{AuthChanges, ChangeFeed};
 pub use leases::Seen;
@@ -45,6 +49,8 @@ pub struct PgStore {
     replica: std::sync::Arc<str>,
     /// What this gateway last learned of each wallet's totals (`leases::SeenCell`).
     seen: std::sync::Arc<dashmap::DashMap<crate::wallet::Wallet, std::sync::Arc<leases::SeenCell>>>,
+    /// How far this gateway's console rollup has read the shared history (`follow_history`).
+    history: std::sync::Arc<tokio::sync::Mutex<history::HistoryCursor>>,
 }
 
 impl PgStore {
@@ -82,6 +88,7 @@ impl PgStore {
             pool,
             replica,
             seen: std::sync::Arc::default(),
+            history: std::sync::Arc::default(),
         })
     }
 
@@ -93,6 +100,17 @@ impl PgStore {
             .map_err(|e| StorageError::Db(DbError::Unavailable(e.to_string())))
     }
 
+    /// A repeatable-read, read-only transaction on `c`: one snapshot for several statements.
+    pub(crate) async fn snapshot(
+        c: &mut deadpool_postgres::Object,
+    ) -> Result<deadpool_postgres::Transaction<'_>, StorageError> {
+        Ok(c.build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?)
+    }
+
     /// Liveness probe for `/readyz`: one round trip.
     pub async fn check(&self) -> Result<(), StorageError> {
         self.client().await?.simple_query("SELECT 1").await?;
@@ -102,13 +120,27 @@ impl PgStore {
 
 impl From<tokio_postgres::Error> for StorageError {
     fn from(e: tokio_postgres::Error) -> Self {
-        // A closed connection or an I/O failure is the database being away, not a bad query.
-        if e.is_closed() || e.as_db_error().is_none() {
+        // A closed connection or an I/O failure is the database being away, not a bad query;
+        // so is a server that answers it is shutting down, starting up or out of connections.
+        let away = match e.as_db_error() {
+            None => true,
+            Some(db) => server_is_away(db.code().code()),
+        };
+        if e.is_closed() || away {
             DbError::Unavailable(e.to_string()).into()
         } else {
             DbError::Statement(e.to_string()).into()
         }
     }
+}
+
+/// Whether a SQLSTATE says the server, not the statement, is the problem: class 08
+/// (connection exception), class 57 (operator intervention: `admin_shutdown` when the server
+/// is stopped under a running query, `cannot_connect_now` while it starts) and class 53
+/// (insufficient resources: too many connections, disk full). A request that fails on one of
+/// these may be retried, so it is a 503, never a 500.
+fn server_is_away(sqlstate: &str) -> bool {
+    matches!(sqlstate.get(..2), Some("08" | "57" | "53"))
 }
 
 /// A `u64` for a `bigint` column; values past `i64::MAX` (sentinels like `u64::MAX`) saturate.
@@ -119,4 +151,21 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 /// A `bigint` column read back as `u64` (the schema's CHECKs keep them non-negative).
 pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_is_away;
+
+    #[test]
+    fn a_server_going_away_is_not_a_bad_statement() {
+        for state in [
+            "57P01", "57P02", "57P03", "08006", "08001", "53300", "53100",
+        ] {
+            assert!(server_is_away(state), "{state}");
+        }
+        for state in ["23505", "40001", "42P01", "22003", "P0001", ""] {
+            assert!(!server_is_away(state), "{state}");
+        }
+    }
 }

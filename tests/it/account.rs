@@ -42,7 +42,7 @@ async fn post(
 }
 
 /// Challenge → sign → verify; returns (access, refresh).
-async fn sign_in(env: &Env, s: &Signer) -> (String, String) {
+pub(crate) async fn sign_in(env: &Env, s: &Signer) -> (String, String) {
     let c = post(
         env,
         "/v1/auth/siwe/challenge",

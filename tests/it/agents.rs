@@ -23,7 +23,7 @@ async fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
     .await
 }
 
-async fn register(env: &Env, name: &str) -> Value {
+pub(crate) async fn register(env: &Env, name: &str) -> Value {
     let res = try_register(env, name).await;
     assert_eq!(
         res.status,
@@ -45,7 +45,7 @@ async fn try_register(env: &Env, name: &str) -> Resp {
 }
 
 /// An x402 v1 payment of `value` atomic USDC from `s`.
-fn payment(s: &Signer, value: u64) -> String {
+pub(crate) fn payment(s: &Signer, value: u64) -> String {
     let net = known_network("base-sepolia").unwrap();
     let p = s
         .pay(&net, PAY_TO.parse().unwrap(), value, unix_now(), 300)
@@ -54,7 +54,7 @@ fn payment(s: &Signer, value: u64) -> String {
 }
 
 /// `POST /v1/topup` of `dollars` naming `agent`, paid with `header`.
-async fn topup(env: &Env, agent: &str, dollars: u64, header: &str) -> Resp {
+pub(crate) async fn topup(env: &Env, agent: &str, dollars: u64, header: &str) -> Resp {
     env.send(
         Method::POST,
         "/v1/topup",
@@ -70,7 +70,7 @@ async fn get(env: &Env, path: &str, key: &str) -> Resp {
         .await
 }
 
-fn account(agent: &Value) -> Wallet {
+pub(crate) fn account(agent: &Value) -> Wallet {
     agent["account"].as_str().unwrap().parse().unwrap()
 }
 
@@ -388,15 +388,11 @@ async fn the_sweep_deletes_the_unfunded_and_keeps_the_funded() {
         StatusCode::OK
     );
     assert!(!env.usage(&u.to_string()).await.is_empty());
-    assert!(
-        eventually(Duration::from_secs(30), || state
-            .agents
-            .get(&u)
-            .unwrap()
-            .is_none())
-        .await,
-        "swept"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state.agents.get(&u).await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "swept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let res = get(&env, "/api/v1/balance", &k).await;
     assert_eq!(
         (res.status, res.code().as_str()),
@@ -432,7 +428,16 @@ async fn the_sweep_deletes_the_unfunded_and_keeps_the_funded() {
     assert_eq!(env.sim.facilitator_stats().settle, settles);
     // The funded one was past its deadline at that sweep too, and stays.
     let f = account(&funded);
-    assert!(state.agents.get(&f).unwrap().unwrap().funded_ms.is_some());
+    assert!(
+        state
+            .agents
+            .get(&f)
+            .await
+            .unwrap()
+            .unwrap()
+            .funded_ms
+            .is_some()
+    );
     let b = get(&env, "/api/v1/balance", &key(&funded)).await.json();
     assert_eq!(
         (b["credits"].as_u64(), b["agent"]["permanent"].as_bool()),
@@ -456,7 +461,7 @@ async fn a_top_up_racing_the_sweep_is_never_lost() {
     let state = env.gw().state.clone();
     let a = register(&env, "late payer").await;
     let me = account(&a);
-    let deadline = state.agents.get(&me).unwrap().unwrap().deadline_ms;
+    let deadline = state.agents.get(&me).await.unwrap().unwrap().deadline_ms;
     // The facilitator moves the money at once but answers 5 s later.
     env.sim.set_facilitator_faults(FacilitatorFaults {
         endpoint: Some("settle".into()),
@@ -503,7 +508,7 @@ async fn a_top_up_racing_the_sweep_is_never_lost() {
         "the settlement was still out during those sweeps"
     );
     assert!(
-        state.agents.get(&me).unwrap().is_some(),
+        state.agents.get(&me).await.unwrap().is_some(),
         "pinned, not swept"
     );
     assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
@@ -516,7 +521,14 @@ async fn a_top_up_racing_the_sweep_is_never_lost() {
         .await
     );
     assert!(
-        state.agents.get(&me).unwrap().unwrap().funded_ms.is_some(),
+        state
+            .agents
+            .get(&me)
+            .await
+            .unwrap()
+            .unwrap()
+            .funded_ms
+            .is_some(),
         "permanent"
     );
     let deposits = get(&env, "/api/v1/transactions?type=deposit", &key(&a))
@@ -531,7 +543,7 @@ async fn a_top_up_racing_the_sweep_is_never_lost() {
         let acct = account(&b);
         let payer = Signer::random().unwrap();
         let usdc = env.sim.balance(&payer.address());
-        let deadline = state.agents.get(&acct).unwrap().unwrap().deadline_ms;
+        let deadline = state.agents.get(&acct).await.unwrap().unwrap().deadline_ms;
         // Aimed at the deadline, from 80 ms before it to 70 ms after.
         let at = (deadline + i * 10).saturating_sub(80);
         let (url, uuid, header) = (
@@ -558,14 +570,14 @@ async fn a_top_up_racing_the_sweep_is_never_lost() {
                 assert_eq!(paid, 1_000_000);
                 assert_eq!(env.balance(&acct.to_string()).balance, 1_000_000);
                 assert!(
-                    state.agents.get(&acct).unwrap().is_some(),
+                    state.agents.get(&acct).await.unwrap().is_some(),
                     "funded, then swept"
                 );
             }
             StatusCode::NOT_FOUND => {
                 assert_eq!(res.code(), "agent_not_found");
                 assert_eq!(paid, 0, "refused before settling");
-                assert!(state.agents.get(&acct).unwrap().is_none());
+                assert!(state.agents.get(&acct).await.unwrap().is_none());
             }
             other => panic!("{other}: {:?}", res.body),
         }

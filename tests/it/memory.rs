@@ -12,7 +12,7 @@ use vectorway::storage::LedgerKind;
 
 use crate::harness::{Env, W1, W2, fast_knobs};
 
-async fn search(env: &Env, key: &str, q: &str) -> Vec<Value> {
+pub(crate) async fn search(env: &Env, key: &str, q: &str) -> Vec<Value> {
     let path = format!("/v1/memory?q={}&k=5", q.replace(' ', "+"));
     let res = env
         .send(Method::GET, &path, &[("x-api-key", key)], "")

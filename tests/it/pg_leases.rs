@@ -15,7 +15,7 @@ use crate::pg::{Postgres, pg_config, raw_client};
 /// One wallet's books as the database has them, checked against both invariants:
 /// `leased + committed ≤ granted`, `leased = Σ (amount − used)` over its leases, and the ledger
 /// sum rule `Σ ledger = granted − committed`. Returns `(granted, committed, leased)`.
-async fn books(c: &tokio_postgres::Client, wallet: &Wallet) -> (i64, i64, i64) {
+pub(crate) async fn books(c: &tokio_postgres::Client, wallet: &Wallet) -> (i64, i64, i64) {
     let w = wallet.as_bytes().as_slice();
     let r = c
         .query_one(
@@ -122,11 +122,25 @@ async fn lease_statements_keep_the_books() {
         .await
         .unwrap();
     assert_eq!(books(&c, &w).await, (1000, 320, 300));
-    // ...and one larger than what is free is cut to what is free, never more.
-    b.append_history(&[entry(21, -900, "req_b2")], &[])
-        .await
-        .unwrap();
+    // ...and a window asking more than is free (380) is cut to what is free, never more: in
+    // window order, the first debit whole, the second to what is left, and the ledger rows
+    // say what was charged. The same window again changes nothing.
+    let late = [entry(21, -250, "req_b2"), entry(22, -900, "req_b3")];
+    b.append_history(&late, &[]).await.unwrap();
+    b.append_history(&late, &[]).await.unwrap();
     assert_eq!(books(&c, &w).await, (1000, 700, 300));
+    let rows: Vec<(String, i64)> = c
+        .query(
+            "SELECT reference, credits FROM ledger WHERE reference LIKE 'req_b%' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want = [("req_b1", -120), ("req_b2", -250), ("req_b3", -130)];
+    assert_eq!(rows, want.map(|(r, c)| (r.to_string(), c)));
     // A's shutdown returns the 300 it leased and did not use.
     assert_eq!(a.release_replica(a.replica()).await.unwrap(), 300);
     assert_eq!(books(&c, &w).await, (1000, 700, 0));

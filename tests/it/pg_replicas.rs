@@ -360,3 +360,73 @@ async fn one_payment_sent_to_three_gateways_eight_times_each_settles_once() {
         g.stop().await;
     }
 }
+
+/// Every replica's console counts the calls made through every other: three calls through A
+/// and two through B show up on both, with the same spend, the same grant and the same
+/// calls, within the follow interval (`app::HISTORY_FOLLOW_EVERY`), and nothing is counted
+/// twice (each gateway folds its own appends in at once and reads only the others').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_of_every_replica_counts_the_calls_of_all() {
+    let (_, gws) = replicas(2, |_| {}).await;
+    let key = gws[0].funded_key(W1, 50_000_000).await;
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 20});
+    for (i, n) in [(0, 3), (1, 2)] {
+        let mut done = 0;
+        let deadline = Instant::now() + BOUND;
+        while done < n {
+            let r = gws[i].chat(&key, hi.clone()).await;
+            // The key reaches B through the auth feed; a refused call is not charged.
+            if r.status == StatusCode::UNAUTHORIZED && i == 1 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            done += 1;
+        }
+    }
+    for env in &gws {
+        env.gw().state.billing.journal().sync().await;
+    }
+    let spent: u64 = gws[0].usage(W1).await.iter().map(|e| e.credits).sum();
+    assert!(spent > 0);
+    let row = async |env: &Env| {
+        let secret = env.gw().state.admin_secret.clone();
+        let r = env
+            .send(
+                Method::GET,
+                "/admin/top-wallets?limit=5",
+                &[("x-admin-secret", &secret)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.json()["wallets"][0].clone()
+    };
+    for env in &gws {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let r = row(env).await;
+            if r["calls"] == 5 {
+                assert_eq!(r["spent"], spent, "{r}");
+                assert_eq!(r["granted"], 50_000_000, "{r}");
+                break;
+            }
+            assert!(r["calls"].as_u64().unwrap_or(0) < 5, "counted twice: {r}");
+            assert!(Instant::now() < deadline, "not seen within {BOUND:?}: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A later follow adds nothing: what was read is not read again.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for env in &gws {
+        let r = row(env).await;
+        assert_eq!(
+            (r["calls"].as_u64(), r["spent"].as_u64()),
+            (Some(5), Some(spent)),
+            "{r}"
+        );
+    }
+    for g in gws {
+        g.stop().await;
+    }
+}

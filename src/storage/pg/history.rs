@@ -1,8 +1,9 @@
 //! The ledger and usage history in PostgreSQL: appends that keep `balances` and the ledger in
-//! step, pages, key totals, and the console rollup's replay.
+//! step, pages, key totals, and the console rollup's replay and feed across replicas.
 //!
-//! A journal window (or one money-in entry) is one statement: the ledger rows are inserted from
-//! arrays, and the same statement adds what was inserted to each wallet's `balances` row
+//! A journal window (or one money-in entry) is one statement, one round trip (the function
+//! `vw_append_window`, migration 0005): the ledger rows are inserted from arrays, and the same
+//! statement charges debits to the replica's lease and adds what was inserted to each wallet's `balances` row
 //! (`granted` for money in, `committed` for debits), so `granted − committed = Σ ledger` holds in
 //! every snapshot. Each row carries a commit key (`reference/seq` for the ledger,
 //! `request_id/seq` for usage): a window retried after a lost COMMIT answer inserts nothing
@@ -25,7 +26,7 @@ fn ledger_key(e: &LedgerEntry) -> Option<String> {
     e.reference.as_ref().map(|r| format!("{r}/{}", e.seq))
 }
 
-fn kind_name(k: LedgerKind) -> &'static str {
+pub(super) fn kind_name(k: LedgerKind) -> &'static str {
     match k {
         LedgerKind::Topup => "topup",
         LedgerKind::Grant => "grant",
@@ -44,14 +45,14 @@ fn kind_of(s: &str) -> Result<LedgerKind, StorageError> {
     })
 }
 
-fn wallet_of(row: &Row) -> Result<Wallet, StorageError> {
+pub(super) fn wallet_of(row: &Row) -> Result<Wallet, StorageError> {
     let raw: &[u8] = row.try_get("wallet")?;
     Wallet::from_slice(raw).ok_or_else(|| StorageError::Codec("wallet: not a wallet".into()))
 }
 
-const LEDGER_COLS: &str = "wallet, seq, ts_ms, kind, credits, reference, note";
+pub(super) const LEDGER_COLS: &str = "wallet, seq, ts_ms, kind, credits, reference, note";
 
-fn entry_of(row: &Row) -> Result<LedgerEntry, StorageError> {
+pub(super) fn entry_of(row: &Row) -> Result<LedgerEntry, StorageError> {
     Ok(LedgerEntry {
         seq: to_u64(row.try_get("seq")?),
         ts_ms: to_u64(row.try_get("ts_ms")?),
@@ -63,11 +64,11 @@ fn entry_of(row: &Row) -> Result<LedgerEntry, StorageError> {
     })
 }
 
-const USAGE_COLS: &str = "wallet, seq, ts_ms, method, path, status, latency_ms, credits, usd_cost, \
+pub(super) const USAGE_COLS: &str = "wallet, seq, ts_ms, method, path, status, latency_ms, credits, usd_cost, \
      model, prompt_tokens, completion_tokens, memory_read, memory_write, memories_used, key_id, \
      auth_mode, request_id, transaction";
 
-fn event_of(row: &Row) -> Result<UsageEvent, StorageError> {
+pub(super) fn event_of(row: &Row) -> Result<UsageEvent, StorageError> {
     Ok(UsageEvent {
         seq: to_u64(row.try_get("seq")?),
         ts_ms: to_u64(row.try_get("ts_ms")?),
@@ -90,55 +91,28 @@ fn event_of(row: &Row) -> Result<UsageEvent, StorageError> {
     })
 }
 
-/// Inserts ledger rows (skipping any whose commit key is already there) and adds the money in
-/// among them to `balances.granted`, in one statement. Debits reach `committed` first
-/// (`charge_debits`), so the ledger and `balances` change in the same transaction.
-const INSERT_LEDGER: &str = "
-WITH ins AS (
-    INSERT INTO ledger (wallet, seq, ts_ms, kind, credits, reference, note, commit_key)
-    SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[],
-                         $6::text[], $7::text[], $8::text[])
-    ON CONFLICT (commit_key) DO NOTHING
-    RETURNING wallet, credits)
-INSERT INTO balances AS b (wallet, granted)
-SELECT wallet, sum(greatest(credits, 0))::bigint FROM ins GROUP BY wallet
-ON CONFLICT (wallet) DO UPDATE SET granted = b.granted + EXCLUDED.granted
-RETURNING wallet, granted, committed";
+/// One journal window, one statement: `vw_append_window` (migration 0005) skips rows already
+/// stored, charges the new debits (this replica's lease, else the free balance, else what is
+/// free and never more), inserts the ledger rows and usage events, adds money in to `granted`,
+/// and returns each touched wallet's totals, with `due`/`charged` where debits were cut.
+const APPEND_WINDOW: &str = "SELECT r_wallet AS wallet, r_granted AS granted, \
+     r_committed AS committed, r_due, r_charged FROM vw_append_window($1, $2, $3, $4, $5, $6, \
+     $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, \
+     $25, $26, $27, $28, $29)";
 
-/// A debit charged to this replica's lease: `used` and `committed` grow, `leased` shrinks.
-const CHARGE_LEASE: &str = "
-WITH l AS (
-    UPDATE credit_leases SET used = used + $3
-    WHERE wallet = $1 AND replica = $2 AND amount - used >= $3
-    RETURNING wallet)
-UPDATE balances b SET leased = b.leased - $3, committed = b.committed + $3
-FROM l WHERE b.wallet = l.wallet
-RETURNING b.granted, b.committed";
+/// The advisory lock every writer of the history holds (shared) until it commits, and
+/// `vw_history_horizon` takes (exclusive) for an instant: migration 0005.
+pub(super) const HISTORY_LOCK: i64 = 0x7677_6869;
 
-/// A debit charged to the free balance (no lease covers it: the embedded-style single replica,
-/// or a lease recovered while its replica was cut off).
-const CHARGE_FREE: &str = "
-UPDATE balances SET committed = committed + $2
-WHERE wallet = $1 AND granted - committed - leased >= $2
-RETURNING granted, committed";
-
-/// What is left when even the free balance cannot cover a debit: all of it, never more.
-const CHARGE_REST: &str = "
-UPDATE balances b SET committed = b.committed + x.free
-FROM (SELECT wallet, greatest(granted - committed - leased, 0) AS free
-      FROM balances WHERE wallet = $1 FOR UPDATE) x
-WHERE b.wallet = x.wallet
-RETURNING b.granted, b.committed, x.free";
-
-const INSERT_USAGE: &str = "
-INSERT INTO usage_events (wallet, seq, ts_ms, method, path, status, latency_ms, credits,
-    usd_cost, model, prompt_tokens, completion_tokens, memory_read, memory_write, memories_used,
-    key_id, auth_mode, request_id, commit_key, transaction)
-SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
-    $6::int[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bigint[], $12::bigint[],
-    $13::bool[], $14::bool[], $15::int[], $16::text[], $17::text[], $18::text[], $19::text[],
-    $20::text[])
-ON CONFLICT (commit_key) DO NOTHING";
+/// Where a gateway is in the history feed: the highest id of each table it has folded into its
+/// console rollup. It only ever moves to a horizon (`vw_history_horizon`), below which every
+/// row is committed, so a row that commits after one with a higher id is not skipped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    ledger: i64,
+    usage: i64,
+    forgets: i64,
+}
 
 fn seen_of(row: &Row) -> Result<Seen, StorageError> {
     Ok(Seen {
@@ -147,195 +121,197 @@ fn seen_of(row: &Row) -> Result<Seen, StorageError> {
     })
 }
 
-/// Charges the debits among `fresh` (entries not stored yet) to `balances`, per wallet in
-/// wallet order (so two replicas' windows lock rows in the same order): from `replica`'s lease
-/// when it covers them, else from the free balance, else as much as is free, never more. A
-/// debit cut short is rewritten to what was charged (the ledger states what `committed` got).
-async fn charge_debits(
-    tx: &tokio_postgres::Transaction<'_>,
-    replica: &str,
-    fresh: &mut [(LedgerEntry, Option<String>)],
-) -> Result<Vec<(Wallet, Seen)>, StorageError> {
-    let mut per: std::collections::BTreeMap<Wallet, u64> = std::collections::BTreeMap::new();
-    for (e, _) in fresh.iter().filter(|(e, _)| e.credits < 0) {
-        *per.entry(e.wallet).or_default() += e.credits.unsigned_abs();
-    }
-    let mut seen = Vec::with_capacity(per.len());
-    for (wallet, due) in per {
-        let w = wallet.as_bytes().as_slice();
-        let d = to_i64(due);
-        // The balances row first, as every lease change does (`pg::leases`).
-        tx.execute("SELECT 1 FROM balances WHERE wallet = $1 FOR UPDATE", &[&w])
-            .await?;
-        if let Some(r) = tx.query_opt(CHARGE_LEASE, &[&w, &replica, &d]).await? {
-            seen.push((wallet, seen_of(&r)?));
-            continue;
-        }
-        if let Some(r) = tx.query_opt(CHARGE_FREE, &[&w, &d]).await? {
-            seen.push((wallet, seen_of(&r)?));
-            continue;
-        }
-        let (charged, r) = match tx.query_opt(CHARGE_REST, &[&w]).await? {
-            Some(r) => (to_u64(r.try_get("free")?), Some(r)),
-            None => (0, None),
-        };
-        metrics::counter!("vectorway_debits_cut_total").increment(1);
-        tracing::error!(%wallet, due, charged, "debits exceed what the wallet has free; charged what was there");
-        let mut left = charged;
-        for (e, _) in fresh
-            .iter_mut()
-            .filter(|(e, _)| e.wallet == wallet && e.credits < 0)
-        {
-            let take = e.credits.unsigned_abs().min(left);
-            left -= take;
-            e.credits = -to_i64(take);
-        }
-        if let Some(r) = r {
-            seen.push((wallet, seen_of(&r)?));
+/// A window's ledger entries as `vw_append_window`'s array parameters.
+struct LedgerCols<'a> {
+    wallets: Vec<&'a [u8]>,
+    seqs: Vec<i64>,
+    ts: Vec<i64>,
+    kinds: Vec<&'static str>,
+    credits: Vec<i64>,
+    refs: Vec<Option<&'a str>>,
+    notes: Vec<Option<&'a str>>,
+    keys: Vec<Option<String>>,
+}
+
+impl<'a> LedgerCols<'a> {
+    fn of(ledger: &'a [LedgerEntry]) -> Self {
+        Self {
+            wallets: ledger
+                .iter()
+                .map(|e| e.wallet.as_bytes().as_slice())
+                .collect(),
+            seqs: ledger.iter().map(|e| to_i64(e.seq)).collect(),
+            ts: ledger.iter().map(|e| to_i64(e.ts_ms)).collect(),
+            kinds: ledger.iter().map(|e| kind_name(e.kind)).collect(),
+            credits: ledger.iter().map(|e| e.credits).collect(),
+            refs: ledger.iter().map(|e| e.reference.as_deref()).collect(),
+            notes: ledger.iter().map(|e| e.note.as_deref()).collect(),
+            keys: ledger.iter().map(ledger_key).collect(),
         }
     }
-    Ok(seen)
+}
+
+/// A window's usage events as `vw_append_window`'s array parameters.
+struct UsageCols<'a> {
+    wallets: Vec<&'a [u8]>,
+    seqs: Vec<i64>,
+    ts: Vec<i64>,
+    methods: Vec<&'a str>,
+    paths: Vec<&'a str>,
+    status: Vec<i32>,
+    latency: Vec<i64>,
+    credits: Vec<i64>,
+    usd: Vec<Option<&'a str>>,
+    model: Vec<Option<&'a str>>,
+    prompt: Vec<i64>,
+    completion: Vec<i64>,
+    mem_r: Vec<bool>,
+    mem_w: Vec<bool>,
+    used: Vec<i32>,
+    key_id: Vec<Option<&'a str>>,
+    auth: Vec<&'a str>,
+    request: Vec<&'a str>,
+    commit: Vec<String>,
+    transaction: Vec<Option<&'a str>>,
+}
+
+impl<'a> UsageCols<'a> {
+    fn of(usage: &'a [(Wallet, UsageEvent)]) -> Self {
+        let ev = || usage.iter().map(|(_, e)| e);
+        Self {
+            wallets: usage.iter().map(|(w, _)| w.as_bytes().as_slice()).collect(),
+            seqs: ev().map(|e| to_i64(e.seq)).collect(),
+            ts: ev().map(|e| to_i64(e.ts_ms)).collect(),
+            methods: ev().map(|e| e.method.as_str()).collect(),
+            paths: ev().map(|e| e.path.as_str()).collect(),
+            status: ev().map(|e| i32::from(e.status)).collect(),
+            latency: ev().map(|e| to_i64(e.latency_ms)).collect(),
+            credits: ev().map(|e| to_i64(e.credits)).collect(),
+            usd: ev().map(|e| e.usd_cost.as_deref()).collect(),
+            model: ev().map(|e| e.model.as_deref()).collect(),
+            prompt: ev().map(|e| to_i64(e.prompt_tokens)).collect(),
+            completion: ev().map(|e| to_i64(e.completion_tokens)).collect(),
+            mem_r: ev().map(|e| e.memory_read).collect(),
+            mem_w: ev().map(|e| e.memory_write).collect(),
+            used: ev()
+                .map(|e| i32::try_from(e.memories_used).unwrap_or(i32::MAX))
+                .collect(),
+            key_id: ev().map(|e| e.key_id.as_deref()).collect(),
+            auth: ev().map(|e| e.auth_mode.as_str()).collect(),
+            request: ev().map(|e| e.request_id.as_str()).collect(),
+            commit: ev()
+                .map(|e| format!("{}/{}", e.request_id, e.seq))
+                .collect(),
+            transaction: ev().map(|e| e.transaction.as_deref()).collect(),
+        }
+    }
 }
 
 impl PgStore {
-    /// Appends ledger entries and usage events in one transaction, durable once it returns.
-    /// Debits are charged to `replica`'s lease (`CHARGE_LEASE`), else to the free balance; an
-    /// entry already stored (its commit key is there: a retried window) is skipped. Returns
-    /// what the database says about each wallet touched.
+    /// Appends ledger entries and usage events in one statement (`APPEND_WINDOW`), durable
+    /// once it returns. Debits are charged to this replica's lease, else to the free balance;
+    /// an entry already stored (its commit key is there: a retried window) is skipped. What the
+    /// database returns about each wallet touched updates this gateway's view of it.
     pub async fn append_history(
         &self,
         ledger: &[LedgerEntry],
         usage: &[(Wallet, UsageEvent)],
     ) -> Result<(), StorageError> {
-        let replica = &*self.replica;
+        self.append_fenced(ledger, usage, None).await.map(drop)
+    }
+
+    /// Appends one credit that finishes the settlement intent `intent`, in the transaction that
+    /// deletes the intent's row if this replica owns it; `false` (nothing written) when it does
+    /// not: another replica claimed the intent and credits it (`pg::intents`).
+    pub async fn append_closing(
+        &self,
+        entry: &LedgerEntry,
+        intent: &str,
+    ) -> Result<bool, StorageError> {
+        self.append_fenced(std::slice::from_ref(entry), &[], Some(intent))
+            .await
+    }
+
+    /// `append_history`; with `closes`, in one transaction with the fenced removal of that
+    /// intent (nothing written when this replica does not own it).
+    async fn append_fenced(
+        &self,
+        ledger: &[LedgerEntry],
+        usage: &[(Wallet, UsageEvent)],
+        closes: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let replica: &str = &self.replica;
+        let l = LedgerCols::of(ledger);
+        let u = UsageCols::of(usage);
+        let params: [&(dyn ToSql + Sync); 29] = [
+            &replica,
+            &l.wallets,
+            &l.seqs,
+            &l.ts,
+            &l.kinds,
+            &l.credits,
+            &l.refs,
+            &l.notes,
+            &l.keys,
+            &u.wallets,
+            &u.seqs,
+            &u.ts,
+            &u.methods,
+            &u.paths,
+            &u.status,
+            &u.latency,
+            &u.credits,
+            &u.usd,
+            &u.model,
+            &u.prompt,
+            &u.completion,
+            &u.mem_r,
+            &u.mem_w,
+            &u.used,
+            &u.key_id,
+            &u.auth,
+            &u.request,
+            &u.commit,
+            &u.transaction,
+        ];
         let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let mut seen = Vec::new();
-        if !ledger.is_empty() {
-            let keys: Vec<Option<String>> = ledger.iter().map(ledger_key).collect();
-            let present: std::collections::HashSet<String> = tx
-                .query(
-                    "SELECT commit_key FROM ledger WHERE commit_key = ANY($1)",
-                    &[&keys.iter().flatten().collect::<Vec<_>>()],
-                )
-                .await?
-                .iter()
-                .map(|r| r.try_get(0))
-                .collect::<Result<_, _>>()?;
-            let mut fresh: Vec<(LedgerEntry, Option<String>)> = ledger
-                .iter()
-                .cloned()
-                .zip(keys)
-                .filter(|(_, k)| k.as_ref().is_none_or(|k| !present.contains(k)))
-                .collect();
-            seen.extend(charge_debits(&tx, replica, &mut fresh).await?);
-            fresh.retain(|(e, _)| e.credits != 0);
-            let col = |f: &dyn Fn(&LedgerEntry) -> i64| -> Vec<i64> {
-                fresh.iter().map(|(e, _)| f(e)).collect()
-            };
-            let wallets: Vec<&[u8]> = fresh
-                .iter()
-                .map(|(e, _)| e.wallet.as_bytes().as_slice())
-                .collect();
-            let seqs = col(&|e| to_i64(e.seq));
-            let ts = col(&|e| to_i64(e.ts_ms));
-            let credits = col(&|e| e.credits);
-            let kinds: Vec<&str> = fresh.iter().map(|(e, _)| kind_name(e.kind)).collect();
-            let refs: Vec<Option<&str>> =
-                fresh.iter().map(|(e, _)| e.reference.as_deref()).collect();
-            let notes: Vec<Option<&str>> = fresh.iter().map(|(e, _)| e.note.as_deref()).collect();
-            let keys: Vec<Option<&str>> = fresh.iter().map(|(_, k)| k.as_deref()).collect();
-            for r in tx
-                .query(
-                    INSERT_LEDGER,
-                    &[&wallets, &seqs, &ts, &kinds, &credits, &refs, &notes, &keys],
-                )
-                .await?
-            {
-                seen.push((wallet_of(&r)?, seen_of(&r)?));
+        let statement = c.prepare_cached(APPEND_WINDOW).await?;
+        let rows = match closes {
+            None => c.query(&statement, &params).await?,
+            Some(id) => {
+                let tx = c.transaction().await?;
+                let mine = tx
+                    .execute(
+                        "DELETE FROM intents WHERE id = $1 AND owner = $2",
+                        &[&id, &replica],
+                    )
+                    .await?;
+                if mine == 0 {
+                    return Ok(false); // dropping `tx` rolls it back
+                }
+                let rows = tx.query(&statement, &params).await?;
+                tx.commit().await?;
+                rows
             }
-        }
-        if !usage.is_empty() {
-            let col = |f: &dyn Fn(&UsageEvent) -> i64| -> Vec<i64> {
-                usage.iter().map(|(_, e)| f(e)).collect()
-            };
-            let text = |f: &dyn Fn(&UsageEvent) -> Option<String>| -> Vec<Option<String>> {
-                usage.iter().map(|(_, e)| f(e)).collect()
-            };
-            let wallets: Vec<&[u8]> = usage.iter().map(|(w, _)| w.as_bytes().as_slice()).collect();
-            let seqs = col(&|e| to_i64(e.seq));
-            let ts = col(&|e| to_i64(e.ts_ms));
-            let methods = text(&|e| Some(e.method.clone()));
-            let paths = text(&|e| Some(e.path.clone()));
-            let status: Vec<i32> = usage.iter().map(|(_, e)| i32::from(e.status)).collect();
-            let latency = col(&|e| to_i64(e.latency_ms));
-            let credits = col(&|e| to_i64(e.credits));
-            let usd = text(&|e| e.usd_cost.clone());
-            let model = text(&|e| e.model.clone());
-            let prompt = col(&|e| to_i64(e.prompt_tokens));
-            let completion = col(&|e| to_i64(e.completion_tokens));
-            let mem_r: Vec<bool> = usage.iter().map(|(_, e)| e.memory_read).collect();
-            let mem_w: Vec<bool> = usage.iter().map(|(_, e)| e.memory_write).collect();
-            let used: Vec<i32> = usage
-                .iter()
-                .map(|(_, e)| i32::try_from(e.memories_used).unwrap_or(i32::MAX))
-                .collect();
-            let key_id = text(&|e| e.key_id.clone());
-            let auth = text(&|e| Some(e.auth_mode.clone()));
-            let req = text(&|e| Some(e.request_id.clone()));
-            let keys = text(&|e| Some(format!("{}/{}", e.request_id, e.seq)));
-            let transaction = text(&|e| e.transaction.clone());
-            let params: [&(dyn ToSql + Sync); 20] = [
-                &wallets,
-                &seqs,
-                &ts,
-                &methods,
-                &paths,
-                &status,
-                &latency,
-                &credits,
-                &usd,
-                &model,
-                &prompt,
-                &completion,
-                &mem_r,
-                &mem_w,
-                &used,
-                &key_id,
-                &auth,
-                &req,
-                &keys,
-                &transaction,
-            ];
-            tx.execute(INSERT_USAGE, &params).await?;
-        }
-        // Every debit of the window is in the database once this commits (inserted now, or by
-        // an earlier attempt whose answer was lost: then its wallet's totals are read here).
+        };
+        // Every debit of the window is in the database now (inserted by this statement, or by
+        // an earlier attempt whose answer was lost).
         let mut landed: HashMap<Wallet, u64> = HashMap::new();
         for e in ledger.iter().filter(|e| e.credits < 0) {
             *landed.entry(e.wallet).or_default() += e.credits.unsigned_abs();
         }
-        let unread: Vec<Wallet> = landed
-            .keys()
-            .filter(|w| !seen.iter().any(|(s, _)| s == *w))
-            .copied()
-            .collect();
-        for w in unread {
-            let row = tx
-                .query_opt(
-                    "SELECT granted, committed FROM balances WHERE wallet = $1",
-                    &[&w.as_bytes().as_slice()],
-                )
-                .await?;
-            if let Some(r) = row {
-                seen.push((w, seen_of(&r)?));
+        for r in rows {
+            let wallet = wallet_of(&r)?;
+            if let (Some(due), Some(charged)) = (
+                r.try_get::<_, Option<i64>>("r_due")?,
+                r.try_get::<_, Option<i64>>("r_charged")?,
+            ) {
+                metrics::counter!("vectorway_debits_cut_total").increment(1);
+                tracing::error!(%wallet, due, charged, "debits exceed what the wallet has free; charged what was there");
             }
+            self.observe(&wallet, seen_of(&r)?, landed.remove(&wallet).unwrap_or(0));
         }
-        tx.commit().await?;
-        for (w, s) in seen {
-            self.observe(&w, s, landed.remove(&w).unwrap_or(0));
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// Every wallet's balance, `granted − committed` (= the sum of its ledger).
@@ -421,12 +397,7 @@ impl PgStore {
         limit: usize,
     ) -> Result<(Vec<Row>, u64), StorageError> {
         let mut c = self.client().await?;
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = Self::snapshot(&mut c).await?;
         let total: i64 = tx.query_one(count, params).await?.try_get(0)?;
         let rows = tx
             .query(
@@ -502,6 +473,11 @@ impl PgStore {
         let mut c = self.client().await?;
         let w = wallet.as_bytes().as_slice();
         let tx = c.transaction().await?;
+        // A writer of the history, like `vw_append_window` (see `HistoryCursor`).
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&HISTORY_LOCK])
+            .await?;
+        tx.execute("INSERT INTO history_forgets (wallet) VALUES ($1)", &[&w])
+            .await?;
         tx.execute("DELETE FROM ledger WHERE wallet = $1", &[&w])
             .await?;
         tx.execute("DELETE FROM usage_events WHERE wallet = $1", &[&w])
@@ -515,25 +491,76 @@ impl PgStore {
         Ok(())
     }
 
-    /// Feeds every ledger entry and usage event, in commit order, to the console's rollup.
+    /// The history feed's horizon (`vw_history_horizon`): each table's highest id at an
+    /// instant when no writer was between its insert and its commit.
+    async fn horizon(c: &tokio_postgres::Client) -> Result<HistoryCursor, StorageError> {
+        let r = c
+            .query_one("SELECT * FROM vw_history_horizon()", &[])
+            .await?;
+        Ok(HistoryCursor {
+            ledger: r.try_get("ledger_id")?,
+            usage: r.try_get("usage_id")?,
+            forgets: r.try_get("forget_id")?,
+        })
+    }
+
+    /// Feeds every ledger entry and usage event up to the horizon, in commit order, to the
+    /// console's rollup (start-up), and starts the history feed there.
     pub async fn replay_history(&self, rollup: &Rollup) -> Result<(), StorageError> {
         let c = self.client().await?;
+        let to = Self::horizon(&c).await?;
+        self.read_history(&c, rollup, HistoryCursor::default(), to, None)
+            .await?;
+        *self.history.lock().await = to;
+        Ok(())
+    }
+
+    /// Folds what the other gateways appended (and forgot) since the feed's cursor into the
+    /// rollup: this gateway's own appends were folded in when they were written.
+    pub async fn follow_history(&self, rollup: &Rollup) -> Result<(), StorageError> {
+        let mut cursor = self.history.lock().await;
+        let c = self.client().await?;
+        let to = Self::horizon(&c).await?;
+        if to != *cursor {
+            self.read_history(&c, rollup, *cursor, to, Some(&self.replica))
+                .await?;
+            *cursor = to;
+        }
+        Ok(())
+    }
+
+    /// Reads the rows in (`from`, `to`] into `rollup`, forgets first (a forgotten wallet's
+    /// rows are gone from the tables, so what is read after it is what came later); rows
+    /// written by `skip` are left out.
+    async fn read_history(
+        &self,
+        c: &tokio_postgres::Client,
+        rollup: &Rollup,
+        from: HistoryCursor,
+        to: HistoryCursor,
+        skip: Option<&str>,
+    ) -> Result<(), StorageError> {
         for row in c
             .query(
-                &format!("SELECT {LEDGER_COLS} FROM ledger ORDER BY id"),
-                &[],
+                "SELECT wallet FROM history_forgets WHERE id > $1 AND id <= $2 ORDER BY id",
+                &[&from.forgets, &to.forgets],
             )
             .await?
         {
+            rollup.forget(&wallet_of(&row)?);
+        }
+        let ledger = format!(
+            "SELECT {LEDGER_COLS} FROM ledger WHERE id > $1 AND id <= $2 \
+             AND replica IS DISTINCT FROM $3 ORDER BY id"
+        );
+        for row in c.query(&ledger, &[&from.ledger, &to.ledger, &skip]).await? {
             rollup.add_ledger(&entry_of(&row)?);
         }
-        for row in c
-            .query(
-                &format!("SELECT {USAGE_COLS} FROM usage_events ORDER BY id"),
-                &[],
-            )
-            .await?
-        {
+        let usage = format!(
+            "SELECT {USAGE_COLS} FROM usage_events WHERE id > $1 AND id <= $2 \
+             AND replica IS DISTINCT FROM $3 ORDER BY id"
+        );
+        for row in c.query(&usage, &[&from.usage, &to.usage, &skip]).await? {
             rollup.add_usage(wallet_of(&row)?, &event_of(&row)?);
         }
         Ok(())

@@ -209,6 +209,12 @@ impl PgStore {
                 &[&replica, &to_i64(expires_ms)],
             )
             .await?;
+        // Its settlement intents are held by the same beat (`pg::intents`).
+        tx.execute(
+            "UPDATE intents SET lease_until = $2 WHERE owner = $1 AND lease_until > 0",
+            &[&replica, &to_i64(expires_ms)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -236,6 +242,12 @@ impl PgStore {
         let c = self.client().await?;
         c.execute("DELETE FROM replicas WHERE id = $1", &[&replica])
             .await?;
+        // Intents it still holds (outcomes it could not learn) go to the next reconcile pass.
+        c.execute(
+            "UPDATE intents SET lease_until = 0 WHERE owner = $1",
+            &[&replica],
+        )
+        .await?;
         rows.iter()
             .map(|r| Ok(to_u64(r.try_get::<_, i64>(0)?)))
             .sum()

@@ -25,6 +25,13 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "usage_transaction",
         include_str!("migrations/0004_usage_transaction.sql"),
     ),
+    (
+        5,
+        "history_window",
+        include_str!("migrations/0005_history_window.sql"),
+    ),
+    (6, "intents", include_str!("migrations/0006_intents.sql")),
+    (7, "agents", include_str!("migrations/0007_agents.sql")),
 ];
 
 /// The advisory lock key every gateway takes while migrating (ASCII "vectorwy").
