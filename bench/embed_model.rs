@@ -66,7 +66,24 @@ fn rate(n: usize, f: impl FnOnce()) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Median and 99th percentile of `f`'s wall time over `n` calls, in milliseconds.
+fn latency(n: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let mut ms: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (ms[n / 2], ms[(n * 99 / 100).min(n - 1)])
+}
+
 fn main() {
+    // The gateway's own thread setting (candle otherwise parses /proc/cpuinfo per product).
+    if let Some(e) = model::set_threads_and_reexec() {
+        eprintln!("cannot re-execute with {}=1: {e}", model::THREADS_VAR);
+    }
     let measure = std::env::args().any(|a| a == "--bench");
     let n = if measure { 512 } else { 8 };
     let texts = texts(n);
@@ -87,6 +104,22 @@ fn main() {
             std::hint::black_box(m.embed_batch(&[t]).unwrap());
         }
     });
+    // One text per call at three lengths: a short chat query, a prompt, a stored turn.
+    let reps = if measure { 200 } else { 2 };
+    let lengths: Vec<(usize, f64, f64)> = [
+        "my flight leaves at 9",
+        "Summarize the last simulation run in one sentence.",
+        refs[0],
+    ]
+    .iter()
+    .map(|t| {
+        let tokens = m.token_count(t);
+        let (p50, p99) = latency(reps, || {
+            std::hint::black_box(m.embed_batch(&[t]).unwrap());
+        });
+        (tokens, p50, p99)
+    })
+    .collect();
     let batched = rate(n, || {
         std::hint::black_box(model::embed_sorted(&m, &refs).unwrap());
     });
@@ -138,6 +171,9 @@ fn main() {
         "  queue rounds for {n} single-text calls: {rounds} (mean {:.1} texts per round)",
         n as f64 / rounds.max(1) as f64
     );
+    for (tokens, p50, p99) in &lengths {
+        eprintln!("  one text of {tokens:>3} tokens: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
     eprintln!(
         "  batched / single = {:.2}x, queue / single = {:.2}x",
         batched / single,

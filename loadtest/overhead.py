@@ -312,8 +312,8 @@ def serve(name, upstream, **extra_env):
     return p, wait_listening(p), data
 
 
-def start_gateway(name, upstream):
-    p, url, data = serve(name, upstream)
+def start_gateway(name, upstream, **extra_env):
+    p, url, data = serve(name, upstream, **extra_env)
     adm = lambda *a: subprocess.run([BIN, "admin", "--data-dir", data, *a], capture_output=True,
                                     text=True, check=True, timeout=30).stdout
     adm("grant", "--wallet", WALLET, "--credits", "1000000000000000")
@@ -468,6 +468,22 @@ def stream_rounds(targets, rounds, conns, repeat, frames, gap_ms, key):
     return out
 
 
+def setup_run(prefix):
+    """For the scripts built on this one (replicas.py, memory_overhead.py): checks the release
+    binary and wrk, raises the priority of every process the run starts (VW_NICE, as `main`
+    does) and makes the run's scratch directory."""
+    global TMP
+    if not os.path.exists(BIN):
+        die(f"{BIN} is missing: cargo build --release first")
+    if not shutil.which("wrk"):
+        die("wrk is missing: apt-get install -y wrk")
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, int(os.environ.get("VW_NICE", "-10")))
+    except (PermissionError, OSError):
+        log("cannot raise priority (not root?): running at normal priority")
+    TMP = tempfile.mkdtemp(prefix=prefix)
+
+
 def main():
     global TMP
     ap = argparse.ArgumentParser(description="vectorway overhead benchmark")
@@ -595,7 +611,13 @@ def run(a, secs_c1, rounds, secs_max, secs_sus):
     time.sleep(3)
     res["rss_kb"]["gateway_after_load"] = rss_kb(gw.pid)
     log("phase 2c: the same with wallet memory on (chat defaults: recall before, remember after)")
-    gwm, gwm_url, gwm_key, _ = start_gateway("memory", sim_url)
+    # The local model when its files are at hand (VECTORWAY_MODEL_DIR), else the gateway's own
+    # choice: with the placeholder upstream key that is the simulator's Gemini embeddings.
+    model_dir = os.environ.get("VECTORWAY_MODEL_DIR")
+    mem_env = ({"VECTORWAY_MEMORY__EMBEDDER": "local-model", "VECTORWAY_MEMORY__MODEL_DIR": model_dir}
+               if model_dir else {})
+    res["memory_embedder"] = "local-model" if model_dir else "gemini (simulator)"
+    gwm, gwm_url, gwm_key, _ = start_gateway("memory", sim_url, **mem_env)
     tm = Target("gateway+memory", gwm_url, CHAT, openai_body(False, memory=True), {"x-api-key": gwm_key})
     res["max_sim_memory"] = tm.wrk(32, secs_max)
     log(f"  c=32 gateway+memory: {res['max_sim_memory']['rps']:.0f} req/s, p99 {res['max_sim_memory']['p99']} µs, "
@@ -750,7 +772,7 @@ def render(r, json_path):
     L.append(f"| max req/s at c=32 through the simulator (wrk) | {ms['direct']['rps']:,.0f} | {ms['nginx']['rps']:,.0f} | {ms['gateway']['rps']:,.0f} | {ratio(ms['gateway']['rps'], ms['direct']['rps'])} | {ratio(ms['gateway']['rps'], ms['nginx']['rps'])} | | |")
     mm = r.get("max_sim_memory")
     if mm:
-        L.append(f"| max req/s at c=32 through the simulator, wallet memory on (chat defaults: embed + top-k recall + remember the turn) (wrk) | {ms['direct']['rps']:,.0f} | {ms['nginx']['rps']:,.0f} | {mm['rps']:,.0f} | {ratio(mm['rps'], ms['direct']['rps'])} | {ratio(mm['rps'], ms['nginx']['rps'])} | | c=1 p50 {r['c1_sim_memory']['p50']} µs / p99 {r['c1_sim_memory']['p99']} µs; the wallet's index grows by one record per call |")
+        L.append(f"| max req/s at c=32 through the simulator, wallet memory on (chat defaults: embed + top-k recall + remember the turn; embedder {r.get('memory_embedder', 'gemini (simulator)')}, one repeated prompt) (wrk) | {ms['direct']['rps']:,.0f} | {ms['nginx']['rps']:,.0f} | {mm['rps']:,.0f} | {ratio(mm['rps'], ms['direct']['rps'])} | {ratio(mm['rps'], ms['nginx']['rps'])} | | c=1 p50 {r['c1_sim_memory']['p50']} µs / p99 {r['c1_sim_memory']['p99']} µs; the wallet's index grows by one record per call |")
     L.append(f"| sustained req/s, 20 ms simulator, p99 < 1 s and errors < 0.1 % (wrk, best of c=128/512/2048) | {sus['direct']['rps']:,.0f} | {sus['nginx']['rps']:,.0f} | {sus['gateway']['rps']:,.0f} | {ratio(sus['gateway']['rps'], sus['direct']['rps'])} | {ratio(sus['gateway']['rps'], sus['nginx']['rps'])} | | |")
     L.append(f"| streaming time to first event p50, zero delay, c=1 (vw-probe) | {tt['direct']['p50']} µs | {tt['nginx']['p50']} µs | {tt['gateway']['p50']} µs | {ratio(tt['gateway']['p50'], tt['direct']['p50'])} | {ratio(tt['gateway']['p50'], tt['nginx']['p50'])} | | |")
     L.append(f"| streaming time to first event p99 (vw-probe) | {tt['direct']['p99']} µs | {tt['nginx']['p99']} µs | {tt['gateway']['p99']} µs | {ratio(tt['gateway']['p99'], tt['direct']['p99'])} | {ratio(tt['gateway']['p99'], tt['nginx']['p99'])} | added ≤ 300 µs | {add_ttft:+d} µs (direct p99 varied {res_tt} µs between rounds): {tail_verdict(add_ttft, 300, res_tt)} |")

@@ -32,7 +32,6 @@ import platform
 import pwd
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -175,11 +174,7 @@ def main():
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--replicas", type=int, default=3)
     args = ap.parse_args()
-    if not os.path.exists(oh.BIN):
-        oh.die(f"{oh.BIN} is missing: cargo build --release first")
-    if not shutil.which("wrk"):
-        oh.die("wrk is missing: apt-get install -y wrk")
-    oh.TMP = tempfile.mkdtemp(prefix="vw-replicas-")
+    oh.setup_run("vw-replicas-")
     cluster = None
     rows = []
     try:

@@ -166,7 +166,12 @@ enum AdminAction {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: the embedding model's thread setting (see the function).
+    let reexec = vectorway::memory::model::set_threads_and_reexec();
     telemetry::init_tracing();
+    if let Some(e) = reexec {
+        tracing::warn!(%e, "cannot re-execute with RAYON_NUM_THREADS=1; the local embedding model runs slower");
+    }
     let cli = Cli::parse();
     let raw = match RawConfig::load(cli.config.as_deref(), std::env::vars()) {
         Ok(raw) => raw,

@@ -25,6 +25,7 @@
 //! request waits for it; until it is installed, searches scan the rows it does not cover yet.
 
 mod browse;
+pub mod cache;
 pub mod embedder;
 mod follow;
 mod id;
@@ -45,11 +46,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use browse::{ListPage, Listed, MAX_LIST, Namespace};
+pub use cache::QueryEmbedding;
 pub use embedder::{Embedder, GeminiEmbedder, LocalEmbedder};
 pub use id::MemoryId;
 pub use index::{Index, IndexParams};
 
 use crate::locks::{lock, read, write};
+use cache::EmbedCache;
 use load::{load_index, over_cap};
 use record::{MemoryRecord, RecordView};
 
@@ -342,7 +345,15 @@ pub struct Memory {
     /// Where re-embeds run (`reembed.rs`), and the wallets being re-embedded.
     effects: crate::effects::Effects,
     reembedding: Arc<DashMap<Wallet, ()>>,
+    /// Vectors of recently embedded texts (`cache.rs`); not used for feature hashing, which is
+    /// cheaper than a lookup.
+    cache: Option<Arc<EmbedCache>>,
+    cache_key: Arc<str>,
 }
+
+/// Bytes of vectors (and their texts) the embedding cache keeps by default: ~10,000 chat turns
+/// of the local model.
+pub const EMBED_CACHE_BYTES: usize = 32 << 20;
 
 impl fmt::Debug for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -355,8 +366,16 @@ impl fmt::Debug for Memory {
 
 impl Memory {
     pub fn new(store: impl Into<Storage>, embedder: Embedder, params: IndexParams) -> Self {
+        let cache = match embedder {
+            Embedder::Local(_) => None,
+            Embedder::Gemini(_) | Embedder::Model(_) => {
+                Some(Arc::new(EmbedCache::new(EMBED_CACHE_BYTES)))
+            }
+        };
         Self {
             store: store.into(),
+            cache,
+            cache_key: embedder.fingerprint().into(),
             fingerprint: embedder.fingerprint(),
             embedder,
             params,
@@ -371,6 +390,17 @@ impl Memory {
     pub fn with_effects(mut self, effects: crate::effects::Effects) -> Self {
         self.effects = effects;
         self
+    }
+
+    /// Replaces the embedding cache by one of `bytes` (0: none).
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache = (bytes > 0).then(|| Arc::new(EmbedCache::new(bytes)));
+        self
+    }
+
+    /// What the embedding cache holds and has served (`None` without a cache).
+    pub fn cache_stats(&self) -> Option<cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
     }
 
     /// Keeps at most `cap` records per (wallet, namespace), forgetting the oldest (0: no limit).
@@ -480,8 +510,26 @@ impl Memory {
         // Sequential, not `try_join!`: joining these borrowed futures makes the caller's future
         // not provably `Send` (a rustc limitation with higher-ranked lifetimes).
         let query = self.embed_one(query).await?;
+        self.search_vector(wallet, namespace, &query, k).await
+    }
+
+    /// `search` with the query embedded already (`embed_one`), so a caller can embed it while
+    /// it does other work.
+    pub async fn search_vector(
+        &self,
+        wallet: Wallet,
+        namespace: Option<&str>,
+        query: &[f32],
+        k: usize,
+    ) -> Result<Vec<Match>, MemoryError> {
+        let namespace = validate_namespace(namespace)?;
+        if query.len() != self.dims() {
+            return Err(MemoryError::Internal(
+                "a query vector of the wrong size".into(),
+            ));
+        }
         let ix = self.index_for(wallet, namespace).await?;
-        let hits = read(&ix).search(&query, k);
+        let hits = read(&ix).search(query, k);
         // The texts are read back from the store, in one round trip: a record deleted since
         // the index was read (here, or by another gateway before it answered) is gone, and
         // skipped.
@@ -544,41 +592,6 @@ impl Memory {
     pub async fn forget_wallet(&self, wallet: Wallet) -> Result<usize, MemoryError> {
         self.slots.retain(|(w, _), _| *w != wallet);
         Ok(self.store.forget_memories_of(&wallet).await?)
-    }
-
-    /// One unit vector per text, in order (`POST /v1/embeddings`).
-    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError> {
-        if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
-            return Err(MemoryError::validation(
-                "input",
-                format!("input must hold 1 to {MAX_EMBED_INPUTS} texts"),
-            ));
-        }
-        for t in texts {
-            validate_text("input", t)?;
-        }
-        let vectors = self.embedder.embed(texts).await?;
-        if vectors.len() != texts.len() {
-            return Err(MemoryError::Internal(format!(
-                "the embedder returned {} vectors for {} texts",
-                vectors.len(),
-                texts.len()
-            )));
-        }
-        Ok(vectors)
-    }
-
-    async fn embed_one(&self, text: &str) -> Result<Vec<f32>, MemoryError> {
-        let mut out = self.embedder.embed(&[text.to_string()]).await?;
-        match out.pop() {
-            Some(mut v) if out.is_empty() && v.len() == self.dims() => {
-                index::normalize(&mut v);
-                Ok(v)
-            }
-            _ => Err(MemoryError::Internal(
-                "the embedder returned no vector of the configured size".into(),
-            )),
-        }
     }
 
     fn key(wallet: Wallet, namespace: Option<&str>) -> SlotKey {

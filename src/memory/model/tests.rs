@@ -130,6 +130,41 @@ fn padding_inside_a_batch_does_not_change_a_vector() {
 }
 
 #[test]
+fn a_batch_of_mixed_lengths_gives_the_vectors_of_one_by_one() {
+    let m = model();
+    let long = "the migration plan moves every table of the billing database to the new cluster \
+                over three weekends, with a rollback rehearsal before each step and a freeze on \
+                schema changes for the whole month; finance signs off after the second weekend";
+    let texts: Vec<String> = (0..12)
+        .map(|i| match i % 4 {
+            0 => format!("note {i}"),
+            1 => format!("my flight number {i} leaves at nine tomorrow morning"),
+            2 => format!("{long} (copy {i})"),
+            _ => "ok".repeat(i + 1),
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    // One padded batch (the longest sets the length), and the queue's sorted sub-batches.
+    let together = m.embed_batch(&refs).unwrap();
+    let sorted = embed_sorted(m, &refs).unwrap();
+    let lens: Vec<usize> = refs
+        .iter()
+        .map(|t| m.tokenizer.encode(*t, true).unwrap().len())
+        .collect();
+    assert!(
+        lens.iter().max().unwrap() > &(3 * lens.iter().min().unwrap()),
+        "{lens:?}"
+    );
+    for (i, t) in refs.iter().enumerate() {
+        let alone = m.embed_batch(&[t]).unwrap().remove(0);
+        let c = cos(&together[i], &alone);
+        assert!(c >= 0.9999, "padded batch: cosine {c} for {t:?}");
+        let c = cos(&sorted[i], &alone);
+        assert!(c >= 0.9999, "sorted sub-batches: cosine {c} for {t:?}");
+    }
+}
+
+#[test]
 fn meaning_not_words_decides_similarity() {
     let m = model();
     let v = embed_sorted(
