@@ -149,6 +149,10 @@ pub enum TransferError {
     /// A gateway runs on the store.
     #[error("{0}")]
     Busy(String),
+    /// The store holds records this format does not carry yet (agents, settlement intents):
+    /// exporting it would lose them, so nothing is written.
+    #[error("the store holds {0}, which this version cannot export yet; nothing was written")]
+    Uncarried(String),
     #[error("cannot read or write the file: {0}")]
     Io(String),
     #[error(transparent)]
@@ -160,7 +164,7 @@ impl TransferError {
     /// that holds data, 75 (EX_TEMPFAIL) while a gateway runs on the store, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            TransferError::File(_) | TransferError::Mismatch(_) => 65,
+            TransferError::File(_) | TransferError::Mismatch(_) | TransferError::Uncarried(_) => 65,
             TransferError::NotEmpty(_) => 73,
             TransferError::Busy(_) => 75,
             TransferError::Io(_) | TransferError::Store(_) => 1,
@@ -488,6 +492,16 @@ fn open_local(dir: &std::path::Path) -> Result<super::Store, TransferError> {
         )),
         other => other.into(),
     })
+}
+
+/// Refuses an export that would leave agents or open settlement intents behind.
+pub(super) fn refuse_uncarried(agents: u64, intents: u64) -> Result<(), TransferError> {
+    if agents + intents == 0 {
+        return Ok(());
+    }
+    Err(TransferError::Uncarried(format!(
+        "{agents} agent account(s) and {intents} open settlement intent(s)"
+    )))
 }
 
 /// Exports the configured store (`store.backend`) to `out`; returns what was written.

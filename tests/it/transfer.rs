@@ -528,3 +528,41 @@ async fn admin_without_a_server_acts_on_postgres() {
     assert_eq!(me.json()["credits"], 1000);
     env.stop().await;
 }
+
+/// Agents and settlement intents do not fit the format yet: a store holding one is refused
+/// (65, nothing written) rather than exported without it, on either backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_an_agent_is_not_exported_without_it() {
+    use vectorway::storage::agents::AgentRecord;
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = AgentRecord {
+        uuid: "0b7c8f0e-6c0a-4c55-9a57-2f0c1d6a9e10".into(),
+        name: "scout".into(),
+        account: W2.parse().unwrap(),
+        created_ms: 1,
+        deadline_ms: u64::MAX / 4,
+        funded_ms: None,
+    };
+    let dir = tmp.path().join("embedded");
+    {
+        let local = vectorway::storage::Store::open(&dir).unwrap();
+        assert!(local.insert_agent(&agent).unwrap());
+        local.flush().await.unwrap();
+    }
+    let url = Postgres::shared().fresh_db().await;
+    let pg = vectorway::storage::pg::PgStore::open(&pg_config(&url))
+        .await
+        .unwrap();
+    assert!(pg.insert_agent(&agent).await.unwrap());
+    for (name, vars) in [
+        ("embedded", embedded(&dir)),
+        ("postgres", postgres(&tmp.path().join("pg"), &url)),
+    ] {
+        let file = tmp.path().join(format!("{name}.jsonl"));
+        let (code, _, err) = store("export", &file, &vars);
+        assert_eq!(code, 65, "{name}: {err}");
+        assert!(err.contains("1 agent account"), "{name}: {err}");
+        let written = std::fs::read(&file).map(|b| b.len()).unwrap_or(0);
+        assert_eq!(written, 0, "{name}: nothing written");
+    }
+}

@@ -97,6 +97,18 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = Self::snapshot(&mut c).await?;
         refuse_live(&tx).await?;
+        let held = tx
+            .query_one(
+                "SELECT (SELECT count(*) FROM agents WHERE NOT doomed),
+                        (SELECT count(*) FROM intents)",
+                &[],
+            )
+            .await
+            .map_err(StorageError::from)?;
+        let count = |i: usize| -> Result<u64, TransferError> {
+            Ok(to_u64(held.try_get(i).map_err(StorageError::from)?))
+        };
+        crate::storage::transfer::refuse_uncarried(count(0)?, count(1)?)?;
         let sql = "SELECT wallet, created_at FROM accounts ORDER BY wallet";
         dump(&tx, sink, sql, |r| {
             Ok(Item::Account(AccountRecord {

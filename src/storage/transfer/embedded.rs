@@ -60,6 +60,7 @@ impl Store {
         sink: &mut Sink<W>,
         meta: MemoryMeta,
     ) -> Result<(), TransferError> {
+        super::refuse_uncarried(self.agents.len() as u64, self.intents.len() as u64)?;
         for v in self.accounts.iter().values() {
             sink.put(&Item::Account(
                 serde_json::from_slice(&v?).map_err(crate::storage::StorageError::from)?,
