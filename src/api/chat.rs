@@ -283,12 +283,10 @@ pub async fn serve(
             {
                 Ok(hold) => (Payer::Credits(hold), meter),
                 Err(e) => {
-                    let status = match e {
-                        crate::billing::BillingError::InsufficientCredits { .. } => 402,
-                        _ => 503,
-                    };
-                    meter.record(status, 0, None);
-                    return Err(e.into());
+                    // The usage record gets the status the client gets.
+                    let e = Error::from(e);
+                    meter.record(e.status().as_u16(), 0, None);
+                    return Err(e);
                 }
             }
         }

@@ -79,6 +79,15 @@ pub async fn search(ctx: &Ctx, req: &Request<ReqBody>) -> Result<Response<Body>,
 /// The search route's path, as usage events name it.
 const SEARCH_PATH: &str = "/v1/memory";
 
+/// A memory search as a boxed `Send` future (`search_send`, `recall_send`).
+type SearchFuture<'a> = Pin<
+    Box<
+        dyn Future<Output = Result<Vec<crate::memory::Match>, crate::memory::MemoryError>>
+            + Send
+            + 'a,
+    >,
+>;
+
 /// `Memory::search` behind a boxed `Send` future with owned arguments: the borrowed-argument
 /// future trips rustc's "`Send` is not general enough" when it is nested in a spawned task.
 fn search_send(
@@ -87,13 +96,7 @@ fn search_send(
     namespace: Option<String>,
     query: String,
     k: usize,
-) -> Pin<
-    Box<
-        dyn Future<Output = Result<Vec<crate::memory::Match>, crate::memory::MemoryError>>
-            + Send
-            + '_,
-    >,
-> {
+) -> SearchFuture<'_> {
     Box::pin(async move {
         state
             .memory
@@ -345,13 +348,7 @@ fn recall_send(
     namespace: Option<String>,
     query: QueryEmbedding,
     k: usize,
-) -> Pin<
-    Box<
-        dyn Future<Output = Result<Vec<crate::memory::Match>, crate::memory::MemoryError>>
-            + Send
-            + '_,
-    >,
-> {
+) -> SearchFuture<'_> {
     Box::pin(async move {
         let vector = state.memory.finish_embed(query).await?;
         state
